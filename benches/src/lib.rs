@@ -1,0 +1,1 @@
+//! Runnel benches harness (see README).

@@ -1,0 +1,301 @@
+//! Raw Kafka v2 record-batch handling: header parsing, validation and offset rewriting (sans-io).
+//!
+//! Batches are stored and served byte-for-byte as received. The broker only ever rewrites the
+//! two header fields the CRC does not cover: `baseOffset` and `partitionLeaderEpoch`.
+//!
+//! Layout (Kafka protocol guide, "Record Batch"):
+//! `baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 | crc u32 |
+//!  attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
+//!  producerId i64 | producerEpoch i16 | baseSequence i32 | recordCount i32 | records...`
+//! The CRC-32C covers `attributes` to the end of the batch.
+
+/// Size of the fixed v2 batch header, up to and including the record count.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `partitionLeaderEpoch`: `baseOffset` and `batchLength`. `batchLength` counts
+/// everything after itself.
+pub const LOG_OVERHEAD: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+
+/// Compression codecs from the low three attribute bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+/// A parsed, validated v2 batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Whole size of the batch on the wire, header included.
+    pub fn total_len(&self) -> usize {
+        // batch_length was checked to be >= HEADER_LEN - LOG_OVERHEAD when parsed.
+        usize::try_from(self.batch_length).unwrap_or(0) + LOG_OVERHEAD
+    }
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+    /// Offset the next batch would start at.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        match self.attributes & 0x07 {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Gzip),
+            2 => Ok(Compression::Snappy),
+            3 => Ok(Compression::Lz4),
+            4 => Ok(Compression::Zstd),
+            other => Err(BatchError::UnsupportedCompression(other)),
+        }
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+}
+
+/// Why bytes are not a valid v2 batch. Each maps to a Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is below the v2 header size")]
+    BadLength(i32),
+    #[error("unsupported record batch magic {0} (only v2 is accepted)")]
+    UnsupportedMagic(i8),
+    #[error("crc mismatch: header says {expected:#010x}, computed {computed:#010x}")]
+    CrcMismatch { expected: u32, computed: u32 },
+    #[error("unsupported compression codec {0}")]
+    UnsupportedCompression(i16),
+    #[error("record count {count} disagrees with last offset delta {last_offset_delta}")]
+    CountMismatch { count: i32, last_offset_delta: i32 },
+    #[error("empty record batch")]
+    Empty,
+    #[error("malformed record {index}: {reason}")]
+    BadRecord { index: i32, reason: &'static str },
+    #[error("no record batches in request")]
+    NoBatches,
+    #[error("batch of {size} bytes exceeds the maximum of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("control batches cannot be produced")]
+    ControlBatch,
+}
+
+impl BatchError {
+    /// The Kafka error code a produce request gets for this batch.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BatchError::CrcMismatch { .. } | BatchError::Truncated { .. } | BatchError::BadLength(_) => 2, // CORRUPT_MESSAGE
+            BatchError::UnsupportedMagic(m) if *m < 2 => 43, // UNSUPPORTED_FOR_MESSAGE_FORMAT
+            BatchError::UnsupportedMagic(_) => 2,
+            BatchError::UnsupportedCompression(_) => 76, // UNSUPPORTED_COMPRESSION_TYPE
+            BatchError::TooLarge { .. } => 10,             // MESSAGE_TOO_LARGE
+            BatchError::CountMismatch { .. }
+            | BatchError::Empty
+            | BatchError::BadRecord { .. }
+            | BatchError::NoBatches
+            | BatchError::ControlBatch => 87, // INVALID_RECORD
+        }
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// Parse the fixed header at the start of `buf` without checking the CRC or the records.
+/// Checks only that the header and the whole batch it announces are present.
+pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    if buf.len() < HEADER_LEN {
+        return Err(BatchError::Truncated { needed: HEADER_LEN, available: buf.len() });
+    }
+    let batch_length = be_i32(buf, 8);
+    let min = i32::try_from(HEADER_LEN - LOG_OVERHEAD).unwrap_or(i32::MAX);
+    if batch_length < min {
+        return Err(BatchError::BadLength(batch_length));
+    }
+    let magic = i8::from_be_bytes([buf[MAGIC_AT]]);
+    if magic != 2 {
+        return Err(BatchError::UnsupportedMagic(magic));
+    }
+    let header = BatchHeader {
+        base_offset: be_i64(buf, 0),
+        batch_length,
+        partition_leader_epoch: be_i32(buf, 12),
+        magic,
+        crc: be_u32(buf, CRC_AT),
+        attributes: be_i16(buf, ATTRIBUTES_AT),
+        last_offset_delta: be_i32(buf, 23),
+        base_timestamp: be_i64(buf, 27),
+        max_timestamp: be_i64(buf, 35),
+        producer_id: be_i64(buf, 43),
+        producer_epoch: be_i16(buf, 51),
+        base_sequence: be_i32(buf, 53),
+        record_count: be_i32(buf, 57),
+    };
+    let total = header.total_len();
+    if buf.len() < total {
+        return Err(BatchError::Truncated { needed: total, available: buf.len() });
+    }
+    Ok(header)
+}
+
+/// Parse and fully validate the batch at the start of `buf`: header, CRC-32C, record count, and
+/// (for uncompressed batches) every record's framing. Returns the header; the batch occupies
+/// `header.total_len()` bytes.
+pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = parse_header(buf)?;
+    let total = header.total_len();
+    let computed = crc32c::crc32c(&buf[ATTRIBUTES_AT..total]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch { expected: header.crc, computed });
+    }
+    let compression = header.compression()?;
+    if header.record_count <= 0 {
+        return Err(BatchError::Empty);
+    }
+    if header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::CountMismatch {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    if compression == Compression::None {
+        check_records(&buf[HEADER_LEN..total], header.record_count)?;
+    }
+    Ok(header)
+}
+
+/// Validate a produce request's `records` field: one or more whole batches, each valid, none
+/// larger than `max_batch_bytes`, none a control batch. Returns their headers in order.
+pub fn validate_produce(buf: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
+    if buf.is_empty() {
+        return Err(BatchError::NoBatches);
+    }
+    let mut headers = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        let header = parse_header(rest)?;
+        if header.total_len() > max_batch_bytes {
+            return Err(BatchError::TooLarge { size: header.total_len(), max: max_batch_bytes });
+        }
+        let header = validate(rest)?;
+        if header.is_control() {
+            return Err(BatchError::ControlBatch);
+        }
+        at += header.total_len();
+        headers.push(header);
+    }
+    Ok(headers)
+}
+
+/// Walk the headers of a buffer of whole batches (as stored in a log), stopping with an error at
+/// the first one that does not parse or validate. Used by recovery and readers.
+pub fn headers(buf: &[u8]) -> impl Iterator<Item = Result<BatchHeader, BatchError>> + '_ {
+    let mut at = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= buf.len() {
+            return None;
+        }
+        match parse_header(&buf[at..]) {
+            Ok(h) => {
+                at += h.total_len();
+                Some(Ok(h))
+            }
+            Err(e) => {
+                failed = true;
+                Some(Err(e))
+            }
+        }
+    })
+}
+
+/// Overwrite the `baseOffset` field of the batch starting at `buf[0]`.
+pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Overwrite the `partitionLeaderEpoch` field of the batch starting at `buf[0]`.
+pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
+    buf[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+use super::varint::{read as varint, skip_bytes};
+
+/// Check the framing of every record in an uncompressed records section.
+pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
+    let mut at = 0usize;
+    for index in 0..count {
+        let bad = |reason| BatchError::BadRecord { index, reason };
+        let len = varint(records, &mut at).ok_or(bad("bad length varint"))?;
+        let len = usize::try_from(len).map_err(|_| bad("negative record length"))?;
+        let start = at;
+        let end = start.checked_add(len).filter(|e| *e <= records.len()).ok_or(bad("record overruns batch"))?;
+        let rec = &records[..end];
+        let mut p = start;
+        p += 1; // attributes
+        if p > end {
+            return Err(bad("record too short"));
+        }
+        varint(rec, &mut p).ok_or(bad("bad timestamp delta"))?;
+        let offset_delta = varint(rec, &mut p).ok_or(bad("bad offset delta"))?;
+        if offset_delta != i64::from(index) {
+            return Err(bad("offset delta out of sequence"));
+        }
+        skip_bytes(rec, &mut p, true).ok_or(bad("bad key"))?;
+        skip_bytes(rec, &mut p, true).ok_or(bad("bad value"))?;
+        let headers = varint(rec, &mut p).ok_or(bad("bad header count"))?;
+        if headers < 0 {
+            return Err(bad("negative header count"));
+        }
+        for _ in 0..headers {
+            skip_bytes(rec, &mut p, false).ok_or(bad("bad header key"))?;
+            skip_bytes(rec, &mut p, true).ok_or(bad("bad header value"))?;
+        }
+        if p != end {
+            return Err(bad("record length disagrees with its fields"));
+        }
+        at = end;
+    }
+    if at != records.len() {
+        return Err(BatchError::BadRecord { index: count, reason: "trailing bytes after last record" });
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Sans-io codecs: Kafka request framing and header peek, raw record batches. No tokio here.
+
+pub mod batch;
+pub mod builder;
+pub mod frame;
+pub mod varint;

@@ -1,0 +1,1 @@
+//! Contract suite every [`super::PartitionLog`] implementation passes (being written).

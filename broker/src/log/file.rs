@@ -1,0 +1,1 @@
+//! Segment-file implementation of [`super::PartitionLog`] (being written).

@@ -1,0 +1,127 @@
+//! The partition log: an append-only sequence of Kafka v2 record batches behind a narrow trait.
+//!
+//! A partition log stores record batches byte-for-byte as received (after validation by
+//! [`crate::codec::batch`]), except that the log rewrites `baseOffset` (offset assignment) and
+//! `partitionLeaderEpoch` (the leader epoch, later the Raft term). Neither field is covered by the
+//! batch CRC, so the stored batch stays valid.
+//!
+//! Two implementations pass one contract suite: [`file::FileLog`] (segment files on disk, with
+//! sparse offset and time indexes) and [`memory::MemLog`] (a `Vec`, for tests and as a model).
+//!
+//! Offsets: `log_start_offset <= (high watermark, kept by the caller) <= log_end_offset`. The log
+//! itself knows nothing of the high watermark; the partition layer decides what is visible.
+
+pub mod file;
+pub mod memory;
+#[cfg(test)]
+mod contract;
+
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The requested offset is below the log start or above the log end.
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    /// The bytes handed to `append` are not a sequence of whole, valid v2 batches.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] crate::codec::batch::BatchError),
+    /// `truncate_to` was asked to cut inside a batch.
+    #[error("offset {0} is not a batch boundary")]
+    NotBatchBoundary(i64),
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io { context: String, #[source] source: std::io::Error },
+    /// On-disk state that cannot be repaired automatically.
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record of the first batch.
+    pub base_offset: i64,
+    /// Offset of the last record of the last batch.
+    pub last_offset: i64,
+    /// Largest `maxTimestamp` among the appended batches.
+    pub max_timestamp: i64,
+}
+
+/// The first offset whose batch has a max timestamp at or after a target time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// Retention limits; `None` means unlimited. Only whole, inactive segments are ever deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+}
+
+/// What `sync` must make durable: the file handles written since the last flush and the log end
+/// offset they cover. It is taken under the log's lock and run outside it, so one fsync covers
+/// every append made before it was taken (group commit).
+#[derive(Debug, Default)]
+pub struct FlushPlan {
+    pub files: Vec<Arc<File>>,
+    pub up_to: i64,
+}
+
+impl FlushPlan {
+    /// fsync every file (data only: segment files are preallocated-free, so length changes are
+    /// covered by `sync_data` on Linux for appends; directories are synced on segment roll).
+    pub fn sync(&self) -> std::io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// The narrow interface every partition log implements.
+pub trait PartitionLog: Send + Sync {
+    /// Append one or more whole v2 batches (already validated). Offsets are assigned from the
+    /// current log end by rewriting each batch's `baseOffset`; `partitionLeaderEpoch` is set to
+    /// `leader_epoch`. Either every batch is appended or none is.
+    fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError>;
+
+    /// Whole batches starting with the one that contains `offset`, ending before `max_offset`
+    /// (exclusive; batches whose base offset is >= `max_offset` are not returned), at most
+    /// `max_bytes` long except that the first batch is always returned whole. Returns empty bytes
+    /// when `offset == max_offset` or `offset == log_end_offset`.
+    /// Errors with `OffsetOutOfRange` if `offset < log_start_offset` or `offset > log_end_offset`.
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError>;
+
+    /// First offset still in the log.
+    fn log_start_offset(&self) -> i64;
+
+    /// Offset the next appended record will get.
+    fn log_end_offset(&self) -> i64;
+
+    /// The log end offset that is known to be on stable storage.
+    fn flushed_offset(&self) -> i64;
+
+    /// Files and offset to fsync to make everything appended so far durable.
+    fn flush_plan(&self) -> FlushPlan;
+
+    /// Record that a `FlushPlan` finished; `flushed_offset` never moves backwards.
+    fn mark_flushed(&mut self, up_to: i64);
+
+    /// First batch (by offset) whose max timestamp is >= `timestamp`.
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError>;
+
+    /// Remove every batch whose base offset is >= `offset` (Raft conflict truncation).
+    /// `offset` must be a batch boundary or the log end.
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError>;
+
+    /// Delete whole old segments past the retention limits; returns the new log start offset.
+    fn enforce_retention(&mut self, now_ms: i64, policy: &RetentionPolicy) -> Result<i64, LogError>;
+}

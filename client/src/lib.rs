@@ -1,0 +1,1 @@
+//! Async Rust client for the gRPC API (issue 4; not built yet).

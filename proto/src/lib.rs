@@ -1,0 +1,1 @@
+//! Protocol-buffer definitions for the gRPC API (issue 4; not built yet).

@@ -1,0 +1,1 @@
+//! Runnel tests harness (see README).
