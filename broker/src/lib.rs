@@ -1,4 +1,12 @@
 //! Runnel broker: a durable, partitioned log that speaks a subset of the Kafka protocol.
 
+pub mod broker;
+pub mod cli;
 pub mod codec;
+pub mod config;
+pub mod handlers;
 pub mod log;
+pub mod net;
+pub mod partition;
+pub mod server;
+pub mod topics;

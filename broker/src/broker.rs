@@ -1,0 +1,60 @@
+//! Shared broker state handed to every handler: config, identity and the topic registry.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
+
+/// Identity kept in `<data_dir>/meta.toml` so the cluster id is stable across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    cluster_id: String,
+    node_id: i32,
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub cluster_id: String,
+    pub topics: TopicRegistry,
+}
+
+impl Broker {
+    /// Open (or initialise) the data directory and recover every partition.
+    pub fn open(config: Config) -> Result<Self, TopicError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
+        let topics = TopicRegistry::open(&config.data_dir, config.topics.clone())?;
+        Ok(Self { config, cluster_id, topics })
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+}
+
+fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
+    let path = dir.join("meta.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let meta: Meta =
+                toml::from_str(&text).map_err(|e| TopicError::Storage(format!("bad {}: {e}", path.display())))?;
+            if meta.node_id != node_id {
+                tracing::warn!(stored = meta.node_id, configured = node_id, "node id differs from the data directory's");
+            }
+            Ok(meta.cluster_id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works
+            // for clients, so use the UUID's simple form.
+            let meta = Meta { cluster_id: uuid::Uuid::new_v4().simple().to_string(), node_id };
+            let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+            write_synced(&path, text.as_bytes())?;
+            sync_dir(dir)?;
+            Ok(meta.cluster_id)
+        }
+        Err(e) => Err(TopicError::Storage(format!("cannot read {}: {e}", path.display()))),
+    }
+}

@@ -1,0 +1,154 @@
+//! Broker configuration: a serde struct with defaults, layered defaults < file < env < CLI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `runnel serve` needs. Passed into [`crate::server::run`], never global.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding topics, partitions and broker metadata.
+    pub data_dir: PathBuf,
+    /// Address the Kafka-protocol listener binds.
+    pub kafka_addr: SocketAddr,
+    /// Host name advertised to clients in Metadata; defaults to the listener's IP.
+    pub advertised_host: Option<String>,
+    /// This broker's node id, reported in Metadata and as the controller.
+    pub node_id: i32,
+    /// Largest request frame accepted, in bytes (Kafka's `socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Longest time a produce waits for its fsync before answering REQUEST_TIMED_OUT, in ms
+    /// (the client's own `timeout_ms` is used when it is shorter).
+    pub max_produce_wait_ms: u64,
+    /// How often retention is enforced, in ms.
+    pub retention_check_interval_ms: u64,
+    /// Defaults for topics, including auto-created ones.
+    pub topics: TopicDefaults,
+}
+
+/// Topic defaults; each can be overridden per topic with CreateTopics configs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicDefaults {
+    /// Create unknown topics on Metadata (when allowed by the request) and on Produce.
+    pub auto_create: bool,
+    /// Partition count for auto-created topics (Kafka's `num.partitions`).
+    pub default_partitions: i32,
+    /// Largest record batch accepted, in bytes (`max.message.bytes`).
+    pub max_message_bytes: usize,
+    /// Segment size before a new segment is rolled (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Delete segments whose newest record is older than this, in ms (`retention.ms`; -1 = never).
+    pub retention_ms: i64,
+    /// Delete old segments while the partition is larger than this (`retention.bytes`; -1 = never).
+    pub retention_bytes: i64,
+    /// Longest time appended data may stay unflushed, in ms (`flush.ms`). 0 = flush as soon as
+    /// possible with group commit. acks=all always waits for its fsync whatever this says.
+    pub flush_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./runnel-data"),
+            kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            node_id: 1,
+            max_frame_bytes: 100 * 1024 * 1024,
+            max_produce_wait_ms: 30_000,
+            retention_check_interval_ms: 60_000,
+            topics: TopicDefaults::default(),
+        }
+    }
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            auto_create: true,
+            default_partitions: 1,
+            max_message_bytes: 1_048_588,
+            segment_bytes: 1 << 30,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            flush_ms: 0,
+        }
+    }
+}
+
+/// A configuration value that makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid setting {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Parse a TOML config file; missing fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+    }
+
+    /// Check every value is usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_owned() });
+        if self.node_id < 0 {
+            return invalid("node_id", "must be >= 0");
+        }
+        if self.max_frame_bytes < 1024 {
+            return invalid("max_frame_bytes", "must be at least 1024");
+        }
+        if self.topics.default_partitions < 1 {
+            return invalid("topics.default_partitions", "must be >= 1");
+        }
+        if self.topics.max_message_bytes < 64 {
+            return invalid("topics.max_message_bytes", "must be at least 64");
+        }
+        if self.topics.segment_bytes < 1024 {
+            return invalid("topics.segment_bytes", "must be at least 1024");
+        }
+        if self.topics.retention_ms < -1 || self.topics.retention_bytes < -1 {
+            return invalid("topics.retention_*", "must be -1 (unlimited) or >= 0");
+        }
+        Ok(())
+    }
+
+    /// The host name clients are told to connect to.
+    pub fn advertised_host(&self) -> String {
+        self.advertised_host.clone().unwrap_or_else(|| self.kafka_addr.ip().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runnel.example.toml");
+        let parsed = Config::from_file(&path).expect("example config parses");
+        assert_eq!(parsed, Config::default());
+        parsed.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>("data_dirr = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("data_dirr"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let mut c = Config::default();
+        c.topics.default_partitions = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Fetch (key 1): sessionless reads with long polling.
+//!
+//! A fetch answers as soon as `min_bytes` are available (not after `max_wait_ms`), or when
+//! `max_wait_ms` runs out, or at once if any partition has an error. Each partition returns
+//! whole batches and at least one batch even if it exceeds the limits, as Kafka does. The last
+//! stable offset equals the high watermark (no transactions), so READ_COMMITTED readers such as
+//! KafkaJS see everything committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{code, RequestContext};
+use crate::broker::Broker;
+use crate::log::LogError;
+use crate::partition::Partition;
+
+pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    // Resolve partitions once; unknown ones answer at once with an error.
+    let resolved: Vec<Vec<Option<Arc<Partition>>>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(&t.topic);
+            t.partitions
+                .iter()
+                .map(|p| topic.as_ref().and_then(|topic| topic.partitions.iter().find(|x| x.index == p.partition).cloned()))
+                .collect()
+        })
+        .collect();
+    loop {
+        // Subscribe before reading so an append between the read and the wait is not missed.
+        let mut watches: Vec<watch::Receiver<i64>> =
+            resolved.iter().flatten().flatten().map(|p| p.watch_high_watermark()).collect();
+        let (response, bytes, any_error) = read_all(&req, &resolved, max_bytes);
+        if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline || watches.is_empty() {
+            return response;
+        }
+        if !wait_any(&mut watches, deadline).await {
+            let (response, _, _) = read_all(&req, &resolved, max_bytes);
+            return response;
+        }
+    }
+}
+
+/// Wait until any watch changes (true) or the deadline passes (false).
+async fn wait_any(watches: &mut [watch::Receiver<i64>], deadline: Instant) -> bool {
+    let changed = futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+    tokio::time::timeout_at(deadline, changed).await.is_ok()
+}
+
+fn read_all(req: &FetchRequest, resolved: &[Vec<Option<Arc<Partition>>>], max_bytes: usize) -> (FetchResponse, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for (t, parts) in req.topics.iter().zip(resolved) {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for (p, part) in t.partitions.iter().zip(parts) {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_records(Some(Bytes::new()));
+            let Some(part) = part else {
+                any_error = true;
+                partitions.push(data.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let offsets = part.offsets();
+            data = data
+                .with_high_watermark(offsets.high_watermark)
+                .with_last_stable_offset(offsets.high_watermark)
+                .with_log_start_offset(offsets.log_start);
+            let partition_max = usize::try_from(p.partition_max_bytes).unwrap_or(0);
+            let budget = partition_max.min(max_bytes.saturating_sub(total));
+            if budget == 0 && total > 0 {
+                partitions.push(data);
+                continue;
+            }
+            match part.read(p.fetch_offset, budget) {
+                Ok(records) => {
+                    total += records.len();
+                    partitions.push(data.with_records(Some(records)));
+                }
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    any_error = true;
+                    partitions.push(data.with_error_code(code::OFFSET_OUT_OF_RANGE));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %part.topic, partition = part.index, "read failed: {e}");
+                    any_error = true;
+                    partitions.push(data.with_error_code(code::KAFKA_STORAGE_ERROR));
+                }
+            }
+        }
+        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(partitions));
+    }
+    (FetchResponse::default().with_error_code(code::NONE).with_session_id(0).with_responses(topics), total, any_error)
+}

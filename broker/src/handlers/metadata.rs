@@ -1,0 +1,76 @@
+//! Metadata (key 3): brokers, controller, cluster id, topics and partition leaders.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{code, RequestContext};
+use crate::broker::Broker;
+use crate::topics::{Topic, TopicError};
+
+pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
+    let node = BrokerId(broker.node_id());
+    let port = i32::from(broker.config.kafka_addr.port());
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(StrBytes::from_string(broker.config.advertised_host()))
+        .with_port(port)];
+    // Metadata v0 had no flag and always auto-created; v4+ says whether the client allows it.
+    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    let topics = match req.topics {
+        None => broker.topics.list().iter().map(|t| describe(t, node)).collect(),
+        // v0: an empty list means all topics.
+        Some(list) if list.is_empty() && ctx.version == 0 => broker.topics.list().iter().map(|t| describe(t, node)).collect(),
+        Some(list) => list
+            .into_iter()
+            .map(|t| match t.name {
+                Some(name) => {
+                    let found = if allow_create { broker.topics.get_or_auto_create(&name) } else { broker.topics.get(&name).ok_or(TopicError::Unknown) };
+                    match found {
+                        Ok(topic) => describe(&topic, node),
+                        Err(e) => MetadataResponseTopic::default().with_name(Some(name)).with_error_code(e.kafka_code()),
+                    }
+                }
+                // Lookup by topic id (v10+).
+                None => match broker.topics.list().into_iter().find(|x| x.id == t.topic_id) {
+                    Some(topic) => describe(&topic, node),
+                    None => MetadataResponseTopic::default().with_topic_id(t.topic_id).with_error_code(code::UNKNOWN_TOPIC_ID),
+                },
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+/// Leader epochs are reported as -1 (unknown) until OffsetForLeaderEpoch is implemented with
+/// replication: librdkafka then never tries epoch validation (KIP-320), which would otherwise
+/// need that API. Batches still carry the epoch the log stamped.
+pub(crate) const REPORTED_LEADER_EPOCH: i32 = -1;
+
+fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_error_code(code::NONE)
+                .with_partition_index(p.index)
+                .with_leader_id(node)
+                .with_leader_epoch(REPORTED_LEADER_EPOCH)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(false)
+        .with_partitions(partitions)
+}

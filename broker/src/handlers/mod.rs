@@ -1,0 +1,151 @@
+//! Kafka API dispatch: one handler per API, selected by a closed enum of what Runnel supports.
+//!
+//! Handlers take the broker state and a decoded request and return a response whose Kafka
+//! error codes say what went wrong; `Err` from [`handle_frame`] means the connection must close.
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+use crate::codec::frame::{self, FrameError};
+
+/// The APIs Runnel implements, with the versions it advertises. Nothing else is advertised.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9), // 0-2 are answered UNSUPPORTED_VERSION (old librdkafka needs 0 listed)
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 4),
+];
+
+/// The advertised version range of an API, if Runnel supports it.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|(_, min, max)| (*min, *max))
+}
+
+/// Why a request ends its connection.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {version} of {api:?} (supported {min}-{max})")]
+    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("cannot decode {api:?} v{version}: {reason}")]
+    Decode { api: ApiKey, version: i16, reason: String },
+    #[error("cannot encode {api:?} v{version} response: {reason}")]
+    Encode { api: ApiKey, version: i16, reason: String },
+}
+
+/// Who is asking, and how to frame the answer.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// A response that completes later (e.g. after an fsync); yields the frame to send, if any.
+pub type Deferred = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, RequestError>> + Send>>;
+
+/// What a request produced. Side effects (appends) have all happened when this is returned, in
+/// request order; only waiting may be deferred, and the connection sends replies in order.
+pub enum Reply {
+    /// Nothing is sent back (Produce with acks=0).
+    None,
+    /// A whole response frame.
+    Now(BytesMut),
+    /// A response frame once the future completes.
+    Later(Deferred),
+}
+
+/// Handle one request frame.
+pub async fn handle_frame(broker: &Broker, mut frame: BytesMut) -> Result<Reply, RequestError> {
+    let peek = frame::peek_header(&frame)?;
+    let api = ApiKey::try_from(peek.api_key).map_err(|_| RequestError::UnknownApi(peek.api_key))?;
+    let Some((min, max)) = supported_range(api) else {
+        return Err(RequestError::UnknownApi(peek.api_key));
+    };
+    if api == ApiKey::ApiVersions && !(min..=max).contains(&peek.api_version) {
+        // KIP-511: an unsupported ApiVersions version is answered in the v0 layout with
+        // UNSUPPORTED_VERSION and our ranges, so the client can retry with one we support.
+        return Ok(Reply::Now(api_versions::unsupported_version_response(peek.correlation_id)));
+    }
+    if !(min..=max).contains(&peek.api_version) {
+        return Err(RequestError::UnsupportedVersion { api, version: peek.api_version, min, max });
+    }
+    if api == ApiKey::Produce && peek.api_version < 3 {
+        return Ok(produce::legacy_unsupported(&frame, peek.api_version).map_or(Reply::None, Reply::Now));
+    }
+    let header = frame::decode_header(api, peek.api_version, &mut frame)?;
+    let ctx = RequestContext {
+        api,
+        version: peek.api_version,
+        correlation_id: peek.correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+    };
+    let version = ctx.version;
+    macro_rules! call {
+        ($req:ty, $handler:path) => {{
+            let req = decode::<$req>(&mut frame, api, version)?;
+            Ok(Reply::Now(encode_body(&ctx, &$handler(broker, &ctx, req).await)?))
+        }};
+    }
+    match api {
+        ApiKey::Produce => produce::handle(broker, &ctx, decode(&mut frame, api, version)?),
+        ApiKey::ApiVersions => call!(kafka_protocol::messages::ApiVersionsRequest, api_versions::handle),
+        ApiKey::Metadata => call!(kafka_protocol::messages::MetadataRequest, metadata::handle),
+        ApiKey::Fetch => call!(kafka_protocol::messages::FetchRequest, fetch::handle),
+        ApiKey::ListOffsets => call!(kafka_protocol::messages::ListOffsetsRequest, list_offsets::handle),
+        ApiKey::CreateTopics => call!(kafka_protocol::messages::CreateTopicsRequest, create_topics::handle),
+        ApiKey::DeleteTopics => call!(kafka_protocol::messages::DeleteTopicsRequest, delete_topics::handle),
+        _ => Err(RequestError::UnknownApi(peek.api_key)),
+    }
+}
+
+fn decode<T: Decodable>(frame: &mut BytesMut, api: ApiKey, version: i16) -> Result<T, RequestError> {
+    T::decode(frame, version).map_err(|e| RequestError::Decode { api, version, reason: e.to_string() })
+}
+
+/// Encode a whole response frame for `ctx`'s request.
+pub(crate) fn encode_body<M: Encodable>(ctx: &RequestContext, body: &M) -> Result<BytesMut, RequestError> {
+    let mut out = BytesMut::new();
+    let header = ctx.api.response_header_version(ctx.version);
+    frame::encode_response(&mut out, ctx.correlation_id, header, body, ctx.version).map_err(|e| RequestError::Encode {
+        api: ctx.api,
+        version: ctx.version,
+        reason: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Kafka error codes used by the handlers.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const INVALID_REQUIRED_ACKS: i16 = 21;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+}

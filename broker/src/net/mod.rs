@@ -1,0 +1,42 @@
+//! Sockets: the Kafka listener and per-connection I/O. The only module that touches the network.
+
+mod connection;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+
+/// Accept Kafka connections until `shutdown` flips to true.
+pub async fn serve_kafka(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let broker = broker.clone();
+                    let conn_shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection::run(socket, broker, conn_shutdown).await {
+                            tracing::info!(%peer, "connection closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

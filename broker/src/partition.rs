@@ -1,0 +1,197 @@
+//! One partition: its log, the high watermark, and group-commit flushing.
+//!
+//! Log end offset (LEO) and high watermark (HW) are distinct: the log knows its end; the
+//! partition decides what consumers may see. On a single node the HW follows the LEO after
+//! each append (Kafka semantics for a one-replica partition); with replication it will follow
+//! the Raft commit index instead. Durability is separate again: `flushed` is the LEO known to
+//! be fsynced, and acks=all waits for it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify};
+
+use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+
+/// Per-partition settings derived from the topic config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSettings {
+    /// 0 = flush as soon as possible; otherwise the longest unflushed data may wait.
+    pub flush_ms: u64,
+    pub retention: RetentionPolicy,
+}
+
+/// The offsets a client can ask about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+}
+
+/// Why a produce could not be confirmed durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DurabilityError {
+    #[error("timed out waiting for fsync")]
+    TimedOut,
+    #[error("the partition's storage failed")]
+    StorageFailed,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: RwLock<Box<dyn PartitionLog>>,
+    leader_epoch: i32,
+    high_watermark: watch::Sender<i64>,
+    flushed: watch::Sender<i64>,
+    flush_wanted: Notify,
+    storage_failed: AtomicBool,
+    settings: PartitionSettings,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition").field("topic", &self.topic).field("index", &self.index).finish()
+    }
+}
+
+impl Partition {
+    /// Wrap an opened log and start its flusher task (needs a tokio runtime).
+    pub fn start(topic: &str, index: i32, log: Box<dyn PartitionLog>, settings: PartitionSettings) -> Arc<Self> {
+        let end = log.log_end_offset();
+        let flushed = log.flushed_offset();
+        let p = Arc::new(Self {
+            topic: topic.to_owned(),
+            index,
+            log: RwLock::new(log),
+            leader_epoch: 0,
+            high_watermark: watch::Sender::new(end),
+            flushed: watch::Sender::new(flushed),
+            flush_wanted: Notify::new(),
+            storage_failed: AtomicBool::new(false),
+            settings,
+        });
+        tokio::spawn(run_flusher(Arc::downgrade(&p), settings.flush_ms));
+        p
+    }
+
+    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn PartitionLog>> {
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, Box<dyn PartitionLog>> {
+        self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.storage_failed.load(Ordering::Acquire)
+    }
+
+    /// Append validated batches, publish the new high watermark, and schedule a flush.
+    pub fn append(&self, batches: BytesMut) -> Result<AppendInfo, LogError> {
+        let info = {
+            let mut log = self.write_log();
+            let info = log.append(batches, self.leader_epoch)?;
+            // Single node: everything appended is committed. Publish under the lock so HW
+            // updates are ordered with appends.
+            self.high_watermark.send_replace(log.log_end_offset());
+            info
+        };
+        if self.settings.flush_ms == 0 {
+            self.flush_wanted.notify_one();
+        }
+        Ok(info)
+    }
+
+    /// Wait until every offset below `end` is fsynced.
+    pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
+        self.flush_wanted.notify_one();
+        let mut rx = self.flushed.subscribe();
+        let outcome = tokio::time::timeout(timeout, rx.wait_for(|f| *f >= end || self.is_failed())).await;
+        match outcome {
+            Ok(Ok(_)) if !self.is_failed() => Ok(()),
+            Ok(_) => Err(DurabilityError::StorageFailed),
+            Err(_) => Err(DurabilityError::TimedOut),
+        }
+    }
+
+    /// Whole batches from `offset`, never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        let hw = *self.high_watermark.borrow();
+        self.read_log().read(offset, hw, max_bytes)
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let log = self.read_log();
+        Offsets {
+            log_start: log.log_start_offset(),
+            high_watermark: *self.high_watermark.borrow(),
+            log_end: log.log_end_offset(),
+        }
+    }
+
+    /// Changes of the high watermark, for long-polling fetches.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>, LogError> {
+        self.read_log().offset_for_timestamp(ts)
+    }
+
+    /// The largest timestamp in the log with the offset of its batch, for ListOffsets
+    /// MAX_TIMESTAMP (-3).
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
+        self.write_log().enforce_retention(now_ms, &self.settings.retention)
+    }
+
+    /// One group-commit round: take a plan under the lock, fsync outside it, publish.
+    async fn flush_once(&self) {
+        let plan = self.read_log().flush_plan();
+        if plan.up_to <= *self.flushed.borrow() {
+            return;
+        }
+        let up_to = plan.up_to;
+        let synced = tokio::task::spawn_blocking(move || plan.sync()).await;
+        match synced {
+            Ok(Ok(())) => {
+                self.write_log().mark_flushed(up_to);
+                self.flushed.send_modify(|f| *f = (*f).max(up_to));
+            }
+            Ok(Err(e)) => self.fail(&format!("fsync failed: {e}")),
+            Err(e) => self.fail(&format!("fsync task failed: {e}")),
+        }
+    }
+
+    /// After a failed fsync the page cache state is unknown (fsyncgate): stop accepting
+    /// durable writes on this partition rather than report success we cannot vouch for.
+    fn fail(&self, why: &str) {
+        tracing::error!(topic = %self.topic, partition = self.index, "{why}; partition refuses durable writes until restart");
+        self.storage_failed.store(true, Ordering::Release);
+        self.flushed.send_modify(|_| {});
+    }
+}
+
+async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {
+    loop {
+        let Some(p) = partition.upgrade() else { return };
+        if flush_ms == 0 {
+            // Wait for a request, but re-check the weak pointer now and then so the task ends
+            // when the partition is dropped.
+            let _ = tokio::time::timeout(Duration::from_millis(500), p.flush_wanted.notified()).await;
+        } else {
+            let _ = tokio::time::timeout(Duration::from_millis(flush_ms), p.flush_wanted.notified()).await;
+        }
+        if p.is_failed() {
+            return;
+        }
+        p.flush_once().await;
+    }
+}

@@ -1,0 +1,77 @@
+//! Runs a broker: opens storage, binds the listener, runs background maintenance, and shuts
+//! down gracefully when asked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::config::Config;
+
+/// A started broker: where it listens, and how to stop it.
+pub struct Running {
+    pub kafka_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Ask every task to stop and wait for them.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Open storage and bind; returns once the broker accepts connections.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate()?;
+    let addr = config.kafka_addr;
+    let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let kafka_addr = listener.local_addr()?;
+    let (shutdown, rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(crate::net::serve_kafka(listener, broker.clone(), rx.clone())),
+        tokio::spawn(retention_loop(broker.clone(), rx)),
+    ];
+    tracing::info!(%kafka_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol)");
+    Ok(Running { kafka_addr, broker, shutdown, tasks })
+}
+
+/// Serve until `stop` resolves (e.g. Ctrl-C).
+pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    stop.await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(broker.config.retention_check_interval_ms.max(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = crate::net::stopped(&mut shutdown) => return,
+        }
+        let now = now_ms();
+        for topic in broker.topics.list() {
+            for p in &topic.partitions {
+                if let Err(e) = p.enforce_retention(now) {
+                    tracing::error!(topic = %topic.name, partition = p.index, "retention failed: {e}");
+                }
+            }
+        }
+    }
+}

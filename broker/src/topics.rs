@@ -1,0 +1,291 @@
+//! The topic registry: creates, opens, lists and deletes topics and their partition logs.
+//!
+//! On disk: `<data_dir>/topics/<name>/topic.toml` (id, partition count, config) and one
+//! directory per partition, `<data_dir>/topics/<name>/<partition>/`. A topic is created in a
+//! temporary directory and renamed into place, and deleted by renaming it away first, so a crash
+//! never leaves a half-created or half-deleted topic visible.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TopicDefaults;
+use crate::log::file::{FileLog, FileLogConfig};
+use crate::log::{LogError, RetentionPolicy};
+use crate::partition::{Partition, PartitionSettings};
+
+/// Per-topic settings, stored with the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub flush_ms: u64,
+    pub max_message_bytes: usize,
+}
+
+impl TopicConfig {
+    fn from_defaults(d: &TopicDefaults) -> Self {
+        Self {
+            retention_ms: d.retention_ms,
+            retention_bytes: d.retention_bytes,
+            segment_bytes: d.segment_bytes,
+            flush_ms: d.flush_ms,
+            max_message_bytes: d.max_message_bytes,
+        }
+    }
+
+    /// Apply one Kafka topic config (`retention.ms`, ...). Unknown keys that Kafka tools commonly
+    /// send and that have no effect here (e.g. `cleanup.policy=delete`) are accepted.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
+        let bad = || TopicError::InvalidConfig(format!("invalid value {value:?} for {key}"));
+        let int = |min: i64| value.trim().parse::<i64>().ok().filter(|v| *v >= min).ok_or_else(bad);
+        match key {
+            "retention.ms" => self.retention_ms = int(-1)?,
+            "retention.bytes" => self.retention_bytes = int(-1)?,
+            "segment.bytes" => self.segment_bytes = u64::try_from(int(1024)?).map_err(|_| bad())?,
+            "flush.ms" => self.flush_ms = u64::try_from(int(0)?).map_err(|_| bad())?,
+            "max.message.bytes" => self.max_message_bytes = usize::try_from(int(64)?).map_err(|_| bad())?,
+            "cleanup.policy" if value == "delete" => {}
+            "cleanup.policy" => {
+                return Err(TopicError::InvalidConfig(format!("cleanup.policy={value} is not supported (only delete)")))
+            }
+            "min.insync.replicas" | "message.timestamp.type" if value == "1" || value == "CreateTime" => {}
+            "compression.type" if value == "producer" => {}
+            other => return Err(TopicError::InvalidConfig(format!("unsupported topic config {other}"))),
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> PartitionSettings {
+        PartitionSettings {
+            flush_ms: self.flush_ms,
+            retention: RetentionPolicy {
+                retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms),
+                retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicMeta {
+    id: String,
+    partitions: i32,
+    config: TopicConfig,
+}
+
+/// Why a topic operation failed; each maps to a Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic already exists")]
+    AlreadyExists,
+    #[error("invalid topic name: {0}")]
+    InvalidName(String),
+    #[error("invalid partition count {0}")]
+    InvalidPartitions(i32),
+    #[error("replication factor {0} is not possible on a single node")]
+    InvalidReplicationFactor(i16),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("unknown topic")]
+    Unknown,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl TopicError {
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            TopicError::AlreadyExists => 36,
+            TopicError::InvalidName(_) => 17,
+            TopicError::InvalidPartitions(_) => 37,
+            TopicError::InvalidReplicationFactor(_) => 38,
+            TopicError::InvalidConfig(_) => 40,
+            TopicError::Unknown => 3,
+            TopicError::Storage(_) => 56,
+        }
+    }
+}
+
+impl From<LogError> for TopicError {
+    fn from(e: LogError) -> Self {
+        TopicError::Storage(e.to_string())
+    }
+}
+
+fn io_err(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TopicError {
+    let what = format!("{context} {}", path.display());
+    move |e| TopicError::Storage(format!("{what}: {e}"))
+}
+
+/// Kafka's topic name rules: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > 249 || !ok_chars || name == "." || name == ".." {
+        return Err(TopicError::InvalidName(format!(
+            "{name:?}: must be 1-249 characters of [a-zA-Z0-9._-] and not '.' or '..'"
+        )));
+    }
+    Ok(())
+}
+
+/// A live topic.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub config: TopicConfig,
+    dir: PathBuf,
+}
+
+/// All topics of this broker.
+pub struct TopicRegistry {
+    root: PathBuf,
+    defaults: TopicDefaults,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises create and delete so two requests cannot race on one name.
+    admin: Mutex<()>,
+}
+
+impl TopicRegistry {
+    /// Open every topic under `<data_dir>/topics`, recovering each partition log.
+    pub fn open(data_dir: &Path, defaults: TopicDefaults) -> Result<Self, TopicError> {
+        let root = data_dir.join("topics");
+        std::fs::create_dir_all(&root).map_err(io_err("cannot create", &root))?;
+        let mut topics = BTreeMap::new();
+        for entry in std::fs::read_dir(&root).map_err(io_err("cannot list", &root))? {
+            let entry = entry.map_err(io_err("cannot list", &root))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || name.starts_with(".deleted-") {
+                std::fs::remove_dir_all(&path).map_err(io_err("cannot clean up", &path))?;
+                continue;
+            }
+            let topic = open_topic(&path, &name)?;
+            tracing::info!(topic = %name, partitions = topic.partitions.len(), "opened topic");
+            topics.insert(name, Arc::new(topic));
+        }
+        Ok(Self { root, defaults, topics: RwLock::new(topics), admin: Mutex::new(()) })
+    }
+
+    pub fn defaults(&self) -> &TopicDefaults {
+        &self.defaults
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Get a topic, creating it with the defaults if auto-creation is on.
+    pub fn get_or_auto_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.get(name) {
+            return Ok(t);
+        }
+        if !self.defaults.auto_create {
+            return Err(TopicError::Unknown);
+        }
+        match self.create(name, self.defaults.default_partitions, &[], false) {
+            Err(TopicError::AlreadyExists) => self.get(name).ok_or(TopicError::Unknown),
+            other => other,
+        }
+    }
+
+    /// Create a topic. With `validate_only`, check everything and create nothing.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_name(name)?;
+        if !(1..=10_000).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(partitions));
+        }
+        let mut config = TopicConfig::from_defaults(&self.defaults);
+        for (k, v) in configs {
+            config.set(k, v)?;
+        }
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.get(name).is_some() {
+            return Err(TopicError::AlreadyExists);
+        }
+        let meta = TopicMeta { id: uuid::Uuid::new_v4().to_string(), partitions, config };
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_owned(),
+                id: uuid::Uuid::nil(),
+                partitions: Vec::new(),
+                config: meta.config,
+                dir: PathBuf::new(),
+            }));
+        }
+        let tmp = self.root.join(format!(".tmp-{name}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err("cannot create", &tmp))?;
+        let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+        write_synced(&tmp.join("topic.toml"), text.as_bytes())?;
+        for p in 0..partitions {
+            let dir = tmp.join(p.to_string());
+            std::fs::create_dir(&dir).map_err(io_err("cannot create", &dir))?;
+        }
+        sync_dir(&tmp)?;
+        let dir = self.root.join(name);
+        std::fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &dir))?;
+        sync_dir(&self.root)?;
+        let topic = Arc::new(open_topic(&dir, name)?);
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = %name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Delete a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<(), TopicError> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name).ok_or(TopicError::Unknown)?;
+        let grave = self.root.join(format!(".deleted-{name}-{}", topic.id.simple()));
+        std::fs::rename(&topic.dir, &grave).map_err(io_err("cannot move away", &topic.dir))?;
+        sync_dir(&self.root)?;
+        std::fs::remove_dir_all(&grave).map_err(io_err("cannot remove", &grave))?;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+}
+
+fn open_topic(dir: &Path, name: &str) -> Result<Topic, TopicError> {
+    let meta_path = dir.join("topic.toml");
+    let text = std::fs::read_to_string(&meta_path).map_err(io_err("cannot read", &meta_path))?;
+    let meta: TopicMeta =
+        toml::from_str(&text).map_err(|e| TopicError::Storage(format!("bad {}: {e}", meta_path.display())))?;
+    let id = uuid::Uuid::parse_str(&meta.id).map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
+    let settings = meta.config.settings();
+    let log_config = FileLogConfig { segment_bytes: meta.config.segment_bytes, ..FileLogConfig::default() };
+    let partitions = (0..meta.partitions)
+        .map(|p| {
+            let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;
+            Ok(Partition::start(name, p, Box::new(log), settings))
+        })
+        .collect::<Result<Vec<_>, TopicError>>()?;
+    Ok(Topic { name: name.to_owned(), id, partitions, config: meta.config, dir: dir.to_owned() })
+}
+
+/// Write a small file and fsync it.
+pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<(), TopicError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io_err("cannot create", path))?;
+    f.write_all(data).map_err(io_err("cannot write", path))?;
+    f.sync_all().map_err(io_err("cannot fsync", path))
+}
+
+/// fsync a directory so renames and creations inside it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<(), TopicError> {
+    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(io_err("cannot fsync directory", path))
+}
