@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Run librdkafka's own test suite (tests listed in tests/librdkafka/tests.txt)
+# against a Runnel broker.
+#
+# Usage: tests/librdkafka/run.sh RUNNEL_BIN
+#        MOCK=1 tests/librdkafka/run.sh        # against librdkafka's mock cluster
+#                                              # (checks the harness, not Runnel)
+# Env:
+#   ALL=1            run every test in tests.txt, including needs=... ones
+#   ONLY="0001 0017" run just these test numbers (whatever tests.txt says)
+#   TEST_TIMEOUT=S   hard timeout per test-runner invocation (default 300 s)
+#   RESULTS_DIR=D    where logs go (default: a new temp dir, printed)
+#   TEST_KAFKA_VERSION (default 3.9.0)
+#
+# Each test runs as its own `./test-runner -L -E -p1` (never -Q) invocation
+# with TESTS=NNNN, so one hang/crash does not hide the others. The broker is
+# restarted if it died. Ends with the line `librdkafka: N passed, M failed`
+# and exits non-zero if any selected test failed.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+RK="$ROOT/.tools/librdkafka"
+LIST="$HERE/tests.txt"
+TEST_TIMEOUT="${TEST_TIMEOUT:-300}"
+export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-3.9.0}"
+
+RUNNEL_BIN="${1:-}"
+if [[ -z "${MOCK:-}" ]]; then
+    if [[ -z "$RUNNEL_BIN" || ! -x "$RUNNEL_BIN" ]]; then
+        echo "usage: $0 RUNNEL_BIN   (or MOCK=1 $0)" >&2
+        exit 2
+    fi
+    RUNNEL_BIN="$(cd "$(dirname "$RUNNEL_BIN")" && pwd)/$(basename "$RUNNEL_BIN")"
+fi
+
+if [[ ! -x "$RK/tests/test-runner" ]]; then
+    bash "$HERE/build.sh" || exit 2
+fi
+
+RESULTS_DIR="${RESULTS_DIR:-$(mktemp -d /tmp/librdkafka-results.XXXXXX)}"
+mkdir -p "$RESULTS_DIR"
+WORK="$(mktemp -d /tmp/runnel-librdkafka.XXXXXX)"
+BROKER_PID=""
+BOOTSTRAP=""
+restarts=0
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() { # host port timeout_s
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then return 0; fi
+        if [[ -n "$BROKER_PID" ]] && ! kill -0 "$BROKER_PID" 2>/dev/null; then return 1; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+start_broker() {
+    local n="$1"
+    if [[ -n "${MOCK:-}" ]]; then
+        [[ -x "$ROOT/.tools/bench/rk_helper" ]] || bash "$ROOT/benches/build_tools.sh" >&2 || exit 2
+        local fifo="$WORK/mock-stdin"
+        rm -f "$fifo"; mkfifo "$fifo"
+        # keep the mock alive as long as this script holds the fifo open
+        "$ROOT/.tools/bench/rk_helper" mock <"$fifo" >"$WORK/mock.out" 2>"$RESULTS_DIR/broker-$n.log" &
+        BROKER_PID=$!
+        exec 7>"$fifo"
+        local i
+        for ((i = 0; i < 100; i++)); do
+            grep -q '^BOOTSTRAP' "$WORK/mock.out" 2>/dev/null && break
+            sleep 0.1
+        done
+        BOOTSTRAP="$(awk '/^BOOTSTRAP/{print $2}' "$WORK/mock.out")"
+        [[ -n "$BOOTSTRAP" ]] || { echo "mock did not start" >&2; exit 2; }
+    else
+        local port data
+        port="$(free_port)"
+        data="$WORK/data-$n"
+        mkdir -p "$data"
+        RUST_LOG="${RUST_LOG:-info}" "$RUNNEL_BIN" serve --data-dir "$data" --kafka-addr "127.0.0.1:$port" \
+            >"$RESULTS_DIR/broker-$n.log" 2>&1 &
+        BROKER_PID=$!
+        BOOTSTRAP="127.0.0.1:$port"
+        if ! wait_port 127.0.0.1 "$port" 30; then
+            echo "runnel did not start listening on $BOOTSTRAP; log:" >&2
+            tail -20 "$RESULTS_DIR/broker-$n.log" >&2
+            exit 2
+        fi
+    fi
+    cat >"$RK/tests/test.conf" <<EOF
+# written by runnel tests/librdkafka/run.sh
+bootstrap.servers=$BOOTSTRAP
+EOF
+    echo "broker: $([[ -n "${MOCK:-}" ]] && echo "librdkafka mock" || echo "$RUNNEL_BIN") at $BOOTSTRAP (pid $BROKER_PID, log $RESULTS_DIR/broker-$n.log)"
+}
+
+stop_broker() {
+    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill "$BROKER_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$BROKER_PID" 2>/dev/null
+        wait "$BROKER_PID" 2>/dev/null
+    fi
+    [[ -n "${MOCK:-}" ]] && exec 7>&- 2>/dev/null
+    BROKER_PID=""
+}
+cleanup() { stop_broker; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- select tests
+selected=()
+while IFS= read -r line; do
+    line="${line%%#*}"
+    read -r num rest <<<"$line" || true
+    [[ "$num" =~ ^[0-9]{4}$ ]] || continue
+    if [[ -n "${ONLY:-}" ]]; then
+        [[ " $ONLY " == *" $num "* ]] && selected+=("$num")
+    elif [[ -n "${ALL:-}" || "$rest" != *needs=* ]]; then
+        selected+=("$num")
+    fi
+done <"$LIST"
+echo "tests: ${selected[*]}"
+echo "results: $RESULTS_DIR"
+
+start_broker 0
+passed=0
+failed=0
+failed_list=()
+for t in "${selected[@]}"; do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        restarts=$((restarts + 1))
+        echo "!! broker died (before $t); restarting" >&2
+        start_broker "$restarts"
+    fi
+    log="$RESULTS_DIR/$t.log"
+    t0=$(date +%s)
+    (cd "$RK/tests" && LD_LIBRARY_PATH="$RK/src:$RK/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RDKAFKA_TEST_CONF="$RK/tests/test.conf" TESTS="$t" \
+        timeout -k 10 "$TEST_TIMEOUT" ./test-runner -L -E -p1) >"$log" 2>&1
+    rc=$?
+    dt=$(($(date +%s) - t0))
+    if [[ $rc -eq 0 ]] && grep -qE "PASSED|passed" "$log" && ! grep -q "0 tests passed\|No tests to run" "$log"; then
+        passed=$((passed + 1))
+        echo "PASS $t (${dt}s)"
+    else
+        failed=$((failed + 1))
+        failed_list+=("$t")
+        why="$(grep -m1 -E "TEST FAILURE|FAIL:|Test assertion failed|### Test .* failed|ASSERT|Assertion|TIMEOUT|timed out" "$log" | cut -c1-300)"
+        [[ $rc -eq 124 || $rc -eq 137 ]] && why="killed after ${TEST_TIMEOUT}s${why:+; $why}"
+        echo "FAIL $t (${dt}s, rc=$rc): ${why:-see $log}"
+    fi
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        echo "!! broker is not running after $t (see $RESULTS_DIR/broker-$restarts.log)" >&2
+    fi
+done
+stop_broker
+
+[[ ${#failed_list[@]} -gt 0 ]] && echo "failed: ${failed_list[*]} (logs in $RESULTS_DIR)"
+[[ $restarts -gt 0 ]] && echo "broker restarts: $restarts"
+echo "librdkafka: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
