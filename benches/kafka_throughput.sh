@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# Kafka-protocol throughput / latency benchmark: Runnel vs librdkafka's mock broker,
+# with the loopback TCP ceiling from iperf3. Load generator: librdkafka's
+# examples/rdkafka_performance (librdkafka 2.12.1, built from the rdkafka-sys crate
+# sources by tests/librdkafka/build.sh).
+#
+# Usage: benches/kafka_throughput.sh [RUNNEL_BIN]
+#   Without RUNNEL_BIN (or if it is not executable) Runnel cells say "not yet measured".
+#
+# Env knobs (defaults in brackets):
+#   COUNT_100 [8000000]   records per produce run, 100 B records
+#   COUNT_1K  [1500000]   records per produce run, 1 KiB records
+#   LAT_RATE  [2000]      records/s in the fixed-rate latency runs
+#   LAT_SECONDS [10]      length of each latency run
+#   RUN_CAP   [90]        hard cap (s) on any single client run
+#   IPERF_SECONDS [10]
+#   TARGETS   ["runnel mock"]  which brokers to measure
+#   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
+#   BENCH_DATA [.tools/bench/runnel-data]  Runnel data dir parent (on disk, so fsync is real)
+#
+# Everything runs on 127.0.0.1 only; every client run is bounded by a record count and by
+# RUN_CAP seconds.
+#
+# What is measured
+#   produce: rdkafka_performance -P with librdkafka's default producer config (batch.size 1 MB,
+#            no compression) except linger.ms: rdkafka_performance itself sets 1000 ms, which
+#            adds up to 1 s of tail to a bounded run, so it is put back to the library
+#            default 5 ms (LINGER_MS), acks=1 or acks=all (-a -1), keyless records spread by the
+#            default partitioner over the topic's partitions. records/s and MB/s (payload
+#            bytes, 10^6) come from its summary line: delivered records / (last delivery
+#            report - first produce call).
+#   consume: rdkafka_performance -C (simple consumer, no group) reading the acks=1 topic
+#            from the beginning until COUNT records; timed from the first record received.
+#   latency: rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
+#            from produce() call to delivery report (µs) -> p50/p99/max.
+# Brokers
+#   runnel : `RUNNEL_BIN serve` release build, default config (flush_ms=0: group-commit
+#            fsync as soon as possible; acks=all answers only after the fsync).
+#   mock   : librdkafka's in-memory mock cluster, 1 broker, in its own process
+#            (.tools/bench/rk_helper mock, see benches/build_tools.sh - per-partition
+#            retention raised from 5 MiB so consume runs have data). Ratios are vs this.
+#   mock-inproc: `-X test.mock.num.brokers=1` inside the rdkafka_performance process
+#            (reference only: produce, 1 partition; the in-process mock auto-creates
+#            4-partition topics so the producer is pinned to partition 0 with -p 0).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RK="$ROOT/.tools/librdkafka"
+PERF="$RK/examples/rdkafka_performance"
+HELPER="$ROOT/.tools/bench/rk_helper"
+
+RUNNEL_BIN="${1:-}"
+if [[ -n "$RUNNEL_BIN" && -x "$RUNNEL_BIN" ]]; then
+    RUNNEL_BIN="$(cd "$(dirname "$RUNNEL_BIN")" && pwd)/$(basename "$RUNNEL_BIN")"
+else
+    [[ -n "$RUNNEL_BIN" ]] && echo "warning: $RUNNEL_BIN is not executable; Runnel not measured" >&2
+    RUNNEL_BIN=""
+fi
+
+COUNT_100="${COUNT_100:-8000000}"
+COUNT_1K="${COUNT_1K:-1500000}"
+LAT_RATE="${LAT_RATE:-2000}"
+LAT_SECONDS="${LAT_SECONDS:-10}"
+RUN_CAP="${RUN_CAP:-90}"
+IPERF_SECONDS="${IPERF_SECONDS:-10}"
+TARGETS="${TARGETS:-runnel mock}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${OUT:-$ROOT/target/bench/kafka_throughput-$STAMP.md}"
+BENCH_DATA="${BENCH_DATA:-$ROOT/.tools/bench/runnel-data}"
+WORK="$(mktemp -d /tmp/runnel-bench.XXXXXX)"
+mkdir -p "$(dirname "$OUT")" "$BENCH_DATA"
+
+bash "$ROOT/benches/build_tools.sh" >&2 || { echo "tool build failed" >&2; exit 2; }
+
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+
+declare -A R   # results: R[key]=value
+
+BROKER_PID=""
+BOOTSTRAP=""
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+wait_port() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$BROKER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+stop_broker() {
+    if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill "$BROKER_PID" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$BROKER_PID" 2>/dev/null
+        wait "$BROKER_PID" 2>/dev/null
+    fi
+    exec 8>&- 2>/dev/null
+    BROKER_PID=""
+}
+cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_broker TARGET TOPIC:PARTS...
+start_broker() {
+    local target="$1"; shift
+    stop_broker
+    case "$target" in
+    runnel)
+        local port; port="$(free_port)"
+        rm -rf "$BENCH_DATA/run-$$"; mkdir -p "$BENCH_DATA/run-$$"
+        RUST_LOG="${RUST_LOG:-warn}" "$RUNNEL_BIN" serve --data-dir "$BENCH_DATA/run-$$" \
+            --kafka-addr "127.0.0.1:$port" >>"$WORK/runnel.log" 2>&1 &
+        BROKER_PID=$!
+        BOOTSTRAP="127.0.0.1:$port"
+        wait_port "$port" 30 || { log "runnel failed to start"; tail -5 "$WORK/runnel.log" >&2; return 1; }
+        local tp
+        for tp in "$@"; do
+            timeout 30 "$HELPER" create-topic "$BOOTSTRAP" "${tp%%:*}" "${tp##*:}" >>"$WORK/runnel.log" 2>&1 ||
+                { log "CreateTopics ${tp} failed on runnel"; return 1; }
+        done
+        ;;
+    mock)
+        rm -f "$WORK/mock.fifo" "$WORK/mock.out"; mkfifo "$WORK/mock.fifo"
+        "$HELPER" mock "$@" <"$WORK/mock.fifo" >"$WORK/mock.out" 2>>"$WORK/mock.log" &
+        BROKER_PID=$!
+        exec 8>"$WORK/mock.fifo"
+        local i
+        for ((i = 0; i < 100; i++)); do grep -q '^BOOTSTRAP' "$WORK/mock.out" && break; sleep 0.1; done
+        BOOTSTRAP="$(awk '/^BOOTSTRAP/{print $2}' "$WORK/mock.out")"
+        [[ -n "$BOOTSTRAP" ]] || return 1
+        ;;
+    esac
+    log "$target up at $BOOTSTRAP"
+}
+
+# perf_produce KEY TOPIC SIZE COUNT ACKS [extra args...]  -> R[KEY.rps], R[KEY.mbs]
+perf_produce() {
+    local key="$1" topic="$2" size="$3" count="$4" acks="$5"; shift 5
+    local f="$WORK/$key.produce.log"
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a "$acks" -X linger.ms="${LINGER_MS:-5}" -q "$@" >"$f" 2>&1
+    local rc=$?
+    local line; line="$(grep -E 'messages produced' "$f" | tail -1)"
+    if [[ -z "$line" || $rc -ne 0 ]]; then
+        R[$key.rps]="failed (rc=$rc)"; R[$key.mbs]="-"
+        log "produce $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local delivered failed
+    delivered="$(sed -E 's/.* ([0-9]+) delivered.*/\1/' <<<"$line")"
+    failed="$(sed -E 's/.*, ([0-9]+) failed\).*/\1/' <<<"$line")"
+    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
+    R[$key.mbs]="$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")"
+    if [[ "$failed" != "0" || "$delivered" != "$count" ]]; then
+        R[$key.rps]="${R[$key.rps]} (!$failed failed)"
+    fi
+    log "produce $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
+}
+
+# perf_consume KEY TOPIC PARTS COUNT -> R[KEY.rps], R[KEY.mbs]
+perf_consume() {
+    local key="$1" topic="$2" parts="$3" count="$4"
+    local f="$WORK/$key.consume.log" pargs=() p
+    for ((p = 0; p < parts; p++)); do pargs+=(-p "$p"); done
+    timeout -k 5 "$RUN_CAP" "$PERF" -C -t "$topic" -b "$BOOTSTRAP" "${pargs[@]}" -o beginning \
+        -c "$count" -q >"$f" 2>&1
+    local rc=$?
+    local line; line="$(grep -E 'messages \(.*bytes\) consumed' "$f" | grep -v INTERVAL | tail -1)"
+    if [[ -z "$line" ]]; then
+        R[$key.rps]="failed (rc=$rc)"; R[$key.mbs]="-"
+        log "consume $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local got; got="$(sed -E 's/^% ([0-9]+) messages.*/\1/' <<<"$line")"
+    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
+    R[$key.mbs]="$(sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' <<<"$line")"
+    [[ "$got" != "$count" ]] && R[$key.rps]="${R[$key.rps]} (only $got of $count, rc=$rc)"
+    log "consume $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
+}
+
+# perf_latency KEY TOPIC SIZE ACKS -> R[KEY.p50], R[KEY.p99], R[KEY.max] (ms)
+perf_latency() {
+    local key="$1" topic="$2" size="$3" acks="$4"
+    local f="$WORK/$key.lat.log" lf="$WORK/$key.lat.txt"
+    local count=$((LAT_RATE * LAT_SECONDS))
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a "$acks" -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
+    local rc=$?
+    if [[ ! -s "$lf" ]]; then
+        R[$key.p50]="failed (rc=$rc)"; R[$key.p99]="-"; R[$key.max]="-"
+        log "latency $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    read -r n p50 p99 mx < <(python3 - "$lf" <<'EOF'
+import sys, math
+v = sorted(int(x) for x in open(sys.argv[1]) if x.strip())
+def pct(p): return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))] / 1000.0
+print(len(v), f"{pct(0.50):.3f}", f"{pct(0.99):.3f}", f"{v[-1] / 1000.0:.3f}")
+EOF
+)
+    R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
+    [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n/$count)"
+    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
+}
+
+count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
+
+run_target() {
+    local target="$1" size parts acks
+    for size in 100 1024; do
+        for parts in 1 3; do
+            # fresh broker (empty data dir / empty mock) per size x partitions
+            start_broker "$target" "tp-s$size-p$parts-a1:$parts" "tp-s$size-p$parts-aall:$parts" \
+                "lat-s$size-p$parts-a1:$parts" "lat-s$size-p$parts-aall:$parts" ||
+                { log "cannot start $target"; return 1; }
+            for acks in 1 all; do
+                local a=1; [[ $acks == all ]] && a=-1
+                perf_produce "$target.produce.$size.$parts.$acks" "tp-s$size-p$parts-a$acks" \
+                    "$size" "$(count_for "$size")" "$a"
+            done
+            perf_consume "$target.consume.$size.$parts" "tp-s$size-p$parts-a1" "$parts" "$(count_for "$size")"
+            for acks in 1 all; do
+                local a=1; [[ $acks == all ]] && a=-1
+                perf_latency "$target.lat.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
+            done
+            stop_broker
+        done
+    done
+}
+
+run_inproc_mock() {
+    local size
+    for size in 100 1024; do
+        BOOTSTRAP="unused:9092"
+        perf_produce "inproc.produce.$size.1.1" "inproc-s$size" "$size" "$(count_for "$size")" 1 \
+            -p 0 -X test.mock.num.brokers=1
+    done
+}
+
+run_iperf() {
+    command -v iperf3 >/dev/null || { R[iperf.gbps]="iperf3 missing"; return; }
+    local port; port="$(free_port)"
+    iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$WORK/iperf-s.log" 2>&1 &
+    local spid=$!
+    sleep 0.5
+    timeout $((IPERF_SECONDS + 20)) iperf3 -c 127.0.0.1 -p "$port" -t "$IPERF_SECONDS" -J >"$WORK/iperf.json" 2>&1
+    wait "$spid" 2>/dev/null
+    read -r gbps mbs < <(python3 - "$WORK/iperf.json" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    bps = d["end"]["sum_received"]["bits_per_second"]
+    print(f"{bps / 1e9:.2f}", f"{bps / 8 / 1e6:.0f}")
+except Exception as e:
+    print("failed", "-")
+EOF
+)
+    R[iperf.gbps]="$gbps"; R[iperf.mbs]="$mbs"
+    log "iperf3 loopback: $gbps Gbit/s ($mbs MB/s)"
+}
+
+# ---------------------------------------------------------------- run
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+run_iperf
+for t in $TARGETS; do
+    if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
+    run_target "$t"
+done
+[[ " $TARGETS " == *" mock "* ]] && run_inproc_mock
+
+# ---------------------------------------------------------------- report
+v() { local x="${R[$1]:-}"; if [[ -z "$x" ]]; then echo "not yet measured"; else echo "$x"; fi; }
+ratio() { # a b -> a/b with 2 decimals, or -
+    python3 -c '
+import sys
+try:
+    a = float(sys.argv[1].split()[0]); b = float(sys.argv[2].split()[0])
+    print(f"{a / b:.2f}x")
+except Exception:
+    print("-")' "${R[$1]:-x}" "${R[$2]:-x}"
+}
+{
+    echo "## Kafka throughput benchmark ($STAMP)"
+    echo
+    echo "- command: \`benches/kafka_throughput.sh ${RUNNEL_BIN:+$RUNNEL_BIN}\` (COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS)"
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+    echo "- load generator: librdkafka $("$PERF" -h 2>&1 | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p') rdkafka_performance"
+    if [[ -n "$RUNNEL_BIN" ]]; then
+        echo "- runnel: $RUNNEL_BIN (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)), data dir on $(df -P "$BENCH_DATA" | awk 'NR==2{print $1}')"
+    fi
+    echo "- load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- loopback TCP ceiling (iperf3, 1 stream, ${IPERF_SECONDS}s): $(v iperf.gbps) Gbit/s = $(v iperf.mbs) MB/s"
+    echo
+    echo "### Produce throughput (records/s, MB/s of payload)"
+    echo
+    echo "| record | partitions | acks | Runnel rec/s | Runnel MB/s | mock rec/s | mock MB/s | Runnel / mock |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
+        k="produce.$size.$parts.$acks"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.rps) | $(v runnel.$k.mbs) | $(v mock.$k.rps) | $(v mock.$k.mbs) | $(ratio runnel.$k.rps mock.$k.rps) |"
+    done; done; done
+    echo
+    echo "### Consume throughput (simple consumer, from the beginning)"
+    echo
+    echo "| record | partitions | Runnel rec/s | Runnel MB/s | mock rec/s | mock MB/s | Runnel / mock |"
+    echo "|---|---|---|---|---|---|---|"
+    for size in 100 1024; do for parts in 1 3; do
+        k="consume.$size.$parts"
+        echo "| $size B | $parts | $(v runnel.$k.rps) | $(v runnel.$k.mbs) | $(v mock.$k.rps) | $(v mock.$k.mbs) | $(ratio runnel.$k.rps mock.$k.rps) |"
+    done; done
+    echo
+    echo "### Produce latency at a fixed $LAT_RATE rec/s (linger.ms=0), ms from produce() to delivery report"
+    echo
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | mock p50 | mock p99 | mock max | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
+        k="lat.$size.$parts.$acks"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+    done; done; done
+    echo
+    echo "### Reference: in-process mock (\`-X test.mock.num.brokers=1\`), produce, partition 0, acks=1"
+    echo
+    echo "| record | rec/s | MB/s |"
+    echo "|---|---|---|"
+    for size in 100 1024; do
+        echo "| $size B | $(v inproc.produce.$size.1.1.rps) | $(v inproc.produce.$size.1.1.mbs) |"
+    done
+} >"$OUT"
+cat "$OUT"
+log "report written to $OUT"
