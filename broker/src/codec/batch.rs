@@ -299,3 +299,69 @@ pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::builder::{decode_records, encode_batch, ProducerInfo, Record};
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            proptest::collection::vec(("[a-z]{0,6}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))), 0..3),
+            0i64..1_000_000,
+        )
+            .prop_map(|(key, value, headers, timestamp)| Record { key, value, headers, timestamp })
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_batches_validate_and_round_trip(records in proptest::collection::vec(arb_record(), 1..6)) {
+            let b = encode_batch(&records, ProducerInfo::default());
+            let h = validate(&b).unwrap();
+            prop_assert_eq!(h.total_len(), b.len());
+            prop_assert_eq!(h.record_count, i32::try_from(records.len()).unwrap());
+            prop_assert_eq!(decode_records(&b).unwrap(), records);
+        }
+
+        #[test]
+        fn any_flipped_bit_under_the_crc_is_caught(records in proptest::collection::vec(arb_record(), 1..4), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut b = encode_batch(&records, ProducerInfo::default());
+            let at = CRC_AT + pos.index(b.len() - CRC_AT);
+            b[at] ^= 1 << bit;
+            prop_assert!(validate(&b).is_err());
+        }
+
+        #[test]
+        fn offsets_and_epoch_rewrite_keep_the_batch_valid(records in proptest::collection::vec(arb_record(), 1..4), off in any::<i64>(), epoch in any::<i32>()) {
+            let mut b = encode_batch(&records, ProducerInfo::default());
+            set_base_offset(&mut b, off);
+            set_leader_epoch(&mut b, epoch);
+            let h = validate(&b).unwrap();
+            prop_assert_eq!((h.base_offset, h.partition_leader_epoch), (off, epoch));
+        }
+
+        #[test]
+        fn truncated_batches_are_refused(records in proptest::collection::vec(arb_record(), 1..4), cut in any::<prop::sample::Index>()) {
+            let b = encode_batch(&records, ProducerInfo::default());
+            let keep = cut.index(b.len());
+            prop_assert!(validate(&b[..keep]).is_err());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = validate_produce(&data, 1 << 20);
+            let _ = headers(&data).count();
+        }
+    }
+
+    #[test]
+    fn errors_map_to_kafka_codes() {
+        assert_eq!(BatchError::CrcMismatch { expected: 1, computed: 2 }.kafka_code(), 2);
+        assert_eq!(BatchError::UnsupportedMagic(1).kafka_code(), 43);
+        assert_eq!(BatchError::Empty.kafka_code(), 87);
+        assert_eq!(BatchError::TooLarge { size: 2, max: 1 }.kafka_code(), 10);
+    }
+}

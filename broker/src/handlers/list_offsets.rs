@@ -6,7 +6,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::metadata::REPORTED_LEADER_EPOCH;
 use super::{code, RequestContext};
 use crate::broker::Broker;
-use crate::codec::{batch, builder};
+use crate::codec::batch;
 use crate::log::LogError;
 use crate::partition::Partition;
 
@@ -56,9 +56,7 @@ fn lookup(part: &Partition, query: i64) -> Result<(i64, i64), LogError> {
         EARLIEST => Ok((offsets.log_start, -1)),
         MAX_TIMESTAMP => max_timestamp(part),
         ts if ts >= 0 => match part.offset_for_timestamp(ts)? {
-            // The log finds the batch; for uncompressed batches find the exact first record
-            // with timestamp >= ts, as Kafka does. Compressed batches answer with the batch's
-            // base offset and max timestamp (documented difference).
+            // The log finds the batch; the batch is decoded to find the exact record.
             Some(found) => Ok(first_record_at_or_after(part, found.offset, ts).unwrap_or((found.offset, found.timestamp))),
             None => Ok((-1, -1)),
         },
@@ -67,17 +65,12 @@ fn lookup(part: &Partition, query: i64) -> Result<(i64, i64), LogError> {
 }
 
 fn first_record_at_or_after(part: &Partition, batch_offset: i64, ts: i64) -> Option<(i64, i64)> {
-    let bytes = part.read(batch_offset, 1).ok()?;
+    let mut bytes = part.read(batch_offset, 1).ok()?;
     let header = batch::parse_header(&bytes).ok()?;
-    if header.compression().ok()? != batch::Compression::None {
-        return None;
-    }
-    let records = builder::decode_records(&bytes[..header.total_len()])?;
-    records
-        .iter()
-        .zip(header.base_offset..)
-        .find(|(r, _)| r.timestamp >= ts)
-        .map(|(r, offset)| (offset, r.timestamp))
+    let mut one = bytes.split_to(header.total_len());
+    // Decompresses when needed: Kafka answers with the first *record* at or after `ts`.
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).ok()?;
+    set.records.iter().find(|r| r.timestamp >= ts).map(|r| (r.offset, r.timestamp))
 }
 
 /// KIP-734: the offset and timestamp of the record with the largest timestamp. Scans batch

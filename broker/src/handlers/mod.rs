@@ -15,7 +15,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
@@ -75,8 +78,30 @@ pub enum Reply {
     Later(Deferred),
 }
 
-/// Handle one request frame.
-pub async fn handle_frame(broker: &Broker, mut frame: BytesMut) -> Result<Reply, RequestError> {
+/// A decoded request of an API Runnel supports: the closed set handlers dispatch on.
+#[derive(Debug)]
+pub enum Request {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+}
+
+/// What a frame decodes to.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request to handle.
+    Request(RequestContext, Request),
+    /// A request answered without touching broker state (unsupported ApiVersions or Produce
+    /// versions); `None` when no reply is owed.
+    Answered(Option<BytesMut>),
+}
+
+/// Decode one request frame (sans-io): header peek, version checks, body decode.
+pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
     let peek = frame::peek_header(&frame)?;
     let api = ApiKey::try_from(peek.api_key).map_err(|_| RequestError::UnknownApi(peek.api_key))?;
     let Some((min, max)) = supported_range(api) else {
@@ -85,37 +110,52 @@ pub async fn handle_frame(broker: &Broker, mut frame: BytesMut) -> Result<Reply,
     if api == ApiKey::ApiVersions && !(min..=max).contains(&peek.api_version) {
         // KIP-511: an unsupported ApiVersions version is answered in the v0 layout with
         // UNSUPPORTED_VERSION and our ranges, so the client can retry with one we support.
-        return Ok(Reply::Now(api_versions::unsupported_version_response(peek.correlation_id)));
+        return Ok(Decoded::Answered(Some(api_versions::unsupported_version_response(peek.correlation_id))));
     }
     if !(min..=max).contains(&peek.api_version) {
         return Err(RequestError::UnsupportedVersion { api, version: peek.api_version, min, max });
     }
     if api == ApiKey::Produce && peek.api_version < 3 {
-        return Ok(produce::legacy_unsupported(&frame, peek.api_version).map_or(Reply::None, Reply::Now));
+        return Ok(Decoded::Answered(produce::legacy_unsupported(&frame, peek.api_version)));
     }
-    let header = frame::decode_header(api, peek.api_version, &mut frame)?;
+    let version = peek.api_version;
+    let header = frame::decode_header(api, version, &mut frame)?;
     let ctx = RequestContext {
         api,
-        version: peek.api_version,
+        version,
         correlation_id: peek.correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
     };
-    let version = ctx.version;
-    macro_rules! call {
-        ($req:ty, $handler:path) => {{
-            let req = decode::<$req>(&mut frame, api, version)?;
-            Ok(Reply::Now(encode_body(&ctx, &$handler(broker, &ctx, req).await)?))
-        }};
-    }
-    match api {
-        ApiKey::Produce => produce::handle(broker, &ctx, decode(&mut frame, api, version)?),
-        ApiKey::ApiVersions => call!(kafka_protocol::messages::ApiVersionsRequest, api_versions::handle),
-        ApiKey::Metadata => call!(kafka_protocol::messages::MetadataRequest, metadata::handle),
-        ApiKey::Fetch => call!(kafka_protocol::messages::FetchRequest, fetch::handle),
-        ApiKey::ListOffsets => call!(kafka_protocol::messages::ListOffsetsRequest, list_offsets::handle),
-        ApiKey::CreateTopics => call!(kafka_protocol::messages::CreateTopicsRequest, create_topics::handle),
-        ApiKey::DeleteTopics => call!(kafka_protocol::messages::DeleteTopicsRequest, delete_topics::handle),
-        _ => Err(RequestError::UnknownApi(peek.api_key)),
+    let f = &mut frame;
+    let request = match api {
+        ApiKey::ApiVersions => Request::ApiVersions(decode(f, api, version)?),
+        ApiKey::Metadata => Request::Metadata(decode(f, api, version)?),
+        ApiKey::Produce => Request::Produce(decode(f, api, version)?),
+        ApiKey::Fetch => Request::Fetch(decode(f, api, version)?),
+        ApiKey::ListOffsets => Request::ListOffsets(decode(f, api, version)?),
+        ApiKey::CreateTopics => Request::CreateTopics(decode(f, api, version)?),
+        ApiKey::DeleteTopics => Request::DeleteTopics(decode(f, api, version)?),
+        _ => return Err(RequestError::UnknownApi(peek.api_key)),
+    };
+    Ok(Decoded::Request(ctx, request))
+}
+
+/// Handle one request frame.
+pub async fn handle_frame(broker: &Broker, frame: BytesMut) -> Result<Reply, RequestError> {
+    let (ctx, request) = match decode_request(frame)? {
+        Decoded::Answered(reply) => return Ok(reply.map_or(Reply::None, Reply::Now)),
+        Decoded::Request(ctx, request) => (ctx, request),
+    };
+    let ctx = &ctx;
+    let now = |body: Result<BytesMut, RequestError>| body.map(Reply::Now);
+    match request {
+        Request::Produce(req) => produce::handle(broker, ctx, req),
+        Request::ApiVersions(req) => now(encode_body(ctx, &api_versions::handle(broker, ctx, req).await)),
+        Request::Metadata(req) => now(encode_body(ctx, &metadata::handle(broker, ctx, req).await)),
+        Request::Fetch(req) => now(encode_body(ctx, &fetch::handle(broker, ctx, req).await)),
+        Request::ListOffsets(req) => now(encode_body(ctx, &list_offsets::handle(broker, ctx, req).await)),
+        Request::CreateTopics(req) => now(encode_body(ctx, &create_topics::handle(broker, ctx, req).await)),
+        Request::DeleteTopics(req) => now(encode_body(ctx, &delete_topics::handle(broker, ctx, req).await)),
     }
 }
 
@@ -148,4 +188,38 @@ pub mod code {
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes at all decode to a request or an error, never a panic.
+        #[test]
+        fn arbitrary_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(BytesMut::from(&data[..]));
+        }
+
+        /// A valid header for each supported API followed by junk: still no panic.
+        #[test]
+        fn junk_bodies_never_panic(which in 0..SUPPORTED.len(), version in 0i16..14, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let (key, _, _) = SUPPORTED[which];
+            let mut frame = BytesMut::new();
+            frame.extend_from_slice(&(key as i16).to_be_bytes());
+            frame.extend_from_slice(&version.to_be_bytes());
+            frame.extend_from_slice(&7i32.to_be_bytes());
+            frame.extend_from_slice(&body);
+            let _ = decode_request(frame);
+        }
+    }
+
+    #[test]
+    fn unknown_api_is_an_error_not_a_panic() {
+        let frame = BytesMut::from(&[0x7f, 0x7f, 0, 0, 0, 0, 0, 1][..]);
+        assert!(matches!(decode_request(frame), Err(RequestError::UnknownApi(0x7f7f))));
+    }
 }
