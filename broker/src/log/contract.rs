@@ -1,1 +1,395 @@
-//! Contract suite every [`super::PartitionLog`] implementation passes (being written).
+//! Contract suite every [`super::PartitionLog`] implementation passes: one set of behaviours,
+//! run against [`FileLog`] (in a temporary directory) and [`MemLog`].
+//!
+//! Each case gets a fresh log from `make`, built with the segment layout the case needs; the
+//! layouts include one batch per segment so that reads, truncation and retention cross segment
+//! boundaries.
+
+use bytes::BytesMut;
+
+use super::file::{FileLog, FileLogConfig};
+use super::memory::MemLog;
+use super::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use crate::codec::batch;
+use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+
+/// Builds a fresh, empty log with the given layout.
+pub(crate) type Make<'a, L> = &'a mut dyn FnMut(FileLogConfig) -> L;
+
+/// Run every contract case against logs made by `make`.
+pub(crate) fn run_contract<L: PartitionLog>(make: Make<'_, L>) {
+    for config in layouts() {
+        empty_log(make(config.clone()));
+        append_assigns_offsets_and_keeps_bytes(make(config.clone()));
+        read_returns_whole_batches(make(config.clone()));
+        invalid_input_appends_nothing(make(config.clone()));
+        offset_for_timestamp_finds_first_batch(make(config.clone()));
+        truncate_cuts_at_batch_boundaries(make(config.clone()));
+        flush_offsets_only_move_forward(make(config.clone()));
+    }
+    retention_by_bytes_deletes_oldest_segments(make(one_batch_per_segment()));
+    retention_by_time_deletes_expired_segments(make(one_batch_per_segment()));
+    retention_never_deletes_the_active_segment(make(FileLogConfig::default()));
+    segments_roll_by_record_time(make(FileLogConfig {
+        segment_ms: Some(1000),
+        ..FileLogConfig::default()
+    }));
+}
+
+/// Default layout, one batch per segment with an index entry per batch, and two batches per
+/// segment with a small index interval.
+fn layouts() -> Vec<FileLogConfig> {
+    vec![
+        FileLogConfig::default(),
+        one_batch_per_segment(),
+        FileLogConfig {
+            segment_bytes: 2 * batch_len(2) + 1,
+            index_interval_bytes: 100,
+            segment_ms: None,
+        },
+    ]
+}
+
+fn one_batch_per_segment() -> FileLogConfig {
+    FileLogConfig {
+        segment_bytes: 1,
+        index_interval_bytes: 1,
+        segment_ms: None,
+    }
+}
+
+/// A batch of `records` records, each with a 10-byte value, all stamped `timestamp`.
+fn batch(records: usize, timestamp: i64) -> BytesMut {
+    let records: Vec<Record> = (0..records)
+        .map(|_| Record {
+            value: Some(vec![7; 10]),
+            timestamp,
+            ..Record::default()
+        })
+        .collect();
+    encode_batch(&records, ProducerInfo::default())
+}
+
+fn batch_len(records: usize) -> u64 {
+    u64::try_from(batch(records, 0).len()).unwrap()
+}
+
+fn append(log: &mut dyn PartitionLog, records: usize, timestamp: i64) -> AppendInfo {
+    log.append(batch(records, timestamp), 1).unwrap()
+}
+
+/// `(base offset, next offset)` of every batch in a read result, checking each one whole.
+fn batches_in(bytes: &[u8]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let h = batch::validate(&bytes[at..]).expect("reads return whole valid batches");
+        out.push((h.base_offset, h.next_offset()));
+        at += h.total_len();
+    }
+    out
+}
+
+fn bases(log: &dyn PartitionLog, offset: i64, max_offset: i64, max_bytes: usize) -> Vec<i64> {
+    batches_in(&log.read(offset, max_offset, max_bytes).unwrap())
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect()
+}
+
+fn out_of_range<T: std::fmt::Debug>(result: Result<T, LogError>) -> bool {
+    matches!(result, Err(LogError::OffsetOutOfRange { .. }))
+}
+
+fn empty_log(mut log: impl PartitionLog) {
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.flushed_offset()
+        ),
+        (0, 0, 0)
+    );
+    assert!(log.read(0, i64::MAX, 1000).unwrap().is_empty());
+    assert!(out_of_range(log.read(1, i64::MAX, 1000)));
+    assert!(out_of_range(log.read(-1, i64::MAX, 1000)));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(log.flush_plan().up_to, 0);
+    log.truncate_to(0).unwrap();
+    let all = RetentionPolicy {
+        retention_ms: Some(0),
+        retention_bytes: Some(0),
+    };
+    assert_eq!(log.enforce_retention(i64::MAX, &all).unwrap(), 0);
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+fn append_assigns_offsets_and_keeps_bytes(mut log: impl PartitionLog) {
+    let first = batch(3, 100);
+    let info = log.append(first.clone(), 7).unwrap();
+    assert_eq!(
+        info,
+        AppendInfo {
+            base_offset: 0,
+            last_offset: 2,
+            max_timestamp: 100
+        }
+    );
+    let (second, third) = (batch(2, 50), batch(1, 200));
+    let mut both = second.clone();
+    both.extend_from_slice(&third);
+    let info = log.append(both, 8).unwrap();
+    assert_eq!(
+        info,
+        AppendInfo {
+            base_offset: 3,
+            last_offset: 5,
+            max_timestamp: 200
+        }
+    );
+    assert_eq!(log.log_end_offset(), 6);
+
+    let stored = log.read(0, i64::MAX, usize::MAX).unwrap();
+    assert_eq!(batches_in(&stored), vec![(0, 3), (3, 5), (5, 6)]);
+    let mut at = 0;
+    for (input, epoch) in [(&first, 7), (&second, 8), (&third, 8)] {
+        let h = batch::validate(&stored[at..]).unwrap();
+        assert_eq!(h.partition_leader_epoch, epoch);
+        // Only baseOffset (bytes 0..8) and partitionLeaderEpoch (12..16) are rewritten.
+        assert_eq!(stored[at + 8..at + 12], input[8..12]);
+        assert_eq!(stored[at + 16..at + input.len()], input[16..]);
+        at += input.len();
+    }
+}
+
+fn read_returns_whole_batches(mut log: impl PartitionLog) {
+    for ts in 0..5 {
+        append(&mut log, 2, ts);
+    }
+    let len = usize::try_from(batch_len(2)).unwrap();
+    assert_eq!(bases(&log, 0, i64::MAX, usize::MAX), vec![0, 2, 4, 6, 8]);
+    assert_eq!(
+        bases(&log, 3, i64::MAX, usize::MAX),
+        vec![2, 4, 6, 8],
+        "starts with the batch holding 3"
+    );
+    assert_eq!(bases(&log, 9, i64::MAX, usize::MAX), vec![8]);
+    assert_eq!(
+        bases(&log, 0, i64::MAX, 0),
+        vec![0],
+        "the first batch comes whole"
+    );
+    assert_eq!(bases(&log, 5, i64::MAX, 1), vec![4]);
+    assert_eq!(bases(&log, 0, i64::MAX, 2 * len), vec![0, 2]);
+    assert_eq!(bases(&log, 0, i64::MAX, 3 * len - 1), vec![0, 2]);
+    assert_eq!(bases(&log, 2, i64::MAX, 3 * len), vec![2, 4, 6]);
+    assert_eq!(
+        bases(&log, 0, 4, usize::MAX),
+        vec![0, 2],
+        "no batch at or past max_offset"
+    );
+    assert_eq!(bases(&log, 0, 5, usize::MAX), vec![0, 2, 4]);
+    assert_eq!(bases(&log, 1, 2, usize::MAX), vec![0]);
+    assert!(log.read(4, 4, usize::MAX).unwrap().is_empty());
+    assert!(log.read(10, i64::MAX, usize::MAX).unwrap().is_empty());
+    assert!(out_of_range(log.read(11, i64::MAX, usize::MAX)));
+    assert!(out_of_range(log.read(i64::MAX, i64::MAX, usize::MAX)));
+}
+
+fn invalid_input_appends_nothing(mut log: impl PartitionLog) {
+    append(&mut log, 2, 10);
+    let before = log.read(0, i64::MAX, usize::MAX).unwrap();
+    let good = batch(2, 20);
+    let mut torn = good.clone();
+    torn.truncate(good.len() - 1);
+    let mut bad_crc = good.clone();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    let mut good_then_garbage = good.clone();
+    good_then_garbage.extend_from_slice(b"garbage");
+    let mut good_then_bad = good.clone();
+    good_then_bad.extend_from_slice(&bad_crc);
+    let inputs = [
+        BytesMut::new(),
+        BytesMut::from(&b"hello"[..]),
+        torn,
+        bad_crc,
+        good_then_garbage,
+        good_then_bad,
+    ];
+    for input in inputs {
+        assert!(matches!(
+            log.append(input, 1),
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), 2);
+        assert_eq!(log.read(0, i64::MAX, usize::MAX).unwrap(), before);
+    }
+    assert_eq!(log.append(good, 1).unwrap().base_offset, 2);
+}
+
+fn offset_for_timestamp_finds_first_batch(mut log: impl PartitionLog) {
+    for ts in [100, 50, 300, 200, 300, 400] {
+        append(&mut log, 1, ts);
+    }
+    let at = |offset, timestamp| Some(TimestampOffset { offset, timestamp });
+    assert_eq!(log.offset_for_timestamp(i64::MIN).unwrap(), at(0, 100));
+    assert_eq!(log.offset_for_timestamp(100).unwrap(), at(0, 100));
+    assert_eq!(log.offset_for_timestamp(101).unwrap(), at(2, 300));
+    assert_eq!(log.offset_for_timestamp(250).unwrap(), at(2, 300));
+    assert_eq!(log.offset_for_timestamp(301).unwrap(), at(5, 400));
+    assert_eq!(log.offset_for_timestamp(401).unwrap(), None);
+    log.truncate_to(5).unwrap();
+    assert_eq!(log.offset_for_timestamp(301).unwrap(), None);
+    assert_eq!(log.offset_for_timestamp(300).unwrap(), at(2, 300));
+}
+
+fn truncate_cuts_at_batch_boundaries(mut log: impl PartitionLog) {
+    for ts in 0..5 {
+        append(&mut log, 2, ts);
+    }
+    assert!(matches!(
+        log.truncate_to(3),
+        Err(LogError::NotBatchBoundary(3))
+    ));
+    assert!(out_of_range(log.truncate_to(11)));
+    assert!(out_of_range(log.truncate_to(-1)));
+    log.truncate_to(10).unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    log.truncate_to(6).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 6));
+    assert_eq!(bases(&log, 0, i64::MAX, usize::MAX), vec![0, 2, 4]);
+    assert!(log.read(6, i64::MAX, usize::MAX).unwrap().is_empty());
+    assert!(out_of_range(log.read(7, i64::MAX, usize::MAX)));
+    assert_eq!(append(&mut log, 3, 9).base_offset, 6);
+    assert_eq!(bases(&log, 5, i64::MAX, usize::MAX), vec![4, 6]);
+    log.truncate_to(0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert!(log.read(0, i64::MAX, usize::MAX).unwrap().is_empty());
+    assert_eq!(append(&mut log, 1, 9).base_offset, 0);
+}
+
+fn flush_offsets_only_move_forward(mut log: impl PartitionLog) {
+    append(&mut log, 2, 1);
+    append(&mut log, 2, 2);
+    assert!(log.flushed_offset() <= log.log_end_offset());
+    let plan = log.flush_plan();
+    assert_eq!(plan.up_to, 4);
+    append(&mut log, 2, 3);
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    assert!(log.flushed_offset() >= 4 && log.flushed_offset() <= 6);
+    log.mark_flushed(0);
+    assert!(log.flushed_offset() >= 4, "never moves back");
+    let plan = log.flush_plan();
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    assert_eq!(log.flushed_offset(), 6);
+    log.mark_flushed(i64::MAX);
+    assert_eq!(log.flushed_offset(), 6, "never past the log end");
+    log.truncate_to(2).unwrap();
+    assert_eq!(
+        log.flushed_offset(),
+        2,
+        "truncation takes the flushed offset along"
+    );
+}
+
+fn retention_by_bytes_deletes_oldest_segments(mut log: impl PartitionLog) {
+    for ts in 0..5 {
+        append(&mut log, 2, ts);
+    }
+    let len = batch_len(2);
+    let keep_two = RetentionPolicy {
+        retention_ms: None,
+        retention_bytes: Some(2 * len),
+    };
+    assert_eq!(log.enforce_retention(0, &keep_two).unwrap(), 6);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 10));
+    assert!(out_of_range(log.read(4, i64::MAX, usize::MAX)));
+    assert_eq!(bases(&log, 6, i64::MAX, usize::MAX), vec![6, 8]);
+    assert_eq!(
+        log.enforce_retention(0, &keep_two).unwrap(),
+        6,
+        "idempotent"
+    );
+    assert!(out_of_range(log.truncate_to(4)));
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap().map(|t| t.offset),
+        Some(6)
+    );
+    log.truncate_to(6).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 6));
+    assert_eq!(append(&mut log, 1, 0).base_offset, 6);
+}
+
+fn retention_by_time_deletes_expired_segments(mut log: impl PartitionLog) {
+    for ts in [100, 200, 300, 50] {
+        append(&mut log, 2, ts);
+    }
+    let policy = RetentionPolicy {
+        retention_ms: Some(750),
+        retention_bytes: None,
+    };
+    assert_eq!(
+        log.enforce_retention(800, &policy).unwrap(),
+        0,
+        "nothing older than 50"
+    );
+    assert_eq!(
+        log.enforce_retention(1000, &policy).unwrap(),
+        4,
+        "older than 250 goes"
+    );
+    assert_eq!(
+        log.enforce_retention(i64::MAX, &policy).unwrap(),
+        6,
+        "all but the active segment"
+    );
+    assert_eq!(log.log_end_offset(), 8);
+}
+
+fn retention_never_deletes_the_active_segment(mut log: impl PartitionLog) {
+    for ts in 0..3 {
+        append(&mut log, 2, ts);
+    }
+    let all = RetentionPolicy {
+        retention_ms: Some(0),
+        retention_bytes: Some(0),
+    };
+    assert_eq!(log.enforce_retention(i64::MAX, &all).unwrap(), 0);
+    assert_eq!(bases(&log, 0, i64::MAX, usize::MAX), vec![0, 2, 4]);
+}
+
+fn segments_roll_by_record_time(mut log: impl PartitionLog) {
+    append(&mut log, 1, 0);
+    append(&mut log, 1, 1000);
+    append(&mut log, 1, 1001);
+    append(&mut log, 1, 5);
+    let drop_sealed = RetentionPolicy {
+        retention_ms: None,
+        retention_bytes: Some(0),
+    };
+    assert_eq!(
+        log.enforce_retention(0, &drop_sealed).unwrap(),
+        2,
+        "the third batch started a segment"
+    );
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+fn mem_log_passes_contract() {
+    run_contract(&mut MemLog::with_config);
+}
+
+#[test]
+fn file_log_passes_contract() {
+    let mut dirs = Vec::new();
+    run_contract(&mut |config| {
+        let dir = tempfile::TempDir::new().unwrap();
+        let log = FileLog::open(dir.path(), config).unwrap();
+        dirs.push(dir);
+        log
+    });
+}

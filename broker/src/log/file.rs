@@ -1,1 +1,359 @@
-//! Segment-file implementation of [`super::PartitionLog`] (being written).
+//! Segment-file implementation of [`super::PartitionLog`]: a directory of Kafka-style segments.
+//!
+//! Layout: `{base_offset:020}.log` holds whole batches byte-for-byte; `.index` and `.timeindex`
+//! are sparse indexes (see [`super::index`]). The last segment is the active one; the log start
+//! offset is the first segment's base offset, so it needs no file of its own, and the active
+//! segment is never deleted, so the log end offset survives even when retention empties the log.
+//!
+//! Durability: appends are written with one positional write and only then indexed. `flush_plan`
+//! hands out the active segment's file for a group-commit fsync; rolling a segment fsyncs it, its
+//! indexes and the directory. On open, the active segment is rescanned with full CRC checks and
+//! cut at the first torn or discontiguous batch (see [`super::segment`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+use super::common::{
+    check_read_range, check_truncate_range, io_context, prepare_append, should_roll,
+};
+use super::segment::{
+    remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
+};
+use super::{AppendInfo, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+
+/// How a [`FileLog`] lays out segments. Also used by [`super::memory::MemLog`] so that both roll
+/// segments, and therefore apply retention, identically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLogConfig {
+    /// Roll to a new segment when an append would take the active one past this size. An
+    /// append bigger than this still goes whole into a fresh segment.
+    pub segment_bytes: u64,
+    /// Roll when an append's max timestamp is more than this after the max timestamp of the
+    /// active segment's first batch (record time, not wall-clock time; see `should_roll`).
+    pub segment_ms: Option<i64>,
+    /// Bytes of batches between sparse offset-index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for FileLogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: None,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// A partition log stored as segment files in one directory.
+#[derive(Debug)]
+pub struct FileLog {
+    dir: PathBuf,
+    config: FileLogConfig,
+    /// Rolled segments, oldest first.
+    sealed: Vec<Segment>,
+    /// The segment appends go to; always present, possibly empty.
+    active: Segment,
+    flushed_offset: i64,
+    /// Set when a failed append could not be rolled back: the file may hold stray bytes.
+    poisoned: Option<String>,
+}
+
+impl FileLog {
+    /// Open (or create) the log in `dir`, recovering from a crash: the active segment is cut
+    /// after its last whole, valid batch and fsynced, so afterwards `flushed_offset` equals
+    /// `log_end_offset`. Damaged or missing index files are rebuilt.
+    pub fn open(dir: &Path, config: FileLogConfig) -> Result<FileLog, LogError> {
+        fs::create_dir_all(dir).map_err(io_context(format!("creating {}", dir.display())))?;
+        let bases = list_segments(dir)?;
+        let interval = config.index_interval_bytes;
+        let (sealed, active) = match bases.split_last() {
+            None => (Vec::new(), Segment::create(dir, 0, interval)?),
+            Some((&last, older)) => {
+                let sealed = older
+                    .iter()
+                    .map(|&b| Segment::open_sealed(dir, b, interval))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (sealed, Segment::open_active(dir, last, interval)?)
+            }
+        };
+        check_contiguous(sealed.iter().chain(std::iter::once(&active)))?;
+        sync_dir(dir)?;
+        let flushed_offset = active.next_offset();
+        Ok(FileLog {
+            dir: dir.to_owned(),
+            config,
+            sealed,
+            active,
+            flushed_offset,
+            poisoned: None,
+        })
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.sealed.len().saturating_add(1)
+    }
+
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.sealed.iter().chain(std::iter::once(&self.active))
+    }
+
+    /// Position in `segments()` of the segment that holds `offset` (which is in range).
+    fn segment_index(&self, offset: i64) -> usize {
+        if offset >= self.active.base_offset() {
+            return self.sealed.len();
+        }
+        self.sealed
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    fn segment(&self, index: usize) -> &Segment {
+        self.sealed.get(index).unwrap_or(&self.active)
+    }
+
+    /// Seal the active segment and start a new one at the log end.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let base = self.active.next_offset();
+        self.active.seal()?;
+        let fresh = Segment::create(&self.dir, base, self.config.index_interval_bytes)?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut self.active, fresh);
+        // Every earlier segment was fsynced when it was sealed, and so was this one just now.
+        self.flushed_offset = self.flushed_offset.max(old.next_offset());
+        self.sealed.push(old);
+        Ok(())
+    }
+}
+
+impl PartitionLog for FileLog {
+    fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        if let Some(why) = &self.poisoned {
+            return Err(LogError::Corrupt(format!(
+                "log refuses appends after a failed write: {why}"
+            )));
+        }
+        let prepared = prepare_append(batches, self.log_end_offset(), leader_epoch)?;
+        if should_roll(&self.config, &self.active.roll_facts(), &prepared) {
+            self.roll()?;
+        }
+        if let Err(e) = self.active.append(&prepared) {
+            if !self.active.roll_back_failed_append() {
+                self.poisoned = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        Ok(prepared.info)
+    }
+
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        if check_read_range(
+            offset,
+            max_offset,
+            self.log_start_offset(),
+            self.log_end_offset(),
+        )? {
+            return Ok(Bytes::new());
+        }
+        let mut segments = self.segments().skip(self.segment_index(offset));
+        let Some(first) = segments.next() else {
+            return Ok(Bytes::new());
+        };
+        let (start, header) = first.locate(offset)?;
+        let mut out = Vec::new();
+        let mut reached_end =
+            first.read_into(start, header.total_len(), max_bytes, max_offset, &mut out)?;
+        for segment in segments {
+            let budget = max_bytes.saturating_sub(out.len());
+            if !reached_end || budget == 0 || segment.base_offset() >= max_offset {
+                break;
+            }
+            reached_end = segment.read_into(0, 0, budget, max_offset, &mut out)?;
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        self.segment(0).base_offset()
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.active.next_offset()
+    }
+
+    fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// Only the active segment can hold unsynced data: sealed segments were fsynced at roll.
+    fn flush_plan(&self) -> FlushPlan {
+        let up_to = self.log_end_offset();
+        let files = if up_to > self.flushed_offset {
+            vec![self.active.file().clone()]
+        } else {
+            Vec::new()
+        };
+        FlushPlan { files, up_to }
+    }
+
+    fn mark_flushed(&mut self, up_to: i64) {
+        self.flushed_offset = self.flushed_offset.max(up_to.min(self.log_end_offset()));
+    }
+
+    /// Kafka's ListOffsets answers with the first *record* whose timestamp is >= the target;
+    /// records inside (possibly compressed) batches are not inspected here, so this returns the
+    /// base offset and max timestamp of the first *batch* whose max timestamp is >= the target.
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        for segment in self.segments() {
+            if let Some(found) = segment.find_timestamp(timestamp)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes later segments newest first, then cuts the boundary segment, so a crash midway
+    /// leaves a contiguous prefix of the old log.
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if check_truncate_range(offset, self.log_start_offset(), self.log_end_offset())? {
+            return Ok(());
+        }
+        let keep = self.segment_index(offset);
+        let (position, header) = self.segment(keep).locate(offset)?;
+        if header.base_offset != offset {
+            return Err(LogError::NotBatchBoundary(offset));
+        }
+        while self.sealed.len() > keep {
+            self.active.remove_files()?;
+            if let Some(previous) = self.sealed.pop() {
+                self.active = previous;
+            }
+        }
+        self.active.truncate(position)?;
+        sync_dir(&self.dir)?;
+        self.flushed_offset = self.flushed_offset.min(offset);
+        Ok(())
+    }
+
+    /// A segment expires by time when its largest timestamp is older than `now_ms -
+    /// retention_ms` (segments without timestamps count as expired), and by size while the
+    /// log without it is still at least `retention_bytes`. The active segment is never deleted.
+    fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        policy: &RetentionPolicy,
+    ) -> Result<i64, LogError> {
+        let mut total = self
+            .segments()
+            .fold(0u64, |sum, s| sum.saturating_add(s.size()));
+        let deleted_before = self.sealed.len();
+        while let Some(oldest) = self.sealed.first() {
+            if !expired(oldest.max_timestamp(), oldest.size(), total, now_ms, policy) {
+                break;
+            }
+            oldest.remove_files()?;
+            total = total.saturating_sub(oldest.size());
+            self.sealed.remove(0);
+        }
+        if self.sealed.len() != deleted_before {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.log_start_offset())
+    }
+}
+
+/// The retention rule for one (the oldest) segment, shared with [`super::memory::MemLog`].
+pub(crate) fn expired(
+    max_timestamp: Option<i64>,
+    size: u64,
+    total: u64,
+    now_ms: i64,
+    policy: &RetentionPolicy,
+) -> bool {
+    let by_time = policy
+        .retention_ms
+        .is_some_and(|ms| max_timestamp.is_none_or(|max| max < now_ms.saturating_sub(ms)));
+    let by_size = policy
+        .retention_bytes
+        .is_some_and(|limit| total.saturating_sub(size) >= limit);
+    by_time || by_size
+}
+
+impl Drop for FileLog {
+    /// Leave the active segment's indexes on disk too (best effort, unsynced): they are rebuilt
+    /// on open anyway, but a complete directory is friendlier to tools.
+    fn drop(&mut self) {
+        if let Err(e) = self.active.write_index_files(false) {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "could not write active segment index");
+        }
+    }
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted; index files without a log are deleted.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let context = || format!("listing {}", dir.display());
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_context(context())(e))? {
+        let name = entry.map_err(|e| io_context(context())(e))?.file_name();
+        let Some((base, ext)) = name.to_str().and_then(parse_segment_name) else {
+            continue;
+        };
+        match ext {
+            LOG_EXT => logs.push(base),
+            INDEX_EXT | TIME_INDEX_EXT => indexes.push((base, ext)),
+            _ => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, ext) in indexes {
+        if logs.binary_search(&base).is_err() {
+            remove_if_present(&segment_path(dir, base, ext))?;
+        }
+    }
+    Ok(logs)
+}
+
+/// `00000000000000000042.log` -> `(42, "log")`.
+fn parse_segment_name(name: &str) -> Option<(i64, &'static str)> {
+    let (stem, ext) = name.split_once('.')?;
+    let digits = stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit());
+    let base = stem.parse::<i64>().ok().filter(|_| digits)?;
+    [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT]
+        .into_iter()
+        .find(|e| *e == ext)
+        .map(|e| (base, e))
+}
+
+/// Each segment must start where the previous one ended.
+fn check_contiguous<'a>(segments: impl Iterator<Item = &'a Segment>) -> Result<(), LogError> {
+    let mut previous: Option<&Segment> = None;
+    for segment in segments {
+        if let Some(p) = previous.filter(|p| p.next_offset() != segment.base_offset()) {
+            return Err(LogError::Corrupt(format!(
+                "segment {} ends at offset {} but the next one starts at {}",
+                p.base_offset(),
+                p.next_offset(),
+                segment.base_offset()
+            )));
+        }
+        previous = Some(segment);
+    }
+    Ok(())
+}
+
+/// fsync a directory so that file creations and deletions in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    let context = || format!("syncing directory {}", dir.display());
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_context(context())(e))
+}

@@ -11,10 +11,14 @@
 //! Offsets: `log_start_offset <= (high watermark, kept by the caller) <= log_end_offset`. The log
 //! itself knows nothing of the high watermark; the partition layer decides what is visible.
 
-pub mod file;
-pub mod memory;
+mod common;
 #[cfg(test)]
 mod contract;
+pub mod file;
+mod index;
+pub mod memory;
+mod reader;
+mod segment;
 
 use std::fs::File;
 use std::sync::Arc;

@@ -1,0 +1,298 @@
+//! Rules both partition logs share: append preparation (validation and offset assignment), the
+//! segment roll rule, and small checked helpers for batch headers and I/O errors.
+//!
+//! Keeping these in one place is what makes [`super::memory::MemLog`] a faithful model of
+//! [`super::file::FileLog`]: both assign offsets, roll segments and account sizes identically.
+
+use bytes::{Bytes, BytesMut};
+
+use super::file::FileLogConfig;
+use super::{AppendInfo, LogError};
+use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+
+/// One batch inside a prepared append buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchSpan {
+    /// Where the batch starts inside [`PreparedAppend::bytes`].
+    pub start: usize,
+    pub len: usize,
+    pub base_offset: i64,
+    /// Offset the batch after this one starts at.
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Batches that passed validation and carry their final offsets and leader epoch.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedAppend {
+    pub bytes: Bytes,
+    pub batches: Vec<BatchSpan>,
+    pub info: AppendInfo,
+}
+
+impl PreparedAppend {
+    /// Offset the log ends at once this append is in.
+    pub fn next_offset(&self) -> i64 {
+        self.batches
+            .last()
+            .map_or(self.info.base_offset, |b| b.next_offset)
+    }
+
+    /// Byte length of the whole append.
+    pub fn len_u64(&self) -> u64 {
+        len_u64(self.bytes.len())
+    }
+}
+
+/// Validate every batch in `buf` (full CRC and record framing: the log never stores bytes it
+/// has not checked itself, whatever the caller did), then rewrite `baseOffset` from `log_end`
+/// onwards and `partitionLeaderEpoch`. Nothing is appended anywhere; on error the buffer is
+/// simply dropped.
+pub(crate) fn prepare_append(
+    mut buf: BytesMut,
+    log_end: i64,
+    leader_epoch: i32,
+) -> Result<PreparedAppend, LogError> {
+    if buf.is_empty() {
+        return Err(LogError::InvalidBatch(BatchError::NoBatches));
+    }
+    let mut batches = Vec::new();
+    let mut at = 0usize;
+    let mut next = log_end;
+    let mut max_timestamp = i64::MIN;
+    while at < buf.len() {
+        let header = batch::validate(&buf[at..])?;
+        let len = header.total_len();
+        let next_offset = next_offset_from(next, &header).ok_or_else(|| overflow(next))?;
+        batch::set_base_offset(&mut buf[at..], next);
+        batch::set_leader_epoch(&mut buf[at..], leader_epoch);
+        batches.push(BatchSpan {
+            start: at,
+            len,
+            base_offset: next,
+            next_offset,
+            max_timestamp: header.max_timestamp,
+        });
+        max_timestamp = max_timestamp.max(header.max_timestamp);
+        next = next_offset;
+        at = at.checked_add(len).ok_or_else(|| overflow(next))?;
+    }
+    let last_offset = next.checked_sub(1).ok_or_else(|| overflow(next))?;
+    let info = AppendInfo {
+        base_offset: log_end,
+        last_offset,
+        max_timestamp,
+    };
+    Ok(PreparedAppend {
+        bytes: buf.freeze(),
+        batches,
+        info,
+    })
+}
+
+fn overflow(at: i64) -> LogError {
+    LogError::Corrupt(format!("offset overflow assigning offsets from {at}"))
+}
+
+/// The offset after a batch whose header says it holds `last_offset_delta + 1` records, if it
+/// were placed at `base_offset`. `None` for a negative delta or an overflow (untrusted bytes
+/// from disk must not panic the broker).
+pub(crate) fn next_offset_from(base_offset: i64, header: &BatchHeader) -> Option<i64> {
+    if header.last_offset_delta < 0 {
+        return None;
+    }
+    base_offset
+        .checked_add(i64::from(header.last_offset_delta))?
+        .checked_add(1)
+}
+
+/// The offset after the batch, using its own `baseOffset`.
+pub(crate) fn next_offset(header: &BatchHeader) -> Option<i64> {
+    next_offset_from(header.base_offset, header)
+}
+
+/// Parse a batch header from only its first [`HEADER_LEN`] bytes.
+///
+/// [`batch::parse_header`] insists that the whole batch be present, which a positional scan of
+/// a segment does not want to read. So check the length field here, hand `parse_header` a copy
+/// whose length field announces a header-only batch, and restore the real length.
+pub(crate) fn parse_header_prefix(raw: &[u8]) -> Result<BatchHeader, BatchError> {
+    let mut copy = [0u8; HEADER_LEN];
+    let prefix = raw.get(..HEADER_LEN).ok_or(BatchError::Truncated {
+        needed: HEADER_LEN,
+        available: raw.len(),
+    })?;
+    copy.copy_from_slice(prefix);
+    // `batchLength` is the i32 that ends the log overhead.
+    let length_field = LOG_OVERHEAD - 4..LOG_OVERHEAD;
+    let mut length_bytes = [0u8; 4];
+    length_bytes.copy_from_slice(&copy[length_field.clone()]);
+    let real_length = i32::from_be_bytes(length_bytes);
+    let header_only =
+        i32::try_from(HEADER_LEN - LOG_OVERHEAD).map_err(|_| BatchError::BadLength(real_length))?;
+    if real_length < header_only {
+        return Err(BatchError::BadLength(real_length));
+    }
+    copy[length_field].copy_from_slice(&header_only.to_be_bytes());
+    let mut header = batch::parse_header(&copy)?;
+    header.batch_length = real_length;
+    Ok(header)
+}
+
+/// Whether the active segment must be rolled before `append` goes in.
+///
+/// Rolls when the segment is non-empty and: the append would take it past `segment_bytes` (or
+/// past what 32-bit index positions can address), its offsets would not fit a 32-bit relative
+/// offset, or (with `segment_ms`) the append's max timestamp is more than `segment_ms` after the
+/// max timestamp of the segment's first batch. That last rule is Kafka's `timeWaitedForRoll` with
+/// record time instead of wall-clock time, so rolling stays deterministic; segments whose first
+/// batch has no timestamp (negative) are never rolled by age.
+pub(crate) fn should_roll(
+    config: &FileLogConfig,
+    active: &ActiveSegment,
+    append: &PreparedAppend,
+) -> bool {
+    if active.size == 0 {
+        return false;
+    }
+    let new_size = active.size.saturating_add(append.len_u64());
+    if new_size > config.segment_bytes || new_size > u64::from(u32::MAX) {
+        return true;
+    }
+    let relative_last = append.info.last_offset.checked_sub(active.base_offset);
+    if relative_last.is_none_or(|r| r > i64::from(u32::MAX)) {
+        return true;
+    }
+    match (config.segment_ms, active.first_timestamp) {
+        (Some(ms), Some(first)) if first >= 0 => append
+            .info
+            .max_timestamp
+            .checked_sub(first)
+            .is_some_and(|age| age > ms),
+        _ => false,
+    }
+}
+
+/// What the roll rule needs to know about the active segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActiveSegment {
+    pub base_offset: i64,
+    pub size: u64,
+    /// Max timestamp of the segment's first batch, if it has one.
+    pub first_timestamp: Option<i64>,
+}
+
+/// `usize` to `u64` without `as` (lossless on every platform Rust supports).
+pub(crate) fn len_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// `u64` to `usize`, as a log error when it does not fit.
+pub(crate) fn to_usize(n: u64) -> Result<usize, LogError> {
+    usize::try_from(n).map_err(|_| LogError::Corrupt(format!("size {n} does not fit in memory")))
+}
+
+/// Map an I/O error to [`LogError::Io`] with what was being done.
+pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let context = context.into();
+    move |source| LogError::Io { context, source }
+}
+
+/// Whole batches to return from a list of batch sizes, per the `read` contract: the first batch
+/// always, then more while the running total stays within `max_bytes`.
+pub(crate) fn fits(used: usize, len: usize, max_bytes: usize, first: bool) -> bool {
+    first
+        || used
+            .checked_add(len)
+            .is_some_and(|total| total <= max_bytes)
+}
+
+/// The range check every `read` starts with: `Ok(true)` when the answer is empty.
+pub(crate) fn check_read_range(
+    offset: i64,
+    max_offset: i64,
+    log_start: i64,
+    log_end: i64,
+) -> Result<bool, LogError> {
+    if offset < log_start || offset > log_end {
+        return Err(LogError::OffsetOutOfRange {
+            offset,
+            log_start,
+            log_end,
+        });
+    }
+    Ok(offset == log_end || offset >= max_offset)
+}
+
+/// The range check `truncate_to` starts with: `Ok(true)` when there is nothing to do.
+pub(crate) fn check_truncate_range(
+    offset: i64,
+    log_start: i64,
+    log_end: i64,
+) -> Result<bool, LogError> {
+    if offset < log_start || offset > log_end {
+        return Err(LogError::OffsetOutOfRange {
+            offset,
+            log_start,
+            log_end,
+        });
+    }
+    Ok(offset == log_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+
+    fn batch(n: usize, ts: i64) -> BytesMut {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                value: Some(vec![1; i]),
+                timestamp: ts,
+                ..Record::default()
+            })
+            .collect();
+        encode_batch(&records, ProducerInfo::default())
+    }
+
+    #[test]
+    fn header_prefix_matches_full_parse() {
+        let b = batch(3, 7);
+        let full = batch::parse_header(&b).unwrap();
+        assert_eq!(parse_header_prefix(&b[..HEADER_LEN]).unwrap(), full);
+        assert!(parse_header_prefix(&b[..HEADER_LEN - 1]).is_err());
+    }
+
+    #[test]
+    fn prepare_assigns_offsets_and_rejects_bad_input() {
+        let mut buf = batch(3, 5);
+        buf.extend_from_slice(&batch(2, 9));
+        let p = prepare_append(buf, 10, 4).unwrap();
+        assert_eq!(
+            p.info,
+            AppendInfo {
+                base_offset: 10,
+                last_offset: 14,
+                max_timestamp: 9
+            }
+        );
+        assert_eq!(p.next_offset(), 15);
+        let second = batch::validate(&p.bytes[p.batches[1].start..]).unwrap();
+        assert_eq!((second.base_offset, second.partition_leader_epoch), (13, 4));
+        assert!(matches!(
+            prepare_append(BytesMut::new(), 0, 0),
+            Err(LogError::InvalidBatch(_))
+        ));
+        let mut torn = batch(1, 0);
+        torn.truncate(torn.len() - 1);
+        assert!(matches!(
+            prepare_append(torn, 0, 0),
+            Err(LogError::InvalidBatch(_))
+        ));
+        assert!(matches!(
+            prepare_append(batch(1, 0), i64::MAX, 0),
+            Err(LogError::Corrupt(_))
+        ));
+    }
+}

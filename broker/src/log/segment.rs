@@ -1,0 +1,515 @@
+//! One segment of a [`super::file::FileLog`]: a `.log` file of whole batches plus its indexes.
+//!
+//! A segment is either *sealed* (rolled: its data and index files were fsynced at roll time, so
+//! the indexes may be trusted if they validate) or *active* (the last one: always rescanned
+//! batch by batch with full CRC checks on open and cut at the first bad batch).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::common::{io_context, len_u64, next_offset, to_usize, ActiveSegment, PreparedAppend};
+use super::index::SegmentIndex;
+use super::reader::{BatchReader, Peek};
+use super::{LogError, TimestampOffset};
+use crate::codec::batch::{self, BatchError, BatchHeader};
+
+/// Extension of segment data files.
+pub(crate) const LOG_EXT: &str = "log";
+/// Extension of offset index files.
+pub(crate) const INDEX_EXT: &str = "index";
+/// Extension of time index files.
+pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+
+/// The path of a segment file: the base offset zero-padded to 20 digits, as Kafka names them.
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// A segment's file, in-memory index and extent.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    next_offset: i64,
+    size: u64,
+    file: Arc<File>,
+    index: SegmentIndex,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+/// What a batch-by-batch scan of a segment found.
+struct Scan {
+    index: SegmentIndex,
+    next_offset: i64,
+    /// Length of the prefix made of good, contiguous batches.
+    valid_len: u64,
+    /// Why the scan stopped before the end, if it did.
+    problem: Option<String>,
+}
+
+impl Segment {
+    /// Create an empty segment file (replacing any stale file of that name and its indexes).
+    pub fn create(dir: &Path, base_offset: i64, interval: u64) -> Result<Self, LogError> {
+        remove_if_present(&segment_path(dir, base_offset, INDEX_EXT))?;
+        remove_if_present(&segment_path(dir, base_offset, TIME_INDEX_EXT))?;
+        let path = segment_path(dir, base_offset, LOG_EXT);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_context(format!("creating {}", path.display())))?;
+        Ok(Self {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            file: Arc::new(file),
+            index: SegmentIndex::new(base_offset, interval),
+            dir: dir.to_owned(),
+            path,
+        })
+    }
+
+    /// Open the last segment: scan it with full validation, cut it at the first torn, corrupt or
+    /// discontiguous batch, and fsync what remains.
+    pub fn open_active(dir: &Path, base_offset: i64, interval: u64) -> Result<Self, LogError> {
+        let (path, file, len) = open_existing(dir, base_offset)?;
+        let scan = scan(&file, &path, base_offset, interval, len, true)?;
+        if let Some(problem) = &scan.problem {
+            tracing::warn!(path = %path.display(), at = scan.valid_len, %problem, "truncating torn segment tail");
+            file.set_len(scan.valid_len)
+                .map_err(io_context(format!("truncating {}", path.display())))?;
+        }
+        file.sync_all()
+            .map_err(io_context(format!("syncing {}", path.display())))?;
+        Ok(Self::from_scan(dir, path, file, base_offset, scan))
+    }
+
+    /// Open a sealed segment, trusting its index files if they validate and rebuilding (and
+    /// rewriting) them otherwise. Bad data in a sealed segment is [`LogError::Corrupt`]: it was
+    /// fsynced before the next segment existed, so it is damage, not a torn write.
+    pub fn open_sealed(dir: &Path, base_offset: i64, interval: u64) -> Result<Self, LogError> {
+        let (path, file, len) = open_existing(dir, base_offset)?;
+        if let Some(index) = load_index(dir, base_offset, interval, len) {
+            if let Some(next_offset) = check_tail(&file, &path, len, &index)? {
+                let segment =
+                    Self::from_parts(dir, path, file, base_offset, next_offset, len, index);
+                return Ok(segment);
+            }
+        }
+        tracing::info!(path = %path.display(), "rebuilding segment index");
+        let scan = scan(&file, &path, base_offset, interval, len, true)?;
+        if let Some(problem) = scan.problem {
+            return Err(LogError::Corrupt(format!(
+                "{} at byte {}: {problem}",
+                path.display(),
+                scan.valid_len
+            )));
+        }
+        let mut segment = Self::from_scan(dir, path, file, base_offset, scan);
+        segment.index.seal();
+        segment.write_index_files(true)?;
+        Ok(segment)
+    }
+
+    fn from_scan(dir: &Path, path: PathBuf, file: File, base_offset: i64, scan: Scan) -> Self {
+        Self::from_parts(
+            dir,
+            path,
+            file,
+            base_offset,
+            scan.next_offset,
+            scan.valid_len,
+            scan.index,
+        )
+    }
+
+    fn from_parts(
+        dir: &Path,
+        path: PathBuf,
+        file: File,
+        base_offset: i64,
+        next_offset: i64,
+        size: u64,
+        index: SegmentIndex,
+    ) -> Self {
+        Self {
+            base_offset,
+            next_offset,
+            size,
+            file: Arc::new(file),
+            index,
+            dir: dir.to_owned(),
+            path,
+        }
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// Offset after the segment's last batch (its base offset when empty).
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.index.max_timestamp()
+    }
+
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// What the roll rule needs to know.
+    pub fn roll_facts(&self) -> ActiveSegment {
+        ActiveSegment {
+            base_offset: self.base_offset,
+            size: self.size,
+            first_timestamp: self.index.first_timestamp(),
+        }
+    }
+
+    /// Write the prepared batches at the end with one positional write, then index them.
+    /// Positional writes keep positions exact even if a failed write could not be rolled back.
+    pub fn append(&mut self, prepared: &PreparedAppend) -> Result<(), LogError> {
+        let context = || {
+            format!(
+                "appending {} bytes to {}",
+                prepared.bytes.len(),
+                self.path.display()
+            )
+        };
+        self.file
+            .write_all_at(&prepared.bytes, self.size)
+            .map_err(|e| io_context(context())(e))?;
+        for span in &prepared.batches {
+            let position = self.size.saturating_add(len_u64(span.start));
+            self.index.record_batch(
+                position,
+                span.base_offset,
+                span.max_timestamp,
+                len_u64(span.len),
+            );
+        }
+        self.size = self.size.saturating_add(prepared.len_u64());
+        self.next_offset = prepared.next_offset();
+        Ok(())
+    }
+
+    /// Cut off whatever a failed append left past the known size; `false` if that failed too.
+    pub fn roll_back_failed_append(&self) -> bool {
+        self.file.set_len(self.size).is_ok()
+    }
+
+    /// Position and header of the batch holding `offset` (which must be in this segment).
+    pub fn locate(&self, offset: i64) -> Result<(u64, BatchHeader), LogError> {
+        let start = self.index.scan_start(offset);
+        let mut reader = BatchReader::new(&self.file, &self.path, start.position, self.size);
+        let mut expected = start.offset;
+        loop {
+            let header = match reader.peek()? {
+                Peek::Batch(h) => h,
+                Peek::End => {
+                    return Err(
+                        self.corrupt(reader.position(), &format!("offset {offset} not found"))
+                    )
+                }
+                Peek::Bad(reason) => return Err(self.corrupt(reader.position(), &reason)),
+            };
+            let next = next_offset(&header).filter(|_| header.base_offset == expected);
+            let Some(next) = next else {
+                let why = format!(
+                    "found base offset {} where {expected} was expected",
+                    header.base_offset
+                );
+                return Err(self.corrupt(reader.position(), &why));
+            };
+            if next > offset {
+                return Ok((reader.position(), header));
+            }
+            expected = next;
+            reader.advance(header.total_len());
+        }
+    }
+
+    /// Append to `out` the whole batches from `start` (a batch start) whose base offsets are below
+    /// `max_offset`, using at most `budget` bytes, except that the first batch is taken whole
+    /// when it is `first_len` bytes long (pass 0 when it may be left out). Returns whether the
+    /// read reached the end of the segment, so the caller may continue in the next one.
+    pub fn read_into(
+        &self,
+        start: u64,
+        first_len: usize,
+        budget: usize,
+        max_offset: i64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, LogError> {
+        let limit = self
+            .index
+            .position_bound(max_offset)
+            .unwrap_or(self.size)
+            .min(self.size);
+        let want = len_u64(budget.max(first_len)).min(limit.saturating_sub(start));
+        let old_len = out.len();
+        out.resize(old_len.saturating_add(to_usize(want)?), 0);
+        let read = self.file.read_exact_at(&mut out[old_len..], start);
+        if let Err(e) = read {
+            out.truncate(old_len);
+            return Err(io_context(format!(
+                "reading {} at {start}",
+                self.path.display()
+            ))(e));
+        }
+        let used = whole_batches_below(&out[old_len..], max_offset)
+            .map_err(|e| self.corrupt(start, &e.to_string()))?;
+        out.truncate(old_len.saturating_add(used));
+        Ok(start.saturating_add(len_u64(used)) == self.size)
+    }
+
+    /// The first batch whose max timestamp is >= `timestamp`, if this segment has one.
+    pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
+        if self.index.max_timestamp().is_none_or(|max| max < timestamp) {
+            return Ok(None);
+        }
+        let start = self.index.time_scan_start(timestamp);
+        let mut reader = BatchReader::new(&self.file, &self.path, start.position, self.size);
+        loop {
+            match reader.peek()? {
+                Peek::Batch(h) if h.max_timestamp >= timestamp => {
+                    return Ok(Some(TimestampOffset {
+                        offset: h.base_offset,
+                        timestamp: h.max_timestamp,
+                    }));
+                }
+                Peek::Batch(h) => reader.advance(h.total_len()),
+                Peek::End => return Ok(None),
+                Peek::Bad(reason) => return Err(self.corrupt(reader.position(), &reason)),
+            }
+        }
+    }
+
+    /// Cut the segment at `position` (a batch boundary), fsync, and rebuild its index.
+    pub fn truncate(&mut self, position: u64) -> Result<(), LogError> {
+        let context = format!("truncating {} to {position}", self.path.display());
+        self.file
+            .set_len(position)
+            .map_err(io_context(context.clone()))?;
+        self.file.sync_all().map_err(io_context(context))?;
+        let interval = self.index_interval();
+        let scan = scan(
+            &self.file,
+            &self.path,
+            self.base_offset,
+            interval,
+            position,
+            false,
+        )?;
+        if let Some(problem) = scan.problem {
+            return Err(self.corrupt(scan.valid_len, &problem));
+        }
+        self.size = position;
+        self.next_offset = scan.next_offset;
+        self.index = scan.index;
+        Ok(())
+    }
+
+    fn index_interval(&self) -> u64 {
+        self.index.interval()
+    }
+
+    /// Make the segment immutable: fsync its data, add the final time index entry, and write
+    /// and fsync both index files.
+    pub fn seal(&mut self) -> Result<(), LogError> {
+        self.file
+            .sync_all()
+            .map_err(io_context(format!("syncing {}", self.path.display())))?;
+        self.index.seal();
+        self.write_index_files(true)
+    }
+
+    /// Persist both indexes (fsynced when `sync`).
+    pub fn write_index_files(&self, sync: bool) -> Result<(), LogError> {
+        write_file(
+            &segment_path(&self.dir, self.base_offset, INDEX_EXT),
+            &self.index.encode_offsets(),
+            sync,
+        )?;
+        write_file(
+            &segment_path(&self.dir, self.base_offset, TIME_INDEX_EXT),
+            &self.index.encode_times(),
+            sync,
+        )
+    }
+
+    /// Delete the segment's files, indexes first so that no index outlives its data.
+    pub fn remove_files(&self) -> Result<(), LogError> {
+        remove_if_present(&segment_path(&self.dir, self.base_offset, INDEX_EXT))?;
+        remove_if_present(&segment_path(&self.dir, self.base_offset, TIME_INDEX_EXT))?;
+        remove_if_present(&self.path)
+    }
+
+    fn corrupt(&self, position: u64, why: &str) -> LogError {
+        LogError::Corrupt(format!("{} at byte {position}: {why}", self.path.display()))
+    }
+}
+
+/// Byte length of the leading whole batches in `buf` whose base offsets are below
+/// `max_offset`. A batch cut off by the end of `buf` ends the walk; anything else that does
+/// not parse is an error.
+fn whole_batches_below(buf: &[u8], max_offset: i64) -> Result<usize, BatchError> {
+    let mut used = 0usize;
+    for header in batch::headers(buf) {
+        match header {
+            Ok(h) if h.base_offset < max_offset => used = used.saturating_add(h.total_len()),
+            Ok(_) | Err(BatchError::Truncated { .. }) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(used)
+}
+
+/// Open an existing segment file for reading and writing; returns its path and length.
+fn open_existing(dir: &Path, base_offset: i64) -> Result<(PathBuf, File, u64), LogError> {
+    let path = segment_path(dir, base_offset, LOG_EXT);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_context(format!("opening {}", path.display())))?;
+    let len = file
+        .metadata()
+        .map_err(io_context(format!(
+            "reading metadata of {}",
+            path.display()
+        )))?
+        .len();
+    Ok((path, file, len))
+}
+
+/// Walk `[0, end)` batch by batch (with full validation when `verify`), checking that base
+/// offsets are contiguous from `base_offset`, and index what is good.
+fn scan(
+    file: &File,
+    path: &Path,
+    base_offset: i64,
+    interval: u64,
+    end: u64,
+    verify: bool,
+) -> Result<Scan, LogError> {
+    let mut index = SegmentIndex::new(base_offset, interval);
+    let mut next = base_offset;
+    let mut reader = BatchReader::new(file, path, 0, end);
+    let problem = loop {
+        let header = match reader.peek()? {
+            Peek::End => break None,
+            Peek::Bad(reason) => break Some(reason),
+            Peek::Batch(h) => h,
+        };
+        let len = header.total_len();
+        if verify {
+            if let Err(e) = batch::validate(reader.batch_bytes(len)?) {
+                break Some(e.to_string());
+            }
+        }
+        if header.base_offset != next {
+            break Some(format!(
+                "base offset {} where {next} was expected",
+                header.base_offset
+            ));
+        }
+        let Some(after) = next_offset(&header) else {
+            break Some(format!(
+                "bad last offset delta {}",
+                header.last_offset_delta
+            ));
+        };
+        index.record_batch(
+            reader.position(),
+            header.base_offset,
+            header.max_timestamp,
+            len_u64(len),
+        );
+        next = after;
+        reader.advance(len);
+    };
+    Ok(Scan {
+        index,
+        next_offset: next,
+        valid_len: reader.position(),
+        problem,
+    })
+}
+
+/// Read and validate a sealed segment's persisted indexes; `None` if missing or damaged.
+fn load_index(dir: &Path, base_offset: i64, interval: u64, len: u64) -> Option<SegmentIndex> {
+    let offsets = fs::read(segment_path(dir, base_offset, INDEX_EXT)).ok()?;
+    let times = fs::read(segment_path(dir, base_offset, TIME_INDEX_EXT)).ok()?;
+    SegmentIndex::decode(base_offset, interval, &offsets, &times, len)
+}
+
+/// Check a loaded index against the data: the last entry must point at the batch it names and
+/// the batches after it must be contiguous up to the end. Returns the segment's next offset, or
+/// `None` if the index does not match (and must be rebuilt).
+fn check_tail(
+    file: &File,
+    path: &Path,
+    len: u64,
+    index: &SegmentIndex,
+) -> Result<Option<i64>, LogError> {
+    let start = index.last_entry();
+    let mut reader = BatchReader::new(file, path, start.position, len);
+    let mut expected = start.offset;
+    let mut tail_max = None::<i64>;
+    loop {
+        let header = match reader.peek()? {
+            Peek::End => break,
+            Peek::Bad(_) => return Ok(None),
+            Peek::Batch(h) => h,
+        };
+        let next = next_offset(&header).filter(|_| header.base_offset == expected);
+        let Some(next) = next else { return Ok(None) };
+        tail_max = Some(tail_max.map_or(header.max_timestamp, |m| m.max(header.max_timestamp)));
+        expected = next;
+        reader.advance(header.total_len());
+    }
+    // A sealed time index ends with the segment's overall maximum; a later batch with a larger
+    // timestamp means these are not the files written at seal time.
+    let consistent = index.times_below(expected)
+        && match (tail_max, index.max_timestamp()) {
+            (Some(tail), Some(max)) => tail <= max,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+    Ok(consistent.then_some(expected))
+}
+
+/// Write `bytes` to `path`, replacing it, and fsync when asked.
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), LogError> {
+    let context = || format!("writing {}", path.display());
+    let file = File::create(path).map_err(|e| io_context(context())(e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| io_context(context())(e))?;
+    if sync {
+        file.sync_all().map_err(|e| io_context(context())(e))?;
+    }
+    Ok(())
+}
+
+/// Delete a file; a file that is already gone is fine.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_context(format!("removing {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
