@@ -180,11 +180,27 @@ impl SegmentIndex {
         )
     }
 
-    /// Whether every time entry refers to an offset below `next_offset`.
-    pub fn times_below(&self, next_offset: i64) -> bool {
-        self.times
-            .last()
-            .is_none_or(|t| self.absolute(t.relative_offset) < next_offset)
+    /// Whether the offset index has any entries.
+    pub fn has_offset_entries(&self) -> bool {
+        !self.offsets.is_empty()
+    }
+
+    /// Whether a batch at `position` starting at `offset` is one `record_batch` indexes when
+    /// an entry is due (both fit the 32-bit entry fields).
+    pub fn can_index(&self, position: u64, offset: i64) -> bool {
+        self.relative(offset).is_some() && u32::try_from(position).is_ok()
+    }
+
+    /// Whether every time entry names a batch with an offset entry or the segment's last batch,
+    /// as entries made by `record_batch` and `seal` do.
+    pub fn times_consistent(&self, last_batch: Option<i64>) -> bool {
+        self.times.iter().all(|t| {
+            let indexed = self
+                .offsets
+                .binary_search_by_key(&t.relative_offset, |e| e.relative_offset)
+                .is_ok();
+            indexed || Some(self.absolute(t.relative_offset)) == last_batch
+        })
     }
 
     /// The offset index in its file format.

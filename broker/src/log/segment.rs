@@ -456,9 +456,10 @@ fn load_index(dir: &Path, base_offset: i64, interval: u64, len: u64) -> Option<S
     SegmentIndex::decode(base_offset, interval, &offsets, &times, len)
 }
 
-/// Check a loaded index against the data: the last entry must point at the batch it names and
-/// the batches after it must be contiguous up to the end. Returns the segment's next offset, or
-/// `None` if the index does not match (and must be rebuilt).
+/// Check a loaded index against the data: the last entry must point at the batch it names, the
+/// batches after it must be contiguous up to the end, and none of them may be one that should
+/// have had an entry (which catches index files that lost trailing entries). Returns the
+/// segment's next offset, or `None` if the index does not match and must be rebuilt.
 fn check_tail(
     file: &File,
     path: &Path,
@@ -468,6 +469,8 @@ fn check_tail(
     let start = index.last_entry();
     let mut reader = BatchReader::new(file, path, start.position, len);
     let mut expected = start.offset;
+    let mut since_entry = 0u64;
+    let mut last_batch = None;
     let mut tail_max = None::<i64>;
     loop {
         let header = match reader.peek()? {
@@ -475,21 +478,30 @@ fn check_tail(
             Peek::Bad(_) => return Ok(None),
             Peek::Batch(h) => h,
         };
-        let next = next_offset(&header).filter(|_| header.base_offset == expected);
-        let Some(next) = next else { return Ok(None) };
+        let Some(next) = next_offset(&header).filter(|_| header.base_offset == expected) else {
+            return Ok(None);
+        };
+        let is_entry_batch = last_batch.is_none() && index.has_offset_entries();
+        if since_entry >= index.interval() && !is_entry_batch {
+            if index.can_index(reader.position(), header.base_offset) {
+                return Ok(None);
+            }
+            since_entry = 0;
+        }
+        since_entry = since_entry.saturating_add(len_u64(header.total_len()));
+        last_batch = Some(header.base_offset);
         tail_max = Some(tail_max.map_or(header.max_timestamp, |m| m.max(header.max_timestamp)));
         expected = next;
         reader.advance(header.total_len());
     }
     // A sealed time index ends with the segment's overall maximum; a later batch with a larger
     // timestamp means these are not the files written at seal time.
-    let consistent = index.times_below(expected)
-        && match (tail_max, index.max_timestamp()) {
-            (Some(tail), Some(max)) => tail <= max,
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-    Ok(consistent.then_some(expected))
+    let max_covered = match (tail_max, index.max_timestamp()) {
+        (Some(tail), Some(max)) => tail <= max,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    Ok((max_covered && index.times_consistent(last_batch)).then_some(expected))
 }
 
 /// Write `bytes` to `path`, replacing it, and fsync when asked.
