@@ -198,8 +198,9 @@ pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(std::io::Err
     move |source| LogError::Io { context, source }
 }
 
-/// Whole batches to return from a list of batch sizes, per the `read` contract: the first batch
-/// always, then more while the running total stays within `max_bytes`.
+/// Whether a batch of `len` bytes joins a read that already holds `used` bytes, per the `read`
+/// contract: the first batch always does, later ones only while the total stays within
+/// `max_bytes`.
 pub(crate) fn fits(used: usize, len: usize, max_bytes: usize, first: bool) -> bool {
     first
         || used

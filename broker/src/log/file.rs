@@ -204,6 +204,9 @@ impl PartitionLog for FileLog {
         FlushPlan { files, up_to }
     }
 
+    /// Clamped to the log end. A plan taken before a `truncate_to` that cut below its `up_to`
+    /// must not be marked afterwards: it may not cover what was appended since the cut (the
+    /// single-node broker never truncates; the Raft driver serializes the two).
     fn mark_flushed(&mut self, up_to: i64) {
         self.flushed_offset = self.flushed_offset.max(up_to.min(self.log_end_offset()));
     }
