@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod raw;
+
 /// How long a freshly started broker may take to accept TCP connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Delay between connection attempts while waiting for the broker.

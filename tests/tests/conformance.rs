@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
+use runnel_tests::raw::{codec_runs, fetch_batches};
 use runnel_tests::{require, require_tool, run_client, unique_topic, workspace_root, Broker};
 
 /// Deadline for one external client run (its own waits are shorter).
@@ -59,17 +60,53 @@ fn run_python_client(script: &str, module: &str, topic_prefix: &str) {
         return;
     };
     let dir = workspace_root().join("tests/clients/python");
+    let topic = unique_topic(topic_prefix);
     let out = run_client(
         Command::new(python)
             .arg(dir.join(script))
             .arg(broker.bootstrap())
-            .args(["--topic", &unique_topic(topic_prefix)])
+            .args(["--topic", &topic])
             .current_dir(&dir),
         CLIENT_TIMEOUT,
     )
     .expect("run client");
     println!("{}", out.stdout);
     out.assert_success(script);
+    check_stored_batches(&broker, &topic);
+}
+
+/// Reads the batches back raw: each partition must hold one run of batches per codec, in
+/// the order produced, and every record. Catches a client that silently did not compress
+/// and a broker that recompressed or rewrote batches.
+fn check_stored_batches(broker: &Broker, topic: &str) {
+    for p in 0..PARTITIONS {
+        let batches = fetch_batches(&broker.bootstrap(), topic, p).expect("raw fetch");
+        let runs = codec_runs(&batches);
+        // librdkafka (kcat, confluent-kafka, rdkafka) turns LZ4 into no compression, silently,
+        // unless the broker advertises FindCoordinator (rdkafka_feature.c, RD_KAFKA_FEATURE_LZ4).
+        let hint = if runs.contains(&"lz4") {
+            ""
+        } else {
+            "\nhint: no lz4 batch; librdkafka-based clients only compress with LZ4 when ApiVersions \
+             advertises FindCoordinator (any version)"
+        };
+        assert_eq!(
+            runs,
+            CODECS.to_vec(),
+            "partition {p}: codecs of the stored batches, in order{hint}\nbatches: {batches:?}"
+        );
+        let records: i64 = batches.iter().map(|b| i64::from(b.records)).sum();
+        assert_eq!(
+            records,
+            Plan::total(),
+            "partition {p}: records in the stored batches"
+        );
+        assert_eq!(
+            batches.first().map(|b| b.base_offset),
+            Some(0),
+            "partition {p}: first batch"
+        );
+    }
 }
 
 #[test]
@@ -103,17 +140,19 @@ fn kafkajs() {
     let Some(broker) = Broker::start_or_skip() else {
         return;
     };
+    let topic = unique_topic("kafkajs");
     let out = run_client(
         Command::new(node)
             .arg(dir.join("kafkajs_client.js"))
             .arg(broker.bootstrap())
-            .args(["--topic", &unique_topic("kafkajs")])
+            .args(["--topic", &topic])
             .current_dir(&dir),
         CLIENT_TIMEOUT,
     )
     .expect("run client");
     println!("{}", out.stdout);
     out.assert_success("kafkajs_client.js");
+    check_stored_batches(&broker, &topic);
 }
 
 #[test]
@@ -138,6 +177,7 @@ fn kcat() {
     .expect("run client");
     println!("{}", out.stdout);
     out.assert_success("kcat.sh");
+    check_stored_batches(&broker, &topic);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,6 +516,7 @@ fn rdkafka() {
     }
     rdkafka_list_offsets(&bootstrap, &topic, &plan, &mut report);
     report.finish("rdkafka");
+    check_stored_batches(&broker, &topic);
 }
 
 /// The same data survives a SIGKILL and restart on the same data directory and port.
