@@ -284,6 +284,24 @@ async function main() {
       report.eq(`partition ${p}: offset for timestamp ${ts} (T0+${ts - T0}ms)`, String(want), o && String(o.offset))
     }
   }
+  if (args.create) {
+    report.step('DeleteTopics: create and delete a second topic')
+    const doomed = `${args.topic}-deleted`
+    await admin.createTopics({ topics: [{ topic: doomed, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true })
+    try {
+      await admin.deleteTopics({ topics: [doomed], timeout: args.timeout * 1000 })
+    } catch (e) {
+      report.check(false, `deleteTopics(${doomed}) threw ${e}`)
+    }
+    const deadline = Date.now() + args.timeout * 1000
+    let topics = await admin.listTopics()
+    while (topics.includes(doomed) && Date.now() < deadline) {
+      await new Promise(r => setTimeout(r, 100))
+      topics = await admin.listTopics()
+    }
+    report.check(!topics.includes(doomed), `${doomed} still listed after delete`)
+    report.check(topics.includes(args.topic), `${args.topic} gone after deleting another topic`)
+  }
   await admin.disconnect()
   report.finish()
 }

@@ -136,4 +136,18 @@ try:
 except Exception as e:  # report, don't crash: the other checks above still count
     report.check(False, f"admin list_offsets raised {type(e).__name__}: {e}")
 
+if not args.no_create:
+    report.step("DeleteTopics: create and delete a second topic")
+    doomed = args.topic + "-deleted"
+    admin.create_topics([NewTopic(doomed, num_partitions=1, replication_factor=1)])[doomed].result(timeout=args.timeout)
+    try:
+        admin.delete_topics([doomed], operation_timeout=args.timeout)[doomed].result(timeout=args.timeout)
+    except Exception as e:
+        report.check(False, f"delete_topics({doomed}) raised {type(e).__name__}: {e}")
+    deadline = time.monotonic() + args.timeout
+    while doomed in admin.list_topics(timeout=args.timeout).topics and time.monotonic() < deadline:
+        time.sleep(0.1)
+    report.check(doomed not in admin.list_topics(timeout=args.timeout).topics, f"{doomed} still listed after delete")
+    report.check(args.topic in admin.list_topics(timeout=args.timeout).topics, f"{args.topic} gone after deleting another topic")
+
 report.finish()

@@ -115,4 +115,21 @@ def by_time(p, ts):
 for p in range(plan.PARTITIONS):
     plan.check_offsets_for_times(report, p, args.codecs, by_time, None)
 consumer.close()
+
+if not args.no_create:
+    report.step("DeleteTopics: create and delete a second topic")
+    doomed = args.topic + "-deleted"
+    admin = KafkaAdminClient(**common)
+    admin.create_topics([NewTopic(name=doomed, num_partitions=1, replication_factor=1)])
+    try:
+        admin.delete_topics([doomed])
+    except Exception as e:
+        report.check(False, f"delete_topics({doomed}) raised {type(e).__name__}: {e}")
+    deadline = time.monotonic() + args.timeout
+    while doomed in admin.list_topics() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    topics = admin.list_topics()
+    report.check(doomed not in topics, f"{doomed} still listed after delete")
+    report.check(args.topic in topics, f"{args.topic} gone after deleting another topic")
+    admin.close()
 report.finish()
