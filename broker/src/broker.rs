@@ -23,11 +23,16 @@ pub struct Broker {
 impl Broker {
     /// Open (or initialise) the data directory and recover every partition.
     pub fn open(config: Config) -> Result<Self, TopicError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
         let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
         let topics = TopicRegistry::open(&config.data_dir, config.topics.clone())?;
-        Ok(Self { config, cluster_id, topics })
+        Ok(Self {
+            config,
+            cluster_id,
+            topics,
+        })
     }
 
     pub fn node_id(&self) -> i32 {
@@ -39,22 +44,32 @@ fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
     let path = dir.join("meta.toml");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let meta: Meta =
-                toml::from_str(&text).map_err(|e| TopicError::Storage(format!("bad {}: {e}", path.display())))?;
+            let meta: Meta = toml::from_str(&text)
+                .map_err(|e| TopicError::Storage(format!("bad {}: {e}", path.display())))?;
             if meta.node_id != node_id {
-                tracing::warn!(stored = meta.node_id, configured = node_id, "node id differs from the data directory's");
+                tracing::warn!(
+                    stored = meta.node_id,
+                    configured = node_id,
+                    "node id differs from the data directory's"
+                );
             }
             Ok(meta.cluster_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works
             // for clients, so use the UUID's simple form.
-            let meta = Meta { cluster_id: uuid::Uuid::new_v4().simple().to_string(), node_id };
+            let meta = Meta {
+                cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+                node_id,
+            };
             let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
             write_synced(&path, text.as_bytes())?;
             sync_dir(dir)?;
             Ok(meta.cluster_id)
         }
-        Err(e) => Err(TopicError::Storage(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(TopicError::Storage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }

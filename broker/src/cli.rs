@@ -75,7 +75,15 @@ mod tests {
 
     #[test]
     fn flags_override_defaults() {
-        let cli = Cli::try_parse_from(["runnel", "serve", "--data-dir", "/tmp/x", "--kafka-addr", "127.0.0.1:19092"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "runnel",
+            "serve",
+            "--data-dir",
+            "/tmp/x",
+            "--kafka-addr",
+            "127.0.0.1:19092",
+        ])
+        .unwrap();
         let Command::Serve(args) = cli.command;
         let c = args.to_config().unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));

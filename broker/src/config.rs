@@ -82,9 +82,15 @@ impl Default for TopicDefaults {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid setting {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -92,14 +98,24 @@ pub enum ConfigError {
 impl Config {
     /// Parse a TOML config file; missing fields keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Check every value is usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_owned() });
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
         if self.node_id < 0 {
             return invalid("node_id", "must be >= 0");
         }
@@ -123,7 +139,9 @@ impl Config {
 
     /// The host name clients are told to connect to.
     pub fn advertised_host(&self) -> String {
-        self.advertised_host.clone().unwrap_or_else(|| self.kafka_addr.ip().to_string())
+        self.advertised_host
+            .clone()
+            .unwrap_or_else(|| self.kafka_addr.ip().to_string())
     }
 }
 

@@ -54,13 +54,21 @@ pub struct Partition {
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Partition").field("topic", &self.topic).field("index", &self.index).finish()
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("index", &self.index)
+            .finish()
     }
 }
 
 impl Partition {
     /// Wrap an opened log and start its flusher task (needs a tokio runtime).
-    pub fn start(topic: &str, index: i32, log: Box<dyn PartitionLog>, settings: PartitionSettings) -> Arc<Self> {
+    pub fn start(
+        topic: &str,
+        index: i32,
+        log: Box<dyn PartitionLog>,
+        settings: PartitionSettings,
+    ) -> Arc<Self> {
         let end = log.log_end_offset();
         let flushed = log.flushed_offset();
         let p = Arc::new(Self {
@@ -114,7 +122,8 @@ impl Partition {
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
         self.flush_wanted.notify_one();
         let mut rx = self.flushed.subscribe();
-        let outcome = tokio::time::timeout(timeout, rx.wait_for(|f| *f >= end || self.is_failed())).await;
+        let outcome =
+            tokio::time::timeout(timeout, rx.wait_for(|f| *f >= end || self.is_failed())).await;
         match outcome {
             Ok(Ok(_)) if !self.is_failed() => Ok(()),
             Ok(_) => Err(DurabilityError::StorageFailed),
@@ -149,7 +158,8 @@ impl Partition {
     /// The largest timestamp in the log with the offset of its batch, for ListOffsets
     /// MAX_TIMESTAMP (-3).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
-        self.write_log().enforce_retention(now_ms, &self.settings.retention)
+        self.write_log()
+            .enforce_retention(now_ms, &self.settings.retention)
     }
 
     /// One group-commit round: take a plan under the lock, fsync outside it, publish.
@@ -185,9 +195,12 @@ async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {
         if flush_ms == 0 {
             // Wait for a request, but re-check the weak pointer now and then so the task ends
             // when the partition is dropped.
-            let _ = tokio::time::timeout(Duration::from_millis(500), p.flush_wanted.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(500), p.flush_wanted.notified()).await;
         } else {
-            let _ = tokio::time::timeout(Duration::from_millis(flush_ms), p.flush_wanted.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(flush_ms), p.flush_wanted.notified())
+                    .await;
         }
         if p.is_failed() {
             return;

@@ -34,19 +34,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     let addr = config.kafka_addr;
     let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
-    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let kafka_addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(crate::net::serve_kafka(listener, broker.clone(), rx.clone())),
+        tokio::spawn(crate::net::serve_kafka(
+            listener,
+            broker.clone(),
+            rx.clone(),
+        )),
         tokio::spawn(retention_loop(broker.clone(), rx)),
     ];
     tracing::info!(%kafka_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol)");
-    Ok(Running { kafka_addr, broker, shutdown, tasks })
+    Ok(Running {
+        kafka_addr,
+        broker,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Serve until `stop` resolves (e.g. Ctrl-C).
-pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let running = start(config).await?;
     stop.await;
     tracing::info!("shutting down");
@@ -55,7 +69,10 @@ pub async fn run(config: Config, stop: impl std::future::Future<Output = ()>) ->
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {

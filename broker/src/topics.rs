@@ -41,20 +41,36 @@ impl TopicConfig {
     /// send and that have no effect here (e.g. `cleanup.policy=delete`) are accepted.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), TopicError> {
         let bad = || TopicError::InvalidConfig(format!("invalid value {value:?} for {key}"));
-        let int = |min: i64| value.trim().parse::<i64>().ok().filter(|v| *v >= min).ok_or_else(bad);
+        let int = |min: i64| {
+            value
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= min)
+                .ok_or_else(bad)
+        };
         match key {
             "retention.ms" => self.retention_ms = int(-1)?,
             "retention.bytes" => self.retention_bytes = int(-1)?,
             "segment.bytes" => self.segment_bytes = u64::try_from(int(1024)?).map_err(|_| bad())?,
             "flush.ms" => self.flush_ms = u64::try_from(int(0)?).map_err(|_| bad())?,
-            "max.message.bytes" => self.max_message_bytes = usize::try_from(int(64)?).map_err(|_| bad())?,
+            "max.message.bytes" => {
+                self.max_message_bytes = usize::try_from(int(64)?).map_err(|_| bad())?
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
-                return Err(TopicError::InvalidConfig(format!("cleanup.policy={value} is not supported (only delete)")))
+                return Err(TopicError::InvalidConfig(format!(
+                    "cleanup.policy={value} is not supported (only delete)"
+                )))
             }
-            "min.insync.replicas" | "message.timestamp.type" if value == "1" || value == "CreateTime" => {}
+            "min.insync.replicas" | "message.timestamp.type"
+                if value == "1" || value == "CreateTime" => {}
             "compression.type" if value == "producer" => {}
-            other => return Err(TopicError::InvalidConfig(format!("unsupported topic config {other}"))),
+            other => {
+                return Err(TopicError::InvalidConfig(format!(
+                    "unsupported topic config {other}"
+                )))
+            }
         }
         Ok(())
     }
@@ -123,7 +139,9 @@ fn io_err(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TopicErr
 
 /// Kafka's topic name rules: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if name.is_empty() || name.len() > 249 || !ok_chars || name == "." || name == ".." {
         return Err(TopicError::InvalidName(format!(
             "{name:?}: must be 1-249 characters of [a-zA-Z0-9._-] and not '.' or '..'"
@@ -169,7 +187,12 @@ impl TopicRegistry {
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "opened topic");
             topics.insert(name, Arc::new(topic));
         }
-        Ok(Self { root, defaults, topics: RwLock::new(topics), admin: Mutex::new(()) })
+        Ok(Self {
+            root,
+            defaults,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+        })
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
@@ -177,11 +200,20 @@ impl TopicRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Get a topic, creating it with the defaults if auto-creation is on.
@@ -218,7 +250,11 @@ impl TopicRegistry {
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists);
         }
-        let meta = TopicMeta { id: uuid::Uuid::new_v4().to_string(), partitions, config };
+        let meta = TopicMeta {
+            id: uuid::Uuid::new_v4().to_string(),
+            partitions,
+            config,
+        };
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.to_owned(),
@@ -242,7 +278,10 @@ impl TopicRegistry {
         std::fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &dir))?;
         sync_dir(&self.root)?;
         let topic = Arc::new(open_topic(&dir, name)?);
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), topic.clone());
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), topic.clone());
         tracing::info!(topic = %name, partitions, "created topic");
         Ok(topic)
     }
@@ -250,8 +289,15 @@ impl TopicRegistry {
     /// Delete a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name).ok_or(TopicError::Unknown)?;
-        let grave = self.root.join(format!(".deleted-{name}-{}", topic.id.simple()));
+        let topic = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or(TopicError::Unknown)?;
+        let grave = self
+            .root
+            .join(format!(".deleted-{name}-{}", topic.id.simple()));
         std::fs::rename(&topic.dir, &grave).map_err(io_err("cannot move away", &topic.dir))?;
         sync_dir(&self.root)?;
         std::fs::remove_dir_all(&grave).map_err(io_err("cannot remove", &grave))?;
@@ -263,18 +309,28 @@ impl TopicRegistry {
 fn open_topic(dir: &Path, name: &str) -> Result<Topic, TopicError> {
     let meta_path = dir.join("topic.toml");
     let text = std::fs::read_to_string(&meta_path).map_err(io_err("cannot read", &meta_path))?;
-    let meta: TopicMeta =
-        toml::from_str(&text).map_err(|e| TopicError::Storage(format!("bad {}: {e}", meta_path.display())))?;
-    let id = uuid::Uuid::parse_str(&meta.id).map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
+    let meta: TopicMeta = toml::from_str(&text)
+        .map_err(|e| TopicError::Storage(format!("bad {}: {e}", meta_path.display())))?;
+    let id = uuid::Uuid::parse_str(&meta.id)
+        .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
     let settings = meta.config.settings();
-    let log_config = FileLogConfig { segment_bytes: meta.config.segment_bytes, ..FileLogConfig::default() };
+    let log_config = FileLogConfig {
+        segment_bytes: meta.config.segment_bytes,
+        ..FileLogConfig::default()
+    };
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;
             Ok(Partition::start(name, p, Box::new(log), settings))
         })
         .collect::<Result<Vec<_>, TopicError>>()?;
-    Ok(Topic { name: name.to_owned(), id, partitions, config: meta.config, dir: dir.to_owned() })
+    Ok(Topic {
+        name: name.to_owned(),
+        id,
+        partitions,
+        config: meta.config,
+        dir: dir.to_owned(),
+    })
 }
 
 /// Write a small file and fsync it.
@@ -287,5 +343,7 @@ pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<(), TopicError> {
 
 /// fsync a directory so renames and creations inside it are durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), TopicError> {
-    std::fs::File::open(path).and_then(|d| d.sync_all()).map_err(io_err("cannot fsync directory", path))
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot fsync directory", path))
 }

@@ -109,11 +109,13 @@ impl BatchError {
     /// The Kafka error code a produce request gets for this batch.
     pub fn kafka_code(&self) -> i16 {
         match self {
-            BatchError::CrcMismatch { .. } | BatchError::Truncated { .. } | BatchError::BadLength(_) => 2, // CORRUPT_MESSAGE
+            BatchError::CrcMismatch { .. }
+            | BatchError::Truncated { .. }
+            | BatchError::BadLength(_) => 2, // CORRUPT_MESSAGE
             BatchError::UnsupportedMagic(m) if *m < 2 => 43, // UNSUPPORTED_FOR_MESSAGE_FORMAT
             BatchError::UnsupportedMagic(_) => 2,
             BatchError::UnsupportedCompression(_) => 76, // UNSUPPORTED_COMPRESSION_TYPE
-            BatchError::TooLarge { .. } => 10,             // MESSAGE_TOO_LARGE
+            BatchError::TooLarge { .. } => 10,           // MESSAGE_TOO_LARGE
             BatchError::CountMismatch { .. }
             | BatchError::Empty
             | BatchError::BadRecord { .. }
@@ -142,7 +144,10 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 /// Checks only that the header and the whole batch it announces are present.
 pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     if buf.len() < HEADER_LEN {
-        return Err(BatchError::Truncated { needed: HEADER_LEN, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: HEADER_LEN,
+            available: buf.len(),
+        });
     }
     let batch_length = be_i32(buf, 8);
     let min = i32::try_from(HEADER_LEN - LOG_OVERHEAD).unwrap_or(i32::MAX);
@@ -170,7 +175,10 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     };
     let total = header.total_len();
     if buf.len() < total {
-        return Err(BatchError::Truncated { needed: total, available: buf.len() });
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
     }
     Ok(header)
 }
@@ -183,7 +191,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let total = header.total_len();
     let computed = crc32c::crc32c(&buf[ATTRIBUTES_AT..total]);
     if computed != header.crc {
-        return Err(BatchError::CrcMismatch { expected: header.crc, computed });
+        return Err(BatchError::CrcMismatch {
+            expected: header.crc,
+            computed,
+        });
     }
     let compression = header.compression()?;
     if header.record_count <= 0 {
@@ -203,7 +214,10 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Validate a produce request's `records` field: one or more whole batches, each valid, none
 /// larger than `max_batch_bytes`, none a control batch. Returns their headers in order.
-pub fn validate_produce(buf: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
+pub fn validate_produce(
+    buf: &[u8],
+    max_batch_bytes: usize,
+) -> Result<Vec<BatchHeader>, BatchError> {
     if buf.is_empty() {
         return Err(BatchError::NoBatches);
     }
@@ -213,7 +227,10 @@ pub fn validate_produce(buf: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchH
         let rest = &buf[at..];
         let header = parse_header(rest)?;
         if header.total_len() > max_batch_bytes {
-            return Err(BatchError::TooLarge { size: header.total_len(), max: max_batch_bytes });
+            return Err(BatchError::TooLarge {
+                size: header.total_len(),
+                max: max_batch_bytes,
+            });
         }
         let header = validate(rest)?;
         if header.is_control() {
@@ -267,7 +284,10 @@ pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
         let len = varint(records, &mut at).ok_or(bad("bad length varint"))?;
         let len = usize::try_from(len).map_err(|_| bad("negative record length"))?;
         let start = at;
-        let end = start.checked_add(len).filter(|e| *e <= records.len()).ok_or(bad("record overruns batch"))?;
+        let end = start
+            .checked_add(len)
+            .filter(|e| *e <= records.len())
+            .ok_or(bad("record overruns batch"))?;
         let rec = &records[..end];
         let mut p = start;
         p += 1; // attributes
@@ -295,7 +315,10 @@ pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
         at = end;
     }
     if at != records.len() {
-        return Err(BatchError::BadRecord { index: count, reason: "trailing bytes after last record" });
+        return Err(BatchError::BadRecord {
+            index: count,
+            reason: "trailing bytes after last record",
+        });
     }
     Ok(())
 }
@@ -310,10 +333,21 @@ mod tests {
         (
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
-            proptest::collection::vec(("[a-z]{0,6}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))), 0..3),
+            proptest::collection::vec(
+                (
+                    "[a-z]{0,6}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+                ),
+                0..3,
+            ),
             0i64..1_000_000,
         )
-            .prop_map(|(key, value, headers, timestamp)| Record { key, value, headers, timestamp })
+            .prop_map(|(key, value, headers, timestamp)| Record {
+                key,
+                value,
+                headers,
+                timestamp,
+            })
     }
 
     proptest! {
@@ -359,7 +393,14 @@ mod tests {
 
     #[test]
     fn errors_map_to_kafka_codes() {
-        assert_eq!(BatchError::CrcMismatch { expected: 1, computed: 2 }.kafka_code(), 2);
+        assert_eq!(
+            BatchError::CrcMismatch {
+                expected: 1,
+                computed: 2
+            }
+            .kafka_code(),
+            2
+        );
         assert_eq!(BatchError::UnsupportedMagic(1).kafka_code(), 43);
         assert_eq!(BatchError::Empty.kafka_code(), 87);
         assert_eq!(BatchError::TooLarge { size: 2, max: 1 }.kafka_code(), 10);

@@ -25,7 +25,11 @@ pub struct ProducerInfo {
 
 impl Default for ProducerInfo {
     fn default() -> Self {
-        Self { producer_id: -1, producer_epoch: -1, base_sequence: -1 }
+        Self {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
     }
 }
 
@@ -120,7 +124,12 @@ pub fn decode_records(batch: &[u8]) -> Option<Vec<Record>> {
         if at != end {
             return None;
         }
-        out.push(Record { key, value, headers, timestamp: h.base_timestamp + ts_delta });
+        out.push(Record {
+            key,
+            value,
+            headers,
+            timestamp: h.base_timestamp + ts_delta,
+        });
     }
     Some(out)
 }

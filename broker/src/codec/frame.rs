@@ -28,7 +28,10 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes
     let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let size = usize::try_from(len).map_err(|_| FrameError::NegativeLength(len))?;
     if size > max_frame {
-        return Err(FrameError::TooLarge { size, max: max_frame });
+        return Err(FrameError::TooLarge {
+            size,
+            max: max_frame,
+        });
     }
     let total = size + 4;
     if buf.len() < total {
@@ -60,7 +63,11 @@ pub fn peek_header(frame: &[u8]) -> Result<HeaderPeek, FrameError> {
 }
 
 /// Decode the full request header of a known API, leaving `frame` at the request body.
-pub fn decode_header(api: ApiKey, version: i16, frame: &mut BytesMut) -> Result<RequestHeader, FrameError> {
+pub fn decode_header(
+    api: ApiKey,
+    version: i16,
+    frame: &mut BytesMut,
+) -> Result<RequestHeader, FrameError> {
     let header_version = api.request_header_version(version);
     RequestHeader::decode(frame, header_version).map_err(|e| FrameError::BadHeader(e.to_string()))
 }
@@ -97,9 +104,18 @@ mod tests {
     #[test]
     fn negative_and_oversized_lengths_are_errors() {
         let mut neg = BytesMut::from(&(-5i32).to_be_bytes()[..]);
-        assert_eq!(decode_frame(&mut neg, 100), Err(FrameError::NegativeLength(-5)));
+        assert_eq!(
+            decode_frame(&mut neg, 100),
+            Err(FrameError::NegativeLength(-5))
+        );
         let mut big = BytesMut::from(&101i32.to_be_bytes()[..]);
-        assert_eq!(decode_frame(&mut big, 100), Err(FrameError::TooLarge { size: 101, max: 100 }));
+        assert_eq!(
+            decode_frame(&mut big, 100),
+            Err(FrameError::TooLarge {
+                size: 101,
+                max: 100
+            })
+        );
     }
 
     proptest! {

@@ -10,12 +10,19 @@ use crate::broker::Broker;
 fn api_keys() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|(key, min, max)| ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max))
+        .map(|(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
         .collect()
 }
 
 pub async fn handle(_: &Broker, _: &RequestContext, _: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(code::NONE).with_api_keys(api_keys())
+    ApiVersionsResponse::default()
+        .with_error_code(code::NONE)
+        .with_api_keys(api_keys())
 }
 
 /// The reply to an ApiVersions version we do not support: response header v0 and the v0 body

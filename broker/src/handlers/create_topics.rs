@@ -8,13 +8,23 @@ use super::{code, RequestContext};
 use crate::broker::Broker;
 use crate::topics::TopicError;
 
-pub async fn handle(broker: &Broker, _: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Broker,
+    _: &RequestContext,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let partitions = if t.num_partitions == -1 { broker.topics.defaults().default_partitions } else { t.num_partitions };
+        let partitions = if t.num_partitions == -1 {
+            broker.topics.defaults().default_partitions
+        } else {
+            t.num_partitions
+        };
         let outcome = (|| {
             if !t.assignments.is_empty() {
-                return Err(TopicError::InvalidConfig("manual replica assignment is not supported".into()));
+                return Err(TopicError::InvalidConfig(
+                    "manual replica assignment is not supported".into(),
+                ));
             }
             if t.replication_factor != -1 && t.replication_factor != 1 {
                 return Err(TopicError::InvalidReplicationFactor(t.replication_factor));
@@ -22,9 +32,16 @@ pub async fn handle(broker: &Broker, _: &RequestContext, req: CreateTopicsReques
             let configs = t
                 .configs
                 .iter()
-                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()))
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    )
+                })
                 .collect::<Vec<_>>();
-            broker.topics.create(&t.name, partitions, &configs, req.validate_only)
+            broker
+                .topics
+                .create(&t.name, partitions, &configs, req.validate_only)
         })();
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         results.push(match outcome {

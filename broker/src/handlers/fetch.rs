@@ -21,7 +21,8 @@ use crate::log::LogError;
 use crate::partition::Partition;
 
 pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> FetchResponse {
-    let deadline = Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
     // Resolve partitions once; unknown ones answer at once with an error.
@@ -32,16 +33,32 @@ pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> F
             let topic = broker.topics.get(&t.topic);
             t.partitions
                 .iter()
-                .map(|p| topic.as_ref().and_then(|topic| topic.partitions.iter().find(|x| x.index == p.partition).cloned()))
+                .map(|p| {
+                    topic.as_ref().and_then(|topic| {
+                        topic
+                            .partitions
+                            .iter()
+                            .find(|x| x.index == p.partition)
+                            .cloned()
+                    })
+                })
                 .collect()
         })
         .collect();
     loop {
         // Subscribe before reading so an append between the read and the wait is not missed.
-        let mut watches: Vec<watch::Receiver<i64>> =
-            resolved.iter().flatten().flatten().map(|p| p.watch_high_watermark()).collect();
+        let mut watches: Vec<watch::Receiver<i64>> = resolved
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|p| p.watch_high_watermark())
+            .collect();
         let (response, bytes, any_error) = read_all(&req, &resolved, max_bytes);
-        if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline || watches.is_empty() {
+        if bytes >= min_bytes.max(1)
+            || any_error
+            || Instant::now() >= deadline
+            || watches.is_empty()
+        {
             return response;
         }
         if !wait_any(&mut watches, deadline).await {
@@ -53,11 +70,16 @@ pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> F
 
 /// Wait until any watch changes (true) or the deadline passes (false).
 async fn wait_any(watches: &mut [watch::Receiver<i64>], deadline: Instant) -> bool {
-    let changed = futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+    let changed =
+        futures_util::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
     tokio::time::timeout_at(deadline, changed).await.is_ok()
 }
 
-fn read_all(req: &FetchRequest, resolved: &[Vec<Option<Arc<Partition>>>], max_bytes: usize) -> (FetchResponse, usize, bool) {
+fn read_all(
+    req: &FetchRequest,
+    resolved: &[Vec<Option<Arc<Partition>>>],
+    max_bytes: usize,
+) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -104,7 +126,19 @@ fn read_all(req: &FetchRequest, resolved: &[Vec<Option<Arc<Partition>>>], max_by
                 }
             }
         }
-        topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id).with_partitions(partitions));
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions),
+        );
     }
-    (FetchResponse::default().with_error_code(code::NONE).with_session_id(0).with_responses(topics), total, any_error)
+    (
+        FetchResponse::default()
+            .with_error_code(code::NONE)
+            .with_session_id(0)
+            .with_responses(topics),
+        total,
+        any_error,
+    )
 }

@@ -1,6 +1,8 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3), or by timestamp.
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::metadata::REPORTED_LEADER_EPOCH;
@@ -14,7 +16,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(broker: &Broker, _: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Broker,
+    _: &RequestContext,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -57,7 +63,8 @@ fn lookup(part: &Partition, query: i64) -> Result<(i64, i64), LogError> {
         MAX_TIMESTAMP => max_timestamp(part),
         ts if ts >= 0 => match part.offset_for_timestamp(ts)? {
             // The log finds the batch; the batch is decoded to find the exact record.
-            Some(found) => Ok(first_record_at_or_after(part, found.offset, ts).unwrap_or((found.offset, found.timestamp))),
+            Some(found) => Ok(first_record_at_or_after(part, found.offset, ts)
+                .unwrap_or((found.offset, found.timestamp))),
             None => Ok((-1, -1)),
         },
         _ => Ok((-1, -1)),
@@ -70,7 +77,10 @@ fn first_record_at_or_after(part: &Partition, batch_offset: i64, ts: i64) -> Opt
     let mut one = bytes.split_to(header.total_len());
     // Decompresses when needed: Kafka answers with the first *record* at or after `ts`.
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).ok()?;
-    set.records.iter().find(|r| r.timestamp >= ts).map(|r| (r.offset, r.timestamp))
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// KIP-734: the offset and timestamp of the record with the largest timestamp. Scans batch

@@ -10,7 +10,11 @@ use super::{code, RequestContext};
 use crate::broker::Broker;
 use crate::topics::{Topic, TopicError};
 
-pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let node = BrokerId(broker.node_id());
     let port = i32::from(broker.config.kafka_addr.port());
     let brokers = vec![MetadataResponseBroker::default()
@@ -20,23 +24,46 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest)
     // Metadata v0 had no flag and always auto-created; v4+ says whether the client allows it.
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
     let topics = match req.topics {
-        None => broker.topics.list().iter().map(|t| describe(t, node)).collect(),
+        None => broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| describe(t, node))
+            .collect(),
         // v0: an empty list means all topics.
-        Some(list) if list.is_empty() && ctx.version == 0 => broker.topics.list().iter().map(|t| describe(t, node)).collect(),
+        Some(list) if list.is_empty() && ctx.version == 0 => broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| describe(t, node))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|t| match t.name {
                 Some(name) => {
-                    let found = if allow_create { broker.topics.get_or_auto_create(&name) } else { broker.topics.get(&name).ok_or(TopicError::Unknown) };
+                    let found = if allow_create {
+                        broker.topics.get_or_auto_create(&name)
+                    } else {
+                        broker.topics.get(&name).ok_or(TopicError::Unknown)
+                    };
                     match found {
                         Ok(topic) => describe(&topic, node),
-                        Err(e) => MetadataResponseTopic::default().with_name(Some(name)).with_error_code(e.kafka_code()),
+                        Err(e) => MetadataResponseTopic::default()
+                            .with_name(Some(name))
+                            .with_error_code(e.kafka_code()),
                     }
                 }
                 // Lookup by topic id (v10+).
-                None => match broker.topics.list().into_iter().find(|x| x.id == t.topic_id) {
+                None => match broker
+                    .topics
+                    .list()
+                    .into_iter()
+                    .find(|x| x.id == t.topic_id)
+                {
                     Some(topic) => describe(&topic, node),
-                    None => MetadataResponseTopic::default().with_topic_id(t.topic_id).with_error_code(code::UNKNOWN_TOPIC_ID),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(code::UNKNOWN_TOPIC_ID),
                 },
             })
             .collect(),

@@ -24,25 +24,41 @@ const INVALID_RECORD: i16 = 87;
 
 /// Appends happen now, in request order; the returned reply waits for fsync when acks=-1, so a
 /// connection can pipeline produce requests and one fsync covers them all (group commit).
-pub fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Result<Reply, RequestError> {
+pub fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> Result<Reply, RequestError> {
     let acks = req.acks;
     let refuse_all = if req.transactional_id.is_some() {
-        Some((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported by Runnel"))
+        Some((
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported by Runnel",
+        ))
     } else if !matches!(acks, -1..=1) {
         Some((code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
     } else {
         None
     };
     let wait = Duration::from_millis(
-        u64::try_from(req.timeout_ms).unwrap_or(0).clamp(1, broker.config.max_produce_wait_ms.max(1)),
+        u64::try_from(req.timeout_ms)
+            .unwrap_or(0)
+            .clamp(1, broker.config.max_produce_wait_ms.max(1)),
     );
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
     for topic_data in req.topic_data {
-        let topic = if refuse_all.is_some() { Err(TopicError::Unknown) } else { broker.topics.get_or_auto_create(&topic_data.name) };
+        let topic = if refuse_all.is_some() {
+            Err(TopicError::Unknown)
+        } else {
+            broker.topics.get_or_auto_create(&topic_data.name)
+        };
         let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
         for pd in topic_data.partition_data {
-            let r = PartitionProduceResponse::default().with_index(pd.index).with_base_offset(-1).with_log_append_time_ms(-1);
+            let r = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1);
             let r = match (&refuse_all, &topic) {
                 (Some((code, msg)), _) => with_error(r, *code, msg),
                 (None, Err(e)) => with_error(r, e.kafka_code(), &e.to_string()),
@@ -51,7 +67,12 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Res
                     Some(p) => match append(p, pd, topic.config.max_message_bytes) {
                         Ok((resp, end)) => {
                             if acks == -1 {
-                                pending.push(Pending { topic: responses.len(), partition: partition_responses.len(), part: p.clone(), end });
+                                pending.push(Pending {
+                                    topic: responses.len(),
+                                    partition: partition_responses.len(),
+                                    part: p.clone(),
+                                    end,
+                                });
                             }
                             resp
                         }
@@ -64,7 +85,11 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> Res
             };
             partition_responses.push(r);
         }
-        responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partition_responses));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partition_responses),
+        );
     }
     if acks == 0 {
         return Ok(Reply::None);
@@ -100,16 +125,23 @@ struct Pending {
 }
 
 fn with_error(r: PartitionProduceResponse, code: i16, msg: &str) -> PartitionProduceResponse {
-    r.with_error_code(code).with_error_message(Some(StrBytes::from_string(msg.to_owned())))
+    r.with_error_code(code)
+        .with_error_message(Some(StrBytes::from_string(msg.to_owned())))
 }
 
 /// Validate and append one partition's records; returns the response and the offset the
 /// durability wait must reach.
-fn append(p: &Partition, pd: PartitionProduceData, max_batch: usize) -> Result<(PartitionProduceResponse, i64), (i16, String)> {
+fn append(
+    p: &Partition,
+    pd: PartitionProduceData,
+    max_batch: usize,
+) -> Result<(PartitionProduceResponse, i64), (i16, String)> {
     if p.is_failed() {
         return Err((code::KAFKA_STORAGE_ERROR, "partition storage failed".into()));
     }
-    let records = pd.records.ok_or((INVALID_RECORD, "no records".to_owned()))?;
+    let records = pd
+        .records
+        .ok_or((INVALID_RECORD, "no records".to_owned()))?;
     batch::validate_produce(&records, max_batch).map_err(|e| (e.kafka_code(), e.to_string()))?;
     let info = p
         .append(BytesMut::from(&records[..]))

@@ -30,7 +30,11 @@ use bytes::{Bytes, BytesMut};
 pub enum LogError {
     /// The requested offset is below the log start or above the log end.
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     /// The bytes handed to `append` are not a sequence of whole, valid v2 batches.
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] crate::codec::batch::BatchError),
@@ -39,7 +43,11 @@ pub enum LogError {
     NotBatchBoundary(i64),
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// On-disk state that cannot be repaired automatically.
     #[error("corrupt log: {0}")]
     Corrupt(String),
@@ -127,5 +135,6 @@ pub trait PartitionLog: Send + Sync {
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError>;
 
     /// Delete whole old segments past the retention limits; returns the new log start offset.
-    fn enforce_retention(&mut self, now_ms: i64, policy: &RetentionPolicy) -> Result<i64, LogError>;
+    fn enforce_retention(&mut self, now_ms: i64, policy: &RetentionPolicy)
+        -> Result<i64, LogError>;
 }

@@ -24,7 +24,11 @@ pub enum ConnectionError {
     Request(#[from] RequestError),
 }
 
-pub async fn run(socket: TcpStream, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) -> Result<(), ConnectionError> {
+pub async fn run(
+    socket: TcpStream,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
     let peer = socket.peer_addr().ok();
     let (mut reader, mut writer) = socket.into_split();
     let (tx, mut rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);

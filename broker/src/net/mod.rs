@@ -10,7 +10,11 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 
 /// Accept Kafka connections until `shutdown` flips to true.
-pub async fn serve_kafka(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+pub async fn serve_kafka(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut stop = shutdown.clone();
     loop {
         tokio::select! {
