@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::producer_ids::ProducerIds;
 use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
 
 /// Identity kept in `<data_dir>/meta.toml` so the cluster id is stable across restarts.
@@ -18,6 +19,7 @@ pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
     pub topics: TopicRegistry,
+    pub producer_ids: ProducerIds,
 }
 
 impl Broker {
@@ -28,10 +30,12 @@ impl Broker {
         })?;
         let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
         let topics = TopicRegistry::open(&config.data_dir, config.topics.clone())?;
+        let producer_ids = ProducerIds::open(&config.data_dir)?;
         Ok(Self {
             config,
             cluster_id,
             topics,
+            producer_ids,
         })
     }
 

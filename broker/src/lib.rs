@@ -8,5 +8,7 @@ pub mod handlers;
 pub mod log;
 pub mod net;
 pub mod partition;
+pub mod producer_ids;
+pub mod producers;
 pub mod server;
 pub mod topics;

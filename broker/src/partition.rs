@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify};
 
-use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use crate::codec::batch::{self, BatchHeader};
+use crate::log::{LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use crate::producers::{ProducerTable, SequenceCheck, SequenceError};
 
 /// Per-partition settings derived from the topic config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +42,34 @@ pub enum DurabilityError {
     StorageFailed,
 }
 
+/// Where an appended (or deduplicated) batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// True when the batch was a retry of one already in the log and nothing was appended.
+    pub duplicate: bool,
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The log and the producer state derived from it, changed together under one lock.
+struct State {
+    log: Box<dyn PartitionLog>,
+    producers: ProducerTable,
+}
+
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    log: RwLock<Box<dyn PartitionLog>>,
+    log: RwLock<State>,
     leader_epoch: i32,
     high_watermark: watch::Sender<i64>,
     flushed: watch::Sender<i64>,
@@ -62,19 +88,21 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// Wrap an opened log and start its flusher task (needs a tokio runtime).
+    /// Wrap an opened log and start its flusher task (needs a tokio runtime). The producer
+    /// table is rebuilt by replaying every batch header in the log.
     pub fn start(
         topic: &str,
         index: i32,
         log: Box<dyn PartitionLog>,
         settings: PartitionSettings,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, LogError> {
         let end = log.log_end_offset();
         let flushed = log.flushed_offset();
+        let producers = rebuild_producers(log.as_ref())?;
         let p = Arc::new(Self {
             topic: topic.to_owned(),
             index,
-            log: RwLock::new(log),
+            log: RwLock::new(State { log, producers }),
             leader_epoch: 0,
             high_watermark: watch::Sender::new(end),
             flushed: watch::Sender::new(flushed),
@@ -83,14 +111,14 @@ impl Partition {
             settings,
         });
         tokio::spawn(run_flusher(Arc::downgrade(&p), settings.flush_ms));
-        p
+        Ok(p)
     }
 
-    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn PartitionLog>> {
+    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.log.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, Box<dyn PartitionLog>> {
+    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.log.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -102,20 +130,37 @@ impl Partition {
         self.storage_failed.load(Ordering::Acquire)
     }
 
-    /// Append validated batches, publish the new high watermark, and schedule a flush.
-    pub fn append(&self, batches: BytesMut) -> Result<AppendInfo, LogError> {
-        let info = {
-            let mut log = self.write_log();
-            let info = log.append(batches, self.leader_epoch)?;
+    /// Append one validated batch (`header` is its parsed header), unless it is a retry of an
+    /// idempotent batch already in the log; publish the new high watermark; schedule a flush.
+    pub fn append(&self, batch: BytesMut, header: &BatchHeader) -> Result<Appended, AppendError> {
+        let appended = {
+            let mut state = self.write_log();
+            if let SequenceCheck::Duplicate(dup) = state.producers.check(header)? {
+                return Ok(Appended {
+                    base_offset: dup.base_offset,
+                    last_offset: dup.last_offset,
+                    duplicate: true,
+                });
+            }
+            let info = state.log.append(batch, self.leader_epoch)?;
+            let stored = BatchHeader {
+                base_offset: info.base_offset,
+                ..*header
+            };
+            state.producers.record(&stored);
             // Single node: everything appended is committed. Publish under the lock so HW
             // updates are ordered with appends.
-            self.high_watermark.send_replace(log.log_end_offset());
-            info
+            self.high_watermark.send_replace(state.log.log_end_offset());
+            Appended {
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+                duplicate: false,
+            }
         };
         if self.settings.flush_ms == 0 {
             self.flush_wanted.notify_one();
         }
-        Ok(info)
+        Ok(appended)
     }
 
     /// Wait until every offset below `end` is fsynced.
@@ -134,11 +179,12 @@ impl Partition {
     /// Whole batches from `offset`, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let hw = *self.high_watermark.borrow();
-        self.read_log().read(offset, hw, max_bytes)
+        self.read_log().log.read(offset, hw, max_bytes)
     }
 
     pub fn offsets(&self) -> Offsets {
-        let log = self.read_log();
+        let state = self.read_log();
+        let log = &state.log;
         Offsets {
             log_start: log.log_start_offset(),
             high_watermark: *self.high_watermark.borrow(),
@@ -152,19 +198,19 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>, LogError> {
-        self.read_log().offset_for_timestamp(ts)
+        self.read_log().log.offset_for_timestamp(ts)
     }
 
-    /// The largest timestamp in the log with the offset of its batch, for ListOffsets
-    /// MAX_TIMESTAMP (-3).
+    /// Delete whole segments past the retention limits; returns the new log start.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
         self.write_log()
+            .log
             .enforce_retention(now_ms, &self.settings.retention)
     }
 
     /// One group-commit round: take a plan under the lock, fsync outside it, publish.
     async fn flush_once(&self) {
-        let plan = self.read_log().flush_plan();
+        let plan = self.read_log().log.flush_plan();
         if plan.up_to <= *self.flushed.borrow() {
             return;
         }
@@ -172,7 +218,7 @@ impl Partition {
         let synced = tokio::task::spawn_blocking(move || plan.sync()).await;
         match synced {
             Ok(Ok(())) => {
-                self.write_log().mark_flushed(up_to);
+                self.write_log().log.mark_flushed(up_to);
                 self.flushed.send_modify(|f| *f = (*f).max(up_to));
             }
             Ok(Err(e)) => self.fail(&format!("fsync failed: {e}")),
@@ -187,6 +233,25 @@ impl Partition {
         self.storage_failed.store(true, Ordering::Release);
         self.flushed.send_modify(|_| {});
     }
+}
+
+/// Replay every batch header in the log into a fresh producer table.
+fn rebuild_producers(log: &dyn PartitionLog) -> Result<ProducerTable, LogError> {
+    let mut table = ProducerTable::default();
+    let end = log.log_end_offset();
+    let mut at = log.log_start_offset();
+    while at < end {
+        let chunk = log.read(at, end, 1 << 20)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for h in batch::headers(&chunk) {
+            let h = h?;
+            table.record(&h);
+            at = h.next_offset();
+        }
+    }
+    Ok(table)
 }
 
 async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {

@@ -321,7 +321,7 @@ fn open_topic(dir: &Path, name: &str) -> Result<Topic, TopicError> {
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;
-            Ok(Partition::start(name, p, Box::new(log), settings))
+            Ok(Partition::start(name, p, Box::new(log), settings)?)
         })
         .collect::<Result<Vec<_>, TopicError>>()?;
     Ok(Topic {

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 mod common;
 use common::*;
+use kafka_protocol::protocol::StrBytes;
 
 async fn broker(dir: &std::path::Path) -> Running {
     let config = Config {
@@ -267,6 +268,89 @@ async fn fetch_long_poll_answers_when_data_arrives() {
     assert!(
         waited < Duration::from_secs(10),
         "answered when data arrived, not at max_wait ({waited:?})"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_are_deduplicated_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let mut c = Client::connect(&b).await;
+    let init = c
+        .call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    let txn = c
+        .call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_eq!(
+        txn.error_code, 53,
+        "transactions get a clear, immediate error"
+    );
+
+    let batch = |seq: i32, n: usize| {
+        encode_batch(
+            &records(n, 1),
+            ProducerInfo {
+                producer_id: pid,
+                producer_epoch: init.producer_epoch,
+                base_sequence: seq,
+            },
+        )
+        .freeze()
+    };
+    assert_eq!(produce(&mut c, "idem", 0, batch(0, 3), -1).await, (0, 0));
+    assert_eq!(
+        produce(&mut c, "idem", 0, batch(0, 3), -1).await,
+        (0, 0),
+        "retry answered with the original offset"
+    );
+    assert_eq!(
+        produce(&mut c, "idem", 0, batch(7, 1), -1).await.0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    assert_eq!(
+        list_offset(&mut c, "idem", 0, -1).await,
+        (0, 3),
+        "nothing appended twice"
+    );
+
+    drop(c);
+    b.shutdown().await;
+    let b = broker(dir.path()).await;
+    let mut c = Client::connect(&b).await;
+    assert_eq!(
+        produce(&mut c, "idem", 0, batch(0, 3), -1).await,
+        (0, 0),
+        "recognised after a restart"
+    );
+    assert_eq!(produce(&mut c, "idem", 0, batch(3, 2), -1).await, (0, 3));
+    assert_eq!(list_offset(&mut c, "idem", 0, -1).await, (0, 5));
+    let next = c
+        .call(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_ne!(
+        next.producer_id.0, pid,
+        "producer ids are never reused across restarts"
     );
     b.shutdown().await;
 }

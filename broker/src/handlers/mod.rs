@@ -7,6 +7,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -17,7 +18,7 @@ use std::pin::Pin;
 use bytes::BytesMut;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -33,6 +34,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4), // 0 must be listed: old librdkafka checks it exactly
 ];
 
 /// The advertised version range of an API, if Runnel supports it.
@@ -107,6 +109,7 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// What a frame decodes to.
@@ -165,6 +168,7 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
         ApiKey::ListOffsets => Request::ListOffsets(decode(f, api, version)?),
         ApiKey::CreateTopics => Request::CreateTopics(decode(f, api, version)?),
         ApiKey::DeleteTopics => Request::DeleteTopics(decode(f, api, version)?),
+        ApiKey::InitProducerId => Request::InitProducerId(decode(f, api, version)?),
         _ => return Err(RequestError::UnknownApi(peek.api_key)),
     };
     Ok(Decoded::Request(ctx, request))
@@ -197,6 +201,10 @@ pub async fn handle_frame(broker: &Broker, frame: BytesMut) -> Result<Reply, Req
         Request::DeleteTopics(req) => now(encode_body(
             ctx,
             &delete_topics::handle(broker, ctx, req).await,
+        )),
+        Request::InitProducerId(req) => now(encode_body(
+            ctx,
+            &init_producer_id::handle(broker, ctx, req).await,
         )),
     }
 }

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{code, encode_body, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::codec::batch;
-use crate::partition::{DurabilityError, Partition};
+use crate::partition::{AppendError, DurabilityError, Partition};
 use crate::topics::TopicError;
 use std::sync::Arc;
 
@@ -142,10 +142,25 @@ fn append(
     let records = pd
         .records
         .ok_or((INVALID_RECORD, "no records".to_owned()))?;
-    batch::validate_produce(&records, max_batch).map_err(|e| (e.kafka_code(), e.to_string()))?;
+    let headers = batch::validate_produce(&records, max_batch)
+        .map_err(|e| (e.kafka_code(), e.to_string()))?;
+    // Produce v3+ carries exactly one batch per partition (Kafka refuses more), which makes an
+    // idempotent retry a single unit to recognise.
+    let [header] = headers.as_slice() else {
+        return Err((
+            INVALID_RECORD,
+            format!("expected exactly one record batch, got {}", headers.len()),
+        ));
+    };
     let info = p
-        .append(BytesMut::from(&records[..]))
-        .map_err(|e| (code::KAFKA_STORAGE_ERROR, format!("append failed: {e}")))?;
+        .append(BytesMut::from(&records[..]), header)
+        .map_err(|e| match e {
+            AppendError::Sequence(e) => (e.kafka_code(), e.to_string()),
+            AppendError::Log(e) => (code::KAFKA_STORAGE_ERROR, format!("append failed: {e}")),
+        })?;
+    if info.duplicate {
+        tracing::debug!(topic = %p.topic, partition = p.index, producer = header.producer_id, "duplicate batch answered with its original offset");
+    }
     let offsets = p.offsets();
     Ok((
         PartitionProduceResponse::default()

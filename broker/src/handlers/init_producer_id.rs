@@ -1,0 +1,34 @@
+//! InitProducerId (key 22): ids and epochs for idempotent producers. Transactions are not
+//! supported: a transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED at once, which
+//! clients treat as fatal with a clear message, instead of a retry loop.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{code, RequestContext};
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Broker,
+    _: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let resp = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if req.transactional_id.is_some() {
+        return resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    // KIP-360 (v3+): a producer that still has an id may ask for its epoch to be bumped.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return resp
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    match broker.producer_ids.allocate() {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!("cannot allocate a producer id: {e}");
+            resp.with_error_code(code::KAFKA_STORAGE_ERROR)
+        }
+    }
+}
