@@ -29,7 +29,6 @@ pub async fn run(
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let peer = socket.peer_addr().ok();
     let (mut reader, mut writer) = socket.into_split();
     let (tx, mut rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
     let writer_task = tokio::spawn(async move {
@@ -51,13 +50,7 @@ pub async fn run(
     let result = async {
         loop {
             while let Some(frame) = decode_frame(&mut buf, max_frame).map_err(RequestError::from)? {
-                let reply = match handle_frame(&broker, frame).await {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        tracing::warn!(?peer, "closing connection: {e}");
-                        return Err(e.into());
-                    }
-                };
+                let reply = handle_frame(&broker, frame).await?;
                 if tx.send(reply).await.is_err() {
                     return Ok(()); // writer failed; its error is reported below
                 }

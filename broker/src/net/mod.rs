@@ -25,7 +25,7 @@ pub async fn serve_kafka(
                     let conn_shutdown = shutdown.clone();
                     tokio::spawn(async move {
                         if let Err(e) = connection::run(socket, broker, conn_shutdown).await {
-                            tracing::info!(%peer, "connection closed: {e}");
+                            tracing::warn!(%peer, "closing connection: {e}");
                         }
                     });
                 }
