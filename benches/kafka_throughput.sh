@@ -15,6 +15,8 @@
 #   RUN_CAP   [90]        hard cap (s) on any single client run
 #   IPERF_SECONDS [10]
 #   TARGETS   ["runnel mock"]  which brokers to measure
+#   PHASES    ["iperf produce consume latency inproc"]  what to measure (consume reads what
+#             the produce phase wrote, so consume needs produce)
 #   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
 #   BENCH_DATA [.tools/bench/runnel-data]  Runnel data dir parent (on disk, so fsync is real)
 #
@@ -64,6 +66,8 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 RUN_CAP="${RUN_CAP:-90}"
 IPERF_SECONDS="${IPERF_SECONDS:-10}"
 TARGETS="${TARGETS:-runnel mock}"
+PHASES="${PHASES:-iperf produce consume latency inproc}"
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/target/bench/kafka_throughput-$STAMP.md}"
 BENCH_DATA="${BENCH_DATA:-$ROOT/.tools/bench/runnel-data}"
@@ -97,7 +101,7 @@ stop_broker() {
         kill -9 "$BROKER_PID" 2>/dev/null
         wait "$BROKER_PID" 2>/dev/null
     fi
-    exec 8>&- 2>/dev/null
+    exec 8>&-
     BROKER_PID=""
 }
 cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
@@ -203,6 +207,7 @@ print(len(v), f"{pct(0.50):.3f}", f"{pct(0.99):.3f}", f"{v[-1] / 1000.0:.3f}")
 EOF
 )
     R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
+    R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
     [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n/$count)"
     log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
 }
@@ -218,12 +223,14 @@ run_target() {
                 "lat-s$size-p$parts-a1:$parts" "lat-s$size-p$parts-aall:$parts" ||
                 { log "cannot start $target"; return 1; }
             for acks in 1 all; do
+                has_phase produce || continue
                 local a=1; [[ $acks == all ]] && a=-1
                 perf_produce "$target.produce.$size.$parts.$acks" "tp-s$size-p$parts-a$acks" \
                     "$size" "$(count_for "$size")" "$a"
             done
-            perf_consume "$target.consume.$size.$parts" "tp-s$size-p$parts-a1" "$parts" "$(count_for "$size")"
+            has_phase consume && perf_consume "$target.consume.$size.$parts" "tp-s$size-p$parts-a1" "$parts" "$(count_for "$size")"
             for acks in 1 all; do
+                has_phase latency || continue
                 local a=1; [[ $acks == all ]] && a=-1
                 perf_latency "$target.lat.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
             done
@@ -265,12 +272,12 @@ EOF
 
 # ---------------------------------------------------------------- run
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-run_iperf
+has_phase iperf && run_iperf
 for t in $TARGETS; do
     if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
     run_target "$t"
 done
-[[ " $TARGETS " == *" mock "* ]] && run_inproc_mock
+[[ " $TARGETS " == *" mock "* ]] && has_phase inproc && run_inproc_mock
 
 # ---------------------------------------------------------------- report
 v() { local x="${R[$1]:-}"; if [[ -z "$x" ]]; then echo "not yet measured"; else echo "$x"; fi; }
@@ -286,7 +293,7 @@ except Exception:
 {
     echo "## Kafka throughput benchmark ($STAMP)"
     echo
-    echo "- command: \`benches/kafka_throughput.sh ${RUNNEL_BIN:+$RUNNEL_BIN}\` (COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS)"
+    echo "- command: \`benches/kafka_throughput.sh ${RUNNEL_BIN:+$RUNNEL_BIN}\` (COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS PHASES=\"$PHASES\")"
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
     echo "- load generator: librdkafka $("$PERF" -h 2>&1 | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p') rdkafka_performance"
     if [[ -n "$RUNNEL_BIN" ]]; then
@@ -315,11 +322,13 @@ except Exception:
     echo
     echo "### Produce latency at a fixed $LAT_RATE rec/s (linger.ms=0), ms from produce() to delivery report"
     echo
-    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | mock p50 | mock p99 | mock max | Runnel p99 / mock p99 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "(achieved rate: rdkafka_performance sleeps 1/rate after each record, so the real rate is below the target; it is shown per run)"
+    echo
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
         k="lat.$size.$parts.$acks"
-        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v runnel.$k.rate) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(v mock.$k.rate) | $(ratio runnel.$k.p99 mock.$k.p99) |"
     done; done; done
     echo
     echo "### Reference: in-process mock (\`-X test.mock.num.brokers=1\`), produce, partition 0, acks=1"

@@ -110,7 +110,7 @@ stop_broker() {
         kill -9 "$BROKER_PID" 2>/dev/null
         wait "$BROKER_PID" 2>/dev/null
     fi
-    [[ -n "${MOCK:-}" ]] && exec 7>&- 2>/dev/null
+    if [[ -n "${MOCK:-}" ]]; then exec 7>&-; fi
     BROKER_PID=""
 }
 cleanup() { stop_broker; rm -rf "$WORK"; }
