@@ -1,0 +1,433 @@
+//! Anomaly rules: threshold with hysteresis, z-score against a per-key EWMA baseline, and
+//! silence timers driven by the watermark (event time) or processing time.
+//!
+//! Rules see every valid reading in arrival order, including late ones (a late 95 °C reading
+//! is still an overheating motor), so alerts are raised without waiting for the watermark.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{PipelineConfig, RuleConfig, SilenceRule, ThresholdRule, ZScoreRule};
+use crate::message::{Collector, Message, Operator};
+use crate::num::Fnv64;
+use crate::parse::SensorReading;
+use crate::time::Millis;
+
+/// An alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Deterministic id: a stable hash of pipeline, rule, key and event time, so the same
+    /// input yields the same id on every run and replay.
+    pub id: String,
+    /// Rule name.
+    pub rule: String,
+    /// `threshold`, `zscore` or `silence`.
+    pub kind: &'static str,
+    /// Key (device).
+    pub key: String,
+    /// The reading's value (threshold, z-score) or the silence length in ms.
+    pub value: f64,
+    /// Event time the alert is about (the reading's; for silence, last reading + silence).
+    pub event_time: Millis,
+    /// Rule-specific numbers (threshold, score, mean, last_seen...).
+    pub detail: BTreeMap<String, f64>,
+}
+
+/// The deterministic alert id.
+pub fn alert_id(pipeline: &str, rule: &str, key: &str, event_time: Millis) -> String {
+    let h = Fnv64::default()
+        .field(pipeline.as_bytes())
+        .field(rule.as_bytes())
+        .field(key.as_bytes())
+        .field(&event_time.to_le_bytes())
+        .finish();
+    format!("{h:016x}")
+}
+
+/// Exponentially weighted mean and variance of one key's field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ewma {
+    /// Readings seen.
+    pub n: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Variance.
+    pub var: f64,
+    /// Whether the rule is currently firing (hysteresis).
+    pub active: bool,
+}
+
+impl Ewma {
+    /// Folds in `x` with weight `alpha` (West's incremental EWMA variance).
+    pub fn update(&mut self, x: f64, alpha: f64) {
+        if self.n == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let diff = x - self.mean;
+            let incr = alpha * diff;
+            self.mean += incr;
+            self.var = (1.0 - alpha) * (self.var + diff * incr);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// `|x - mean| / stddev`, 0 while the variance is 0.
+    pub fn score(&self, x: f64) -> f64 {
+        let sd = self.var.sqrt();
+        if sd > 0.0 && sd.is_finite() {
+            ((x - self.mean) / sd).abs()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Silence bookkeeping of one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// Highest event time seen.
+    pub last_event: Millis,
+    /// Processing time of the last reading.
+    pub last_arrival: Millis,
+    /// Whether the alert for `last_event` has fired.
+    pub fired: bool,
+}
+
+/// Serializable state of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RuleState {
+    /// Key → firing.
+    Threshold {
+        /// Keys currently above the threshold (hysteresis not yet cleared).
+        active: BTreeSet<String>,
+    },
+    /// Key → baseline.
+    Zscore {
+        /// Baselines.
+        baselines: BTreeMap<String, Ewma>,
+    },
+    /// Key → silence bookkeeping.
+    Silence {
+        /// Per key.
+        keys: BTreeMap<String, Silence>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Threshold(ThresholdRule, BTreeSet<String>),
+    ZScore(ZScoreRule, BTreeMap<String, Ewma>),
+    Silence {
+        cfg: SilenceRule,
+        keys: BTreeMap<String, Silence>,
+        /// (fire at event time, key), derived from `keys`.
+        event_timers: BTreeSet<(Millis, String)>,
+        /// (fire at processing time, key), derived from `keys`.
+        pt_timers: BTreeSet<(Millis, String)>,
+    },
+}
+
+/// Evaluates every configured rule; an [`Operator`] from readings to alerts.
+#[derive(Debug, Clone)]
+pub struct RuleEngine {
+    pipeline: String,
+    rules: Vec<Rule>,
+    now: Millis,
+    watermark: Option<Millis>,
+}
+
+impl RuleEngine {
+    /// The rules of `config`, with empty state.
+    pub fn new(config: &PipelineConfig) -> Self {
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| match r {
+                RuleConfig::Threshold(t) => Rule::Threshold(t.clone(), BTreeSet::new()),
+                RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), BTreeMap::new()),
+                RuleConfig::Silence(s) => Rule::Silence {
+                    cfg: s.clone(),
+                    keys: BTreeMap::new(),
+                    event_timers: BTreeSet::new(),
+                    pt_timers: BTreeSet::new(),
+                },
+            })
+            .collect();
+        Self {
+            pipeline: config.name.clone(),
+            rules,
+            now: Millis::MIN,
+            watermark: None,
+        }
+    }
+
+    /// State of every rule, by rule name.
+    pub fn snapshot(&self) -> Vec<(String, RuleState)> {
+        self.rules
+            .iter()
+            .map(|r| match r {
+                Rule::Threshold(c, a) => {
+                    (c.name.clone(), RuleState::Threshold { active: a.clone() })
+                }
+                Rule::ZScore(c, b) => (
+                    c.name.clone(),
+                    RuleState::Zscore {
+                        baselines: b.clone(),
+                    },
+                ),
+                Rule::Silence { cfg, keys, .. } => {
+                    (cfg.name.clone(), RuleState::Silence { keys: keys.clone() })
+                }
+            })
+            .collect()
+    }
+
+    /// Restores rule state by name (state of rules no longer configured is ignored; a rule
+    /// whose kind changed starts empty) and the processing time and watermark.
+    pub fn restore(
+        &mut self,
+        states: BTreeMap<String, RuleState>,
+        now: Millis,
+        watermark: Option<Millis>,
+    ) {
+        self.now = now;
+        self.watermark = watermark;
+        for r in &mut self.rules {
+            match r {
+                Rule::Threshold(c, a) => {
+                    if let Some(RuleState::Threshold { active }) = states.get(&c.name) {
+                        a.clone_from(active);
+                    }
+                }
+                Rule::ZScore(c, b) => {
+                    if let Some(RuleState::Zscore { baselines }) = states.get(&c.name) {
+                        b.clone_from(baselines);
+                    }
+                }
+                Rule::Silence {
+                    cfg,
+                    keys,
+                    event_timers,
+                    pt_timers,
+                } => {
+                    if let Some(RuleState::Silence { keys: k }) = states.get(&cfg.name) {
+                        keys.clone_from(k);
+                    }
+                    event_timers.clear();
+                    pt_timers.clear();
+                    for (key, s) in keys.iter() {
+                        if !s.fired {
+                            event_timers
+                                .insert((s.last_event.saturating_add(cfg.after_ms), key.clone()));
+                            if let Some(p) = cfg.processing_time_after_ms {
+                                pt_timers.insert((s.last_arrival.saturating_add(p), key.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The processing time last seen.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    fn alert(
+        &self,
+        rule: &str,
+        kind: &'static str,
+        key: &str,
+        value: f64,
+        event_time: Millis,
+        detail: &[(&str, f64)],
+    ) -> Alert {
+        Alert {
+            id: alert_id(&self.pipeline, rule, key, event_time),
+            rule: rule.to_owned(),
+            kind,
+            key: key.to_owned(),
+            value,
+            event_time,
+            detail: detail.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    fn on_data(&mut self, r: &SensorReading, out: &mut Collector<Alert>) {
+        let now = self.now;
+        let mut alerts = Vec::new();
+        for rule in &mut self.rules {
+            match rule {
+                Rule::Threshold(c, active) => {
+                    let Some(x) = r.value(&c.field) else { continue };
+                    if active.contains(&r.key) {
+                        if x < c.above - c.hysteresis {
+                            active.remove(&r.key);
+                        }
+                    } else if x > c.above {
+                        active.insert(r.key.clone());
+                        alerts.push((c.name.clone(), "threshold", x, vec![("threshold", c.above)]));
+                    }
+                }
+                Rule::ZScore(c, baselines) => {
+                    let Some(x) = r.value(&c.field) else { continue };
+                    let b = baselines.entry(r.key.clone()).or_default();
+                    if b.n >= c.warmup {
+                        let z = b.score(x);
+                        if b.active {
+                            if z < c.clear_below {
+                                b.active = false;
+                            }
+                        } else if z > c.threshold {
+                            b.active = true;
+                            alerts.push((
+                                c.name.clone(),
+                                "zscore",
+                                x,
+                                vec![("score", z), ("mean", b.mean), ("stddev", b.var.sqrt())],
+                            ));
+                        }
+                    }
+                    b.update(x, c.alpha);
+                }
+                Rule::Silence {
+                    cfg,
+                    keys,
+                    event_timers,
+                    pt_timers,
+                } => {
+                    let t = r.event_time;
+                    let is_new = !keys.contains_key(&r.key);
+                    let s = keys.entry(r.key.clone()).or_insert(Silence {
+                        last_event: t,
+                        last_arrival: now,
+                        fired: false,
+                    });
+                    if !s.fired && !is_new {
+                        // Drop this key's pending timers; they are re-added for the new state.
+                        event_timers
+                            .remove(&(s.last_event.saturating_add(cfg.after_ms), r.key.clone()));
+                        if let Some(p) = cfg.processing_time_after_ms {
+                            pt_timers.remove(&(s.last_arrival.saturating_add(p), r.key.clone()));
+                        }
+                    }
+                    if t > s.last_event {
+                        // Progress: a new silence episode starts from this reading.
+                        s.last_event = t;
+                        s.fired = false;
+                    }
+                    s.last_arrival = now;
+                    if !s.fired {
+                        event_timers
+                            .insert((s.last_event.saturating_add(cfg.after_ms), r.key.clone()));
+                        if let Some(p) = cfg.processing_time_after_ms {
+                            pt_timers.insert((now.saturating_add(p), r.key.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for (rule, kind, x, detail) in alerts {
+            let a = self.alert(&rule, kind, &r.key, x, r.event_time, &detail);
+            out.data(a);
+        }
+    }
+
+    /// Fires silence timers due at event time `wm` (`event = true`) or processing time.
+    fn fire_silence(&mut self, at: Millis, event: bool, out: &mut Collector<Alert>) {
+        let mut alerts = Vec::new();
+        for rule in &mut self.rules {
+            let Rule::Silence {
+                cfg,
+                keys,
+                event_timers,
+                pt_timers,
+            } = rule
+            else {
+                continue;
+            };
+            let timers = if event {
+                &mut *event_timers
+            } else {
+                &mut *pt_timers
+            };
+            let mut due = Vec::new();
+            while let Some(first) = timers.first() {
+                if first.0 > at {
+                    break;
+                }
+                if let Some(t) = timers.pop_first() {
+                    due.push(t);
+                }
+            }
+            for (_, key) in due {
+                let Some(s) = keys.get_mut(&key) else {
+                    continue;
+                };
+                if s.fired {
+                    continue;
+                }
+                s.fired = true;
+                // Both clocks describe the same silence episode: clear the other timer.
+                event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), key.clone()));
+                if let Some(p) = cfg.processing_time_after_ms {
+                    pt_timers.remove(&(s.last_arrival.saturating_add(p), key.clone()));
+                }
+                let f = crate::num::u64_to_f64;
+                let after = f(u64::try_from(cfg.after_ms).unwrap_or(0));
+                alerts.push((
+                    cfg.name.clone(),
+                    key,
+                    after,
+                    s.last_event.saturating_add(cfg.after_ms),
+                    s.last_event,
+                ));
+            }
+        }
+        for (rule, key, value, t, last) in alerts {
+            let last_f = crate::num::i64_to_f64(last);
+            let a = self.alert(
+                &rule,
+                "silence",
+                &key,
+                value,
+                t,
+                &[("last_seen_ms", last_f)],
+            );
+            out.data(a);
+        }
+    }
+
+    /// Advances processing time to `now` and fires processing-time silence timers.
+    pub fn on_processing_time(&mut self, now: Millis, out: &mut Collector<Alert>) {
+        if now > self.now {
+            self.now = now;
+        }
+        self.fire_silence(self.now, false, out);
+    }
+}
+
+impl Operator for RuleEngine {
+    type In = SensorReading;
+    type Out = Alert;
+
+    fn process(&mut self, msg: Message<SensorReading>, out: &mut Collector<Alert>) {
+        match msg {
+            Message::Data(r) => self.on_data(&r, out),
+            Message::Watermark(wm) => {
+                if self.watermark.is_none_or(|c| wm > c) {
+                    self.watermark = Some(wm);
+                    self.fire_silence(wm, true, out);
+                }
+                out.emit(Message::Watermark(wm));
+            }
+            Message::CheckpointBarrier(id) => out.emit(Message::CheckpointBarrier(id)),
+            // End is not the passage of time: silence timers do not fire.
+            Message::End => out.emit(Message::End),
+        }
+    }
+}
