@@ -4,6 +4,7 @@ pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod log;
 pub mod net;
