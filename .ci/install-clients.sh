@@ -88,7 +88,7 @@ fi
 # binding.gyp asks for an older standard, so force C++17 (a later -std flag wins).
 JS_DIR=tests/clients/js
 stamp="$JS_DIR/node_modules/.runnel-lock-sha"
-want_sha="$(sha256sum "$JS_DIR/package-lock.json" | cut -d' ' -f1)"
+want_sha="$(cat "$JS_DIR/package.json" "$JS_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want_sha" ]]; then
   log "KafkaJS already installed"
 else
