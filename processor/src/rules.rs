@@ -259,6 +259,7 @@ impl RuleEngine {
 
     fn on_data(&mut self, r: &SensorReading, out: &mut Collector<Alert>) {
         let now = self.now;
+        let watermark = self.watermark;
         let mut alerts = Vec::new();
         for rule in &mut self.rules {
             match rule {
@@ -316,9 +317,15 @@ impl RuleEngine {
                         }
                     }
                     if t > s.last_event {
-                        // Progress: a new silence episode starts from this reading.
                         s.last_event = t;
-                        s.fired = false;
+                        // Progress ends the silence, unless this reading is itself so old that
+                        // the watermark is already past its deadline: then the key is still
+                        // silent and the episode that already alerted goes on.
+                        let still_silent =
+                            watermark.is_some_and(|wm| t.saturating_add(cfg.after_ms) <= wm);
+                        if !(s.fired && still_silent) {
+                            s.fired = false;
+                        }
                     }
                     s.last_arrival = now;
                     if !s.fired {
