@@ -2,6 +2,9 @@
 //! malformed records) through the pipeline, against a deliberately simple reference that
 //! recomputes the expected windows, late records, DLQ records and alerts by brute force.
 
+// The reference indexes by position on purpose: it is written to be obviously right, not fast.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +18,6 @@ use serde_json::Value;
 
 #[derive(Debug, Clone)]
 struct Reading {
-    idx: usize,
     partition: u32,
     offset: i64,
     device: String,
@@ -37,13 +39,12 @@ struct Expected {
 
 fn valid_readings(arrivals: &[Arrival]) -> Vec<Reading> {
     let mut out = Vec::new();
-    for (idx, a) in arrivals.iter().enumerate() {
+    for a in arrivals {
         if a.malformed.is_some() {
             continue;
         }
         let v: Value = serde_json::from_slice(a.record.value.as_ref().unwrap()).unwrap();
         out.push(Reading {
-            idx,
             partition: a.record.partition,
             offset: a.record.offset,
             device: v["device_id"].as_str().unwrap().to_owned(),
