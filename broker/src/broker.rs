@@ -1,10 +1,12 @@
-//! Shared broker state handed to every handler: config, identity and the topic registry.
+//! Shared broker state handed to every handler: config, identity, the topic registry and the
+//! group coordinator.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::group::driver::GroupDriver;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
 
@@ -20,6 +22,8 @@ pub struct Broker {
     pub cluster_id: String,
     pub topics: TopicRegistry,
     pub producer_ids: ProducerIds,
+    /// The consumer-group coordinator; its committed offsets live in `<data_dir>/groups/`.
+    pub groups: GroupDriver,
 }
 
 impl Broker {
@@ -31,11 +35,14 @@ impl Broker {
         let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
         let topics = TopicRegistry::open(&config.data_dir, config.topics.clone())?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
+        let groups = GroupDriver::open(&config.data_dir.join("groups"))
+            .map_err(|e| TopicError::Storage(format!("cannot open the group offsets: {e}")))?;
         Ok(Self {
             config,
             cluster_id,
             topics,
             producer_ids,
+            groups,
         })
     }
 

@@ -45,6 +45,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             broker.clone(),
             rx.clone(),
         )),
+        tokio::spawn(crate::group::driver::tick_loop(
+            broker.clone(),
+            |b: &Broker| &b.groups,
+            rx.clone(),
+        )),
         tokio::spawn(retention_loop(broker.clone(), rx)),
     ];
     tracing::info!(%kafka_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol)");

@@ -206,15 +206,20 @@ impl GroupDriver {
     }
 }
 
-/// Tick the coordinator every [`TICK_INTERVAL`] until shutdown, then release all waiters.
-pub async fn tick_loop(groups: Arc<GroupDriver>, mut shutdown: watch::Receiver<bool>) {
+/// Tick the coordinator (`groups(&owner)`) every [`TICK_INTERVAL`] until shutdown, then release
+/// all waiters.
+pub async fn tick_loop<S: Send + Sync + 'static>(
+    owner: Arc<S>,
+    groups: fn(&S) -> &GroupDriver,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(TICK_INTERVAL) => groups.tick(),
+            _ = tokio::time::sleep(TICK_INTERVAL) => groups(&owner).tick(),
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    groups.close();
+    groups(&owner).close();
 }
 
 #[cfg(test)]

@@ -6,19 +6,30 @@
 mod api_versions;
 mod create_topics;
 mod delete_topics;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -35,6 +46,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4), // 0 must be listed: old librdkafka checks it exactly
+    (ApiKey::FindCoordinator, 0, 3), // 0 must be listed: old librdkafka checks it exactly
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// The advertised version range of an API, if Runnel supports it.
@@ -110,6 +130,15 @@ pub enum Request {
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
 }
 
 /// What a frame decodes to.
@@ -169,6 +198,15 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
         ApiKey::CreateTopics => Request::CreateTopics(decode(f, api, version)?),
         ApiKey::DeleteTopics => Request::DeleteTopics(decode(f, api, version)?),
         ApiKey::InitProducerId => Request::InitProducerId(decode(f, api, version)?),
+        ApiKey::FindCoordinator => Request::FindCoordinator(decode(f, api, version)?),
+        ApiKey::JoinGroup => Request::JoinGroup(decode(f, api, version)?),
+        ApiKey::SyncGroup => Request::SyncGroup(decode(f, api, version)?),
+        ApiKey::Heartbeat => Request::Heartbeat(decode(f, api, version)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(decode(f, api, version)?),
+        ApiKey::OffsetCommit => Request::OffsetCommit(decode(f, api, version)?),
+        ApiKey::OffsetFetch => Request::OffsetFetch(decode(f, api, version)?),
+        ApiKey::DescribeGroups => Request::DescribeGroups(decode(f, api, version)?),
+        ApiKey::ListGroups => Request::ListGroups(decode(f, api, version)?),
         _ => return Err(RequestError::UnknownApi(peek.api_key)),
     };
     Ok(Decoded::Request(ctx, request))
@@ -205,6 +243,43 @@ pub async fn handle_frame(broker: &Broker, frame: BytesMut) -> Result<Reply, Req
         Request::InitProducerId(req) => now(encode_body(
             ctx,
             &init_producer_id::handle(broker, ctx, req).await,
+        )),
+        // Group requests are answered in order like all others; a JoinGroup or SyncGroup
+        // holds its connection until the rebalance completes, as Kafka's muted channel does.
+        Request::FindCoordinator(req) => now(encode_body(
+            ctx,
+            &find_coordinator::handle(broker, ctx, req).await,
+        )),
+        Request::JoinGroup(req) => now(encode_body(
+            ctx,
+            &join_group::handle(broker, ctx, req).await,
+        )),
+        Request::SyncGroup(req) => now(encode_body(
+            ctx,
+            &sync_group::handle(broker, ctx, req).await,
+        )),
+        Request::Heartbeat(req) => {
+            now(encode_body(ctx, &heartbeat::handle(broker, ctx, req).await))
+        }
+        Request::LeaveGroup(req) => now(encode_body(
+            ctx,
+            &leave_group::handle(broker, ctx, req).await,
+        )),
+        Request::OffsetCommit(req) => now(encode_body(
+            ctx,
+            &offset_commit::handle(broker, ctx, req).await,
+        )),
+        Request::OffsetFetch(req) => now(encode_body(
+            ctx,
+            &offset_fetch::handle(broker, ctx, req).await,
+        )),
+        Request::DescribeGroups(req) => now(encode_body(
+            ctx,
+            &describe_groups::handle(broker, ctx, req).await,
+        )),
+        Request::ListGroups(req) => now(encode_body(
+            ctx,
+            &list_groups::handle(broker, ctx, req).await,
         )),
     }
 }
