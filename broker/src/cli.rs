@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Kafka-protocol listen address, HOST:PORT [default: 127.0.0.1:9092]
     #[arg(long, env = "RUNNEL_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
+    /// gRPC API listen address, HOST:PORT [default: Kafka IP, Kafka port + 1: 127.0.0.1:9093]
+    #[arg(long, env = "RUNNEL_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
     /// Host name advertised to clients in Metadata [default: the listen IP]
     #[arg(long, env = "RUNNEL_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
@@ -57,6 +60,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.kafka_addr {
             config.kafka_addr = a;
+        }
+        if let Some(a) = self.grpc_addr {
+            config.grpc_addr = Some(a);
         }
         if let Some(h) = &self.advertised_host {
             config.advertised_host = Some(h.clone());

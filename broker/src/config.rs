@@ -13,6 +13,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address the Kafka-protocol listener binds.
     pub kafka_addr: SocketAddr,
+    /// Address the gRPC API (runnel.v1, health, reflection) binds. Default: beside the Kafka
+    /// listener, on the same IP and the next port (port 0 when the Kafka port is 0); if that
+    /// port is taken, any free port, with a warning. An address set here must be free.
+    pub grpc_addr: Option<SocketAddr>,
     /// Host name advertised to clients in Metadata; defaults to the listener's IP.
     pub advertised_host: Option<String>,
     /// This broker's node id, reported in Metadata and as the controller.
@@ -54,6 +58,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./runnel-data"),
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            grpc_addr: None,
             advertised_host: None,
             node_id: 1,
             max_frame_bytes: 100 * 1024 * 1024,
@@ -135,6 +140,19 @@ impl Config {
             return invalid("topics.retention_*", "must be -1 (unlimited) or >= 0");
         }
         Ok(())
+    }
+
+    /// Where the gRPC API listens: `grpc_addr`, else the Kafka IP and the next port (`None`
+    /// when the Kafka port is the last one).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        if let Some(a) = self.grpc_addr {
+            return Some(a);
+        }
+        let port = match self.kafka_addr.port() {
+            0 => 0,
+            p => p.checked_add(1)?,
+        };
+        Some(SocketAddr::new(self.kafka_addr.ip(), port))
     }
 
     /// The host name clients are told to connect to.

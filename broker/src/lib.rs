@@ -5,6 +5,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod group;
+pub mod grpc;
 pub mod handlers;
 pub mod log;
 pub mod net;

@@ -14,6 +14,7 @@ use crate::config::Config;
 /// A started broker: where it listens, and how to stop it.
 pub struct Running {
     pub kafka_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -33,11 +34,15 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     let addr = config.kafka_addr;
+    let grpc_explicit = config.grpc_addr;
+    let grpc_default = config.grpc_addr();
     let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let kafka_addr = listener.local_addr()?;
+    let grpc_listener = bind_grpc(grpc_explicit, grpc_default, kafka_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(crate::net::serve_kafka(
@@ -45,16 +50,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             broker.clone(),
             rx.clone(),
         )),
+        tokio::spawn(retention_loop(broker.clone(), rx.clone())),
         tokio::spawn(crate::group::driver::tick_loop(
             broker.clone(),
             |b: &Broker| &b.groups,
             rx.clone(),
         )),
-        tokio::spawn(retention_loop(broker.clone(), rx)),
+        tokio::spawn(serve_grpc(grpc_listener, broker.clone(), rx)),
     ];
-    tracing::info!(%kafka_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol)");
+    tracing::info!(%kafka_addr, %grpc_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol, gRPC)");
     Ok(Running {
         kafka_addr,
+        grpc_addr,
         broker,
         shutdown,
         tasks,
@@ -71,6 +78,39 @@ pub async fn run(
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// Bind the gRPC listener. An explicit `grpc_addr` must be free. The default (next to the Kafka
+/// port) falls back to any free port with a warning, so picking a free Kafka port (as test
+/// harnesses do) never fails because its neighbour happens to be taken.
+async fn bind_grpc(
+    explicit: Option<SocketAddr>,
+    default: Option<SocketAddr>,
+    kafka_addr: SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    if let Some(a) = explicit {
+        return TcpListener::bind(a)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {a} (grpc_addr): {e}"));
+    }
+    if let Some(a) = default {
+        match TcpListener::bind(a).await {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::warn!(
+                "cannot listen on {a} for gRPC ({e}); using a free port instead (set --grpc-addr to choose)"
+            ),
+        }
+    }
+    let any = SocketAddr::new(kafka_addr.ip(), 0);
+    TcpListener::bind(any)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {any} (grpc): {e}"))
+}
+
+async fn serve_grpc(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {
+    if let Err(e) = crate::grpc::serve(listener, broker, shutdown).await {
+        tracing::error!("grpc server stopped: {e}");
+    }
 }
 
 fn now_ms() -> i64 {

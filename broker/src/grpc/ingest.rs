@@ -1,0 +1,372 @@
+//! The `Ingest` service: turns published records into uncompressed v2 batches (the same bytes a
+//! Kafka producer could have sent) and appends them through `Partition::append`.
+//!
+//! Everything about a request is checked before anything is appended, so a refused batch
+//! leaves no trace. Records without an explicit partition are placed like Kafka's default
+//! partitioner: murmur2 of the key, and null keys round-robin per request (all null-key
+//! records of one request share a partition, like Kafka's sticky partitioner's batches).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::Stream;
+use runnel_proto::v1::{self, ingest_server::Ingest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{record_from_proto, record_from_sensor};
+use super::error::GrpcError;
+use super::partitioner::partition_for_key;
+use crate::broker::Broker;
+use crate::codec::batch::{self, HEADER_LEN};
+use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+use crate::partition::Partition;
+
+/// Batches a stream may have appended but not yet acknowledged (waiting for their fsync).
+/// Bounded so a client that stops reading acknowledgements stops being read from.
+const STREAM_PIPELINE: usize = 32;
+
+#[derive(Clone)]
+pub struct IngestService {
+    broker: Arc<Broker>,
+    /// Next partition for null-key records, shared by every call.
+    round_robin: Arc<AtomicU32>,
+}
+
+impl IngestService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self {
+            broker,
+            round_robin: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+/// A batch that is appended and waits for durability before it is acknowledged.
+struct Appended {
+    batch_id: u64,
+    positions: Vec<v1::RecordPosition>,
+    /// (partition, end offset) pairs to wait for when acks = all; empty otherwise.
+    durable: Vec<(Arc<Partition>, i64)>,
+}
+
+impl IngestService {
+    /// Validate and append one batch. Nothing is appended unless every record is acceptable.
+    fn append(
+        &self,
+        topic_name: &str,
+        partition: Option<i32>,
+        records: Vec<Record>,
+        acks: i32,
+        batch_id: u64,
+    ) -> Result<Appended, GrpcError> {
+        let topic = self
+            .broker
+            .topics
+            .get(topic_name)
+            .ok_or_else(|| GrpcError::UnknownTopic(topic_name.to_owned()))?;
+        if records.is_empty() {
+            return Err(GrpcError::InvalidArgument(
+                "a publish needs at least one record".into(),
+            ));
+        }
+        let acks = v1::Acks::try_from(acks)
+            .map_err(|_| GrpcError::InvalidArgument(format!("unknown acks value {acks}")))?;
+        let count = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+        let unknown = |p: i32| GrpcError::UnknownPartition {
+            topic: topic_name.to_owned(),
+            partition: p,
+            partitions: topic.partitions.len(),
+        };
+        let sticky = self.round_robin.fetch_add(1, Ordering::Relaxed) % count.max(1);
+        // Which partition (index into topic.partitions) each record goes to.
+        let mut groups: BTreeMap<usize, Vec<(usize, Record)>> = BTreeMap::new();
+        for (i, r) in records.into_iter().enumerate() {
+            let slot = match partition {
+                Some(p) => usize::try_from(p)
+                    .ok()
+                    .filter(|s| *s < topic.partitions.len())
+                    .ok_or_else(|| unknown(p))?,
+                None => {
+                    let p = match &r.key {
+                        Some(k) => partition_for_key(k, count),
+                        None => sticky,
+                    };
+                    usize::try_from(p).map_err(|_| unknown(-1))?
+                }
+            };
+            groups.entry(slot).or_default().push((i, r));
+        }
+        let max = topic.config.max_message_bytes;
+        // Encode everything first: a record too large for the topic refuses the whole request.
+        let mut plan: Vec<(Arc<Partition>, Vec<Chunk>)> = Vec::new();
+        for (slot, recs) in groups {
+            let part = topic
+                .partitions
+                .get(slot)
+                .cloned()
+                .ok_or_else(|| unknown(-1))?;
+            if part.is_failed() {
+                return Err(GrpcError::StorageFailed {
+                    topic: topic_name.to_owned(),
+                    partition: part.index,
+                });
+            }
+            plan.push((part, encode_chunks(recs, max, topic_name)?));
+        }
+        let total: usize = plan
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|(i, _)| i.len()))
+            .sum();
+        let mut positions = vec![v1::RecordPosition::default(); total];
+        let mut durable = Vec::new();
+        for (part, chunks) in plan {
+            let mut end = 0;
+            for (indexes, bytes) in chunks {
+                let header = batch::validate(&bytes)
+                    .map_err(|e| GrpcError::Storage(format!("built an invalid batch: {e}")))?;
+                let appended = part
+                    .append(bytes, &header)
+                    .map_err(|e| GrpcError::from_append(topic_name, part.index, e))?;
+                for (offset, i) in (appended.base_offset..).zip(indexes) {
+                    if let Some(pos) = positions.get_mut(i) {
+                        *pos = v1::RecordPosition {
+                            partition: part.index,
+                            offset,
+                        };
+                    }
+                }
+                end = appended.last_offset + 1;
+            }
+            if acks != v1::Acks::Leader {
+                durable.push((part, end));
+            }
+        }
+        Ok(Appended {
+            batch_id,
+            positions,
+            durable,
+        })
+    }
+
+    fn wait_limit(&self) -> Duration {
+        Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1))
+    }
+}
+
+/// Wait until every partition the batch touched is fsynced past it, then answer.
+async fn acknowledge(a: Appended, limit: Duration) -> Result<v1::PublishResponse, GrpcError> {
+    for (part, end) in &a.durable {
+        part.wait_durable(*end, limit)
+            .await
+            .map_err(|e| GrpcError::from_durability(&part.topic, part.index, e))?;
+    }
+    Ok(v1::PublishResponse {
+        batch_id: a.batch_id,
+        positions: a.positions,
+    })
+}
+
+/// An encoded batch and the request indexes of its records, in order.
+type Chunk = (Vec<usize>, BytesMut);
+
+/// Largest size one record can take in a batch, beyond its key, value and headers' bytes:
+/// record length, attributes, timestamp and offset deltas, key/value/header-count varints.
+const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+
+fn record_size_bound(r: &Record) -> usize {
+    let field = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|(k, v)| 10 + k.len() + field(v))
+        .fold(0, usize::saturating_add);
+    RECORD_OVERHEAD
+        .saturating_add(field(&r.key))
+        .saturating_add(field(&r.value))
+        .saturating_add(headers)
+}
+
+/// Split one partition's records into batches of at most `max` bytes (the topic's
+/// max.message.bytes, as Kafka clients must respect). A single record that cannot fit refuses
+/// the request.
+fn encode_chunks(
+    recs: Vec<(usize, Record)>,
+    max: usize,
+    topic: &str,
+) -> Result<Vec<Chunk>, GrpcError> {
+    let mut out = Vec::new();
+    let mut indexes = Vec::new();
+    let mut chunk: Vec<Record> = Vec::new();
+    let mut size = HEADER_LEN;
+    for (i, r) in recs {
+        let bound = record_size_bound(&r);
+        if HEADER_LEN.saturating_add(bound) > max {
+            // The bound may overestimate: check the exact size before refusing.
+            let exact = encode_batch(std::slice::from_ref(&r), ProducerInfo::default()).len();
+            if exact > max {
+                return Err(GrpcError::InvalidArgument(format!(
+                    "record {i} takes {exact} bytes as a record batch; topic {topic:?} accepts at most {max} (max.message.bytes)"
+                )));
+            }
+        }
+        if !chunk.is_empty() && size.saturating_add(bound) > max {
+            out.push((
+                std::mem::take(&mut indexes),
+                encode_batch(&chunk, ProducerInfo::default()),
+            ));
+            chunk.clear();
+            size = HEADER_LEN;
+        }
+        size = size.saturating_add(bound);
+        indexes.push(i);
+        chunk.push(r);
+    }
+    if !chunk.is_empty() {
+        out.push((indexes, encode_batch(&chunk, ProducerInfo::default())));
+    }
+    Ok(out)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn convert_records(records: Vec<v1::Record>) -> Result<Vec<Record>, GrpcError> {
+    let now = now_ms();
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| record_from_proto(i, r, now))
+        .collect()
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<v1::PublishResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn publish(
+        &self,
+        request: Request<v1::PublishRequest>,
+    ) -> Result<Response<v1::PublishResponse>, Status> {
+        let req = request.into_inner();
+        let records = convert_records(req.records)?;
+        let appended = self.append(&req.topic, req.partition, records, req.acks, req.batch_id)?;
+        Ok(Response::new(
+            acknowledge(appended, self.wait_limit()).await?,
+        ))
+    }
+
+    type PublishStreamStream = AckStream;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<v1::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let mut incoming = request.into_inner();
+        // Two stages so fsync waits overlap with later appends (group commit across batches):
+        // appends happen in request order, acknowledgements leave in the same order.
+        let (pending_tx, mut pending_rx) =
+            mpsc::channel::<Result<Appended, Status>>(STREAM_PIPELINE);
+        let (ack_tx, ack_rx) = mpsc::channel::<Result<v1::PublishResponse, Status>>(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(req) = incoming.next().await {
+                let outcome = match req {
+                    Err(status) => Err(status),
+                    Ok(req) => convert_records(req.records)
+                        .and_then(|records| {
+                            this.append(&req.topic, req.partition, records, req.acks, req.batch_id)
+                        })
+                        .map_err(Status::from),
+                };
+                let failed = outcome.is_err();
+                if pending_tx.send(outcome).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let limit = self.wait_limit();
+        tokio::spawn(async move {
+            while let Some(next) = pending_rx.recv().await {
+                let ack = match next {
+                    Ok(a) => acknowledge(a, limit).await.map_err(Status::from),
+                    Err(s) => Err(s),
+                };
+                let failed = ack.is_err();
+                if ack_tx.send(ack).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))
+    }
+
+    async fn publish_sensor_readings(
+        &self,
+        request: Request<v1::PublishSensorReadingsRequest>,
+    ) -> Result<Response<v1::PublishResponse>, Status> {
+        let req = request.into_inner();
+        let records = req
+            .readings
+            .iter()
+            .enumerate()
+            .map(|(i, r)| record_from_sensor(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let appended = self.append(&req.topic, None, records, req.acks, req.batch_id)?;
+        Ok(Response::new(
+            acknowledge(appended, self.wait_limit()).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(value_len: usize) -> Record {
+        Record {
+            key: Some(b"k".to_vec()),
+            value: Some(vec![7; value_len]),
+            headers: vec![("h".into(), None)],
+            timestamp: 1,
+        }
+    }
+
+    #[test]
+    fn size_bound_never_underestimates() {
+        for n in [0, 1, 100, 10_000] {
+            let r = rec(n);
+            let exact = encode_batch(std::slice::from_ref(&r), ProducerInfo::default()).len();
+            assert!(HEADER_LEN + record_size_bound(&r) >= exact, "{n}");
+        }
+    }
+
+    #[test]
+    fn chunks_respect_the_limit_and_keep_order() {
+        let recs: Vec<_> = (0..50).map(|i| (i, rec(100))).collect();
+        let chunks = encode_chunks(recs, 1000, "t").unwrap();
+        assert!(chunks.len() > 1);
+        let order: Vec<usize> = chunks.iter().flat_map(|(i, _)| i.clone()).collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+        for (_, b) in &chunks {
+            assert!(b.len() <= 1000);
+            batch::validate(b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_too_large_for_the_topic_is_refused() {
+        let err = encode_chunks(vec![(0, rec(2000))], 1000, "t").unwrap_err();
+        assert!(err.to_string().contains("max.message.bytes"), "{err}");
+    }
+}

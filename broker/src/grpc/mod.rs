@@ -1,0 +1,87 @@
+//! The gRPC API (`runnel.v1`, see `proto/`): Ingest, Subscribe and Admin services over the
+//! shared [`Broker`], plus `grpc.health.v1` and server reflection so grpcurl and Kubernetes
+//! probes work. Served beside the Kafka listener by [`crate::server::start`].
+
+pub mod admin;
+pub mod convert;
+pub mod error;
+pub mod ingest;
+pub mod partitioner;
+pub mod subscribe;
+
+use std::sync::Arc;
+
+use runnel_proto::v1::{
+    admin_server::AdminServer, ingest_server::IngestServer, subscribe_server::SubscribeServer,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+
+/// Why the gRPC server could not be set up or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serve the gRPC API on `listener` until `shutdown` turns true. Open streams (subscriptions)
+/// end when it does, so shutdown does not wait for clients to hang up.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    // Requests as large as a Kafka frame may be; records are still held to max.message.bytes.
+    let max_message = broker.config.max_frame_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<IngestServer<ingest::IngestService>>()
+        .await;
+    health
+        .set_serving::<SubscribeServer<subscribe::SubscribeService>>()
+        .await;
+    health
+        .set_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(runnel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    // grpcurl and older tools still ask the v1alpha reflection service.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(runnel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            IngestServer::new(ingest::IngestService::new(broker.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            SubscribeServer::new(subscribe::SubscribeService::new(
+                broker.clone(),
+                shutdown.clone(),
+            ))
+            .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            AdminServer::new(admin::AdminService::new(broker))
+                .max_decoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! The `Subscribe` service: a server stream of one partition's records that follows the log.
+//!
+//! The stream is pulled, not pushed: the next message is read from the log only when tonic
+//! asks for it, which it does only while HTTP/2 flow control lets it send. A client that stops
+//! reading therefore pins at most one message of records in the server (plus the transport's
+//! window), however far behind it falls.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use runnel_proto::v1::{self, subscribe_request::Start, subscribe_server::Subscribe};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::convert::consumed_from_kafka;
+use super::error::GrpcError;
+use crate::broker::Broker;
+use crate::codec::batch;
+use crate::partition::Partition;
+
+/// Records per message unless the client asks for fewer.
+const DEFAULT_MAX_RECORDS: usize = 500;
+const MAX_RECORDS_CAP: usize = 10_000;
+/// Bytes read from the log per message (at least one whole batch is always read).
+const READ_BYTES: usize = 1 << 20;
+/// How often an idle stream checks that its topic still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct SubscribeService {
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SubscribeService {
+    pub fn new(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { broker, shutdown }
+    }
+}
+
+/// One subscription's position in its partition.
+struct Cursor {
+    broker: Arc<Broker>,
+    topic: String,
+    topic_id: uuid::Uuid,
+    part: Arc<Partition>,
+    next: i64,
+    max_records: usize,
+    shutdown: watch::Receiver<bool>,
+    done: bool,
+}
+
+impl Cursor {
+    /// The next message, or `None` when the stream should end (shutdown).
+    async fn next_message(&mut self) -> Result<Option<v1::SubscribeResponse>, GrpcError> {
+        loop {
+            if *self.shutdown.borrow() {
+                return Ok(None);
+            }
+            // Subscribe before reading so an append in between is not missed.
+            let mut hw_rx = self.part.watch_high_watermark();
+            let offsets = self.part.offsets();
+            if self.next < offsets.log_start {
+                return Err(GrpcError::OutOfRange(format!(
+                    "offset {} of {:?} partition {} was removed by retention; the log now starts at {}",
+                    self.next, self.topic, self.part.index, offsets.log_start
+                )));
+            }
+            if self.next < offsets.high_watermark {
+                let bytes = self
+                    .part
+                    .read(self.next, READ_BYTES)
+                    .map_err(|e| GrpcError::Storage(format!("read failed: {e}")))?;
+                let (records, next) = decode(bytes, self.part.index, self.next, self.max_records)?;
+                let advanced = next > self.next;
+                self.next = next;
+                if !records.is_empty() {
+                    return Ok(Some(v1::SubscribeResponse {
+                        records,
+                        next_offset: self.next,
+                        high_watermark: offsets.high_watermark,
+                    }));
+                }
+                if advanced {
+                    continue; // only control records: skip them
+                }
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = hw_rx.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(IDLE_CHECK) => {
+                    let same = self.broker.topics.get(&self.topic).is_some_and(|t| t.id == self.topic_id);
+                    if !same {
+                        return Err(GrpcError::TopicDeleted(self.topic.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decode whole batches read from `from`, keeping records at or after `from`, at most `max`.
+/// Returns the records and the offset after the last one taken (or after skipped control
+/// batches).
+fn decode(
+    mut bytes: Bytes,
+    partition: i32,
+    from: i64,
+    max: usize,
+) -> Result<(Vec<v1::ConsumedRecord>, i64), GrpcError> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while bytes.len() >= batch::HEADER_LEN && out.len() < max {
+        let header = batch::parse_header(&bytes)
+            .map_err(|e| GrpcError::Storage(format!("stored batch does not parse: {e}")))?;
+        let mut one = bytes.split_to(header.total_len().min(bytes.len()));
+        if header.is_control() {
+            next = next.max(header.next_offset());
+            continue;
+        }
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
+            .map_err(|e| GrpcError::Storage(format!("stored batch does not decode: {e}")))?;
+        for r in set.records {
+            if r.offset < next || r.control {
+                continue;
+            }
+            if out.len() >= max {
+                break;
+            }
+            next = r.offset + 1;
+            out.push(consumed_from_kafka(partition, r));
+        }
+        if out.len() < max {
+            next = next.max(header.next_offset());
+        }
+    }
+    Ok((out, next))
+}
+
+/// Where a subscription starts.
+fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64, GrpcError> {
+    let o = part.offsets();
+    match start {
+        None => Ok(o.high_watermark),
+        Some(Start::Position(p)) => match v1::StartPosition::try_from(p) {
+            Ok(v1::StartPosition::Earliest) => Ok(o.log_start),
+            Ok(v1::StartPosition::Latest | v1::StartPosition::Unspecified) => Ok(o.high_watermark),
+            Err(_) => Err(GrpcError::InvalidArgument(format!(
+                "unknown start position {p}"
+            ))),
+        },
+        Some(Start::Offset(off)) => {
+            if off < o.log_start || off > o.high_watermark {
+                Err(GrpcError::OutOfRange(format!(
+                    "offset {off} is outside the partition's range {}..={}",
+                    o.log_start, o.high_watermark
+                )))
+            } else {
+                Ok(off)
+            }
+        }
+        Some(Start::TimestampMs(ts)) => {
+            let found = part
+                .offset_for_timestamp(ts)
+                .map_err(|e| GrpcError::Storage(format!("timestamp lookup failed: {e}")))?;
+            let Some(found) = found else {
+                return Ok(o.high_watermark);
+            };
+            // The index finds the batch; the exact record is the first at or after `ts`.
+            let bytes = part
+                .read(found.offset, 1)
+                .map_err(|e| GrpcError::Storage(format!("read failed: {e}")))?;
+            let (records, _) = decode(bytes, part.index, found.offset, usize::MAX)?;
+            Ok(records
+                .iter()
+                .find(|r| r.timestamp_ms >= ts)
+                .map_or(found.offset, |r| r.offset))
+        }
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Subscribe for SubscribeService {
+    type SubscribeStream = RecordStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let topic = self
+            .broker
+            .topics
+            .get(&req.topic)
+            .ok_or_else(|| GrpcError::UnknownTopic(req.topic.clone()))?;
+        let part = usize::try_from(req.partition)
+            .ok()
+            .and_then(|p| topic.partitions.get(p))
+            .cloned()
+            .ok_or_else(|| GrpcError::UnknownPartition {
+                topic: req.topic.clone(),
+                partition: req.partition,
+                partitions: topic.partitions.len(),
+            })?;
+        let next = start_offset(&part, req.start)?;
+        let max_records = match usize::try_from(req.max_records).unwrap_or(MAX_RECORDS_CAP) {
+            0 => DEFAULT_MAX_RECORDS,
+            n => n.min(MAX_RECORDS_CAP),
+        };
+        let cursor = Cursor {
+            broker: self.broker.clone(),
+            topic: req.topic,
+            topic_id: topic.id,
+            part,
+            next,
+            max_records,
+            shutdown: self.shutdown.clone(),
+            done: false,
+        };
+        let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+            if c.done {
+                return None;
+            }
+            match c.next_message().await {
+                Ok(Some(msg)) => Some((Ok(msg), c)),
+                Ok(None) => None,
+                Err(e) => {
+                    c.done = true;
+                    Some((Err(Status::from(e)), c))
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
