@@ -910,6 +910,28 @@ impl GroupCoordinator {
         for group in self.groups.values_mut() {
             group.tick(now, timeout, &mut self.outputs);
         }
+        // Forget groups that hold nothing (e.g. a KIP-394 member id that never came back),
+        // so group ids from clients cannot grow the map without bound. Offsets keep a group.
+        let pending: Vec<&str> = self
+            .pending_commits
+            .values()
+            .map(|p| p.group_id.as_str())
+            .collect();
+        let idle: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(id, g)| {
+                g.state == GroupState::Empty
+                    && g.members.is_empty()
+                    && g.pending_members.is_empty()
+                    && g.offsets.is_empty()
+                    && !pending.contains(&id.as_str())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            self.groups.remove(&id);
+        }
     }
 
     /// A one-line summary of a group's internals, for tests and debugging.
@@ -1053,6 +1075,7 @@ fn replace_static_member(
             .static_members
             .insert(instance.clone(), new_id.clone());
     }
+    let old_leader = group.leader.clone().unwrap_or_default();
     if group.leader.as_deref() == Some(old_id) {
         group.leader = Some(new_id.clone());
     }
@@ -1060,7 +1083,13 @@ fn replace_static_member(
     match group.state {
         GroupState::Stable if group.select_protocol() == group.protocol => {
             // Nothing changed for the group: no rebalance (the point of static membership).
-            out.push(Output::Join(token, group.current_join_response(&new_id)));
+            // As Kafka does, the answer names the old leader id and no members, so a
+            // replaced leader does not compute an assignment a Stable group would not relay;
+            // the member keeps its assignment and gets it back from SyncGroup.
+            let mut response = group.current_join_response(&new_id);
+            response.leader = old_leader;
+            response.members = Vec::new();
+            out.push(Output::Join(token, response));
         }
         GroupState::PreparingRebalance => {
             group.set_join_waiter(&new_id, token, out);

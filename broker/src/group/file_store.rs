@@ -138,11 +138,21 @@ impl FileStore {
                 .map_err(io(format!("fsync {}", tmp.display())))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(format!("rename to {}", path.display())))?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(format!("reopen {}", path.display())))?;
+        // From here the open handle is the replaced file: appends to it would be lost, so a
+        // failure poisons the store instead of being merely reported.
+        let reopened = sync_dir(&self.dir).and_then(|()| {
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io(format!("reopen {}", path.display())))
+        });
+        self.file = match reopened {
+            Ok(f) => f,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
         self.len = live_len;
         self.compactions = self.compactions.saturating_add(1);
         Ok(())
