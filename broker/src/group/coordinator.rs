@@ -31,6 +31,10 @@ pub struct CoordinatorConfig {
     pub max_offset_metadata_bytes: usize,
     /// Mixed into generated member ids so ids from before a restart never collide with new ones.
     pub member_id_seed: String,
+    /// `group.initial.rebalance.delay.ms` (KIP-134): the first rebalance of an empty group
+    /// waits this long (extended by each new member, up to the rebalance timeout) so members
+    /// starting together land in one generation instead of a rebalance per member.
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -41,6 +45,7 @@ impl Default for CoordinatorConfig {
             new_member_join_timeout_ms: 300_000,
             max_offset_metadata_bytes: 4096,
             member_id_seed: String::from("0"),
+            initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -127,6 +132,10 @@ struct Group {
     /// KIP-394: ids handed out with MEMBER_ID_REQUIRED, with the time they expire.
     pending_members: BTreeMap<String, u64>,
     rebalance_deadline_ms: Option<u64>,
+    /// KIP-134: while set, the first rebalance of a formerly empty group waits until then.
+    initial_join_until: Option<u64>,
+    /// The coordinator's `initial_rebalance_delay_ms`, refreshed on every join.
+    initial_delay_ms: u64,
     offsets: BTreeMap<TopicPartition, CommittedOffset>,
 }
 
@@ -142,6 +151,8 @@ impl Group {
             static_members: BTreeMap::new(),
             pending_members: BTreeMap::new(),
             rebalance_deadline_ms: None,
+            initial_join_until: None,
+            initial_delay_ms: 0,
             offsets: BTreeMap::new(),
         }
     }
@@ -268,9 +279,32 @@ impl Group {
         member.join_waiter = Some(token);
         self.members.insert(member_id, member);
         match self.state {
-            GroupState::PreparingRebalance => self.maybe_complete_join(now, out),
+            GroupState::PreparingRebalance => {
+                if let Some(until) = self.initial_join_until {
+                    // KIP-134: each new member extends the delay, up to the rebalance timeout.
+                    let cap = self.rebalance_deadline_ms.unwrap_or(until);
+                    let extended = now.saturating_add(self.initial_delay_ms).min(cap);
+                    self.initial_join_until = Some(extended.max(until));
+                }
+                self.maybe_complete_join(now, out)
+            }
+            GroupState::Empty if self.initial_delay_ms > 0 => {
+                let timeout = self.max_rebalance_timeout();
+                self.state = GroupState::PreparingRebalance;
+                self.rebalance_deadline_ms = Some(now.saturating_add(timeout));
+                self.initial_join_until =
+                    Some(now.saturating_add(self.initial_delay_ms.min(timeout)));
+            }
             _ => self.prepare_rebalance(now, out),
         }
+    }
+
+    fn max_rebalance_timeout(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
     }
 
     fn prepare_rebalance(&mut self, now: u64, out: &mut Vec<Output>) {
@@ -286,12 +320,7 @@ impl Group {
                 }
             }
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0);
+        let timeout = self.max_rebalance_timeout();
         self.state = GroupState::PreparingRebalance;
         self.rebalance_deadline_ms = Some(now.saturating_add(timeout));
         self.maybe_complete_join(now, out);
@@ -299,6 +328,7 @@ impl Group {
 
     fn maybe_complete_join(&mut self, now: u64, out: &mut Vec<Output>) {
         if self.state == GroupState::PreparingRebalance
+            && self.initial_join_until.is_none()
             && self.pending_members.is_empty()
             && self.members.values().all(|m| m.join_waiter.is_some())
         {
@@ -319,6 +349,7 @@ impl Group {
         }
         self.pending_members.clear();
         self.rebalance_deadline_ms = None;
+        self.initial_join_until = None;
         self.generation = self.generation.checked_add(1).unwrap_or(1);
         if self.members.is_empty() {
             self.state = GroupState::Empty;
@@ -399,6 +430,10 @@ impl Group {
         } else if pending_expired {
             self.maybe_complete_join(now, out);
         }
+        if self.initial_join_until.is_some_and(|d| d <= now) {
+            self.initial_join_until = None;
+            self.maybe_complete_join(now, out);
+        }
         if self.state == GroupState::PreparingRebalance
             && self.rebalance_deadline_ms.is_some_and(|d| d <= now)
         {
@@ -443,6 +478,11 @@ impl GroupCoordinator {
             .or_insert_with(Group::new)
             .offsets
             .insert(tp, offset);
+    }
+
+    /// Change `group.initial.rebalance.delay.ms` (KIP-134) for joins from now on.
+    pub fn set_initial_rebalance_delay_ms(&mut self, ms: u64) {
+        self.config.initial_rebalance_delay_ms = ms;
     }
 
     /// Take everything the coordinator has produced since the last call.
@@ -497,6 +537,7 @@ impl GroupCoordinator {
         if !req.member_id.is_empty() && !self.groups.contains_key(&req.group_id) {
             return fail(out, ErrorCode::UnknownMemberId);
         }
+        let initial_delay = self.config.initial_rebalance_delay_ms;
         let new_id = if req.member_id.is_empty() {
             let prefix = req.group_instance_id.as_deref().unwrap_or(&req.client_id);
             let prefix = if prefix.is_empty() { "member" } else { prefix };
@@ -508,6 +549,7 @@ impl GroupCoordinator {
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(Group::new);
+        group.initial_delay_ms = initial_delay;
         if !group.supports_protocols(&req.member_id, &req.protocol_type, &req.protocols) {
             return fail(out, ErrorCode::InconsistentGroupProtocol);
         }

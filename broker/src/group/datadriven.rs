@@ -15,6 +15,7 @@
 //! - `persisted t= [ok=false]`
 //! - `fetch [g=] [o=<topic>/<partition>,...]`, `describe g=...`, `list [states=...]`
 //! - `tick <ms>` advances the clock and ticks; `state [g=]` prints the group's internals.
+//! - `initial-delay <ms>` sets `group.initial.rebalance.delay.ms` (0 unless a script sets it).
 //!
 //! Every command prints its own answer (if immediate) and then every drained output.
 
@@ -297,6 +298,10 @@ impl Harness {
                 self.c.tick(self.now);
                 writeln!(out, "now={}", self.now).unwrap();
             }
+            "initial-delay" => {
+                let ms: u64 = rest.first().map_or(0, |v| v.parse().expect("ms"));
+                self.c.set_initial_rebalance_delay_ms(ms);
+            }
             "state" => writeln!(out, "{}", self.c.debug_group(&group)).unwrap(),
             other => panic!("unknown command {other:?}"),
         }
@@ -313,6 +318,8 @@ fn run_file(path: &Path) {
     let mut h = Harness {
         c: GroupCoordinator::new(CoordinatorConfig {
             member_id_seed: "s".into(),
+            // Scripts opt in with `initial-delay <ms>`, so the others read one step at a time.
+            initial_rebalance_delay_ms: 0,
             ..CoordinatorConfig::default()
         }),
         now: 0,

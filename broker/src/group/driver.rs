@@ -248,7 +248,11 @@ mod tests {
 
     #[tokio::test]
     async fn join_sync_commit_through_the_driver() {
-        let d = GroupDriver::with_store(Box::new(MemStore::new()), CoordinatorConfig::default());
+        let config = CoordinatorConfig {
+            initial_rebalance_delay_ms: 0,
+            ..CoordinatorConfig::default()
+        };
+        let d = GroupDriver::with_store(Box::new(MemStore::new()), config);
         let r = d.join(join_req("")).await;
         assert_eq!(r.error, ErrorCode::MemberIdRequired);
         let r = d.join(join_req(&r.member_id)).await;
