@@ -1,1 +1,132 @@
-//! Async Rust client for the gRPC API (issue 4; not built yet).
+//! Async Rust client for Runnel's gRPC API (`runnel.v1`).
+//!
+//! - [`Client`]: a connection with one-shot calls (publish a batch, admin).
+//! - [`Publisher`]: batches records with a linger time over one publish stream, with a bounded
+//!   window of unacknowledged batches: when the broker is slower than the producer, `send`
+//!   waits instead of buffering without limit.
+//! - [`Subscriber`]: follows one partition and reconnects after a dropped stream, resuming at
+//!   the offset after the last record it returned (no gap, no duplicate).
+//! - [`sensor`]: typed helpers for the factory-sensor workload.
+
+mod error;
+mod publisher;
+pub mod sensor;
+mod subscriber;
+
+use std::time::Duration;
+
+pub use error::ClientError;
+pub use publisher::{Delivery, Publisher, PublisherConfig};
+pub use runnel_proto::v1;
+pub use subscriber::{StartAt, Subscriber, SubscriberConfig};
+
+use tonic::transport::{Channel, Endpoint};
+use v1::{admin_client::AdminClient, ingest_client::IngestClient};
+
+/// A connection to a Runnel broker's gRPC endpoint. Cheap to clone (one HTTP/2 channel).
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connect to `addr`: `host:port` or a full `http://host:port` URI.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| ClientError::InvalidAddress(format!("{uri}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel, for the generated clients in [`v1`].
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Generated admin client (create/delete/list/describe topics, offsets).
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// Publish one batch and wait for its acknowledgement; returns where each record landed.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        records: Vec<v1::Record>,
+        acks: v1::Acks,
+    ) -> Result<Vec<v1::RecordPosition>, ClientError> {
+        let resp = IngestClient::new(self.channel.clone())
+            .publish(v1::PublishRequest {
+                topic: topic.to_owned(),
+                partition,
+                records,
+                acks: acks.into(),
+                batch_id: 0,
+            })
+            .await?;
+        Ok(resp.into_inner().positions)
+    }
+
+    /// Publish typed sensor readings (stored as JSON keyed by device id).
+    pub async fn publish_sensor_readings(
+        &self,
+        topic: &str,
+        readings: Vec<v1::SensorReading>,
+        acks: v1::Acks,
+    ) -> Result<Vec<v1::RecordPosition>, ClientError> {
+        let resp = IngestClient::new(self.channel.clone())
+            .publish_sensor_readings(v1::PublishSensorReadingsRequest {
+                topic: topic.to_owned(),
+                readings,
+                acks: acks.into(),
+                batch_id: 0,
+            })
+            .await?;
+        Ok(resp.into_inner().positions)
+    }
+
+    /// Create a topic (`partitions` 0 = the broker default).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<v1::TopicDescription, ClientError> {
+        let resp = self
+            .admin()
+            .create_topic(v1::CreateTopicRequest {
+                name: name.to_owned(),
+                partitions,
+                configs: Default::default(),
+            })
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// A publisher for `config.topic` over this connection.
+    pub fn publisher(&self, config: PublisherConfig) -> Publisher {
+        Publisher::new(self.channel.clone(), config)
+    }
+
+    /// A subscriber to one partition over this connection.
+    pub fn subscriber(&self, config: SubscriberConfig) -> Subscriber {
+        Subscriber::new(self.channel.clone(), config)
+    }
+}
+
+/// A record with a key and value, no headers, timestamped by the broker.
+pub fn record(key: Option<&[u8]>, value: &[u8]) -> v1::Record {
+    v1::Record {
+        key: key.map(<[u8]>::to_vec),
+        value: Some(value.to_vec()),
+        headers: Vec::new(),
+        timestamp_ms: None,
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::Stream;
 use runnel_proto::v1::{self, ingest_server::Ingest};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -37,13 +37,16 @@ pub struct IngestService {
     broker: Arc<Broker>,
     /// Next partition for null-key records, shared by every call.
     round_robin: Arc<AtomicU32>,
+    /// Publish streams stop taking batches when this turns true (broker shutdown).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl IngestService {
-    pub fn new(broker: Arc<Broker>) -> Self {
+    pub fn new(broker: Arc<Broker>, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             broker,
             round_robin: Arc::new(AtomicU32::new(0)),
+            shutdown,
         }
     }
 }
@@ -279,8 +282,16 @@ impl Ingest for IngestService {
             mpsc::channel::<Result<Appended, Status>>(STREAM_PIPELINE);
         let (ack_tx, ack_rx) = mpsc::channel::<Result<v1::PublishResponse, Status>>(4);
         let this = self.clone();
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(req) = incoming.next().await {
+            loop {
+                // On shutdown, stop taking batches: those already appended are still
+                // acknowledged, then the stream ends with UNAVAILABLE.
+                let req = tokio::select! {
+                    r = incoming.next() => r,
+                    _ = shutdown.wait_for(|s| *s) => Some(Err(GrpcError::ShuttingDown.into())),
+                };
+                let Some(req) = req else { return };
                 let outcome = match req {
                     Err(status) => Err(status),
                     Ok(req) => convert_records(req.records)

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 
+/// How long open calls may take to finish after shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the gRPC server could not be set up or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -57,12 +60,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let mut stop = shutdown.clone();
-    tonic::transport::Server::builder()
+    let mut grace = shutdown.clone();
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            IngestServer::new(ingest::IngestService::new(broker.clone()))
+            IngestServer::new(ingest::IngestService::new(broker.clone(), shutdown.clone()))
                 .max_decoding_message_size(max_message),
         )
         .add_service(
@@ -81,7 +85,15 @@ pub async fn serve(
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
-        )
-        .await?;
+        );
+    // Graceful shutdown waits for open calls; streams end on shutdown, but a client that never
+    // reads its last messages must not hold the broker up forever.
+    tokio::select! {
+        served = server => served?,
+        _ = async {
+            let _ = grace.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("grpc: calls still open {SHUTDOWN_GRACE:?} after shutdown; closing them"),
+    }
     Ok(())
 }

@@ -1,0 +1,349 @@
+//! A batching publisher over one `PublishStream`.
+//!
+//! `send` hands a record to a background task through a bounded channel. The task groups
+//! records into batches (up to `max_batch_records` / `max_batch_bytes`, or whatever has
+//! gathered after `linger`) and keeps at most `max_in_flight` batches unacknowledged. When the
+//! window is full and a batch is ready, the task stops taking records, the channel fills, and
+//! `send` waits: memory stays bounded by the window, whatever the producer's rate.
+//!
+//! Acknowledgements arrive in order. If the stream fails, every unacknowledged record gets the
+//! error (its outcome is unknown: it may be stored) and the next batch opens a new stream;
+//! records are never re-sent automatically, so nothing is duplicated behind the caller's back.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use runnel_proto::v1::{self, ingest_client::IngestClient};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::ClientError;
+
+/// How a [`Publisher`] batches and how much it keeps in flight.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub topic: String,
+    /// `None`: the broker picks each record's partition from its key.
+    pub partition: Option<i32>,
+    /// How long the first record of a batch may wait for more to join it.
+    pub linger: Duration,
+    pub max_batch_records: usize,
+    /// Approximate payload bytes (keys, values, headers) per batch.
+    pub max_batch_bytes: usize,
+    /// Batches sent but not yet acknowledged.
+    pub max_in_flight: usize,
+    pub acks: v1::Acks,
+}
+
+impl PublisherConfig {
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: None,
+            linger: Duration::from_millis(5),
+            max_batch_records: 500,
+            max_batch_bytes: 512 * 1024,
+            max_in_flight: 8,
+            acks: v1::Acks::All,
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<v1::RecordPosition, ClientError>>;
+
+enum Command {
+    Record(v1::Record, Ack),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Resolves to where the record was stored once its batch is acknowledged.
+#[derive(Debug)]
+pub struct Delivery(oneshot::Receiver<Result<v1::RecordPosition, ClientError>>);
+
+impl Future for Delivery {
+    type Output = Result<v1::RecordPosition, ClientError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// A batching, back-pressured publisher for one topic. See the module docs.
+#[derive(Debug)]
+pub struct Publisher {
+    tx: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub(crate) fn new(channel: Channel, config: PublisherConfig) -> Self {
+        let capacity = config.max_batch_records.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(run(IngestClient::new(channel), config, rx));
+        Self { tx, task }
+    }
+
+    /// Queue a record; waits while the in-flight window is full (backpressure). The returned
+    /// [`Delivery`] resolves when the record's batch is acknowledged.
+    pub async fn send(&self, record: v1::Record) -> Result<Delivery, ClientError> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Record(record, ack))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(Delivery(rx))
+    }
+
+    /// Send what is queued now and wait until everything sent before this call is
+    /// acknowledged (or failed).
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Flush(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Flush and stop the background task.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let flushed = self.flush().await;
+        drop(self.tx);
+        let _ = self.task.await;
+        flushed
+    }
+}
+
+/// An open publish stream: where to send batches and where their acks come from.
+struct Stream {
+    requests: mpsc::Sender<v1::PublishRequest>,
+    acks: tonic::Streaming<v1::PublishResponse>,
+}
+
+struct Batcher {
+    client: IngestClient<Channel>,
+    config: PublisherConfig,
+    stream: Option<Stream>,
+    /// Records gathering into the next batch, with their acks.
+    records: Vec<v1::Record>,
+    waiters: Vec<Ack>,
+    bytes: usize,
+    deadline: Option<Instant>,
+    next_id: u64,
+    /// Sent batches awaiting acknowledgement, oldest first.
+    in_flight: VecDeque<(u64, Vec<Ack>)>,
+    /// Flush requests waiting for the batch with this id (and all before it).
+    flushes: Vec<(u64, oneshot::Sender<()>)>,
+}
+
+fn payload_len(r: &v1::Record) -> usize {
+    let h: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + h
+}
+
+fn status_copy(s: &tonic::Status) -> ClientError {
+    ClientError::Status(tonic::Status::new(s.code(), s.message().to_owned()))
+}
+
+impl Batcher {
+    fn full(&self) -> bool {
+        self.records.len() >= self.config.max_batch_records.max(1)
+            || self.bytes >= self.config.max_batch_bytes
+    }
+
+    fn window_open(&self) -> bool {
+        self.in_flight.len() < self.config.max_in_flight.max(1)
+    }
+
+    fn push(&mut self, record: v1::Record, ack: Ack) {
+        if self.records.is_empty() {
+            self.deadline = Some(Instant::now() + self.config.linger);
+        }
+        self.bytes += payload_len(&record);
+        self.records.push(record);
+        self.waiters.push(ack);
+    }
+
+    /// Send the gathering batch (if any) on the stream, opening one if needed.
+    async fn send_batch(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.records);
+        let waiters = std::mem::take(&mut self.waiters);
+        self.bytes = 0;
+        self.deadline = None;
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.stream.is_none() {
+            match self.open().await {
+                Ok(s) => self.stream = Some(s),
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(status_copy(&e)));
+                    }
+                    self.release_flushes();
+                    return;
+                }
+            }
+        }
+        let req = v1::PublishRequest {
+            topic: self.config.topic.clone(),
+            partition: self.config.partition,
+            records,
+            acks: self.config.acks.into(),
+            batch_id: id,
+        };
+        let sent = match &self.stream {
+            Some(s) => s.requests.send(req).await.is_ok(),
+            None => false,
+        };
+        self.in_flight.push_back((id, waiters));
+        if !sent {
+            self.fail_stream(&tonic::Status::unavailable("publish stream closed"));
+        }
+    }
+
+    async fn open(&mut self) -> Result<Stream, tonic::Status> {
+        let (requests, rx) = mpsc::channel(self.config.max_in_flight.max(1));
+        let acks = self
+            .client
+            .publish_stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Stream { requests, acks })
+    }
+
+    fn on_ack(&mut self, resp: v1::PublishResponse) {
+        let Some((id, waiters)) = self.in_flight.pop_front() else {
+            return;
+        };
+        if id != resp.batch_id || resp.positions.len() != waiters.len() {
+            let s = tonic::Status::internal(format!(
+                "acknowledgement for batch {} does not match batch {id}",
+                resp.batch_id
+            ));
+            for w in waiters {
+                let _ = w.send(Err(status_copy(&s)));
+            }
+            self.fail_stream(&s);
+            return;
+        }
+        for (w, p) in waiters.into_iter().zip(resp.positions) {
+            let _ = w.send(Ok(p));
+        }
+        self.release_flushes();
+    }
+
+    /// Fail every unacknowledged batch and drop the stream; the next batch opens a new one.
+    fn fail_stream(&mut self, status: &tonic::Status) {
+        tracing::warn!("publish stream failed: {status}");
+        self.stream = None;
+        for (_, waiters) in self.in_flight.drain(..) {
+            for w in waiters {
+                let _ = w.send(Err(status_copy(status)));
+            }
+        }
+        self.release_flushes();
+    }
+
+    /// Answer flushes whose batches are no longer in flight.
+    fn release_flushes(&mut self) {
+        // Done: the batch was sent (its id is below next_id) and is no longer in flight.
+        let oldest = self.in_flight.front().map_or(u64::MAX, |(id, _)| *id);
+        let sent_below = self.next_id;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|(id, _)| *id < oldest && *id < sent_below);
+        self.flushes = waiting;
+        for (_, tx) in done {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn next_ack(
+    stream: &mut Option<Stream>,
+) -> Result<Option<v1::PublishResponse>, tonic::Status> {
+    match stream {
+        Some(s) => s.acks.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    client: IngestClient<Channel>,
+    config: PublisherConfig,
+    mut rx: mpsc::Receiver<Command>,
+) {
+    let mut b = Batcher {
+        client,
+        config,
+        stream: None,
+        records: Vec::new(),
+        waiters: Vec::new(),
+        bytes: 0,
+        deadline: None,
+        next_id: 0,
+        in_flight: VecDeque::new(),
+        flushes: Vec::new(),
+    };
+    let mut closing = false;
+    loop {
+        if b.window_open() && (b.full() || (closing && !b.records.is_empty())) {
+            b.send_batch().await;
+            continue;
+        }
+        if closing && b.records.is_empty() && b.in_flight.is_empty() {
+            return;
+        }
+        let accept = !closing && !b.full();
+        let linger = b.deadline.filter(|_| b.window_open());
+        let waiting_acks = !b.in_flight.is_empty();
+        tokio::select! {
+            cmd = rx.recv(), if accept => match cmd {
+                Some(Command::Record(r, ack)) => b.push(r, ack),
+                Some(Command::Flush(tx)) => {
+                    let last = b.next_id;
+                    if b.records.is_empty() && b.in_flight.is_empty() {
+                        let _ = tx.send(());
+                    } else {
+                        // Wait for the batch now gathering (it gets id `last`) or, if none,
+                        // for the newest one in flight.
+                        let id = if b.records.is_empty() { last.saturating_sub(1) } else { last };
+                        b.flushes.push((id, tx));
+                        if b.window_open() {
+                            b.send_batch().await;
+                        } else {
+                            b.deadline = Some(Instant::now());
+                        }
+                    }
+                }
+                None => closing = true,
+            },
+            _ = sleep_until(linger), if linger.is_some() => b.send_batch().await,
+            ack = next_ack(&mut b.stream), if waiting_acks => match ack {
+                Ok(Some(resp)) => b.on_ack(resp),
+                Ok(None) => b.fail_stream(&tonic::Status::unavailable("publish stream ended")),
+                Err(status) => b.fail_stream(&status),
+            },
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
