@@ -26,6 +26,9 @@ PY_PACKAGES=(
   python-snappy==0.7.3  # kafka-python's snappy
   lz4==4.4.5            # kafka-python's lz4
   zstandard==0.25.0     # kafka-python's zstd
+  grpcio==1.85.1        # generated Python gRPC client (tests/grpc_python)
+  grpcio-tools==1.85.1
+  protobuf==7.36.2
 )
 
 # --- Debian packages ---------------------------------------------------------------------
