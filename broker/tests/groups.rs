@@ -10,8 +10,6 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use runnel_broker::config::Config;
-use runnel_broker::server::{start, Running};
 
 mod common;
 use common::*;
@@ -19,15 +17,6 @@ use common::*;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const REBALANCE_IN_PROGRESS: i16 = 27;
 const UNKNOWN_MEMBER_ID: i16 = 25;
-
-async fn broker(dir: &std::path::Path) -> Running {
-    let config = Config {
-        data_dir: dir.to_owned(),
-        kafka_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    start(config).await.expect("broker starts")
-}
 
 fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_owned())

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::config::Config;
 use runnel_broker::grpc::partitioner::partition_for_key;
-use runnel_broker::server::{start, Running};
+use runnel_broker::server::Running;
 use runnel_proto::v1::{
     self, admin_client::AdminClient, ingest_client::IngestClient,
     subscribe_client::SubscribeClient, subscribe_request::Start,
@@ -16,15 +15,6 @@ use tonic::Code;
 
 mod common;
 use common::*;
-
-async fn broker(dir: &std::path::Path) -> Running {
-    let config = Config {
-        data_dir: dir.to_owned(),
-        kafka_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    start(config).await.expect("broker starts")
-}
 
 async fn channel(b: &Running) -> Channel {
     Channel::from_shared(format!("http://{}", b.grpc_addr))

@@ -7,22 +7,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::config::Config;
-use runnel_broker::server::{start, Running};
 use tokio::io::AsyncWriteExt;
 
 mod common;
 use common::*;
 use kafka_protocol::protocol::StrBytes;
-
-async fn broker(dir: &std::path::Path) -> Running {
-    let config = Config {
-        data_dir: dir.to_owned(),
-        kafka_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    start(config).await.expect("broker starts")
-}
 
 fn records(n: usize, ts: i64) -> Vec<Record> {
     (0..n)

@@ -167,3 +167,15 @@ pub fn decode_all(mut buf: Bytes) -> Vec<(i64, Record)> {
     }
     out
 }
+
+/// Start an in-process broker on 127.0.0.1:0 with its data in `dir`.
+pub async fn broker(dir: &std::path::Path) -> runnel_broker::server::Running {
+    let config = runnel_broker::config::Config {
+        data_dir: dir.to_owned(),
+        kafka_addr: "127.0.0.1:0".parse().expect("valid address"),
+        ..runnel_broker::config::Config::default()
+    };
+    runnel_broker::server::start(config)
+        .await
+        .expect("broker starts")
+}
