@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Host name advertised to clients in Metadata [default: the listen IP]
     #[arg(long, env = "RUNNEL_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
+    /// Port advertised to clients in Metadata, for a broker behind NAT or a proxy
+    /// [default: the listen port]
+    #[arg(long, env = "RUNNEL_ADVERTISED_PORT")]
+    pub advertised_port: Option<u16>,
     /// Partition count for auto-created topics [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<i32>,
@@ -66,6 +70,9 @@ impl ServeArgs {
         }
         if let Some(h) = &self.advertised_host {
             config.advertised_host = Some(h.clone());
+        }
+        if let Some(p) = self.advertised_port {
+            config.advertised_port = Some(p);
         }
         if let Some(p) = self.default_partitions {
             config.topics.default_partitions = p;

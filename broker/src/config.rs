@@ -19,6 +19,9 @@ pub struct Config {
     pub grpc_addr: Option<SocketAddr>,
     /// Host name advertised to clients in Metadata; defaults to the listener's IP.
     pub advertised_host: Option<String>,
+    /// Port advertised to clients in Metadata (for a broker behind NAT or a proxy, as with
+    /// Kafka's `advertised.listeners`); defaults to the listener's port.
+    pub advertised_port: Option<u16>,
     /// This broker's node id, reported in Metadata and as the controller.
     pub node_id: i32,
     /// Largest request frame accepted, in bytes (Kafka's `socket.request.max.bytes`).
@@ -60,6 +63,7 @@ impl Default for Config {
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             grpc_addr: None,
             advertised_host: None,
+            advertised_port: None,
             node_id: 1,
             max_frame_bytes: 100 * 1024 * 1024,
             max_produce_wait_ms: 30_000,
@@ -160,6 +164,11 @@ impl Config {
         self.advertised_host
             .clone()
             .unwrap_or_else(|| self.kafka_addr.ip().to_string())
+    }
+
+    /// The port clients are told to connect to.
+    pub fn advertised_port(&self) -> u16 {
+        self.advertised_port.unwrap_or(self.kafka_addr.port())
     }
 }
 

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod group;
+pub mod proxy;
 pub mod raw;
 
 /// How long a freshly started broker may take to accept TCP connections.
@@ -113,12 +115,18 @@ pub struct Broker {
     addr: SocketAddr,
     child: Option<Child>,
     starts: u32,
+    extra_args: Vec<String>,
 }
 
 impl Broker {
     /// Starts a broker, or returns `None` (after printing why) if no `runnel` binary exists
     /// outside CI. Under `CI=true` a missing binary fails the test.
     pub fn start_or_skip() -> Option<Broker> {
+        Broker::start_or_skip_with(&[])
+    }
+
+    /// Like [`Broker::start_or_skip`], passing `extra_args` to every `runnel serve`.
+    pub fn start_or_skip_with(extra_args: &[&str]) -> Option<Broker> {
         let bin = runnel_bin();
         if !require(
             "the runnel binary",
@@ -127,11 +135,17 @@ impl Broker {
         ) {
             return None;
         }
-        Some(Broker::start_with(bin.expect("checked above")).expect("start runnel"))
+        let bin = bin.expect("checked above");
+        Some(Broker::start_with_args(bin, extra_args).expect("start runnel"))
     }
 
     /// Starts `bin serve` on a free loopback port and waits until it accepts connections.
     pub fn start_with(bin: PathBuf) -> Result<Broker> {
+        Broker::start_with_args(bin, &[])
+    }
+
+    /// Starts `bin serve ... extra_args` (kept for restarts) and waits for it.
+    pub fn start_with_args(bin: PathBuf, extra_args: &[&str]) -> Result<Broker> {
         let data_dir = tempfile::Builder::new()
             .prefix("runnel-data-")
             .tempdir()
@@ -148,6 +162,7 @@ impl Broker {
             addr,
             child: None,
             starts: 0,
+            extra_args: extra_args.iter().map(|a| (*a).to_string()).collect(),
         };
         broker.spawn()?;
         Ok(broker)
@@ -211,6 +226,7 @@ impl Broker {
             .arg(self.data_dir.path())
             .arg("--kafka-addr")
             .arg(self.addr.to_string())
+            .args(&self.extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -31,7 +31,7 @@ pub async fn handle(
         KEY_TYPE_GROUP => FindCoordinatorResponse::default()
             .with_node_id(BrokerId(broker.node_id()))
             .with_host(StrBytes::from_string(broker.config.advertised_host()))
-            .with_port(i32::from(broker.config.kafka_addr.port())),
+            .with_port(i32::from(broker.config.advertised_port())),
         // A clear, immediate and non-retriable error: clients stop instead of looping.
         KEY_TYPE_TRANSACTION => refuse(
             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,

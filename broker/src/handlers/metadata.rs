@@ -16,7 +16,7 @@ pub async fn handle(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let node = BrokerId(broker.node_id());
-    let port = i32::from(broker.config.kafka_addr.port());
+    let port = i32::from(broker.config.advertised_port());
     let brokers = vec![MetadataResponseBroker::default()
         .with_node_id(node)
         .with_host(StrBytes::from_string(broker.config.advertised_host()))
