@@ -15,8 +15,11 @@
 #   RUN_CAP   [90]        hard cap (s) on any single client run
 #   IPERF_SECONDS [10]
 #   TARGETS   ["runnel mock"]  which brokers to measure
-#   PHASES    ["iperf produce consume latency inproc"]  what to measure (consume reads what
-#             the produce phase wrote, so consume needs produce)
+#   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
+#             what the produce phase wrote, so consume needs produce)
+#   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
+#   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
+#   RDKAFKA_GROUP [target/release/rdkafka_group]  the rdkafka crate's group member (built if missing)
 #   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
 #   BENCH_DATA [.tools/bench/runnel-data]  Runnel data dir parent (on disk, so fsync is real)
 #
@@ -35,6 +38,14 @@
 #            from the beginning until COUNT records; timed from the first record received.
 #   latency: rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
 #            from produce() call to delivery report (µs) -> p50/p99/max.
+#   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
+#            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
+#            3-member group (range assignor: 2 partitions each, GROUP_COUNT/3 records each),
+#            all with rdkafka_performance -C [-G]. Rates are rdkafka_performance's (from each
+#            process's first record); for (c) the sum of the members' rates, plus the wall time
+#            from launching the members to the last record (join and initial rebalance delay
+#            included). Then benches/group_rebalance.py times join / leave / failure
+#            rebalances of 3 rdkafka members.
 # Brokers
 #   runnel : `RUNNEL_BIN serve` release build, default config (flush_ms=0: group-commit
 #            fsync as soon as possible; acks=all answers only after the fsync).
@@ -66,7 +77,10 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 RUN_CAP="${RUN_CAP:-90}"
 IPERF_SECONDS="${IPERF_SECONDS:-10}"
 TARGETS="${TARGETS:-runnel mock}"
-PHASES="${PHASES:-iperf produce consume latency inproc}"
+PHASES="${PHASES:-iperf produce consume latency inproc group}"
+GROUP_COUNT="${GROUP_COUNT:-3000000}"
+REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
+RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/target/bench/kafka_throughput-$STAMP.md}"
@@ -172,7 +186,12 @@ perf_consume() {
     for ((p = 0; p < parts; p++)); do pargs+=(-p "$p"); done
     timeout -k 5 "$RUN_CAP" "$PERF" -C -t "$topic" -b "$BOOTSTRAP" "${pargs[@]}" -o beginning \
         -c "$count" -q >"$f" 2>&1
-    local rc=$?
+    parse_consume "$key" "$f" "$count" $?
+}
+
+# parse_consume KEY LOGFILE COUNT RC -> R[KEY.rps], R[KEY.mbs] from rdkafka_performance's summary
+parse_consume() {
+    local key="$1" f="$2" count="$3" rc="$4"
     local line; line="$(grep -E 'messages \(.*bytes\) consumed' "$f" | grep -v INTERVAL | tail -1)"
     if [[ -z "$line" ]]; then
         R[$key.rps]="failed (rc=$rc)"; R[$key.mbs]="-"
@@ -239,6 +258,53 @@ run_target() {
     done
 }
 
+# run_group TARGET: direct vs group consumption of one 6-partition topic, then rebalance timings
+run_group() {
+    local target="$1" p per=$((GROUP_COUNT / 6)) total=$((GROUP_COUNT / 6 * 6))
+    start_broker "$target" "grp:6" || { log "cannot start $target"; return 1; }
+    for ((p = 0; p < 6; p++)); do
+        timeout -k 5 "$RUN_CAP" "$PERF" -P -t grp -b "$BOOTSTRAP" -p "$p" -s 100 -c "$per" -a 1 \
+            -X linger.ms=5 -q >>"$WORK/$target.grp.produce.log" 2>&1 ||
+            { log "group phase: produce to partition $p failed"; return 1; }
+    done
+    perf_consume "$target.grp.direct" grp 6 "$total"
+    local f="$WORK/$target.grp.g1.log"
+    timeout -k 5 "$RUN_CAP" "$PERF" -C -G "g1-$target-$$" -t grp -b "$BOOTSTRAP" -c "$total" \
+        -X auto.offset.reset=earliest -q >"$f" 2>&1
+    parse_consume "$target.grp.g1" "$f" "$total" $?
+    local start end m pids=() sum=0 ok=1
+    start="$(date +%s.%N)"
+    for m in 0 1 2; do
+        timeout -k 5 "$RUN_CAP" "$PERF" -C -G "g3-$target-$$" -t grp -b "$BOOTSTRAP" \
+            -c $((total / 3)) -X auto.offset.reset=earliest -X partition.assignment.strategy=range \
+            -q >"$WORK/$target.grp.g3.$m.log" 2>&1 &
+        pids+=($!)
+    done
+    for m in 0 1 2; do wait "${pids[$m]}"; done
+    end="$(date +%s.%N)"
+    for m in 0 1 2; do
+        parse_consume "$target.grp.g3.$m" "$WORK/$target.grp.g3.$m.log" $((total / 3)) 0 || ok=0
+        sum=$((sum + ${R[$target.grp.g3.$m.rps]%% *}))
+    done
+    if ((ok)); then
+        R[$target.grp.g3.rps]="$sum"
+        R[$target.grp.g3.wall]="$(python3 -c "print(f'{$end - $start:.2f}')")"
+    fi
+    if [[ "$target" == runnel ]]; then
+        if [[ ! -x "$RDKAFKA_GROUP" ]]; then
+            (cd "$ROOT" && cargo build --release -q -p runnel-tests --bin rdkafka_group) >&2 ||
+                { log "cannot build rdkafka_group"; return 1; }
+        fi
+        local strategy
+        for strategy in default cooperative; do
+            R[$target.rebalance.$strategy]="$(python3 "$ROOT/benches/group_rebalance.py" "$BOOTSTRAP" grp \
+                "$RDKAFKA_GROUP" --rounds "$REBALANCE_ROUNDS" --strategy "$strategy" | tee -a "$WORK/rebalance.log" >&2; \
+                tail -1 "$WORK/rebalance.log")"
+        done
+    fi
+    stop_broker
+}
+
 run_inproc_mock() {
     local size
     for size in 100 1024; do
@@ -278,6 +344,12 @@ for t in $TARGETS; do
     run_target "$t"
 done
 [[ " $TARGETS " == *" mock "* ]] && has_phase inproc && run_inproc_mock
+if has_phase group; then
+    for t in $TARGETS; do
+        if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
+        run_group "$t"
+    done
+fi
 
 # ---------------------------------------------------------------- report
 v() { local x="${R[$1]:-}"; if [[ -z "$x" ]]; then echo "not yet measured"; else echo "$x"; fi; }
@@ -338,6 +410,21 @@ except Exception:
     for size in 100 1024; do
         echo "| $size B | $(v inproc.produce.$size.1.1.rps) | $(v inproc.produce.$size.1.1.mbs) |"
     done
+    echo
+    echo "### Consumer groups: 6 partitions, $((GROUP_COUNT / 6 * 6)) records of 100 B"
+    echo
+    echo "| how | Runnel rec/s | Runnel MB/s | mock rec/s | mock MB/s | Runnel / mock |"
+    echo "|---|---|---|---|---|---|"
+    echo "| direct (simple consumer, 6 partitions) | $(v runnel.grp.direct.rps) | $(v runnel.grp.direct.mbs) | $(v mock.grp.direct.rps) | $(v mock.grp.direct.mbs) | $(ratio runnel.grp.direct.rps mock.grp.direct.rps) |"
+    echo "| group, 1 member | $(v runnel.grp.g1.rps) | $(v runnel.grp.g1.mbs) | $(v mock.grp.g1.rps) | $(v mock.grp.g1.mbs) | $(ratio runnel.grp.g1.rps mock.grp.g1.rps) |"
+    echo "| group, 3 members (sum of member rates) | $(v runnel.grp.g3.rps) | - | $(v mock.grp.g3.rps) | - | $(ratio runnel.grp.g3.rps mock.grp.g3.rps) |"
+    echo
+    echo "3-member group, wall time from launching the members to the last record (join and the 3 s initial rebalance delay included): Runnel $(v runnel.grp.g3.wall) s, mock $(v mock.grp.g3.wall) s."
+    echo
+    echo "Rebalance timings (benches/group_rebalance.py, 3 rdkafka crate members, Runnel): "
+    echo
+    echo "- eager (range,roundrobin): $(v runnel.rebalance.default)"
+    echo "- cooperative-sticky: $(v runnel.rebalance.cooperative)"
 } >"$OUT"
 cat "$OUT"
 log "report written to $OUT"
