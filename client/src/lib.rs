@@ -7,10 +7,13 @@
 //! - [`Subscriber`]: follows one partition and reconnects after a dropped stream, resuming at
 //!   the offset after the last record it returned (no gap, no duplicate).
 //! - [`sensor`]: typed helpers for the factory-sensor workload.
+//! - [`simulate`]: deterministic, sans-io generators of sensor, clickstream and social-post
+//!   events (with anomalies, late events and garbage) behind `runnel simulate`.
 
 mod error;
 mod publisher;
 pub mod sensor;
+pub mod simulate;
 mod subscriber;
 
 use std::time::Duration;
