@@ -1,4 +1,5 @@
-//! Command-line interface of the `runnel` binary: parsing and config layering.
+//! Command-line interface of the `runnel` binary: parsing and config layering for `serve`,
+//! and the client commands (`topics`, `produce`, `consume`, `simulate`) from [`crate::tools`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::tools;
 
 /// Runnel: a streaming platform for sensor and event pipelines that speaks the Kafka protocol.
 #[derive(Debug, Parser)]
@@ -22,6 +24,28 @@ pub enum Command {
     /// Settings come from built-in defaults, then the config file, then RUNNEL_* environment
     /// variables, then these flags. See runnel.example.toml for every setting.
     Serve(ServeArgs),
+    /// Create, list, describe and delete topics (gRPC Admin); JSON lines on stdout.
+    Topics(tools::topics::TopicsArgs),
+    /// Publish records read from stdin, one per line.
+    Produce(tools::produce::ProduceArgs),
+    /// Print records as JSON lines (topic, partition, offset, timestamp, key, value, headers).
+    Consume(tools::consume::ConsumeArgs),
+    /// Generate sensor, clickstream and social-post traffic, with anomalies, late events and
+    /// garbage, and send it over gRPC or the Kafka protocol.
+    Simulate(Box<tools::simulate::SimulateArgs>),
+}
+
+impl Command {
+    /// Run a client command (everything but `serve`) to completion.
+    pub async fn run_tool(self) -> anyhow::Result<()> {
+        match self {
+            Command::Serve(_) => anyhow::bail!("serve is not a client command"),
+            Command::Topics(a) => tools::topics::run(a).await,
+            Command::Produce(a) => tools::produce::run(a).await,
+            Command::Consume(a) => tools::consume::run(a).await,
+            Command::Simulate(a) => tools::simulate::run(*a).await,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -97,11 +121,32 @@ mod tests {
             "127.0.0.1:19092",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed as serve");
+        };
         let c = args.to_config().unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.kafka_addr.port(), 19092);
         assert_eq!(c.topics, Config::default().topics);
+    }
+
+    #[test]
+    fn client_commands_parse_with_their_defaults() {
+        let cli =
+            Cli::try_parse_from(["runnel", "consume", "t", "--from", "5", "-n", "3"]).unwrap();
+        let Command::Consume(a) = cli.command else {
+            panic!("parsed as consume");
+        };
+        assert_eq!(a.count, Some(3));
+        assert_eq!(a.grpc.grpc_addr, "127.0.0.1:9093");
+        let err = Cli::try_parse_from(["runnel", "consume", "t", "--from", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("earliest"), "{err}");
+        let cli =
+            Cli::try_parse_from(["runnel", "simulate", "--count", "10", "--seed", "1"]).unwrap();
+        assert!(matches!(cli.command, Command::Simulate(_)));
+        assert!(
+            Cli::try_parse_from(["runnel", "simulate", "--count", "1", "--duration", "1"]).is_err()
+        );
     }
 
     #[test]

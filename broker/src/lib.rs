@@ -13,4 +13,5 @@ pub mod partition;
 pub mod producer_ids;
 pub mod producers;
 pub mod server;
+pub mod tools;
 pub mod topics;

@@ -1,24 +1,50 @@
 //! The `runnel` binary: parse the command line, load config, start tracing, run.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use runnel_broker::cli::{Cli, Command};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve(_));
+    // The broker logs at info to stdout as before; client commands keep stdout for their
+    // output and log only warnings, to stderr.
+    let (default_filter, writer) = if serving {
+        ("info", BoxMakeWriter::new(std::io::stdout))
+    } else {
+        ("warn", BoxMakeWriter::new(std::io::stderr))
+    };
     tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a person can act on; causes joined with ": ".
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
         Command::Serve(args) => {
             let config = args.to_config()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
             runtime.block_on(runnel_broker::server::run(config, async {
                 let _ = tokio::signal::ctrl_c().await;
             }))
         }
+        tool => runtime.block_on(tool.run_tool()),
     }
 }
