@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::file::FileLogConfig;
-use super::{AppendInfo, LogError};
+use super::{AppendInfo, LogError, RetentionPolicy};
 use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 
 /// One batch inside a prepared append buffer.
@@ -208,13 +208,8 @@ pub(crate) fn fits(used: usize, len: usize, max_bytes: usize, first: bool) -> bo
             .is_some_and(|total| total <= max_bytes)
 }
 
-/// The range check every `read` starts with: `Ok(true)` when the answer is empty.
-pub(crate) fn check_read_range(
-    offset: i64,
-    max_offset: i64,
-    log_start: i64,
-    log_end: i64,
-) -> Result<bool, LogError> {
+/// `offset` must lie in `[log_start, log_end]`.
+fn check_in_log(offset: i64, log_start: i64, log_end: i64) -> Result<(), LogError> {
     if offset < log_start || offset > log_end {
         return Err(LogError::OffsetOutOfRange {
             offset,
@@ -222,6 +217,17 @@ pub(crate) fn check_read_range(
             log_end,
         });
     }
+    Ok(())
+}
+
+/// The range check every `read` starts with: `Ok(true)` when the answer is empty.
+pub(crate) fn check_read_range(
+    offset: i64,
+    max_offset: i64,
+    log_start: i64,
+    log_end: i64,
+) -> Result<bool, LogError> {
+    check_in_log(offset, log_start, log_end)?;
     Ok(offset == log_end || offset >= max_offset)
 }
 
@@ -231,14 +237,27 @@ pub(crate) fn check_truncate_range(
     log_start: i64,
     log_end: i64,
 ) -> Result<bool, LogError> {
-    if offset < log_start || offset > log_end {
-        return Err(LogError::OffsetOutOfRange {
-            offset,
-            log_start,
-            log_end,
-        });
-    }
+    check_in_log(offset, log_start, log_end)?;
     Ok(offset == log_end)
+}
+
+/// The retention rule for the oldest sealed segment, shared by both logs: it expires by time
+/// when its largest timestamp is older than `now_ms - retention_ms` (no timestamps counts as
+/// expired), and by size while the log without it still holds at least `retention_bytes`.
+pub(crate) fn expired(
+    max_timestamp: Option<i64>,
+    size: u64,
+    total: u64,
+    now_ms: i64,
+    policy: &RetentionPolicy,
+) -> bool {
+    let by_time = policy
+        .retention_ms
+        .is_some_and(|ms| max_timestamp.is_none_or(|max| max < now_ms.saturating_sub(ms)));
+    let by_size = policy
+        .retention_bytes
+        .is_some_and(|limit| total.saturating_sub(size) >= limit);
+    by_time || by_size
 }
 
 #[cfg(test)]

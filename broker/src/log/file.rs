@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use super::common::{
-    check_read_range, check_truncate_range, io_context, prepare_append, should_roll,
+    check_read_range, check_truncate_range, expired, io_context, prepare_append, should_roll,
 };
 use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
@@ -246,9 +246,8 @@ impl PartitionLog for FileLog {
         Ok(())
     }
 
-    /// A segment expires by time when its largest timestamp is older than `now_ms -
-    /// retention_ms` (segments without timestamps count as expired), and by size while the
-    /// log without it is still at least `retention_bytes`. The active segment is never deleted.
+    /// Deletes the oldest sealed segments while [`expired`] says so; the active segment is
+    /// never deleted.
     fn enforce_retention(
         &mut self,
         now_ms: i64,
@@ -271,23 +270,6 @@ impl PartitionLog for FileLog {
         }
         Ok(self.log_start_offset())
     }
-}
-
-/// The retention rule for one (the oldest) segment, shared with [`super::memory::MemLog`].
-pub(crate) fn expired(
-    max_timestamp: Option<i64>,
-    size: u64,
-    total: u64,
-    now_ms: i64,
-    policy: &RetentionPolicy,
-) -> bool {
-    let by_time = policy
-        .retention_ms
-        .is_some_and(|ms| max_timestamp.is_none_or(|max| max < now_ms.saturating_sub(ms)));
-    let by_size = policy
-        .retention_bytes
-        .is_some_and(|limit| total.saturating_sub(size) >= limit);
-    by_time || by_size
 }
 
 impl Drop for FileLog {

@@ -8,9 +8,10 @@
 use bytes::{Bytes, BytesMut};
 
 use super::common::{
-    check_read_range, check_truncate_range, fits, prepare_append, should_roll, ActiveSegment,
+    check_read_range, check_truncate_range, expired, fits, prepare_append, should_roll,
+    ActiveSegment,
 };
-use super::file::{expired, FileLogConfig};
+use super::file::FileLogConfig;
 use super::{AppendInfo, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 
 /// A partition log held in memory.
