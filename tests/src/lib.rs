@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod group;
+pub mod kafka;
 pub mod proxy;
 pub mod raw;
 

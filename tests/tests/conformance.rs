@@ -13,13 +13,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
+use runnel_tests::kafka::{create_topic, runtime};
 use runnel_tests::raw::{codec_runs, fetch_batches};
 use runnel_tests::{require, require_tool, run_client, unique_topic, workspace_root, Broker};
 
@@ -165,7 +164,7 @@ fn kcat() {
     };
     // kcat has no admin API: create the topic with rdkafka's.
     let topic = unique_topic("kcat");
-    create_topic(&broker.bootstrap(), &topic);
+    create_topic(&broker.bootstrap(), &topic, PARTITIONS);
     let out = run_client(
         Command::new("bash")
             .arg(workspace_root().join("tests/clients/sh/kcat.sh"))
@@ -271,37 +270,6 @@ impl Report {
             self.errors.join("\n  - ")
         );
         println!("OK {client}: {} checks passed", self.checks);
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("client.id", "runnel-conformance-rdkafka");
-    c
-}
-
-/// Creates `topic` with [`PARTITIONS`] partitions through rdkafka's admin API.
-fn create_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin");
-    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = runtime()
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &opts,
-        ))
-        .expect("CreateTopics request");
-    for r in results {
-        if let Err((name, code)) = r {
-            panic!("CreateTopics {name}: {code:?}");
-        }
     }
 }
 
@@ -507,7 +475,7 @@ fn rdkafka() {
     let topic = unique_topic("rdkafka");
     let plan = Plan::new();
     let mut report = Report::default();
-    create_topic(&bootstrap, &topic);
+    create_topic(&bootstrap, &topic, PARTITIONS);
     rdkafka_produce(&bootstrap, &topic, &plan, &mut report);
     for p in 0..PARTITIONS {
         rdkafka_consume(&bootstrap, &topic, &plan, p, 0, &mut report);
@@ -529,7 +497,7 @@ fn rdkafka_survives_restart() {
     let topic = unique_topic("restart");
     let plan = Plan::new();
     let mut report = Report::default();
-    create_topic(&bootstrap, &topic);
+    create_topic(&bootstrap, &topic, PARTITIONS);
     rdkafka_produce(&bootstrap, &topic, &plan, &mut report);
     broker.restart().expect("restart runnel");
     for p in 0..PARTITIONS {
@@ -537,4 +505,9 @@ fn rdkafka_survives_restart() {
     }
     rdkafka_list_offsets(&bootstrap, &topic, &plan, &mut report);
     report.finish("rdkafka after restart");
+}
+
+/// A client config for this file's in-process rdkafka clients.
+fn config(bootstrap: &str) -> ClientConfig {
+    runnel_tests::kafka::config(bootstrap, "runnel-conformance-rdkafka")
 }

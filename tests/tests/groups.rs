@@ -21,14 +21,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use runnel_tests::group::{Entry, Event, Journal, MemberProcess};
+use runnel_tests::kafka::{create_topic, runtime};
 use runnel_tests::proxy::CutProxy;
 use runnel_tests::{find_tool, require, require_tool, run_client, unique_topic, workspace_root};
 use runnel_tests::{Broker, ClientOutput};
@@ -143,36 +142,6 @@ fn program(name: &str) -> Option<Program> {
 // ---------------------------------------------------------------------------------------------
 // In-process helpers (rdkafka crate): topics, producing phases, reading back, committed offsets
 // ---------------------------------------------------------------------------------------------
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-fn config(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("client.id", "runnel-groups-orchestrator");
-    c
-}
-
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config(bootstrap).create().expect("admin");
-    let opts = AdminOptions::new().operation_timeout(Some(OP_TIMEOUT));
-    let results = runtime()
-        .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &opts,
-        ))
-        .expect("CreateTopics request");
-    for r in results {
-        if let Err((name, code)) = r {
-            panic!("CreateTopics {name}: {code:?}");
-        }
-    }
-}
 
 /// Produces `count` records `{tag}-{i}` round-robin over the partitions; returns
 /// `(partition, offset) -> value` as acknowledged.
@@ -461,18 +430,18 @@ impl Group {
         );
         assert!(
             problems.is_empty(),
-            "{}: {} problems:\n{}\n{}",
+            "{}: {}\n{}",
             self.program.name,
-            problems.len(),
-            problems
-                .iter()
-                .take(30)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n"),
+            summary(&problems),
             self.dump()
         );
     }
+}
+
+/// The first problems found, for a failure message.
+fn summary(problems: &[String]) -> String {
+    let shown: Vec<&str> = problems.iter().take(30).map(String::as_str).collect();
+    format!("{} problems:\n{}", problems.len(), shown.join("\n"))
 }
 
 /// Whether the live members' assignments are disjoint, non-empty and cover every partition.
@@ -687,14 +656,8 @@ fn idempotent_retries(client: &str) {
     );
     assert!(
         problems.is_empty(),
-        "{client}: {} problems:\n{}\n---- producer stderr ----\n{}",
-        problems.len(),
-        problems
-            .iter()
-            .take(30)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n"),
+        "{client}: {}\n---- producer stderr ----\n{}",
+        summary(&problems),
         out.stderr
     );
 }
@@ -735,4 +698,9 @@ mod cooperative {
     fn rdkafka() {
         super::group_lifecycle("rdkafka", "cooperative");
     }
+}
+
+/// A client config for this file's in-process rdkafka clients.
+fn config(bootstrap: &str) -> ClientConfig {
+    runnel_tests::kafka::config(bootstrap, "runnel-groups-orchestrator")
 }

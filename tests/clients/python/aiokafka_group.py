@@ -23,18 +23,6 @@ import group_common as gc
 CLIENT = f"aiokafka {aiokafka.__version__}"
 
 
-class Listener(ConsumerRebalanceListener):
-    """Eager protocol: revoked gets the whole old set before a rejoin, assigned the new one."""
-
-    def __init__(self, assignment):
-        self.assignment = assignment
-
-    def on_partitions_revoked(self, revoked):
-        self.assignment.remove([tp.partition for tp in revoked])
-
-    def on_partitions_assigned(self, assigned):
-        self.assignment.set([tp.partition for tp in assigned])
-
 
 def stop_event():
     stop = asyncio.Event()
@@ -65,7 +53,7 @@ async def member(args):
     # before READY); subscribed after it, the group is joined in the background.
     await consumer.start()
     assignment = gc.Assignment()
-    consumer.subscribe([args.topic], listener=Listener(assignment))
+    consumer.subscribe([args.topic], listener=gc.eager_listener(ConsumerRebalanceListener, assignment))
     gc.emit("READY")
 
     while not stop.is_set():  # getmany returns within 500 ms, so SIGTERM is seen quickly

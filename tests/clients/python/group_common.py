@@ -127,6 +127,24 @@ class Assignment:
         self._update(set(), why)
 
 
+def eager_listener(base, assignment):
+    """A rebalance listener (subclass of the client's `base` listener class) for the eager
+    protocol: revoked gets the whole old set before a rejoin, assigned the new one."""
+
+    class Listener(base):
+        def on_partitions_revoked(self, revoked):
+            assignment.remove([tp.partition for tp in revoked])
+
+        def on_partitions_assigned(self, assigned):
+            assignment.set([tp.partition for tp in assigned])
+
+        def on_partitions_lost(self, lost):
+            # kafka-python calls this when the membership was lost (not aiokafka).
+            assignment.remove([tp.partition for tp in lost], why="lost")
+
+    return Listener()
+
+
 class Commits:
     """Next offsets of the partitions consumed in one poll."""
 

@@ -26,22 +26,6 @@ import group_common as gc
 CLIENT = f"kafka-python {kafka.__version__}"
 
 
-class Listener(ConsumerRebalanceListener):
-    """Eager protocol: revoked gets the whole old set before a rejoin, assigned the new one."""
-
-    def __init__(self, assignment):
-        self.assignment = assignment
-
-    def on_partitions_revoked(self, revoked):
-        self.assignment.remove([tp.partition for tp in revoked])
-
-    def on_partitions_assigned(self, assigned):
-        self.assignment.set([tp.partition for tp in assigned])
-
-    def on_partitions_lost(self, lost):
-        self.assignment.remove([tp.partition for tp in lost], why="lost")
-
-
 def member(args):
     stop = gc.stop_on_sigterm()
     consumer = KafkaConsumer(
@@ -55,7 +39,7 @@ def member(args):
         fetch_max_wait_ms=100,
     )
     assignment = gc.Assignment()
-    consumer.subscribe([args.topic], listener=Listener(assignment))
+    consumer.subscribe([args.topic], listener=gc.eager_listener(ConsumerRebalanceListener, assignment))
     gc.emit("READY")
 
     while not stop.is_set():
