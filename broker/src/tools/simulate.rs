@@ -423,7 +423,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 .checked_add(Duration::from_millis(u64::try_from(due_ms).unwrap_or(0)))
                 .unwrap_or(next_progress);
             if due > now {
-                tokio::time::sleep_until(due.min(next_progress).into()).await;
+                let wake = deadline.map_or(due, |d| due.min(d)).min(next_progress);
+                tokio::time::sleep_until(wake.into()).await;
                 continue;
             }
         }
