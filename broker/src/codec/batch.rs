@@ -103,6 +103,8 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("control batches cannot be produced")]
     ControlBatch,
+    #[error("compressed records: {0}")]
+    Compressed(#[from] super::compression::DecompressError),
 }
 
 impl BatchError {
@@ -116,6 +118,8 @@ impl BatchError {
             BatchError::UnsupportedMagic(_) => 2,
             BatchError::UnsupportedCompression(_) => 76, // UNSUPPORTED_COMPRESSION_TYPE
             BatchError::TooLarge { .. } => 10,           // MESSAGE_TOO_LARGE
+            BatchError::Compressed(DecompressError::TooLarge { .. }) => 10,
+            BatchError::Compressed(DecompressError::Corrupt { .. }) => 2, // CORRUPT_MESSAGE
             BatchError::CountMismatch { .. }
             | BatchError::Empty
             | BatchError::BadRecord { .. }
@@ -212,8 +216,15 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// How many times its own size a produced batch may inflate to when decompressed for checking.
+pub const MAX_INFLATION: usize = 64;
+
 /// Validate a produce request's `records` field: one or more whole batches, each valid, none
 /// larger than `max_batch_bytes`, none a control batch. Returns their headers in order.
+///
+/// A compressed batch is decompressed (to at most [`MAX_INFLATION`] × `max_batch_bytes`) and its
+/// records are checked like an uncompressed batch's: count, framing and offset deltas, as
+/// Kafka's log validator does. The stored bytes stay the compressed batch as received.
 pub fn validate_produce(
     buf: &[u8],
     max_batch_bytes: usize,
@@ -235,6 +246,12 @@ pub fn validate_produce(
         let header = validate(rest)?;
         if header.is_control() {
             return Err(BatchError::ControlBatch);
+        }
+        let compression = header.compression()?;
+        if compression != Compression::None {
+            let limit = max_batch_bytes.saturating_mul(MAX_INFLATION);
+            let records = decompress(compression, &rest[HEADER_LEN..header.total_len()], limit)?;
+            check_records(&records, header.record_count)?;
         }
         at += header.total_len();
         headers.push(header);
@@ -274,6 +291,7 @@ pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
     buf[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+use super::compression::{decompress, DecompressError};
 use super::varint::{read as varint, skip_bytes};
 
 /// Check the framing of every record in an uncompressed records section.
@@ -389,6 +407,66 @@ mod tests {
             let _ = validate_produce(&data, 1 << 20);
             let _ = headers(&data).count();
         }
+    }
+
+    /// Rebuilds `batch` with its records section replaced by `records` and the codec bits set
+    /// to `codec`, with `count` records announced and a correct length and CRC.
+    fn with_records(batch: &[u8], records: &[u8], codec: i16, count: i32) -> Vec<u8> {
+        let mut b = batch[..HEADER_LEN].to_vec();
+        b.extend_from_slice(records);
+        let length = i32::try_from(b.len() - LOG_OVERHEAD).unwrap();
+        b[8..12].copy_from_slice(&length.to_be_bytes());
+        let attributes = (be_i16(&b, ATTRIBUTES_AT) & !0x07) | codec;
+        b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        b[23..27].copy_from_slice(&(count - 1).to_be_bytes()); // lastOffsetDelta
+        b[57..61].copy_from_slice(&count.to_be_bytes()); // records count
+        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn compressed_batches_are_checked_inside() {
+        let records: Vec<Record> = (0..3)
+            .map(|i| Record {
+                key: Some(format!("k{i}").into_bytes()),
+                value: Some(vec![b'x'; 100]),
+                headers: Vec::new(),
+                timestamp: 1_700_000_000_000 + i,
+            })
+            .collect();
+        let plain = encode_batch(&records, ProducerInfo::default());
+        let inner = &plain[HEADER_LEN..];
+        // The same records gzip-compressed: accepted, stored as is.
+        let good = with_records(&plain, &gzip(inner), 1, 3);
+        let headers = validate_produce(&good, 1 << 20).expect("valid gzip batch");
+        assert_eq!(headers[0].compression(), Ok(Compression::Gzip));
+        // A header announcing 4 records over 3 compressed ones: INVALID_RECORD.
+        let lying = with_records(&plain, &gzip(inner), 1, 4);
+        let err = validate_produce(&lying, 1 << 20).unwrap_err();
+        assert_eq!(err.kafka_code(), 87, "{err}");
+        // A correct CRC over bytes that are not gzip: CORRUPT_MESSAGE.
+        let garbage = with_records(&plain, b"definitely not gzip", 1, 3);
+        let err = validate_produce(&garbage, 1 << 20).unwrap_err();
+        assert_eq!(err.kafka_code(), 2, "{err}");
+        // Compressed records inflating past 64 x max.message.bytes: MESSAGE_TOO_LARGE.
+        let big: Vec<Record> = vec![Record {
+            key: None,
+            value: Some(vec![0u8; 2 << 20]),
+            headers: Vec::new(),
+            timestamp: 1_700_000_000_000,
+        }];
+        let big_plain = encode_batch(&big, ProducerInfo::default());
+        let bomb = with_records(&big_plain, &gzip(&big_plain[HEADER_LEN..]), 1, 1);
+        let err = validate_produce(&bomb, 16 << 10).unwrap_err();
+        assert_eq!(err.kafka_code(), 10, "{err}");
     }
 
     #[test]

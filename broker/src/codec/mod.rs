@@ -2,5 +2,6 @@
 
 pub mod batch;
 pub mod builder;
+pub mod compression;
 pub mod frame;
 pub mod varint;
