@@ -6,7 +6,7 @@
 //! output from what the coordinator does (then review the diff).
 //!
 //! Commands (arguments are `key=value`, values without spaces):
-//! - `join t=<token> m=<member> [g=g] [i=<instance>] [c=<client>] [p=name:meta,...]
+//! - `join t=<token> m=<member> [g=g] [i=<instance>] [c=<client>] [h=/<client ip>] [p=name:meta,...]
 //!   [type=consumer] [session=10000] [rebalance=10000] [v=5]` (v >= 4 requires a known member id)
 //! - `sync t= m= gen= [g=] [i=] [a=member:assignment,...] [ptype=] [pname=]`
 //! - `heartbeat m= gen= [g=] [i=]`
@@ -132,7 +132,7 @@ impl Harness {
                     member_id: get("m", ""),
                     group_instance_id: opt("i"),
                     client_id: get("c", "c"),
-                    client_host: "/127.0.0.1".into(),
+                    client_host: get("h", "/127.0.0.1"),
                     session_timeout_ms: i32::try_from(num("session", 10_000)).unwrap(),
                     rebalance_timeout_ms: i32::try_from(num("rebalance", 10_000)).unwrap(),
                     protocol_type: get("type", "consumer"),
@@ -267,10 +267,11 @@ impl Harness {
                     for m in d.members {
                         writeln!(
                             out,
-                            "  member {} instance={} client={} metadata={} assignment={}",
+                            "  member {} instance={} client={} host={} metadata={} assignment={}",
                             m.member_id,
                             m.group_instance_id.as_deref().unwrap_or("-"),
                             m.client_id,
+                            m.client_host,
                             s(&m.metadata),
                             s(&m.assignment)
                         )

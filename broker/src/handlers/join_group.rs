@@ -1,6 +1,8 @@
 //! JoinGroup (key 11): a member joins (or rejoins) a group and waits for the rebalance to
 //! complete; the leader receives every member's protocol metadata, relayed as bytes.
 
+use std::net::IpAddr;
+
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -19,7 +21,7 @@ pub async fn handle(
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.map(|i| i.to_string()),
         client_id: ctx.client_id.clone().unwrap_or_default(),
-        client_host: String::new(),
+        client_host: ctx.peer.map(|p| client_host(p.ip())).unwrap_or_default(),
         session_timeout_ms: req.session_timeout_ms,
         // v0 has no rebalance timeout (-1 when decoded): the coordinator uses the session's.
         rebalance_timeout_ms: req.rebalance_timeout_ms,
@@ -59,4 +61,34 @@ pub async fn handle(
                 })
                 .collect(),
         )
+}
+
+/// The member's host as Kafka reports it in DescribeGroups: `"/" + InetAddress.toString()` of
+/// the connection's peer, i.e. `/127.0.0.1`, or for IPv6 Java's uncompressed form
+/// (`/0:0:0:0:0:0:0:1`). An IPv4-mapped IPv6 peer is reported as IPv4, as Java does.
+fn client_host(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("/{v4}"),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6.segments().iter().map(|s| format!("{s:x}")).collect();
+            format!("/{}", groups.join(":"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_host_is_formatted_as_kafka_does() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(client_host(v4), "/127.0.0.1");
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(client_host(v6), "/0:0:0:0:0:0:0:1");
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_host(mapped), "/10.1.2.3");
+        let v6: IpAddr = "fe80::1:abcd".parse().unwrap();
+        assert_eq!(client_host(v6), "/fe80:0:0:0:0:0:1:abcd");
+    }
 }

@@ -22,6 +22,7 @@ mod produce;
 mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::BytesMut;
@@ -100,6 +101,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as the connection saw it (`None` when decoded without a socket).
+    pub peer: Option<SocketAddr>,
 }
 
 /// A response that completes later (e.g. after an fsync); yields the frame to send, if any.
@@ -187,6 +190,7 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
         version,
         correlation_id: peek.correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
+        peer: None,
     };
     let f = &mut frame;
     let request = match api {
@@ -212,12 +216,17 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
     Ok(Decoded::Request(ctx, request))
 }
 
-/// Handle one request frame.
-pub async fn handle_frame(broker: &Broker, frame: BytesMut) -> Result<Reply, RequestError> {
-    let (ctx, request) = match decode_request(frame)? {
+/// Handle one request frame from the client at `peer`.
+pub async fn handle_frame(
+    broker: &Broker,
+    frame: BytesMut,
+    peer: Option<SocketAddr>,
+) -> Result<Reply, RequestError> {
+    let (mut ctx, request) = match decode_request(frame)? {
         Decoded::Answered(reply) => return Ok(reply.map_or(Reply::None, Reply::Now)),
         Decoded::Request(ctx, request) => (ctx, request),
     };
+    ctx.peer = peer;
     let ctx = &ctx;
     let now = |body: Result<BytesMut, RequestError>| body.map(Reply::Now);
     match request {

@@ -2,6 +2,7 @@
 //! sends replies in the same order, letting deferred (fsync-waiting) replies overlap with the
 //! handling of later pipelined requests.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -24,8 +25,10 @@ pub enum ConnectionError {
     Request(#[from] RequestError),
 }
 
+/// Serve one connection from the client at `peer` until it closes or `shutdown` flips.
 pub async fn run(
     socket: TcpStream,
+    peer: SocketAddr,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
@@ -50,7 +53,7 @@ pub async fn run(
     let result = async {
         loop {
             while let Some(frame) = decode_frame(&mut buf, max_frame).map_err(RequestError::from)? {
-                let reply = handle_frame(&broker, frame).await?;
+                let reply = handle_frame(&broker, frame, Some(peer)).await?;
                 if tx.send(reply).await.is_err() {
                     return Ok(()); // writer failed; its error is reported below
                 }

@@ -24,7 +24,7 @@ pub async fn serve_kafka(
                     let broker = broker.clone();
                     let conn_shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection::run(socket, broker, conn_shutdown).await {
+                        if let Err(e) = connection::run(socket, peer, broker, conn_shutdown).await {
                             tracing::warn!(%peer, "closing connection: {e}");
                         }
                     });
