@@ -782,6 +782,13 @@ impl GroupCoordinator {
     }
 
     /// Kafka's checks for a commit, in Kafka's order; `None` means accept.
+    ///
+    /// As Kafka's `validateOffsetCommit` (2.5+, and the 3.x/4.x classic group): who is
+    /// committing and with which generation is checked first, and only a current member of the
+    /// current generation hears REBALANCE_IN_PROGRESS while the group is CompletingRebalance.
+    /// A member still on the previous generation gets ILLEGAL_GENERATION, which clients treat
+    /// as "rejoin, your commit is stale" (librdkafka 0113 `v_commit_during_rebalance` accepts
+    /// only that), not REBALANCE_IN_PROGRESS.
     fn commit_group_error(&mut self, now: u64, req: &CommitRequest) -> Option<ErrorCode> {
         if req.group_id.is_empty() {
             return Some(ErrorCode::InvalidGroupId);
@@ -801,15 +808,19 @@ impl GroupCoordinator {
         if req.generation_id < 0 && group.state == GroupState::Empty {
             return None;
         }
-        if group.state == GroupState::CompletingRebalance {
-            return Some(ErrorCode::RebalanceInProgress);
-        }
         let generation = group.generation;
+        let state = group.state;
+        // Outside group management (no member id, no generation) commits are only accepted
+        // while the group is Empty: here the lookup of "" fails with UNKNOWN_MEMBER_ID.
         let Some(member) = group.members.get_mut(&req.member_id) else {
             return Some(ErrorCode::UnknownMemberId);
         };
         if req.generation_id != generation {
             return Some(ErrorCode::IllegalGeneration);
+        }
+        if state == GroupState::CompletingRebalance {
+            // The member has this generation's JoinGroup answer but not yet its assignment.
+            return Some(ErrorCode::RebalanceInProgress);
         }
         member.last_heartbeat_ms = now;
         None

@@ -131,25 +131,41 @@ impl GroupDriver {
     /// JoinGroup; resolves when the rebalance completes (or the join fails).
     pub async fn join(&self, req: JoinRequest) -> JoinResponse {
         let member = req.member_id.clone();
-        match self.call(|c, now, t| c.join(now, t, req)).await {
+        let group = req.group_id.clone();
+        tracing::debug!(%group, %member, instance = ?req.group_instance_id, "join");
+        let r = match self.call(|c, now, t| c.join(now, t, req)).await {
             Some(Output::Join(_, r)) => r,
             _ => JoinResponse::error(ErrorCode::CoordinatorNotAvailable, &member),
-        }
+        };
+        tracing::debug!(%group, member = %r.member_id, generation = r.generation_id, leader = %r.leader, error = r.error.name(), "join answered");
+        r
     }
 
     /// SyncGroup; resolves once the leader's assignment is in (or the sync fails).
     pub async fn sync(&self, req: SyncRequest) -> SyncResponse {
-        match self.call(|c, now, t| c.sync(now, t, req)).await {
+        let (group, member, generation) = (
+            req.group_id.clone(),
+            req.member_id.clone(),
+            req.generation_id,
+        );
+        let r = match self.call(|c, now, t| c.sync(now, t, req)).await {
             Some(Output::Sync(_, r)) => r,
             _ => SyncResponse::error(ErrorCode::CoordinatorNotAvailable),
-        }
+        };
+        tracing::debug!(%group, %member, generation, error = r.error.name(), "sync answered");
+        r
     }
 
     /// OffsetCommit; resolves once the offsets are durable.
     pub async fn commit(&self, req: CommitRequest) -> CommitResponse {
         let partitions: Vec<TopicPartition> =
             req.offsets.iter().map(|(tp, _)| tp.clone()).collect();
-        match self.call(|c, now, t| c.commit(now, t, req)).await {
+        let (group, member, generation) = (
+            req.group_id.clone(),
+            req.member_id.clone(),
+            req.generation_id,
+        );
+        let r = match self.call(|c, now, t| c.commit(now, t, req)).await {
             Some(Output::Commit(_, r)) => r,
             _ => CommitResponse {
                 results: partitions
@@ -157,14 +173,26 @@ impl GroupDriver {
                     .map(|tp| (tp, ErrorCode::CoordinatorNotAvailable))
                     .collect(),
             },
-        }
+        };
+        let error = r.results.first().map_or("-", |(_, e)| e.name());
+        tracing::debug!(%group, %member, generation, error, "commit answered");
+        r
     }
 
     pub fn heartbeat(&self, req: HeartbeatRequest) -> ErrorCode {
         let now = self.now();
         let mut inner = self.lock();
+        let (group, member, generation) = (
+            req.group_id.clone(),
+            req.member_id.clone(),
+            req.generation_id,
+        );
         let e = inner.coordinator.heartbeat(now, req);
         inner.process();
+        drop(inner);
+        if e != ErrorCode::None {
+            tracing::debug!(%group, %member, generation, error = e.name(), "heartbeat answered");
+        }
         e
     }
 
@@ -173,6 +201,10 @@ impl GroupDriver {
         let mut inner = self.lock();
         let r = inner.coordinator.leave(now, group_id, members);
         inner.process();
+        drop(inner);
+        for (m, e) in &r.members {
+            tracing::debug!(group = %group_id, member = %m.member_id, instance = ?m.group_instance_id, error = e.name(), "leave");
+        }
         r
     }
 
