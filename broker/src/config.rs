@@ -33,6 +33,53 @@ pub struct Config {
     pub retention_check_interval_ms: u64,
     /// Defaults for topics, including auto-created ones.
     pub topics: TopicDefaults,
+    /// The co-located stream processor (`[processor]`).
+    pub processor: ProcessorConfig,
+}
+
+/// The embedded stream processor: runs the built-in sensor pipeline (`USE-CASES.md`) next to
+/// the partitions. It does nothing until its source topic exists; then it creates its output
+/// topics and its journal topic `__runnel_journal.<pipeline>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Run the pipelines inside `runnel serve`.
+    pub enabled: bool,
+    /// Where checkpoints (sled, one database per pipeline) live; default `<data_dir>/processor`.
+    pub state_dir: Option<PathBuf>,
+    /// Checkpoint after this many steps...
+    pub checkpoint_every_steps: u64,
+    /// ...or after this many ms, whichever comes first.
+    pub checkpoint_interval_ms: u64,
+    /// Most input records per step (one journal entry).
+    pub max_step_records: usize,
+    /// How long an empty source partition may hold back the time-ordered merge of partitions.
+    pub align_wait_ms: u64,
+    /// With no input, a time-only step is taken this often (idleness and timers advance).
+    pub idle_step_ms: u64,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            state_dir: None,
+            checkpoint_every_steps: 100,
+            checkpoint_interval_ms: 5_000,
+            max_step_records: 500,
+            align_wait_ms: 200,
+            idle_step_ms: 1_000,
+        }
+    }
+}
+
+impl ProcessorConfig {
+    /// The state directory for `data_dir`.
+    pub fn state_dir(&self, data_dir: &Path) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("processor"))
+    }
 }
 
 /// Topic defaults; each can be overridden per topic with CreateTopics configs.
@@ -69,6 +116,7 @@ impl Default for Config {
             max_produce_wait_ms: 30_000,
             retention_check_interval_ms: 60_000,
             topics: TopicDefaults::default(),
+            processor: ProcessorConfig::default(),
         }
     }
 }
@@ -142,6 +190,12 @@ impl Config {
         }
         if self.topics.retention_ms < -1 || self.topics.retention_bytes < -1 {
             return invalid("topics.retention_*", "must be -1 (unlimited) or >= 0");
+        }
+        if self.processor.checkpoint_every_steps == 0 || self.processor.max_step_records == 0 {
+            return invalid(
+                "processor.checkpoint_every_steps / max_step_records",
+                "must be >= 1",
+            );
         }
         Ok(())
     }

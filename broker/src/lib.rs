@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod log;
 pub mod net;
 pub mod partition;
+pub mod processing;
 pub mod producer_ids;
 pub mod producers;
 pub mod server;

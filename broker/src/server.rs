@@ -44,7 +44,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grpc_listener = bind_grpc(grpc_explicit, grpc_default, kafka_addr).await?;
     let grpc_addr = grpc_listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
-    let tasks = vec![
+    let pipelines = crate::processing::spawn(&broker, &rx);
+    let mut tasks = vec![
         tokio::spawn(crate::net::serve_kafka(
             listener,
             broker.clone(),
@@ -58,6 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
         tokio::spawn(serve_grpc(grpc_listener, broker.clone(), rx)),
     ];
+    tasks.extend(pipelines);
     tracing::info!(%kafka_addr, %grpc_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol, gRPC)");
     Ok(Running {
         kafka_addr,

@@ -17,6 +17,7 @@
 //! runtime is involved. See `EXACTLY-ONCE.md` for the recovery design.
 
 pub mod config;
+pub mod driver;
 pub mod exactly_once;
 pub mod message;
 pub mod num;

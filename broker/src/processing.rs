@@ -1,0 +1,351 @@
+//! The embedded stream processor: [`LocalLog`] implements the processor's `InputLog` and
+//! `OutputLog` over this broker's own partitions (no network hop), and [`run_pipeline`] keeps
+//! one pipeline's driver running, recovering it after any error exactly as after a crash.
+//!
+//! `LocalLog` reads and appends (and the sled checkpoints) do blocking file I/O: the driver
+//! runs on a blocking thread of its own ([`spawn`]).
+//!
+//! Reads decode stored batches (any codec) and never pass the high watermark. Appends are
+//! local non-idempotent produces answered after their fsync (acks=all); a failed append is
+//! never retried blindly: the driver's lifetime ends and recovery re-reads the output tails,
+//! whose `runnel.seq` headers make every write idempotent (see `processor/EXACTLY-ONCE.md`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use runnel_processor::driver::{Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog};
+use runnel_processor::state::sled_store::SledStore;
+use runnel_processor::time::Millis;
+use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::codec::batch;
+use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+use crate::config::ProcessorConfig;
+use crate::partition::Partition;
+use crate::topics::TopicError;
+
+/// Bytes read from a partition per call.
+const READ_BYTES: usize = 1 << 20;
+/// Records per appended batch.
+const APPEND_BATCH: usize = 500;
+
+/// The broker's partitions, seen by the processor.
+#[derive(Clone)]
+pub struct LocalLog {
+    broker: Arc<Broker>,
+}
+
+impl LocalLog {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Option<Arc<Partition>>, LogIoError> {
+        let Some(t) = self.broker.topics.get(topic) else {
+            return Ok(None);
+        };
+        let i = usize::try_from(partition).map_err(|e| LogIoError(e.to_string()))?;
+        Ok(t.partitions.get(i).cloned())
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> LogIoError {
+    LogIoError(e.to_string())
+}
+
+/// Records of whole stored batches at offsets in `[from, hw)`, at most `max`.
+fn decode(
+    mut bytes: Bytes,
+    from: i64,
+    hw: i64,
+    max: usize,
+) -> Result<Vec<StoredRecord>, LogIoError> {
+    let mut out = Vec::new();
+    while bytes.len() >= batch::HEADER_LEN && out.len() < max {
+        let header = batch::parse_header(&bytes).map_err(io)?;
+        let mut one = bytes.split_to(header.total_len().min(bytes.len()));
+        if header.is_control() {
+            continue;
+        }
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
+        for r in set.records {
+            if r.offset < from || r.offset >= hw || r.control {
+                continue;
+            }
+            if out.len() >= max {
+                break;
+            }
+            out.push(StoredRecord {
+                offset: r.offset,
+                key: r.key.map(Vec::from),
+                value: r.value.map(Vec::from),
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.map(Vec::from).unwrap_or_default()))
+                    .collect(),
+                timestamp: r.timestamp,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A decoded stored record.
+struct StoredRecord {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    timestamp: i64,
+}
+
+/// Reads `[from, hw)` of a partition, at most `max` records.
+fn read_range(part: &Partition, from: i64, max: usize) -> Result<Vec<StoredRecord>, LogIoError> {
+    let o = part.offsets();
+    let mut at = from.max(o.log_start);
+    let mut out = Vec::new();
+    while at < o.high_watermark && out.len() < max {
+        let bytes = part.read(at, READ_BYTES).map_err(io)?;
+        if bytes.is_empty() {
+            break;
+        }
+        let got = decode(bytes, at, o.high_watermark, max.saturating_sub(out.len()))?;
+        let Some(last) = got.last() else { break };
+        at = last.offset.saturating_add(1);
+        out.extend(got);
+    }
+    Ok(out)
+}
+
+impl InputLog for LocalLog {
+    async fn partitions(&self, topic: &str) -> Result<Option<u32>, LogIoError> {
+        match self.broker.topics.get(topic) {
+            None => Ok(None),
+            Some(t) => Ok(Some(u32::try_from(t.partitions.len()).map_err(io)?)),
+        }
+    }
+
+    async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
+        Ok(self.partition(topic, partition)?.map_or((0, 0), |p| {
+            let o = p.offsets();
+            (o.log_start, o.high_watermark)
+        }))
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max_records: usize,
+    ) -> Result<Vec<InputRecord>, LogIoError> {
+        let Some(part) = self.partition(topic, partition)? else {
+            return Ok(Vec::new());
+        };
+        let recs = read_range(&part, from, max_records)?;
+        Ok(recs
+            .into_iter()
+            .map(|r| InputRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                timestamp: r.timestamp,
+            })
+            .collect())
+    }
+
+    async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
+        let mut waits = Vec::new();
+        for (t, p, at) in positions {
+            if let Ok(Some(part)) = self.partition(t, *p) {
+                let mut rx = part.watch_high_watermark();
+                let at = *at;
+                waits.push(Box::pin(async move {
+                    let _ = rx.wait_for(|hw| *hw > at).await;
+                }));
+            }
+        }
+        let any = async {
+            if waits.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                futures_util::future::select_all(waits).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(timeout_ms), any).await;
+    }
+}
+
+impl OutputLog for LocalLog {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), LogIoError> {
+        let want = i32::try_from(partitions).map_err(io)?;
+        let t = match self.broker.topics.get(topic) {
+            Some(t) => t,
+            None => match self.broker.topics.create(topic, want, &[], false) {
+                Ok(t) => t,
+                Err(TopicError::AlreadyExists) => self
+                    .broker
+                    .topics
+                    .get(topic)
+                    .ok_or_else(|| io("topic vanished"))?,
+                Err(e) => return Err(io(e)),
+            },
+        };
+        if t.partitions.len() < usize::try_from(partitions).map_err(io)? {
+            return Err(LogIoError(format!(
+                "topic {topic} has {} partitions, the pipeline needs {partitions}",
+                t.partitions.len()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+        let part = self
+            .partition(&stream.topic, stream.partition)?
+            .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
+        let mut end = 0;
+        for chunk in records.chunks(APPEND_BATCH) {
+            let recs: Vec<Record> = chunk
+                .iter()
+                .map(|r| Record {
+                    key: r.key.clone(),
+                    value: Some(r.value.clone()),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect(),
+                    timestamp: r.timestamp,
+                })
+                .collect();
+            let bytes = encode_batch(&recs, ProducerInfo::default());
+            let header = batch::validate(&bytes).map_err(io)?;
+            let appended = part.append(bytes, &header).map_err(io)?;
+            end = appended.last_offset.saturating_add(1);
+        }
+        if end > 0 {
+            let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
+            part.wait_durable(end, wait).await.map_err(io)?;
+        }
+        Ok(())
+    }
+
+    async fn tail(
+        &self,
+        stream: &StreamId,
+        max_records: usize,
+    ) -> Result<Vec<Vec<(String, Vec<u8>)>>, LogIoError> {
+        let Some(part) = self.partition(&stream.topic, stream.partition)? else {
+            return Ok(Vec::new());
+        };
+        let o = part.offsets();
+        let n = i64::try_from(max_records).unwrap_or(i64::MAX);
+        let from = o.high_watermark.saturating_sub(n).max(o.log_start);
+        let recs = read_range(&part, from, max_records)?;
+        Ok(recs.into_iter().map(|r| r.headers).collect())
+    }
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now_ms(&self) -> Millis {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// The driver knobs from the broker's `[processor]` section.
+pub fn driver_config(c: &ProcessorConfig) -> DriverConfig {
+    DriverConfig {
+        checkpoint_every_steps: c.checkpoint_every_steps,
+        checkpoint_interval_ms: c.checkpoint_interval_ms,
+        max_step_records: c.max_step_records,
+        align_wait_ms: c.align_wait_ms,
+        idle_step_ms: c.idle_step_ms,
+        ..DriverConfig::default()
+    }
+}
+
+/// The pipelines `runnel serve` runs: the built-in sensor pipeline.
+pub fn configured_pipelines(_: &ProcessorConfig) -> Vec<PipelineConfig> {
+    vec![PipelineConfig::default()]
+}
+
+/// Runs one pipeline until `shutdown`: recover, run live; after any error, wait a second and
+/// recover again (the same path as after a crash). Reads, appends and sled checkpoints block
+/// the calling thread, so [`spawn`] runs this on a blocking thread of its own.
+pub async fn run_pipeline(
+    broker: Arc<Broker>,
+    pipeline: PipelineConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = pipeline.name.clone();
+    let dir = broker
+        .config
+        .processor
+        .state_dir(&broker.config.data_dir)
+        .join(&name);
+    let store = match SledStore::open(&dir, &name) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
+            return;
+        }
+    };
+    let config = driver_config(&broker.config.processor);
+    loop {
+        let stop = shutdown.clone();
+        let log = LocalLog::new(broker.clone());
+        let outcome = async {
+            let mut d = Driver::recover(
+                log.clone(),
+                log,
+                WallClock,
+                store.clone(),
+                pipeline.clone(),
+                config.clone(),
+            )
+            .await?;
+            tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
+            d.run(|| *stop.borrow()).await
+        };
+        match outcome.await {
+            Ok(()) => return,
+            Err(e) => tracing::error!(pipeline = %name, "pipeline stopped, recovering: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = crate::net::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Starts every configured pipeline, each on a blocking thread driven by the current runtime.
+pub fn spawn(
+    broker: &Arc<Broker>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if !broker.config.processor.enabled {
+        return Vec::new();
+    }
+    let handle = tokio::runtime::Handle::current();
+    configured_pipelines(&broker.config.processor)
+        .into_iter()
+        .map(|p| {
+            let (b, rx, h) = (broker.clone(), shutdown.clone(), handle.clone());
+            tokio::task::spawn_blocking(move || h.block_on(run_pipeline(b, p, rx)))
+        })
+        .collect()
+}

@@ -1,0 +1,585 @@
+//! The async driver that runs a [`Pipeline`] against logs: recovery (restore, output tails,
+//! journal replay through [`TailDeduper`]) and the live loop (schedule a step, journal it
+//! durably, apply, write outputs, checkpoint).
+//!
+//! The driver names no runtime and reads no clock: the logs are behind [`InputLog`] and
+//! [`OutputLog`] (the broker implements them over its local partitions; tests over memory),
+//! processing time comes from a [`Clock`], and waiting for new input is the input log's job.
+//! The protocol and its argument are in `EXACTLY-ONCE.md`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::exactly_once::{last_seq_in_tail, SequenceGap, StepDescriptor, TailDeduper};
+use crate::pipeline::{Pipeline, PipelineError, Step};
+use crate::record::{InputRecord, OutputRecord, StreamId};
+use crate::state::StateStore;
+use crate::time::Millis;
+
+/// A log operation failed (I/O, unknown topic, timeout). The outcome of a failed append is
+/// unknown: the driver never retries it blindly, it recovers (re-reading tails) instead.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("log: {0}")]
+pub struct LogIoError(pub String);
+
+/// Reads source partitions (and the journal).
+pub trait InputLog {
+    /// Number of partitions of `topic`, `None` if it does not exist (yet).
+    fn partitions(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Option<u32>, LogIoError>> + Send;
+    /// `(log start, high watermark)` of a partition.
+    fn offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> impl Future<Output = Result<(i64, i64), LogIoError>> + Send;
+    /// Records of a partition from offset `from` (inclusive), in offset order, at most
+    /// `max_records`, never past the high watermark. Fewer (or none) is not an error.
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max_records: usize,
+    ) -> impl Future<Output = Result<Vec<InputRecord>, LogIoError>> + Send;
+    /// Returns once any listed partition's high watermark passes the given offset, or after
+    /// `timeout_ms` of real time, whichever is first (spurious returns are fine).
+    fn wait_for_input(
+        &self,
+        positions: &[(String, u32, i64)],
+        timeout_ms: u64,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Record headers, in order.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// Writes output streams and the journal.
+pub trait OutputLog {
+    /// Creates `topic` with at least `partitions` partitions if it does not exist.
+    fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> impl Future<Output = Result<(), LogIoError>> + Send;
+    /// Appends `records` (in order) to one partition and returns once they are durable
+    /// (acks=all). All records have the same `stream`.
+    fn append(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> impl Future<Output = Result<(), LogIoError>> + Send;
+    /// Headers of the last `max_records` records of a partition, oldest first (empty if the
+    /// topic does not exist).
+    fn tail(
+        &self,
+        stream: &StreamId,
+        max_records: usize,
+    ) -> impl Future<Output = Result<Vec<Headers>, LogIoError>> + Send;
+}
+
+/// Processing time, passed in (the wall clock in the broker, a counter in tests).
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> Millis;
+}
+
+/// Driver knobs, embedded in the broker's `[processor]` config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriverConfig {
+    /// Checkpoint after this many steps...
+    pub checkpoint_every_steps: u64,
+    /// ...or this much processing time since the last checkpoint, whichever comes first.
+    pub checkpoint_interval_ms: u64,
+    /// Most input records in one step.
+    pub max_step_records: usize,
+    /// A source partition with no buffered input holds the merge back (so the interleaving
+    /// does not depend on fetch timing) for at most this long, then is skipped.
+    pub align_wait_ms: u64,
+    /// With no input at all, an empty step is taken this often so that processing-time
+    /// idleness and timers still advance.
+    pub idle_step_ms: u64,
+    /// How many records of an output partition's tail are scanned for this pipeline's last
+    /// sequence number on recovery.
+    pub tail_scan_records: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_steps: 100,
+            checkpoint_interval_ms: 5_000,
+            max_step_records: 500,
+            align_wait_ms: 200,
+            idle_step_ms: 1_000,
+            tail_scan_records: 1_000,
+        }
+    }
+}
+
+/// Why the driver stopped. Any of these ends one driver lifetime; the caller recovers by
+/// building a new driver (the same path as after a crash).
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// A log operation failed.
+    #[error(transparent)]
+    Log(#[from] LogIoError),
+    /// Restore or checkpoint failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Replay would leave a gap in an output stream: refuse to write anything.
+    #[error(transparent)]
+    Gap(#[from] SequenceGap),
+    /// The journal or the input it names is not what recovery needs.
+    #[error("journal of pipeline `{pipeline}`: {reason}")]
+    Journal {
+        /// Pipeline.
+        pipeline: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What one call of [`Driver::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// A step with input was journaled, applied and written.
+    Applied,
+    /// An empty (time-only) step was taken.
+    Ticked,
+    /// Nothing to do yet.
+    Idle,
+}
+
+/// The journal topic of a pipeline.
+pub fn journal_topic(pipeline: &str) -> String {
+    format!("__runnel_journal.{pipeline}")
+}
+
+/// Source partition being merged.
+#[derive(Debug, Default)]
+struct Source {
+    buffer: VecDeque<InputRecord>,
+    /// Next offset to fetch.
+    fetch_from: i64,
+    /// Whether the last fetch reached the high watermark.
+    caught_up: bool,
+    /// Processing time since which the buffer has been empty and caught up.
+    empty_since: Option<Millis>,
+}
+
+/// One pipeline's driver lifetime.
+pub struct Driver<I, O, C, S> {
+    input: I,
+    output: O,
+    clock: C,
+    store: S,
+    config: DriverConfig,
+    pipeline: Pipeline,
+    dedupe: TailDeduper,
+    journal: StreamId,
+    sources: BTreeMap<(String, u32), Source>,
+    steps_since_checkpoint: u64,
+    last_checkpoint_at: Millis,
+    last_step_at: Millis,
+    topics_ready: bool,
+}
+
+impl<I, O, C, S> Driver<I, O, C, S>
+where
+    I: InputLog + Sync,
+    O: OutputLog + Sync,
+    C: Clock,
+    S: StateStore,
+{
+    /// Recovers: restores the last checkpoint from `store`, reads every output stream's tail,
+    /// and replays the journal since the checkpoint, writing only the outputs the tails do not
+    /// already hold. Returns a driver ready to run live.
+    pub async fn recover(
+        input: I,
+        output: O,
+        clock: C,
+        store: S,
+        pipeline_config: crate::PipelineConfig,
+        config: DriverConfig,
+    ) -> Result<Self, DriverError> {
+        let pipeline = Pipeline::restore(pipeline_config, &store)?;
+        let name = pipeline.config().name.clone();
+        let journal = StreamId {
+            topic: journal_topic(&name),
+            partition: 0,
+        };
+        let now = clock.now_ms();
+        let mut d = Self {
+            input,
+            output,
+            clock,
+            store,
+            config,
+            pipeline,
+            dedupe: TailDeduper::default(),
+            journal,
+            sources: BTreeMap::new(),
+            steps_since_checkpoint: 0,
+            last_checkpoint_at: now,
+            last_step_at: now,
+            topics_ready: false,
+        };
+        let mut last_seen = Vec::new();
+        for stream in d.output_streams() {
+            let tail = d.output.tail(&stream, d.config.tail_scan_records).await?;
+            let last = last_seq_in_tail(&name, tail.iter().map(Vec::as_slice));
+            if last.is_none() && tail.len() >= d.config.tail_scan_records.max(1) {
+                return Err(DriverError::Journal {
+                    pipeline: name,
+                    reason: format!(
+                        "output {stream}: none of the last {} records is this pipeline's",
+                        tail.len()
+                    ),
+                });
+            }
+            last_seen.push((stream, last));
+        }
+        d.dedupe = TailDeduper::new(last_seen);
+        for desc in d.read_journal().await? {
+            let step = d.materialize(&desc).await?;
+            d.apply_and_write(&step).await?;
+            d.steps_since_checkpoint = d.steps_since_checkpoint.saturating_add(1);
+        }
+        Ok(d)
+    }
+
+    /// The pipeline (for stats and queries).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Every output stream the pipeline can write.
+    fn output_streams(&self) -> Vec<StreamId> {
+        let o = &self.pipeline.config().outputs;
+        [&o.aggregates, &o.alerts, &o.late, &o.dlq]
+            .into_iter()
+            .flat_map(|t| {
+                (0..t.partitions).map(|p| StreamId {
+                    topic: t.topic.clone(),
+                    partition: p,
+                })
+            })
+            .collect()
+    }
+
+    fn journal_error(&self, reason: String) -> DriverError {
+        DriverError::Journal {
+            pipeline: self.pipeline.config().name.clone(),
+            reason,
+        }
+    }
+
+    /// Journal entries from the checkpoint's step on, in index order.
+    async fn read_journal(&self) -> Result<Vec<StepDescriptor>, DriverError> {
+        let from_index = self.pipeline.steps_applied();
+        let Some(_) = self.input.partitions(&self.journal.topic).await? else {
+            return Ok(Vec::new());
+        };
+        let (start, end) = self.input.offsets(&self.journal.topic, 0).await?;
+        let mut out: Vec<StepDescriptor> = Vec::new();
+        let mut at = start;
+        while at < end {
+            let recs = self.input.read(&self.journal.topic, 0, at, 1_000).await?;
+            let Some(last) = recs.last() else { break };
+            at = last.offset.saturating_add(1);
+            for r in recs {
+                let desc: StepDescriptor = serde_json::from_slice(
+                    r.value.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| self.journal_error(format!("entry at offset {}: {e}", r.offset)))?;
+                let expected = out.last().map_or(from_index, |d| d.index.saturating_add(1));
+                if desc.index < expected {
+                    // Before the checkpoint, or a repeated entry: already applied.
+                    continue;
+                }
+                if desc.index > expected {
+                    return Err(self.journal_error(format!(
+                        "entry at offset {} has index {}, expected {expected}",
+                        r.offset, desc.index
+                    )));
+                }
+                out.push(desc);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-creates a journaled step from the (immutable) input log.
+    async fn materialize(&self, d: &StepDescriptor) -> Result<Step, DriverError> {
+        let mut records = Vec::new();
+        for (topic, p, from, to) in &d.ranges {
+            let mut at = *from;
+            while at < *to {
+                let want = usize::try_from(to.saturating_sub(at)).unwrap_or(usize::MAX);
+                let got = self.input.read(topic, *p, at, want).await?;
+                let Some(first) = got.first() else {
+                    return Err(self.journal_error(format!(
+                        "step {}: input {topic}/{p} offsets {at}..{to} are not in the log",
+                        d.index
+                    )));
+                };
+                if first.offset != at {
+                    return Err(self.journal_error(format!(
+                        "step {}: input {topic}/{p} offset {at} is gone (log has {})",
+                        d.index, first.offset
+                    )));
+                }
+                for r in got {
+                    if r.offset >= *to {
+                        break;
+                    }
+                    at = r.offset.saturating_add(1);
+                    records.push(r);
+                }
+            }
+        }
+        Ok(Step {
+            processing_time: d.processing_time,
+            records,
+            end: d.end,
+        })
+    }
+
+    /// Applies a step and writes the outputs the streams do not hold yet, each stream in
+    /// sequence order, durably.
+    async fn apply_and_write(&mut self, step: &Step) -> Result<(), DriverError> {
+        let outs = self.pipeline.apply(step);
+        let mut by_stream: BTreeMap<StreamId, Vec<OutputRecord>> = BTreeMap::new();
+        for o in outs {
+            if self.dedupe.admit(&o)? {
+                by_stream.entry(o.stream.clone()).or_default().push(o);
+            }
+        }
+        if !by_stream.is_empty() {
+            self.ensure_topics().await?;
+        }
+        for (stream, recs) in by_stream {
+            self.output.append(&stream, &recs).await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_topics(&mut self) -> Result<(), DriverError> {
+        if self.topics_ready {
+            return Ok(());
+        }
+        self.output.ensure_topic(&self.journal.topic, 1).await?;
+        let o = self.pipeline.config().outputs.clone();
+        for t in [&o.aggregates, &o.alerts, &o.late, &o.dlq] {
+            self.output.ensure_topic(&t.topic, t.partitions).await?;
+        }
+        self.topics_ready = true;
+        Ok(())
+    }
+
+    /// Discovers source partitions and tops up their buffers from the log.
+    async fn fetch(&mut self, now: Millis) -> Result<(), DriverError> {
+        let topics = self.pipeline.config().source.topics.clone();
+        let resume: BTreeMap<(String, u32), i64> = self
+            .pipeline
+            .next_offsets()
+            .into_iter()
+            .map(|(t, p, o)| ((t, p), o))
+            .collect();
+        for topic in topics {
+            let Some(n) = self.input.partitions(&topic).await? else {
+                continue;
+            };
+            for p in 0..n {
+                let key = (topic.clone(), p);
+                if !self.sources.contains_key(&key) {
+                    let from = match resume.get(&key) {
+                        Some(o) => *o,
+                        None => self.input.offsets(&topic, p).await?.0,
+                    };
+                    self.sources.insert(
+                        key.clone(),
+                        Source {
+                            fetch_from: from,
+                            ..Source::default()
+                        },
+                    );
+                }
+                let max = self.config.max_step_records.max(1);
+                let Some(src) = self.sources.get_mut(&key) else {
+                    continue;
+                };
+                if src.buffer.len() < max {
+                    let want = max.saturating_sub(src.buffer.len());
+                    let got = self.input.read(&topic, p, src.fetch_from, want).await?;
+                    for r in got {
+                        if r.offset >= src.fetch_from {
+                            src.fetch_from = r.offset.saturating_add(1);
+                            src.buffer.push_back(r);
+                        }
+                    }
+                    let (_, hw) = self.input.offsets(&topic, p).await?;
+                    src.caught_up = src.fetch_from >= hw;
+                }
+                if src.buffer.is_empty() && src.caught_up {
+                    src.empty_since.get_or_insert(now);
+                } else {
+                    src.empty_since = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks the next step's records: partitions merged by (record timestamp, topic,
+    /// partition), taking a record only while every partition has buffered input or has been
+    /// empty for `align_wait_ms`, so with all input present the order does not depend on
+    /// fetch timing.
+    fn schedule(&mut self, now: Millis) -> Vec<(String, u32, i64, i64)> {
+        let wait = Millis::try_from(self.config.align_wait_ms).unwrap_or(Millis::MAX);
+        let mut ranges: Vec<(String, u32, i64, i64)> = Vec::new();
+        let max = self.config.max_step_records.max(1);
+        let mut taken = 0usize;
+        while taken < max {
+            // An empty partition holds the merge back while it may have earlier records: if it
+            // has unfetched input, or has been caught up for less than `align_wait_ms`.
+            let blocked = self.sources.values().any(|s| {
+                s.buffer.is_empty()
+                    && (!s.caught_up
+                        || s.empty_since
+                            .is_none_or(|since| now.saturating_sub(since) < wait))
+            });
+            if blocked {
+                break;
+            }
+            let next = self
+                .sources
+                .iter()
+                .filter_map(|(k, s)| s.buffer.front().map(|r| ((r.timestamp, k.clone()), k)))
+                .min_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, k)| k.clone());
+            let Some(key) = next else { break };
+            let Some(src) = self.sources.get_mut(&key) else {
+                break;
+            };
+            let Some(r) = src.buffer.pop_front() else {
+                break;
+            };
+            if src.buffer.is_empty() {
+                // Unknown until the next fetch: there may be more in the log.
+                src.caught_up = false;
+            }
+            match ranges.last_mut() {
+                Some(last) if last.0 == r.topic && last.1 == r.partition && last.3 == r.offset => {
+                    last.3 = r.offset.saturating_add(1);
+                }
+                _ => ranges.push((r.topic, r.partition, r.offset, r.offset.saturating_add(1))),
+            }
+            taken = taken.saturating_add(1);
+        }
+        ranges
+    }
+
+    /// Takes one live step if there is input (or an empty one when `idle_step_ms` passed with
+    /// none): fetch, schedule, journal durably, apply, write, maybe checkpoint.
+    pub async fn step(&mut self) -> Result<StepOutcome, DriverError> {
+        let now = self.clock.now_ms();
+        self.fetch(now).await?;
+        let ranges = self.schedule(now);
+        let idle_due = now.saturating_sub(self.last_step_at)
+            >= Millis::try_from(self.config.idle_step_ms).unwrap_or(Millis::MAX);
+        let tick = idle_due && !self.sources.is_empty();
+        if ranges.is_empty() && !tick {
+            return Ok(StepOutcome::Idle);
+        }
+        let outcome = if ranges.is_empty() {
+            StepOutcome::Ticked
+        } else {
+            StepOutcome::Applied
+        };
+        let desc = StepDescriptor {
+            index: self.pipeline.steps_applied(),
+            processing_time: now,
+            ranges,
+            end: false,
+        };
+        self.journal_append(&desc).await?;
+        // The step is rebuilt from the ranges, exactly as replay will rebuild it.
+        let step = self.materialize(&desc).await?;
+        self.apply_and_write(&step).await?;
+        self.last_step_at = now;
+        self.steps_since_checkpoint = self.steps_since_checkpoint.saturating_add(1);
+        self.maybe_checkpoint(now)?;
+        Ok(outcome)
+    }
+
+    async fn journal_append(&mut self, desc: &StepDescriptor) -> Result<(), DriverError> {
+        self.ensure_topics().await?;
+        // Plain data: serialization cannot fail.
+        let value = serde_json::to_vec(desc).unwrap_or_default();
+        let rec = OutputRecord {
+            stream: self.journal.clone(),
+            seq: desc.index,
+            key: None,
+            value,
+            headers: vec![(
+                crate::record::HEADER_PIPELINE.to_owned(),
+                self.pipeline.config().name.clone().into_bytes(),
+            )],
+            timestamp: desc.processing_time,
+        };
+        self.output.append(&self.journal, &[rec]).await?;
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+        let interval = Millis::try_from(self.config.checkpoint_interval_ms).unwrap_or(Millis::MAX);
+        if self.steps_since_checkpoint >= self.config.checkpoint_every_steps.max(1)
+            || now.saturating_sub(self.last_checkpoint_at) >= interval
+        {
+            self.checkpoint(now)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints now (also on graceful shutdown). Outputs are already durable: each append
+    /// returned only once durable, so the checkpoint never covers an output that could be lost.
+    pub fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+        self.pipeline.checkpoint(&mut self.store)?;
+        self.steps_since_checkpoint = 0;
+        self.last_checkpoint_at = now;
+        Ok(())
+    }
+
+    /// Waits (in the input log) for new input on any source partition, or `timeout_ms`.
+    pub async fn wait_for_input(&self, timeout_ms: u64) {
+        let positions: Vec<(String, u32, i64)> = self
+            .sources
+            .iter()
+            .map(|((t, p), s)| (t.clone(), *p, s.fetch_from))
+            .collect();
+        self.input.wait_for_input(&positions, timeout_ms).await;
+    }
+
+    /// Runs live until `stop()` is true (checked between steps), then checkpoints.
+    pub async fn run(&mut self, stop: impl Fn() -> bool) -> Result<(), DriverError> {
+        while !stop() {
+            if self.step().await? == StepOutcome::Idle {
+                let wait = self
+                    .config
+                    .idle_step_ms
+                    .min(self.config.align_wait_ms.max(10));
+                self.wait_for_input(wait).await;
+            }
+        }
+        let now = self.clock.now_ms();
+        self.checkpoint(now)
+    }
+}
