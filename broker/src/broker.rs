@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::group::driver::GroupDriver;
+use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
 
@@ -24,6 +25,8 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// The consumer-group coordinator; its committed offsets live in `<data_dir>/groups/`.
     pub groups: GroupDriver,
+    /// Prometheus series recorded as the broker runs (see [`crate::metrics`]).
+    pub metrics: Metrics,
 }
 
 impl Broker {
@@ -33,7 +36,12 @@ impl Broker {
             TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
         let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
-        let topics = TopicRegistry::open(&config.data_dir, config.topics.clone())?;
+        let metrics = Metrics::default();
+        let topics = TopicRegistry::open(
+            &config.data_dir,
+            config.topics.clone(),
+            metrics.fsync_seconds.clone(),
+        )?;
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let groups = GroupDriver::open(&config.data_dir.join("groups"))
             .map_err(|e| TopicError::Storage(format!("cannot open the group offsets: {e}")))?;
@@ -43,6 +51,7 @@ impl Broker {
             topics,
             producer_ids,
             groups,
+            metrics,
         })
     }
 

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// gRPC API listen address, HOST:PORT [default: Kafka IP, Kafka port + 1: 127.0.0.1:9093]
     #[arg(long, env = "RUNNEL_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for Prometheus metrics (/metrics), HOST:PORT
+    /// [default: Kafka IP, Kafka port + 2: 127.0.0.1:9094]
+    #[arg(long, env = "RUNNEL_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     /// Host name advertised to clients in Metadata [default: the listen IP]
     #[arg(long, env = "RUNNEL_ADVERTISED_HOST")]
     pub advertised_host: Option<String>,
@@ -91,6 +95,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.grpc_addr {
             config.grpc_addr = Some(a);
+        }
+        if let Some(a) = self.http_addr {
+            config.http_addr = Some(a);
         }
         if let Some(h) = &self.advertised_host {
             config.advertised_host = Some(h.clone());

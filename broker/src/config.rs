@@ -17,6 +17,10 @@ pub struct Config {
     /// listener, on the same IP and the next port (port 0 when the Kafka port is 0); if that
     /// port is taken, any free port, with a warning. An address set here must be free.
     pub grpc_addr: Option<SocketAddr>,
+    /// Address the HTTP listener binds: Prometheus metrics at `/metrics`. Default: the Kafka IP
+    /// and the Kafka port + 2 (port 0 when the Kafka port is 0); if that port is taken, any
+    /// free port, with a warning. An address set here must be free.
+    pub http_addr: Option<SocketAddr>,
     /// Host name advertised to clients in Metadata; defaults to the listener's IP.
     pub advertised_host: Option<String>,
     /// Port advertised to clients in Metadata (for a broker behind NAT or a proxy, as with
@@ -109,6 +113,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./runnel-data"),
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             grpc_addr: None,
+            http_addr: None,
             advertised_host: None,
             advertised_port: None,
             node_id: 1,
@@ -203,12 +208,20 @@ impl Config {
     /// Where the gRPC API listens: `grpc_addr`, else the Kafka IP and the next port (`None`
     /// when the Kafka port is the last one).
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        if let Some(a) = self.grpc_addr {
-            return Some(a);
-        }
+        self.grpc_addr.or_else(|| self.beside_kafka(1))
+    }
+
+    /// Where the HTTP listener (metrics) listens: `http_addr`, else the Kafka IP and the Kafka
+    /// port + 2 (`None` when that overflows).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.or_else(|| self.beside_kafka(2))
+    }
+
+    /// The Kafka IP and the Kafka port + `n` (port 0 stays 0).
+    fn beside_kafka(&self, n: u16) -> Option<SocketAddr> {
         let port = match self.kafka_addr.port() {
             0 => 0,
-            p => p.checked_add(1)?,
+            p => p.checked_add(n)?,
         };
         Some(SocketAddr::new(self.kafka_addr.ip(), port))
     }

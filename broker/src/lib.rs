@@ -8,6 +8,7 @@ pub mod group;
 pub mod grpc;
 pub mod handlers;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod processing;

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{watch, Notify};
 
 use crate::codec::batch::{self, BatchHeader};
@@ -76,6 +77,8 @@ pub struct Partition {
     flush_wanted: Notify,
     storage_failed: AtomicBool,
     settings: PartitionSettings,
+    /// Where the flusher records each fsync's duration (shared by every partition).
+    fsync_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Partition {
@@ -95,6 +98,7 @@ impl Partition {
         index: i32,
         log: Box<dyn PartitionLog>,
         settings: PartitionSettings,
+        fsync_seconds: Histogram,
     ) -> Result<Arc<Self>, LogError> {
         let end = log.log_end_offset();
         let flushed = log.flushed_offset();
@@ -109,6 +113,7 @@ impl Partition {
             flush_wanted: Notify::new(),
             storage_failed: AtomicBool::new(false),
             settings,
+            fsync_seconds,
         });
         tokio::spawn(run_flusher(Arc::downgrade(&p), settings.flush_ms));
         Ok(p)
@@ -182,6 +187,11 @@ impl Partition {
         self.read_log().log.read(offset, hw, max_bytes)
     }
 
+    /// Segment count and bytes on disk (for metrics).
+    pub fn disk_usage(&self) -> (usize, u64) {
+        self.read_log().log.disk_usage()
+    }
+
     pub fn offsets(&self) -> Offsets {
         let state = self.read_log();
         let log = &state.log;
@@ -215,7 +225,9 @@ impl Partition {
             return;
         }
         let up_to = plan.up_to;
+        let started = std::time::Instant::now();
         let synced = tokio::task::spawn_blocking(move || plan.sync()).await;
+        self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         match synced {
             Ok(Ok(())) => {
                 self.write_log().log.mark_flushed(up_to);

@@ -15,6 +15,8 @@ use crate::config::Config;
 pub struct Running {
     pub kafka_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Prometheus metrics at `/metrics`.
+    pub http_addr: SocketAddr,
     pub broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -31,18 +33,36 @@ impl Running {
 }
 
 /// Open storage and bind; returns once the broker accepts connections.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     let addr = config.kafka_addr;
-    let grpc_explicit = config.grpc_addr;
-    let grpc_default = config.grpc_addr();
-    let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let kafka_addr = listener.local_addr()?;
-    let grpc_listener = bind_grpc(grpc_explicit, grpc_default, kafka_addr).await?;
+    let grpc_listener = bind_beside(
+        config.grpc_addr,
+        config.grpc_addr(),
+        kafka_addr,
+        "gRPC",
+        "--grpc-addr",
+    )
+    .await?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let http_listener = bind_beside(
+        config.http_addr,
+        config.http_addr(),
+        kafka_addr,
+        "HTTP",
+        "--http-addr",
+    )
+    .await?;
+    let http_addr = http_listener.local_addr()?;
+    // Clients are told the port actually bound (it differs when port 0 was asked for).
+    if config.advertised_port.is_none() && addr.port() == 0 {
+        config.advertised_port = Some(kafka_addr.port());
+    }
+    let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
     let (shutdown, rx) = watch::channel(false);
     let pipelines = crate::processing::spawn(&broker, &rx);
     let mut tasks = vec![
@@ -57,13 +77,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             |b: &Broker| &b.groups,
             rx.clone(),
         )),
+        tokio::spawn(crate::net::serve_http(
+            http_listener,
+            broker.clone(),
+            rx.clone(),
+        )),
         tokio::spawn(serve_grpc(grpc_listener, broker.clone(), rx)),
     ];
     tasks.extend(pipelines);
-    tracing::info!(%kafka_addr, %grpc_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol, gRPC)");
+    tracing::info!(%kafka_addr, %grpc_addr, %http_addr, cluster_id = %broker.cluster_id, "runnel broker listening (Kafka protocol, gRPC, HTTP metrics)");
     Ok(Running {
         kafka_addr,
         grpc_addr,
+        http_addr,
         broker,
         shutdown,
         tasks,
@@ -82,31 +108,34 @@ pub async fn run(
     Ok(())
 }
 
-/// Bind the gRPC listener. An explicit `grpc_addr` must be free. The default (next to the Kafka
-/// port) falls back to any free port with a warning, so picking a free Kafka port (as test
-/// harnesses do) never fails because its neighbour happens to be taken.
-async fn bind_grpc(
+/// Bind a listener that sits beside the Kafka one (gRPC, HTTP). An `explicit` address must be
+/// free. The `default` (a neighbour of the Kafka port) falls back to any free port with a
+/// warning, so picking a free Kafka port (as test harnesses do) never fails because its
+/// neighbour happens to be taken.
+async fn bind_beside(
     explicit: Option<SocketAddr>,
     default: Option<SocketAddr>,
     kafka_addr: SocketAddr,
+    what: &str,
+    flag: &str,
 ) -> anyhow::Result<TcpListener> {
     if let Some(a) = explicit {
         return TcpListener::bind(a)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {a} (grpc_addr): {e}"));
+            .map_err(|e| anyhow::anyhow!("cannot listen on {a} for {what} ({flag}): {e}"));
     }
     if let Some(a) = default {
         match TcpListener::bind(a).await {
             Ok(l) => return Ok(l),
             Err(e) => tracing::warn!(
-                "cannot listen on {a} for gRPC ({e}); using a free port instead (set --grpc-addr to choose)"
+                "cannot listen on {a} for {what} ({e}); using a free port instead (set {flag} to choose)"
             ),
         }
     }
     let any = SocketAddr::new(kafka_addr.ip(), 0);
     TcpListener::bind(any)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {any} (grpc): {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {any} ({what}): {e}"))
 }
 
 async fn serve_grpc(listener: TcpListener, broker: Arc<Broker>, shutdown: watch::Receiver<bool>) {

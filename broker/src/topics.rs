@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TopicDefaults;
@@ -167,11 +168,18 @@ pub struct TopicRegistry {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises create and delete so two requests cannot race on one name.
     admin: Mutex<()>,
+    /// Shared by every partition's flusher (a metric).
+    fsync_seconds: Histogram,
 }
 
 impl TopicRegistry {
     /// Open every topic under `<data_dir>/topics`, recovering each partition log.
-    pub fn open(data_dir: &Path, defaults: TopicDefaults) -> Result<Self, TopicError> {
+    /// `fsync_seconds` is where every partition records how long its fsyncs take.
+    pub fn open(
+        data_dir: &Path,
+        defaults: TopicDefaults,
+        fsync_seconds: Histogram,
+    ) -> Result<Self, TopicError> {
         let root = data_dir.join("topics");
         std::fs::create_dir_all(&root).map_err(io_err("cannot create", &root))?;
         let mut topics = BTreeMap::new();
@@ -183,7 +191,7 @@ impl TopicRegistry {
                 std::fs::remove_dir_all(&path).map_err(io_err("cannot clean up", &path))?;
                 continue;
             }
-            let topic = open_topic(&path, &name)?;
+            let topic = open_topic(&path, &name, &fsync_seconds)?;
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "opened topic");
             topics.insert(name, Arc::new(topic));
         }
@@ -192,6 +200,7 @@ impl TopicRegistry {
             defaults,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
+            fsync_seconds,
         })
     }
 
@@ -277,7 +286,7 @@ impl TopicRegistry {
         let dir = self.root.join(name);
         std::fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &dir))?;
         sync_dir(&self.root)?;
-        let topic = Arc::new(open_topic(&dir, name)?);
+        let topic = Arc::new(open_topic(&dir, name, &self.fsync_seconds)?);
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -306,7 +315,7 @@ impl TopicRegistry {
     }
 }
 
-fn open_topic(dir: &Path, name: &str) -> Result<Topic, TopicError> {
+fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic, TopicError> {
     let meta_path = dir.join("topic.toml");
     let text = std::fs::read_to_string(&meta_path).map_err(io_err("cannot read", &meta_path))?;
     let meta: TopicMeta = toml::from_str(&text)
@@ -321,7 +330,13 @@ fn open_topic(dir: &Path, name: &str) -> Result<Topic, TopicError> {
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;
-            Ok(Partition::start(name, p, Box::new(log), settings)?)
+            Ok(Partition::start(
+                name,
+                p,
+                Box::new(log),
+                settings,
+                fsync_seconds.clone(),
+            )?)
         })
         .collect::<Result<Vec<_>, TopicError>>()?;
     Ok(Topic {

@@ -59,13 +59,27 @@ pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> F
             || Instant::now() >= deadline
             || watches.is_empty()
         {
-            return response;
+            return counted(broker, response);
         }
         if !wait_any(&mut watches, deadline).await {
             let (response, _, _) = read_all(&req, &resolved, max_bytes);
-            return response;
+            return counted(broker, response);
         }
     }
+}
+
+/// Records the bytes a response serves per partition (metrics), and passes it on.
+fn counted(broker: &Broker, response: FetchResponse) -> FetchResponse {
+    for t in &response.responses {
+        for p in &t.partitions {
+            let bytes = p.records.as_ref().map_or(0, Bytes::len);
+            if bytes > 0 {
+                let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+                broker.metrics.fetched(&t.topic, p.partition_index, bytes);
+            }
+        }
+    }
+    response
 }
 
 /// Wait until any watch changes (true) or the deadline passes (false).

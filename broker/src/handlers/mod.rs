@@ -144,6 +144,31 @@ pub enum Request {
     ListGroups(ListGroupsRequest),
 }
 
+impl Request {
+    /// The API's name as Kafka spells it (a metrics label).
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            Request::ApiVersions(_) => "ApiVersions",
+            Request::Metadata(_) => "Metadata",
+            Request::Produce(_) => "Produce",
+            Request::Fetch(_) => "Fetch",
+            Request::ListOffsets(_) => "ListOffsets",
+            Request::CreateTopics(_) => "CreateTopics",
+            Request::DeleteTopics(_) => "DeleteTopics",
+            Request::InitProducerId(_) => "InitProducerId",
+            Request::FindCoordinator(_) => "FindCoordinator",
+            Request::JoinGroup(_) => "JoinGroup",
+            Request::SyncGroup(_) => "SyncGroup",
+            Request::Heartbeat(_) => "Heartbeat",
+            Request::LeaveGroup(_) => "LeaveGroup",
+            Request::OffsetCommit(_) => "OffsetCommit",
+            Request::OffsetFetch(_) => "OffsetFetch",
+            Request::DescribeGroups(_) => "DescribeGroups",
+            Request::ListGroups(_) => "ListGroups",
+        }
+    }
+}
+
 /// What a frame decodes to.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -227,7 +252,21 @@ pub async fn handle_frame(
         Decoded::Request(ctx, request) => (ctx, request),
     };
     ctx.peer = peer;
-    let ctx = &ctx;
+    let started = std::time::Instant::now();
+    let api = request.api_name();
+    let reply = dispatch(broker, &ctx, request).await;
+    broker
+        .metrics
+        .kafka_request(api, started.elapsed().as_secs_f64());
+    reply
+}
+
+/// Runs the handler of `request`. (A produce with acks=all returns before its fsync wait.)
+async fn dispatch(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: Request,
+) -> Result<Reply, RequestError> {
     let now = |body: Result<BytesMut, RequestError>| body.map(Reply::Now);
     match request {
         Request::Produce(req) => produce::handle(broker, ctx, req),

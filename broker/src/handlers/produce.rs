@@ -16,6 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{code, encode_body, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
 use crate::codec::batch;
+use crate::metrics::Metrics;
 use crate::partition::{AppendError, DurabilityError, Partition};
 use crate::topics::TopicError;
 use std::sync::Arc;
@@ -64,7 +65,8 @@ pub fn handle(
                 (None, Err(e)) => with_error(r, e.kafka_code(), &e.to_string()),
                 (None, Ok(topic)) => match topic.partitions.iter().find(|p| p.index == pd.index) {
                     None => with_error(r, code::UNKNOWN_TOPIC_OR_PARTITION, "no such partition"),
-                    Some(p) => match append(p, pd, topic.config.max_message_bytes) {
+                    Some(p) => match append(p, pd, topic.config.max_message_bytes, &broker.metrics)
+                    {
                         Ok((resp, end)) => {
                             if acks == -1 {
                                 pending.push(Pending {
@@ -135,6 +137,7 @@ fn append(
     p: &Partition,
     pd: PartitionProduceData,
     max_batch: usize,
+    metrics: &Metrics,
 ) -> Result<(PartitionProduceResponse, i64), (i16, String)> {
     if p.is_failed() {
         return Err((code::KAFKA_STORAGE_ERROR, "partition storage failed".into()));
@@ -160,6 +163,13 @@ fn append(
         })?;
     if info.duplicate {
         tracing::debug!(topic = %p.topic, partition = p.index, producer = header.producer_id, "duplicate batch answered with its original offset");
+    } else {
+        metrics.produced(
+            &p.topic,
+            p.index,
+            u64::try_from(header.record_count).unwrap_or(0),
+            u64::try_from(records.len()).unwrap_or(u64::MAX),
+        );
     }
     let offsets = p.offsets();
     Ok((

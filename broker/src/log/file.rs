@@ -270,6 +270,12 @@ impl PartitionLog for FileLog {
         }
         Ok(self.log_start_offset())
     }
+
+    fn disk_usage(&self) -> (usize, u64) {
+        self.segments().fold((0, 0), |(n, bytes), s| {
+            (n + 1, bytes.saturating_add(s.size()))
+        })
+    }
 }
 
 impl Drop for FileLog {

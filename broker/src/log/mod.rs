@@ -137,4 +137,7 @@ pub trait PartitionLog: Send + Sync {
     /// Delete whole old segments past the retention limits; returns the new log start offset.
     fn enforce_retention(&mut self, now_ms: i64, policy: &RetentionPolicy)
         -> Result<i64, LogError>;
+
+    /// How many segments the log has (the active one included) and their bytes of batches.
+    fn disk_usage(&self) -> (usize, u64);
 }

@@ -1,6 +1,9 @@
 //! Sockets: the Kafka listener and per-connection I/O. The only module that touches the network.
 
 mod connection;
+mod http;
+
+pub use http::serve_http;
 
 use std::sync::Arc;
 

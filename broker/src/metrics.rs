@@ -1,0 +1,229 @@
+//! Prometheus metrics: the families the broker records into (one set per [`Broker`], never
+//! global) and the text exposition served at `/metrics`.
+//!
+//! Counters and histograms are recorded where things happen (request dispatch, produce,
+//! fetch, fsync). Gauges that describe state (offsets, segments, disk bytes, group lag) are
+//! read from the broker at scrape time, so they are never stale and cost nothing between
+//! scrapes. Names follow Prometheus conventions: `runnel_` prefix, base units in the name
+//! (`_seconds`, `_bytes`), `_total` on counters.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+
+/// Labels of a per-partition series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Labels of a per-API series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+/// Labels of a consumer-group lag series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 50 µs to ~13 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// What the broker records as it runs. Cloning shares the series.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub kafka_requests: Family<ApiLabels, Counter>,
+    pub kafka_request_seconds: HistogramFamily<ApiLabels>,
+    pub produce_records: Family<PartitionLabels, Counter>,
+    pub produce_bytes: Family<PartitionLabels, Counter>,
+    pub fetch_bytes: Family<PartitionLabels, Counter>,
+    pub fsync_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            kafka_requests: Family::default(),
+            kafka_request_seconds: Family::new_with_constructor(latency_histogram),
+            produce_records: Family::default(),
+            produce_bytes: Family::default(),
+            fetch_bytes: Family::default(),
+            fsync_seconds: latency_histogram(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one handled Kafka request of `api` that took `seconds`.
+    pub fn kafka_request(&self, api: &'static str, seconds: f64) {
+        let labels = ApiLabels { api };
+        self.kafka_requests.get_or_create(&labels).inc();
+        self.kafka_request_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// Records `records` records / `bytes` bytes appended to a partition.
+    pub fn produced(&self, topic: &str, partition: i32, records: u64, bytes: u64) {
+        let labels = PartitionLabels {
+            topic: topic.to_string(),
+            partition,
+        };
+        self.produce_records.get_or_create(&labels).inc_by(records);
+        self.produce_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// Records `bytes` bytes of record batches served from a partition by Fetch.
+    pub fn fetched(&self, topic: &str, partition: i32, bytes: u64) {
+        let labels = PartitionLabels {
+            topic: topic.to_string(),
+            partition,
+        };
+        self.fetch_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// Forgets the per-partition series of a deleted topic.
+    pub fn forget_topic(&self, topic: &str, partitions: impl Iterator<Item = i32>) {
+        for partition in partitions {
+            let labels = PartitionLabels {
+                topic: topic.to_string(),
+                partition,
+            };
+            self.produce_records.remove(&labels);
+            self.produce_bytes.remove(&labels);
+            self.fetch_bytes.remove(&labels);
+        }
+    }
+
+    /// The Prometheus text exposition: recorded series plus the broker's state right now.
+    pub fn render(&self, broker: &Broker) -> String {
+        let mut registry = Registry::with_prefix("runnel");
+        registry.register(
+            "kafka_requests",
+            "Kafka-protocol requests handled, per API",
+            self.kafka_requests.clone(),
+        );
+        registry.register(
+            "kafka_request_duration_seconds",
+            "Time from a request's arrival to its response being ready, per Kafka API",
+            self.kafka_request_seconds.clone(),
+        );
+        registry.register(
+            "produce_records",
+            "Records appended by Produce, per partition",
+            self.produce_records.clone(),
+        );
+        registry.register(
+            "produce_bytes",
+            "Record-batch bytes appended by Produce, per partition",
+            self.produce_bytes.clone(),
+        );
+        registry.register(
+            "fetch_bytes",
+            "Record-batch bytes served by Fetch, per partition",
+            self.fetch_bytes.clone(),
+        );
+        registry.register(
+            "log_fsync_duration_seconds",
+            "Time one group-commit fsync of a partition log took",
+            self.fsync_seconds.clone(),
+        );
+        register_state(&mut registry, broker);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Gauges read from the broker now: per-partition offsets, segments and disk bytes, and
+/// consumer-group lag against the high watermark.
+fn register_state(registry: &mut Registry, broker: &Broker) {
+    let log_start = Family::<PartitionLabels, Gauge>::default();
+    let high_watermark = Family::<PartitionLabels, Gauge>::default();
+    let log_end = Family::<PartitionLabels, Gauge>::default();
+    let segments = Family::<PartitionLabels, Gauge>::default();
+    let disk_bytes = Family::<PartitionLabels, Gauge>::default();
+    let mut hw_of = std::collections::HashMap::new();
+    for topic in broker.topics.list() {
+        for p in &topic.partitions {
+            let labels = PartitionLabels {
+                topic: topic.name.clone(),
+                partition: p.index,
+            };
+            let offsets = p.offsets();
+            log_start.get_or_create(&labels).set(offsets.log_start);
+            high_watermark
+                .get_or_create(&labels)
+                .set(offsets.high_watermark);
+            log_end.get_or_create(&labels).set(offsets.log_end);
+            let (count, bytes) = p.disk_usage();
+            segments
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+            disk_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            hw_of.insert((topic.name.clone(), p.index), offsets.high_watermark);
+        }
+    }
+    let lag = Family::<LagLabels, Gauge>::default();
+    for listing in broker.groups.list(&[]) {
+        let offsets = broker.groups.fetch_offsets(&listing.group_id, None).offsets;
+        for (tp, committed) in offsets {
+            let (Some(committed), Some(hw)) =
+                (committed, hw_of.get(&(tp.topic.clone(), tp.partition)))
+            else {
+                continue;
+            };
+            lag.get_or_create(&LagLabels {
+                group: listing.group_id.clone(),
+                topic: tp.topic,
+                partition: tp.partition,
+            })
+            .set(hw.saturating_sub(committed.offset).max(0));
+        }
+    }
+    registry.register(
+        "log_start_offset",
+        "First offset still in the log",
+        log_start,
+    );
+    registry.register(
+        "high_watermark_offset",
+        "Offset below which records are visible to consumers",
+        high_watermark,
+    );
+    registry.register(
+        "log_end_offset",
+        "Offset the next appended record gets",
+        log_end,
+    );
+    registry.register("log_segments", "Segment files in the log", segments);
+    registry.register(
+        "log_size_bytes",
+        "Bytes of record batches on disk",
+        disk_bytes,
+    );
+    registry.register(
+        "consumer_group_lag_records",
+        "High watermark minus the group's committed offset",
+        lag,
+    );
+}
