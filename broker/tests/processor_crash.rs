@@ -83,7 +83,7 @@ fn spawn_broker(dir: &Path, addr: SocketAddr, enabled: bool) -> Proc {
             .args(["--kafka-addr", &addr.to_string()])
             .env("RUNNEL_CONFIG", &config)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn runnel"),
@@ -263,6 +263,7 @@ async fn outputs_after_random_sigkills_equal_the_uninterrupted_run() {
             !expected[t].is_empty(),
             "{t} is empty in the uninterrupted run"
         );
+        eprintln!("{t}: {} records", expected[t].len());
     }
 
     // 3. The same, SIGKILLed at random points while the pipeline runs.
@@ -291,14 +292,52 @@ async fn outputs_after_random_sigkills_equal_the_uninterrupted_run() {
     let got = wait_finished(&mut c, total).await;
     b.kill();
 
+    let show = |r: &Rec| {
+        format!(
+            "{} {:?}",
+            String::from_utf8_lossy(r.1.as_deref().unwrap_or_default()),
+            r.2.iter()
+                .map(|(k, v)| format!(
+                    "{k}={}",
+                    String::from_utf8_lossy(v.as_deref().unwrap_or_default())
+                ))
+                .collect::<Vec<_>>()
+        )
+    };
+    let seqs = |v: &[Rec]| -> Vec<String> {
+        v.iter()
+            .map(|r| {
+                r.2.iter()
+                    .find(|(k, _)| k == "runnel.seq")
+                    .map(|(_, v)| {
+                        String::from_utf8_lossy(v.as_deref().unwrap_or_default()).into_owned()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
     for t in OUTPUTS {
+        if got[t] != expected[t] {
+            eprintln!(
+                "{t}\n got seqs {:?}\nwant seqs {:?}",
+                seqs(&got[t]),
+                seqs(&expected[t])
+            );
+        }
+    }
+    for t in OUTPUTS {
+        for (i, (g, e)) in got[t].iter().zip(&expected[t]).enumerate() {
+            assert!(
+                g == e,
+                "{t}: record {i} differs after {kills} kills:\n got {}\nwant {}",
+                show(g),
+                show(e)
+            );
+        }
         assert_eq!(
             got[t].len(),
             expected[t].len(),
             "{t}: record count after {kills} kills"
         );
-        for (i, (g, e)) in got[t].iter().zip(&expected[t]).enumerate() {
-            assert_eq!(g, e, "{t}: record {i} differs after {kills} kills");
-        }
     }
 }
