@@ -87,6 +87,23 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     .then(|| found.expect("checked above"))
 }
 
+/// The project's Python venv interpreter (`.venv/bin/python`), if `module` imports in it.
+/// Missing: fails the test under `CI=true`, otherwise prints a skip message and returns `None`.
+pub fn venv_python_with(module: &str) -> Option<PathBuf> {
+    let python = workspace_root().join(".venv/bin/python");
+    let ok = python.is_file()
+        && Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    require(
+        &format!("Python module {module} in .venv"),
+        ok,
+        "run .ci/install-clients.sh to create .venv",
+    )
+    .then_some(python)
+}
+
 /// The `runnel` binary: `$RUNNEL_BIN`, else `target/release/runnel`, else `target/debug/runnel`.
 pub fn runnel_bin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("RUNNEL_BIN") {

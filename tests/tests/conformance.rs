@@ -9,7 +9,6 @@
 //!
 //! A missing client or `runnel` binary skips a test locally and fails it under `CI=true`.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, Timestamp, TopicPartitionList};
 use runnel_tests::kafka::{create_topic, runtime};
 use runnel_tests::raw::{codec_runs, fetch_batches};
-use runnel_tests::{require, require_tool, run_client, unique_topic, workspace_root, Broker};
+use runnel_tests::{
+    require, require_tool, run_client, unique_topic, venv_python_with, workspace_root, Broker,
+};
 
 /// Deadline for one external client run (its own waits are shorter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -34,22 +35,6 @@ const PER_CODEC: i64 = 4;
 // ---------------------------------------------------------------------------------------------
 // External clients
 // ---------------------------------------------------------------------------------------------
-
-/// The project's Python venv interpreter, if `module` imports in it.
-fn venv_python_with(module: &str) -> Option<PathBuf> {
-    let python = workspace_root().join(".venv/bin/python");
-    let ok = python.is_file()
-        && Command::new(&python)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    require(
-        &format!("Python module {module} in .venv"),
-        ok,
-        "run .ci/install-clients.sh to create .venv",
-    )
-    .then_some(python)
-}
 
 fn run_python_client(script: &str, module: &str, topic_prefix: &str) {
     let Some(python) = venv_python_with(module) else {

@@ -30,7 +30,7 @@ use runnel_tests::group::{Entry, Event, Journal, MemberProcess};
 use runnel_tests::kafka::{create_topic, runtime};
 use runnel_tests::proxy::CutProxy;
 use runnel_tests::{find_tool, require, require_tool, run_client, unique_topic, workspace_root};
-use runnel_tests::{Broker, ClientOutput};
+use runnel_tests::{venv_python_with, Broker, ClientOutput};
 
 const PARTITIONS: i32 = 6;
 /// Records produced per phase of the lifecycle test.
@@ -75,18 +75,7 @@ fn clients_dir() -> PathBuf {
 }
 
 fn python_program(name: &'static str, module: &str, script: &str) -> Option<Program> {
-    let python = workspace_root().join(".venv/bin/python");
-    let ok = python.is_file()
-        && Command::new(&python)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    require(
-        &format!("Python module {module} in .venv"),
-        ok,
-        "run .ci/install-clients.sh to create .venv",
-    )
-    .then(|| Program {
+    venv_python_with(module).map(|python| Program {
         name,
         argv: vec![
             python.into_os_string(),

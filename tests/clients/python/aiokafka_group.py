@@ -64,11 +64,7 @@ async def member(args):
                 raise
             gc.log(f"poll error: {e!r}")
             continue
-        commits = gc.Commits()
-        for tp in sorted(batches):
-            for r in batches[tp]:
-                gc.emit(f"REC {r.partition} {r.offset} {gc.text(r.value)}")
-                commits.consumed(r.partition, r.offset)
+        commits = gc.Commits.of_poll(batches)
         if not commits.next:
             continue
         offsets = {TopicPartition(args.topic, p): o for p, o in commits.next.items()}

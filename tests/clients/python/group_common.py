@@ -154,6 +154,17 @@ class Commits:
     def consumed(self, partition, offset):
         self.next[partition] = offset + 1
 
+    @classmethod
+    def of_poll(cls, batches):
+        """Prints the REC lines of a kafka-python / aiokafka poll result ({tp: [records]}) and
+        returns what to commit for it."""
+        commits = cls()
+        for tp in sorted(batches):
+            for r in batches[tp]:
+                emit(f"REC {r.partition} {r.offset} {text(r.value)}")
+                commits.consumed(r.partition, r.offset)
+        return commits
+
     def committed(self, partitions=None):
         """Prints COMMIT lines for the partitions whose commit succeeded (default all)."""
         for p in sorted(self.next if partitions is None else partitions):
