@@ -22,7 +22,8 @@ use base64::Engine as _;
 use runnel_client::{sensor, v1, Client, PublisherConfig, StartAt, SubscriberConfig};
 use runnel_tests::kafka::runtime;
 use runnel_tests::{
-    free_loopback_addr, require, require_tool, run_client, unique_topic, workspace_root, Broker,
+    free_loopback_addr, require_tool, run_client, unique_topic, venv_python_with, workspace_root,
+    Broker,
 };
 
 /// Deadline for one external client run.
@@ -52,22 +53,6 @@ type Log = BTreeMap<(i32, i64), Rec>;
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
 // ---------------------------------------------------------------------------------------------
-
-/// The project's venv interpreter, if kafka-python imports in it.
-fn venv_kafka_python() -> Option<PathBuf> {
-    let python = workspace_root().join(".venv/bin/python");
-    let ok = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import kafka"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    require(
-        "Python module kafka (kafka-python) in .venv",
-        ok,
-        "run .ci/install-clients.sh to create .venv",
-    )
-    .then_some(python)
-}
 
 /// A broker whose gRPC API listens on a free port of its own (not left to the default).
 fn grpc_broker() -> Option<(Broker, String)> {
@@ -397,7 +382,7 @@ fn grpc_publish_is_read_unchanged_by_kcat_and_kafka_python() {
     let Some(kcat) = require_tool("kcat") else {
         return;
     };
-    let Some(python) = venv_kafka_python() else {
+    let Some(python) = venv_python_with("kafka") else {
         return;
     };
     let Some((broker, grpc)) = grpc_broker() else {
@@ -509,7 +494,7 @@ fn kafka_python_produce_is_subscribed_over_grpc_and_resumes_without_gap_or_dupli
     const FIRST: u32 = 50;
     const CUT: usize = 21;
     const AFTER_RESTART: u32 = 25;
-    let Some(python) = venv_kafka_python() else {
+    let Some(python) = venv_python_with("kafka") else {
         return;
     };
     let Some((mut broker, grpc)) = grpc_broker() else {
