@@ -1,7 +1,7 @@
 //! Runs group-member programs (the line protocol of `tests/clients/GROUPS.md`) as child
 //! processes and records what they print, in one order shared by every member.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -71,8 +71,6 @@ pub struct Entry {
     pub member: String,
     /// What it printed.
     pub event: Event,
-    /// When the orchestrator read it.
-    pub at: Instant,
 }
 
 /// Every member's events in the order the orchestrator read them.
@@ -91,7 +89,6 @@ impl Journal {
         self.lock().push(Entry {
             member: member.to_string(),
             event,
-            at: Instant::now(),
         });
     }
 
@@ -103,17 +100,6 @@ impl Journal {
     /// A copy of the entries so far.
     pub fn snapshot(&self) -> Vec<Entry> {
         self.lock().clone()
-    }
-
-    /// Each member's latest assignment.
-    pub fn assignments(&self) -> BTreeMap<String, BTreeSet<i32>> {
-        let mut out = BTreeMap::new();
-        for e in self.lock().iter() {
-            if let Event::Assign(set) = &e.event {
-                out.insert(e.member.clone(), set.clone());
-            }
-        }
-        out
     }
 
     /// Polls `done` over the journal until it returns true or `timeout` passes.
@@ -227,13 +213,6 @@ impl MemberProcess {
             let _ = child.wait();
         }
         self.join_reader();
-    }
-
-    /// Whether the process has exited (without reaping the status twice).
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn join_reader(&mut self) {

@@ -29,8 +29,6 @@ pub struct CutStats {
     pub produce_responses: AtomicU32,
     /// Connections cut with a Produce response dropped.
     pub cuts: AtomicU32,
-    /// Connections accepted from clients.
-    pub connections: AtomicU32,
 }
 
 /// A listening proxy; [`CutProxy::start`] begins relaying to the broker.
@@ -75,7 +73,6 @@ impl CutProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
-                stats.connections.fetch_add(1, Ordering::Relaxed);
                 let stats = Arc::clone(&stats);
                 thread::spawn(move || {
                     if let Err(e) = relay(client, upstream, &stats, cut_every.max(1), max_cuts) {

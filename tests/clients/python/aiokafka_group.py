@@ -39,16 +39,7 @@ def stop_event():
 
 async def member(args):
     stop = stop_event()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=args.bootstrap,
-        client_id=args.name,
-        group_id=args.group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=1000,
-        fetch_max_wait_ms=100,
-    )
+    consumer = AIOKafkaConsumer(**gc.member_config(args))
     # Subscribing before start() would make start() wait for the first assignment (ASSIGN
     # before READY); subscribed after it, the group is joined in the background.
     await consumer.start()

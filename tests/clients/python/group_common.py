@@ -127,6 +127,21 @@ class Assignment:
         self._update(set(), why)
 
 
+def member_config(args):
+    """Consumer settings of a `member` (GROUPS.md) in the keyword names kafka-python and
+    aiokafka share: auto-commit off, earliest, the given session timeout, 1 s heartbeats."""
+    return dict(
+        bootstrap_servers=args.bootstrap,
+        client_id=args.name,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=1000,
+        fetch_max_wait_ms=100,
+    )
+
+
 def eager_listener(base, assignment):
     """A rebalance listener (subclass of the client's `base` listener class) for the eager
     protocol: revoked gets the whole old set before a rejoin, assigned the new one."""

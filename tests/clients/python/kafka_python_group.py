@@ -28,16 +28,7 @@ CLIENT = f"kafka-python {kafka.__version__}"
 
 def member(args):
     stop = gc.stop_on_sigterm()
-    consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap,
-        client_id=args.name,
-        group_id=args.group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=1000,
-        fetch_max_wait_ms=100,
-    )
+    consumer = KafkaConsumer(**gc.member_config(args))
     assignment = gc.Assignment()
     consumer.subscribe([args.topic], listener=gc.eager_listener(ConsumerRebalanceListener, assignment))
     gc.emit("READY")
