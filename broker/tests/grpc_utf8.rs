@@ -3,10 +3,12 @@
 //! string fields are declared as bytes; each call must be refused, append nothing, and leave
 //! the broker serving.
 //!
-//! tonic refuses such a request while decoding it, before any Runnel code runs, with
-//! INTERNAL and prost's message naming the field ("... invalid string value: data is not
-//! UTF-8 encoded"): the code the gRPC status-code guide gives for a request that does not
-//! parse.
+//! The servers' codec (`runnel_proto::codec::RequestCodec`) refuses such a request while
+//! decoding it, before any Runnel code runs, with INVALID_ARGUMENT and prost's message naming
+//! the message and field ("... PublishRequest.topic: invalid string value: data is not UTF-8
+//! encoded"). tonic-prost's own codec would answer INTERNAL, blaming the server for the
+//! caller's bytes. On a publish stream, the batches before the bad one are acknowledged and
+//! the stream then ends with the same status.
 
 use runnel_proto::v1::{self, admin_client::AdminClient, ingest_client::IngestClient};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -94,7 +96,7 @@ where
 const NOT_UTF8: &[u8] = b"dev\xff\xfe";
 
 fn assert_refused(s: &tonic::Status, field: &str) {
-    assert_eq!(s.code(), Code::Internal, "{s:?}");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(
         s.message().contains(field) && s.message().contains("UTF-8"),
         "{}",
@@ -194,7 +196,39 @@ async fn strings_that_are_not_utf8_are_refused_and_append_nothing() {
     .unwrap_err();
     assert_refused(&e, "topic");
 
-    // Nothing was appended or created, and the broker still serves good requests.
+    // A publish stream: the good batch before the bad one is acknowledged, then the stream
+    // ends with INVALID_ARGUMENT and nothing of the bad batch is appended.
+    let mut grpc = tonic::client::Grpc::new(ch.clone());
+    grpc.ready().await.unwrap();
+    let batches = vec![
+        RawPublish {
+            topic: b"u8".to_vec(),
+            records: vec![record(b"ok")],
+        },
+        RawPublish {
+            topic: b"u8".to_vec(),
+            records: vec![record(b"ok"), record(NOT_UTF8)],
+        },
+    ];
+    let mut acks = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(batches)),
+            PathAndQuery::from_static("/runnel.v1.Ingest/PublishStream"),
+            tonic_prost::ProstCodec::<RawPublish, v1::PublishResponse>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let first = acks
+        .message()
+        .await
+        .unwrap()
+        .expect("first batch acknowledged");
+    assert_eq!(first.positions[0].offset, 0);
+    let e = acks.message().await.unwrap_err();
+    assert_refused(&e, "key");
+
+    // Nothing else was appended or created, and the broker still serves good requests.
     let topics = admin
         .list_topics(v1::ListTopicsRequest {})
         .await
@@ -207,7 +241,10 @@ async fn strings_that_are_not_utf8_are_refused_and_append_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(d.partitions[0].log_end, 0, "nothing appended");
+    assert_eq!(
+        d.partitions[0].log_end, 1,
+        "only the stream's good batch appended"
+    );
     let ok = IngestClient::new(ch.clone())
         .publish(v1::PublishRequest {
             topic: "u8".into(),
@@ -224,6 +261,6 @@ async fn strings_that_are_not_utf8_are_refused_and_append_nothing() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ok.positions[0].offset, 0);
+    assert_eq!(ok.positions[0].offset, 1);
     b.shutdown().await;
 }

@@ -14,8 +14,13 @@
     missing_docs
 )]
 pub mod v1 {
+    // Messages and servers (with `crate::codec::RequestCodec`).
     tonic::include_proto!("runnel.v1");
+    // Clients (with tonic-prost's codec), naming the messages above through `crate::v1`.
+    include!(concat!(env!("OUT_DIR"), "/client/runnel.v1.rs"));
 }
+
+pub mod codec;
 
 /// The encoded `FileDescriptorSet` of every Runnel proto (and the well-known types they
 /// import), for gRPC server reflection.
