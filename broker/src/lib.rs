@@ -14,6 +14,7 @@ pub mod partition;
 pub mod processing;
 pub mod producer_ids;
 pub mod producers;
+pub mod raft;
 pub mod server;
 pub mod tools;
 pub mod topics;

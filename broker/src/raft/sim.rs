@@ -1,0 +1,905 @@
+//! Deterministic simulation of the Raft core: seeded, single-threaded, simulated time.
+//!
+//! A [`Sim`] drives 3 or 5 [`RaftNode`]s over a network that drops, duplicates, delays,
+//! reorders and partitions (symmetric splits, one-way cuts, bridges), and a disk per node
+//! ([`SimLog`] plus a hard-state "file") that loses unsynced writes on a crash and can tear the
+//! last one. Nodes crash, restart and pause; clients propose entries and an entry counts as
+//! acknowledged once its leader reports it committed. Invariants are checked after every step
+//! (see [`Sim::check_step`]); then the faults heal and a leader must commit within a bound.
+//!
+//! Every run is a pure function of its seed. A failure names the seed and the command that
+//! replays it; `RAFT_SEED=<seed>` also prints a trace of the run's last events.
+//!
+//! - `RAFT_SEED=123 cargo test -p runnel-broker --lib raft::sim` — one seed, with a trace.
+//! - `RAFT_SEEDS=100000 cargo test --release -p runnel-broker --lib raft::sim` — a long run
+//!   (`RAFT_SEED_BASE` shifts the range).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{
+    Config, Entry, EntryKind, HardState, Index, MemRaftLog, Message, MessageBody, NodeId, Output,
+    RaftLog, RaftNode, Role, StorageError, Term,
+};
+
+/// splitmix64: a tiny seeded generator, so a seed keeps its meaning whatever crates change.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 if `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+
+    /// True with probability `per_million / 1e6`.
+    fn chance(&mut self, per_million: u64) -> bool {
+        self.below(1_000_000) < per_million
+    }
+
+    /// A uniform position in a slice of `len`.
+    fn pick(&mut self, len: usize) -> usize {
+        let n = u64::try_from(len).expect("len fits u64");
+        usize::try_from(self.below(n)).expect("below len fits usize")
+    }
+
+    fn choose<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.pick(items.len())]
+    }
+}
+
+/// One write not yet synced.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Entry),
+    Truncate(Index),
+}
+
+/// A node's log on a simulated disk: what the node sees, what a sync made durable, and the
+/// writes in between, which a crash keeps only a prefix of (the last one possibly torn).
+#[derive(Debug)]
+struct SimLog {
+    view: MemRaftLog,
+    durable: Vec<Entry>,
+    unsynced: Vec<Op>,
+    /// The lowest index truncated since the simulator last looked.
+    lowest_truncation: Option<Index>,
+}
+
+impl SimLog {
+    fn from_entries(entries: Vec<Entry>) -> Self {
+        let mut view = MemRaftLog::new();
+        view.append(&entries)
+            .expect("recovered entries are consecutive");
+        Self {
+            view,
+            durable: entries,
+            unsynced: Vec::new(),
+            lowest_truncation: None,
+        }
+    }
+
+    /// `fsync`: everything written so far becomes durable.
+    fn sync(&mut self) {
+        self.durable = self.view.all().to_vec();
+        self.unsynced.clear();
+    }
+
+    fn durable_term(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return Some(0);
+        }
+        let pos = usize::try_from(index - 1).ok()?;
+        self.durable.get(pos).map(|e| e.term)
+    }
+
+    /// Power loss: the synced state, plus a prefix of the unsynced writes in order; the next
+    /// write may have reached the disk torn, which recovery detects (a bad checksum) and cuts.
+    fn crash(self, rng: &mut Rng) -> (Self, String) {
+        let kept = rng.pick(self.unsynced.len() + 1);
+        let mut disk: Vec<(Entry, bool)> = self.durable.into_iter().map(|e| (e, true)).collect();
+        for op in &self.unsynced[..kept] {
+            match op {
+                Op::Append(e) => disk.push((e.clone(), true)),
+                Op::Truncate(from) => disk.truncate(usize::try_from(from - 1).expect("fits")),
+            }
+        }
+        let mut torn = false;
+        if let Some(Op::Append(e)) = self.unsynced.get(kept) {
+            if rng.chance(500_000) {
+                disk.push((e.clone(), false));
+                torn = true;
+            }
+        }
+        // Recovery: the log ends at the last whole, valid entry.
+        let valid = disk.iter().position(|(_, ok)| !ok).unwrap_or(disk.len());
+        disk.truncate(valid);
+        let entries: Vec<Entry> = disk.into_iter().map(|(e, _)| e).collect();
+        let note = format!(
+            "kept {kept}/{} unsynced writes{}, log ends at {}",
+            self.unsynced.len(),
+            if torn { " + a torn one (cut)" } else { "" },
+            entries.len()
+        );
+        (Self::from_entries(entries), note)
+    }
+}
+
+impl RaftLog for SimLog {
+    fn last_index(&self) -> Index {
+        self.view.last_index()
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        self.view.term(index)
+    }
+
+    fn entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, StorageError> {
+        self.view.entries(from, max)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.view.append(entries)?;
+        self.unsynced
+            .extend(entries.iter().cloned().map(Op::Append));
+        Ok(())
+    }
+
+    fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
+        let last = self.view.last_index();
+        self.view.truncate(from)?;
+        if from <= last {
+            self.unsynced.push(Op::Truncate(from));
+            self.lowest_truncation = Some(self.lowest_truncation.map_or(from, |t| t.min(from)));
+        }
+        Ok(())
+    }
+}
+
+/// A durability request from the core, answered after the next sync.
+#[derive(Debug, Clone, Copy)]
+enum Io {
+    HardState(HardState),
+    Log(Index, Term),
+}
+
+/// One simulated machine.
+#[derive(Debug)]
+struct Slot {
+    node: Option<RaftNode<SimLog>>,
+    /// The disk while the node is down.
+    down_log: Option<SimLog>,
+    /// The hard-state file as synced.
+    hs_durable: HardState,
+    /// Written (by atomic rename) but not yet synced: a crash keeps it or not.
+    hs_written: Option<HardState>,
+    pending_io: Vec<Io>,
+    restart_at: u64,
+    paused_until: u64,
+    /// The committed prefix of this node has been checked up to here.
+    checked: Index,
+}
+
+/// A client proposal, acknowledged once committed.
+#[derive(Debug, Clone)]
+struct Proposal {
+    node: NodeId,
+    term: Term,
+    index: Index,
+    payload: Bytes,
+    /// Unique, increasing: the payload is `v<seq>`.
+    seq: u64,
+}
+
+/// How harsh one run is; drawn from the seed.
+#[derive(Debug, Clone)]
+struct Faults {
+    drop: u64,
+    duplicate: u64,
+    max_delay: u64,
+    io: u64,
+    crash: u64,
+    partition: u64,
+    pause: u64,
+    propose: u64,
+}
+
+/// Rates are per million per time unit (or per message).
+impl Faults {
+    fn draw(rng: &mut Rng) -> Self {
+        Self {
+            drop: rng.choose(&[0, 10_000, 50_000, 200_000]),
+            duplicate: rng.choose(&[0, 20_000, 100_000]),
+            max_delay: rng.choose(&[2, 5, 15]),
+            io: rng.choose(&[200_000, 500_000, 900_000]),
+            crash: rng.choose(&[1_000, 3_000, 8_000]),
+            partition: rng.choose(&[2_000, 5_000, 15_000]),
+            pause: rng.choose(&[0, 2_000]),
+            propose: rng.choose(&[50_000, 300_000]),
+        }
+    }
+}
+
+/// Time units with faults, then at most this many after healing for a commit on every node.
+const FAULT_STEPS: u64 = 2_000;
+const HEAL_LIMIT: u64 = 600;
+
+/// The simulation of one seed.
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    ids: Vec<NodeId>,
+    now: u64,
+    slots: BTreeMap<NodeId, Slot>,
+    in_flight: Vec<(u64, Message)>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    faults: Faults,
+    healed: bool,
+    /// Proposals numbered above this were made after healing.
+    heal_seq: u64,
+    /// (leader, term) pairs that proposed a marker after healing.
+    markers: BTreeSet<(NodeId, Term)>,
+    /// The leader of each term, as first seen.
+    leaders: BTreeMap<Term, NodeId>,
+    /// The committed log as first seen committed on any node: entry `i` at position `i - 1`.
+    committed: Vec<Entry>,
+    proposals: Vec<Proposal>,
+    acked: Vec<Proposal>,
+    next_payload: u64,
+    verbose: bool,
+    trace: Vec<String>,
+}
+
+/// What one run did, for the summary line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    acked: usize,
+    terms: usize,
+    committed: usize,
+    heal_ticks: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, nodes: u64, verbose: bool) -> Self {
+        let mut rng = Rng(seed);
+        let faults = Faults::draw(&mut rng);
+        let ids: Vec<NodeId> = (1..=nodes).collect();
+        let slots = ids
+            .iter()
+            .map(|&id| {
+                let slot = Slot {
+                    node: None,
+                    down_log: Some(SimLog::from_entries(Vec::new())),
+                    hs_durable: HardState::default(),
+                    hs_written: None,
+                    pending_io: Vec::new(),
+                    restart_at: 0,
+                    paused_until: 0,
+                    checked: 0,
+                };
+                (id, slot)
+            })
+            .collect();
+        let mut sim = Self {
+            seed,
+            rng,
+            ids,
+            now: 0,
+            slots,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+            faults,
+            healed: false,
+            heal_seq: 0,
+            markers: BTreeSet::new(),
+            leaders: BTreeMap::new(),
+            committed: Vec::new(),
+            proposals: Vec::new(),
+            acked: Vec::new(),
+            next_payload: 0,
+            verbose,
+            trace: Vec::new(),
+        };
+        for id in sim.ids.clone() {
+            sim.restart(id);
+        }
+        let faults = format!("{:?}", sim.faults);
+        sim.note(|| format!("faults {faults}"));
+        sim
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.verbose {
+            let line = line();
+            self.trace.push(format!("t={} {line}", self.now));
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        if self.verbose {
+            let from = self.trace.len().saturating_sub(400);
+            for line in &self.trace[from..] {
+                eprintln!("{line}");
+            }
+        }
+        panic!(
+            "raft simulation: seed {} ({} nodes) at t={}: {what}",
+            self.seed,
+            self.ids.len(),
+            self.now
+        );
+    }
+
+    fn run(mut self) -> Stats {
+        while self.now < FAULT_STEPS {
+            self.step();
+        }
+        self.heal();
+        let healed_at = self.now;
+        loop {
+            if self.now - healed_at > HEAL_LIMIT {
+                self.fail(&format!(
+                    "no commit on every node within {HEAL_LIMIT} ticks of healing"
+                ));
+            }
+            self.step();
+            if self.all_caught_up() {
+                break;
+            }
+        }
+        self.check_final();
+        Stats {
+            acked: self.acked.len(),
+            terms: self.leaders.len(),
+            committed: self.committed.len(),
+            heal_ticks: self.now - healed_at,
+        }
+    }
+
+    /// One time unit: deliveries, disk syncs, proposals, faults, ticks, then the invariants.
+    fn step(&mut self) {
+        self.now += 1;
+        self.deliver();
+        for id in self.ids.clone() {
+            if self.is_running(id) && self.rng.chance(self.faults.io) {
+                self.sync(id);
+            }
+        }
+        self.propose();
+        if !self.healed {
+            self.inject_faults();
+        }
+        for id in self.ids.clone() {
+            if self.is_running(id) {
+                self.call(id, |n| n.tick());
+            }
+        }
+        self.check_step();
+    }
+
+    fn is_up(&self, id: NodeId) -> bool {
+        self.slots[&id].node.is_some()
+    }
+
+    fn is_running(&self, id: NodeId) -> bool {
+        self.is_up(id) && self.slots[&id].paused_until <= self.now
+    }
+
+    fn node(&self, id: NodeId) -> &RaftNode<SimLog> {
+        self.slots[&id].node.as_ref().expect("node is up")
+    }
+
+    /// Calls into a running node, then carries out what it asks for.
+    fn call(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut RaftNode<SimLog>) -> Result<(), super::RaftError>,
+    ) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        if let Err(e) = f(node) {
+            self.fail(&format!("node {id} failed: {e}"));
+        }
+        let outputs = node.drain();
+        for output in outputs {
+            self.handle_output(id, output);
+        }
+    }
+
+    fn handle_output(&mut self, id: NodeId, output: Output) {
+        match output {
+            Output::Send(m) => {
+                self.check_send(id, &m);
+                self.send(m);
+            }
+            Output::PersistHardState(hs) => {
+                let slot = self.slots.get_mut(&id).expect("slot");
+                slot.hs_written = Some(hs);
+                slot.pending_io.push(Io::HardState(hs));
+            }
+            Output::PersistLog { index, term } => {
+                let slot = self.slots.get_mut(&id).expect("slot");
+                slot.pending_io.push(Io::Log(index, term));
+            }
+            Output::Committed(index) => self.note(|| format!("n{id} committed {index}")),
+            Output::RoleChanged { role, term, leader } => {
+                self.note(|| format!("n{id} {role:?} term {term} leader {leader:?}"));
+                if role == Role::Leader {
+                    self.check_new_leader(id, term);
+                }
+            }
+        }
+    }
+
+    /// A message leaves a node: it may be lost, duplicated and is delayed (so reordered).
+    fn send(&mut self, m: Message) {
+        let copies = if self.rng.chance(self.faults.drop) {
+            0
+        } else if self.rng.chance(self.faults.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if !self.healed && self.rng.chance(10_000) {
+                1 + self.rng.below(60)
+            } else {
+                1 + self.rng.below(self.faults.max_delay)
+            };
+            self.in_flight.push((self.now + delay, m.clone()));
+        }
+    }
+
+    /// Delivers every due message, in random order; a cut link or a down node loses it, a
+    /// paused node gets it when it resumes.
+    fn deliver(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            let (at, m) = &self.in_flight[i];
+            let paused = self.slots[&m.to].paused_until > now;
+            if *at <= now && !paused {
+                due.push(self.in_flight.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        while !due.is_empty() {
+            let m = due.swap_remove(self.rng.pick(due.len()));
+            if self.cut.contains(&(m.from, m.to)) || !self.is_up(m.to) {
+                continue;
+            }
+            self.call(m.to, |n| n.step(m));
+        }
+    }
+
+    /// `fsync` of the log and the hard-state file, then the acknowledgements.
+    fn sync(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let Some(node) = slot.node.as_mut() else {
+            return;
+        };
+        node.log_mut().sync();
+        let pending = std::mem::take(&mut slot.pending_io);
+        if let Some(hs) = slot.hs_written.take() {
+            let old = slot.hs_durable;
+            slot.hs_durable = hs;
+            self.check_hard_state_monotonic(id, old, hs);
+        }
+        for io in pending {
+            match io {
+                Io::HardState(hs) => self.call(id, |n| n.hard_state_persisted(hs)),
+                Io::Log(index, term) => self.call(id, |n| n.log_persisted(index, term)),
+            }
+        }
+    }
+
+    fn propose(&mut self) {
+        let leader = self
+            .ids
+            .iter()
+            .copied()
+            .find(|&id| self.is_running(id) && self.node(id).role() == Role::Leader);
+        let Some(id) = leader else { return };
+        let term = self.node(id).term();
+        // After healing, only one marker per leader and term: everything acknowledged before
+        // it sits below it in the log.
+        let wanted = if self.healed {
+            self.markers.insert((id, term))
+        } else {
+            self.rng.chance(self.faults.propose)
+        };
+        if !wanted {
+            return;
+        }
+        self.next_payload += 1;
+        let payload = Bytes::from(format!("v{}", self.next_payload));
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let node = slot.node.as_mut().expect("up");
+        match node.propose(payload.clone()) {
+            Ok(index) => {
+                let p = Proposal {
+                    node: id,
+                    term,
+                    index,
+                    payload,
+                    seq: self.next_payload,
+                };
+                self.note(|| format!("n{id} proposed {index}@{term}"));
+                self.proposals.push(p);
+                self.call(id, |_| Ok(()));
+            }
+            Err(e) => self.fail(&format!("leader {id} refused a proposal: {e}")),
+        }
+    }
+
+    fn inject_faults(&mut self) {
+        let ids = self.ids.clone();
+        let down = ids.iter().filter(|&&id| !self.is_up(id)).count();
+        for &id in &ids {
+            if !self.is_up(id) {
+                if self.now >= self.slots[&id].restart_at {
+                    self.restart(id);
+                }
+            } else if down < ids.len() && self.rng.chance(self.faults.crash) {
+                self.crash(id);
+            } else if self.rng.chance(self.faults.pause) {
+                let until = self.now + 5 + self.rng.below(80);
+                self.slots.get_mut(&id).expect("slot").paused_until = until;
+                self.note(|| format!("n{id} paused until {until}"));
+            }
+        }
+        if self.rng.chance(self.faults.partition) {
+            self.repartition();
+        }
+    }
+
+    /// Replaces the network's cuts with a new random shape.
+    fn repartition(&mut self) {
+        self.cut.clear();
+        let ids = self.ids.clone();
+        let a = self.rng.choose(&ids);
+        let b = loop {
+            let b = self.rng.choose(&ids);
+            if b != a {
+                break b;
+            }
+        };
+        let shape = self.rng.below(5);
+        match shape {
+            0 => {} // healed
+            1 => {
+                // A symmetric split into two random sides.
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.chance(500_000))
+                    .collect();
+                for &x in &ids {
+                    for &y in &ids {
+                        if side.contains(&x) != side.contains(&y) {
+                            self.cut.insert((x, y));
+                        }
+                    }
+                }
+            }
+            2 => {
+                // One node isolated both ways.
+                for &y in &ids {
+                    if y != a {
+                        self.cut.insert((a, y));
+                        self.cut.insert((y, a));
+                    }
+                }
+            }
+            3 => {
+                // A one-way cut: a can no longer reach b (b still reaches a).
+                self.cut.insert((a, b));
+            }
+            _ => {
+                // A bridge: a and b cannot talk, everyone else reaches both.
+                self.cut.insert((a, b));
+                self.cut.insert((b, a));
+            }
+        }
+        let cut = format!("{:?}", self.cut);
+        self.note(|| format!("network cuts {cut}"));
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let node = slot.node.take().expect("up");
+        let (log, disk_note) = node.into_log().crash(&mut self.rng);
+        let old = slot.hs_durable;
+        let mut hs_note = "hard state: synced";
+        if let Some(hs) = slot.hs_written.take() {
+            if self.rng.chance(500_000) {
+                slot.hs_durable = hs;
+                hs_note = "hard state: unsynced write survived";
+            } else {
+                hs_note = "hard state: unsynced write lost";
+            }
+        }
+        slot.pending_io.clear();
+        slot.down_log = Some(log);
+        slot.restart_at = self.now + 5 + self.rng.below(150);
+        let new = slot.hs_durable;
+        self.check_hard_state_monotonic(id, old, new);
+        self.proposals.retain(|p| p.node != id); // outcome unknown: never acknowledged
+        self.note(|| format!("n{id} CRASHED: {disk_note}; {hs_note}"));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let mut cfg = Config::new(id, self.ids.clone());
+        cfg.seed = self.rng.next();
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let log = slot.down_log.take().expect("down");
+        let hs = slot.hs_durable;
+        match RaftNode::new(cfg, log, hs) {
+            Ok(node) => slot.node = Some(node),
+            Err(e) => self.fail(&format!("node {id} cannot restart: {e}")),
+        }
+        slot.checked = 0;
+        slot.paused_until = 0;
+        self.note(|| format!("n{id} restarted with {hs:?}"));
+    }
+
+    /// Stops every fault: links heal, nodes come back, nothing more is lost.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.heal_seq = self.next_payload;
+        self.cut.clear();
+        self.faults.drop = 0;
+        self.faults.max_delay = self.faults.max_delay.min(5);
+        for id in self.ids.clone() {
+            if !self.is_up(id) {
+                self.restart(id);
+            }
+            self.slots.get_mut(&id).expect("slot").paused_until = 0;
+        }
+        self.note(|| "HEALED".to_string());
+    }
+
+    /// Liveness: a proposal made after healing is acknowledged and committed on every node.
+    fn all_caught_up(&self) -> bool {
+        self.acked.iter().any(|p| {
+            p.seq > self.heal_seq && self.ids.iter().all(|&id| self.node(id).commit() >= p.index)
+        })
+    }
+
+    // ---- invariants ----
+
+    /// A message may leave only once what it depends on is durable.
+    fn check_send(&self, id: NodeId, m: &Message) {
+        let slot = &self.slots[&id];
+        let hs = slot.hs_durable;
+        let log = self.node(id).log();
+        match m.body {
+            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => {}
+            _ if hs.term != m.term => self.fail(&format!(
+                "n{id} sent {m:?} while its durable term is {}",
+                hs.term
+            )),
+            MessageBody::VoteResponse { granted: true } if hs.vote != Some(m.to) => self.fail(
+                &format!("n{id} granted a vote to {} before it was durable", m.to),
+            ),
+            MessageBody::AppendResponse {
+                success: true,
+                index,
+                ..
+            } if log.durable_term(index) != log.term(index) => self.fail(&format!(
+                "n{id} acknowledged index {index} before it was durable"
+            )),
+            _ => {}
+        }
+    }
+
+    /// Term never decreases; a vote never changes within a term; commit never decreases.
+    fn check_hard_state_monotonic(&self, id: NodeId, old: HardState, new: HardState) {
+        let ok = new.term > old.term
+            || (new.term == old.term
+                && (old.vote.is_none() || old.vote == new.vote)
+                && new.commit >= old.commit);
+        let ok = ok && new.commit >= old.commit;
+        if !ok {
+            self.fail(&format!(
+                "n{id} durable hard state went from {old:?} to {new:?}"
+            ));
+        }
+    }
+
+    /// At most one leader per term, and it holds every acknowledged entry.
+    fn check_new_leader(&mut self, id: NodeId, term: Term) {
+        let first = *self.leaders.entry(term).or_insert(id);
+        if first != id {
+            self.fail(&format!("two leaders in term {term}: n{first} and n{id}"));
+        }
+        let log = self.node(id).log();
+        for p in &self.acked {
+            if log.term(p.index) != Some(p.term) {
+                self.fail(&format!(
+                    "new leader n{id} (term {term}) lacks acknowledged entry {}@{}",
+                    p.index, p.term
+                ));
+            }
+        }
+    }
+
+    /// Checked after every time unit.
+    fn check_step(&mut self) {
+        for id in self.ids.clone() {
+            if !self.is_up(id) {
+                continue;
+            }
+            let (role, term, commit) = {
+                let n = self.node(id);
+                (n.role(), n.term(), n.commit())
+            };
+            if role == Role::Leader {
+                let first = *self.leaders.entry(term).or_insert(id);
+                if first != id {
+                    self.fail(&format!("two leaders in term {term}: n{first} and n{id}"));
+                }
+            }
+            let slot = self.slots.get_mut(&id).expect("slot");
+            let checked = slot.checked;
+            let node = slot.node.as_mut().expect("up");
+            let truncated = node.log_mut().lowest_truncation.take();
+            if let Some(t) = truncated {
+                if t <= checked {
+                    self.fail(&format!(
+                        "n{id} truncated at {t}, below its commit {checked}"
+                    ));
+                }
+            }
+            if commit < checked {
+                self.fail(&format!(
+                    "n{id} commit went back from {checked} to {commit}"
+                ));
+            }
+            // Committed prefixes are identical everywhere.
+            let fresh = self
+                .node(id)
+                .log()
+                .entries(checked + 1, usize::MAX)
+                .unwrap_or_default();
+            for e in fresh.into_iter().take_while(|e| e.index <= commit) {
+                match usize::try_from(e.index - 1)
+                    .ok()
+                    .and_then(|p| self.committed.get(p))
+                {
+                    Some(c) if *c == e => {}
+                    Some(c) => self.fail(&format!(
+                        "n{id} committed {e:?} where another node committed {c:?}"
+                    )),
+                    None => self.committed.push(e),
+                }
+            }
+            self.slots.get_mut(&id).expect("slot").checked = commit;
+        }
+        // Proposals whose leader reports them committed are acknowledged to the client.
+        let mut i = 0;
+        while i < self.proposals.len() {
+            let p = &self.proposals[i];
+            let n = self.node(p.node);
+            if n.commit() < p.index {
+                i += 1;
+                continue;
+            }
+            let p = self.proposals.swap_remove(i);
+            if self.node(p.node).log().term(p.index) == Some(p.term) {
+                self.note(|| format!("ack {}@{}", p.index, p.term));
+                self.acked.push(p);
+            }
+        }
+    }
+
+    /// After healing: every acknowledged entry is committed, in place, on every node.
+    fn check_final(&self) {
+        for p in &self.acked {
+            let pos = usize::try_from(p.index - 1).expect("fits");
+            let ok = self.committed.get(pos).is_some_and(|c| {
+                c.term == p.term && c.payload == p.payload && c.kind == EntryKind::Normal
+            });
+            if !ok {
+                self.fail(&format!(
+                    "acknowledged {}@{} is not committed",
+                    p.index, p.term
+                ));
+            }
+            for &id in &self.ids {
+                let n = self.node(id);
+                if n.commit() < p.index || n.log().term(p.index) != Some(p.term) {
+                    self.fail(&format!("n{id} lacks acknowledged {}@{}", p.index, p.term));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the seeds chosen by the environment for a cluster of `nodes`: `RAFT_SEED` alone (with
+/// a trace), or `RAFT_SEEDS` seeds from `RAFT_SEED_BASE` (default `default_seeds` from 0).
+fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
+    let env = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
+    };
+    let (seeds, verbose) = match env("RAFT_SEED") {
+        Some(seed) => (seed..seed + 1, true),
+        None => {
+            let base = env("RAFT_SEED_BASE").unwrap_or(0);
+            (
+                base..base + env("RAFT_SEEDS").unwrap_or(default_seeds),
+                false,
+            )
+        }
+    };
+    let started = Instant::now();
+    let mut total = Stats::default();
+    let count = seeds.end - seeds.start;
+    for seed in seeds {
+        let outcome = std::panic::catch_unwind(|| Sim::new(seed, nodes, verbose).run());
+        match outcome {
+            Ok(stats) => {
+                total.acked += stats.acked;
+                total.terms += stats.terms;
+                total.committed += stats.committed;
+                total.heal_ticks = total.heal_ticks.max(stats.heal_ticks);
+                if verbose {
+                    eprintln!("seed {seed}: {stats:?}");
+                }
+            }
+            Err(_) => panic!(
+                "raft simulation failed for seed {seed}; replay with: \
+                 RAFT_SEED={seed} cargo test -p runnel-broker --lib raft::sim::tests::{test}"
+            ),
+        }
+    }
+    eprintln!(
+        "{test}: {count} seeds in {:.1?}: {} entries acknowledged, {} committed, {} terms \
+         with a leader, slowest recovery after healing {} ticks",
+        started.elapsed(),
+        total.acked,
+        total.committed,
+        total.terms,
+        total.heal_ticks
+    );
+}
+
+mod tests {
+    use super::run_seeds;
+
+    #[test]
+    fn three_nodes() {
+        run_seeds("three_nodes", 3, 200);
+    }
+
+    #[test]
+    fn five_nodes() {
+        run_seeds("five_nodes", 5, 100);
+    }
+
+    #[test]
+    fn sim_log_meets_the_log_contract() {
+        super::super::storage::contract(super::SimLog::from_entries(Vec::new()));
+    }
+}

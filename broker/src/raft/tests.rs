@@ -1,0 +1,1 @@
+//! Focused tests of the Raft core on a tiny hand-driven cluster.
