@@ -109,7 +109,7 @@ impl SimLog {
 
     /// Power loss: the synced state, plus a prefix of the unsynced writes in order; the next
     /// write may have reached the disk torn, which recovery detects (a bad checksum) and cuts.
-    fn crash(self, rng: &mut Rng) -> (Self, String) {
+    fn crash(self, rng: &mut Rng) -> (Self, usize, bool, String) {
         let kept = rng.pick(self.unsynced.len() + 1);
         let mut disk: Vec<(Entry, bool)> = self.durable.into_iter().map(|e| (e, true)).collect();
         for op in &self.unsynced[..kept] {
@@ -135,7 +135,8 @@ impl SimLog {
             if torn { " + a torn one (cut)" } else { "" },
             entries.len()
         );
-        (Self::from_entries(entries), note)
+        let lost = self.unsynced.len() - kept;
+        (Self::from_entries(entries), lost, torn, note)
     }
 }
 
@@ -225,7 +226,7 @@ impl Faults {
             drop: rng.choose(&[0, 10_000, 50_000, 200_000]),
             duplicate: rng.choose(&[0, 20_000, 100_000]),
             max_delay: rng.choose(&[2, 5, 15]),
-            io: rng.choose(&[200_000, 500_000, 900_000]),
+            io: rng.choose(&[150_000, 400_000, 900_000]),
             crash: rng.choose(&[1_000, 3_000, 8_000]),
             partition: rng.choose(&[2_000, 5_000, 15_000]),
             pause: rng.choose(&[0, 2_000]),
@@ -262,6 +263,7 @@ struct Sim {
     next_payload: u64,
     verbose: bool,
     trace: Vec<String>,
+    stats: Stats,
 }
 
 /// What one run did, for the summary line.
@@ -271,6 +273,27 @@ struct Stats {
     terms: usize,
     committed: usize,
     heal_ticks: u64,
+    crashes: usize,
+    torn_writes: usize,
+    lost_writes: usize,
+    truncations: usize,
+    delivered: usize,
+    lost_messages: usize,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.acked += other.acked;
+        self.terms += other.terms;
+        self.committed += other.committed;
+        self.heal_ticks = self.heal_ticks.max(other.heal_ticks);
+        self.crashes += other.crashes;
+        self.torn_writes += other.torn_writes;
+        self.lost_writes += other.lost_writes;
+        self.truncations += other.truncations;
+        self.delivered += other.delivered;
+        self.lost_messages += other.lost_messages;
+    }
 }
 
 impl Sim {
@@ -313,6 +336,7 @@ impl Sim {
             next_payload: 0,
             verbose,
             trace: Vec::new(),
+            stats: Stats::default(),
         };
         for id in sim.ids.clone() {
             sim.restart(id);
@@ -367,6 +391,7 @@ impl Sim {
             terms: self.leaders.len(),
             committed: self.committed.len(),
             heal_ticks: self.now - healed_at,
+            ..self.stats
         }
     }
 
@@ -450,6 +475,7 @@ impl Sim {
     /// A message leaves a node: it may be lost, duplicated and is delayed (so reordered).
     fn send(&mut self, m: Message) {
         let copies = if self.rng.chance(self.faults.drop) {
+            self.stats.lost_messages += 1;
             0
         } else if self.rng.chance(self.faults.duplicate) {
             2
@@ -484,8 +510,10 @@ impl Sim {
         while !due.is_empty() {
             let m = due.swap_remove(self.rng.pick(due.len()));
             if self.cut.contains(&(m.from, m.to)) || !self.is_up(m.to) {
+                self.stats.lost_messages += 1;
                 continue;
             }
+            self.stats.delivered += 1;
             self.call(m.to, |n| n.step(m));
         }
     }
@@ -626,7 +654,10 @@ impl Sim {
     fn crash(&mut self, id: NodeId) {
         let slot = self.slots.get_mut(&id).expect("slot");
         let node = slot.node.take().expect("up");
-        let (log, disk_note) = node.into_log().crash(&mut self.rng);
+        let (log, lost, torn, disk_note) = node.into_log().crash(&mut self.rng);
+        self.stats.crashes += 1;
+        self.stats.lost_writes += lost;
+        self.stats.torn_writes += usize::from(torn);
         let old = slot.hs_durable;
         let mut hs_note = "hard state: synced";
         if let Some(hs) = slot.hs_written.take() {
@@ -677,11 +708,12 @@ impl Sim {
         self.note(|| "HEALED".to_string());
     }
 
-    /// Liveness: a proposal made after healing is acknowledged and committed on every node.
+    /// Liveness: a proposal made after healing is acknowledged, and every node has committed
+    /// everything acknowledged.
     fn all_caught_up(&self) -> bool {
-        self.acked.iter().any(|p| {
-            p.seq > self.heal_seq && self.ids.iter().all(|&id| self.node(id).commit() >= p.index)
-        })
+        let fresh = self.acked.iter().any(|p| p.seq > self.heal_seq);
+        let top = self.acked.iter().map(|p| p.index).max().unwrap_or(0);
+        fresh && self.ids.iter().all(|&id| self.node(id).commit() >= top)
     }
 
     // ---- invariants ----
@@ -763,6 +795,7 @@ impl Sim {
             let node = slot.node.as_mut().expect("up");
             let truncated = node.log_mut().lowest_truncation.take();
             if let Some(t) = truncated {
+                self.stats.truncations += 1;
                 if t <= checked {
                     self.fail(&format!(
                         "n{id} truncated at {t}, below its commit {checked}"
@@ -860,10 +893,7 @@ fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
         let outcome = std::panic::catch_unwind(|| Sim::new(seed, nodes, verbose).run());
         match outcome {
             Ok(stats) => {
-                total.acked += stats.acked;
-                total.terms += stats.terms;
-                total.committed += stats.committed;
-                total.heal_ticks = total.heal_ticks.max(stats.heal_ticks);
+                total.add(&stats);
                 if verbose {
                     eprintln!("seed {seed}: {stats:?}");
                 }
@@ -875,13 +905,8 @@ fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
         }
     }
     eprintln!(
-        "{test}: {count} seeds in {:.1?}: {} entries acknowledged, {} committed, {} terms \
-         with a leader, slowest recovery after healing {} ticks",
-        started.elapsed(),
-        total.acked,
-        total.committed,
-        total.terms,
-        total.heal_ticks
+        "{test}: {count} seeds in {:.1?}: {total:?}",
+        started.elapsed()
     );
 }
 

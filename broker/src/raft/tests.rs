@@ -1,1 +1,555 @@
-//! Focused tests of the Raft core on a tiny hand-driven cluster.
+//! Focused tests of the Raft core on a tiny hand-driven cluster: election, pre-vote against a
+//! returning partitioned node, conflict truncation, the own-term commit rule, durable votes,
+//! and hostile input.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use super::{
+    Config, Entry, EntryKind, HardState, Index, MemRaftLog, Message, MessageBody, NodeId, Output,
+    RaftError, RaftLog, RaftNode, Role, Term,
+};
+
+type Node = RaftNode<MemRaftLog>;
+
+fn entry(index: Index, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Normal,
+        payload: Bytes::from(format!("{index}@{term}")),
+    }
+}
+
+fn log_of(entries: &[Entry]) -> MemRaftLog {
+    let mut log = MemRaftLog::new();
+    log.append(entries).unwrap();
+    log
+}
+
+/// Drains a node, acknowledging every durability request at once; returns what it sent.
+fn sent(node: &mut Node) -> Vec<Message> {
+    let mut sent = Vec::new();
+    loop {
+        let outputs = node.drain();
+        if outputs.is_empty() {
+            return sent;
+        }
+        for output in outputs {
+            match output {
+                Output::Send(m) => sent.push(m),
+                Output::PersistHardState(hs) => node.hard_state_persisted(hs).unwrap(),
+                Output::PersistLog { index, term } => node.log_persisted(index, term).unwrap(),
+                Output::Committed(_) | Output::RoleChanged { .. } => {}
+            }
+        }
+    }
+}
+
+fn terms(node: &Node) -> Vec<Term> {
+    node.log().all().iter().map(|e| e.term).collect()
+}
+
+/// Nodes wired through a FIFO queue. Durability requests are acknowledged at once, except log
+/// syncs of a `stalled` node, which wait in `held` until released.
+struct Cluster {
+    nodes: BTreeMap<NodeId, Node>,
+    queue: VecDeque<Message>,
+    /// Isolated nodes: nothing reaches them, nothing they send arrives.
+    cut: BTreeSet<NodeId>,
+    /// One-way cuts: (from, to).
+    cut_links: BTreeSet<(NodeId, NodeId)>,
+    stalled: BTreeSet<NodeId>,
+    held: BTreeMap<NodeId, Vec<(Index, Term)>>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Self {
+        Self::build(vec![Vec::new(); usize::try_from(n).unwrap()], 0, |_| {})
+    }
+
+    /// One node per log, all at hard-state `term`, configured by `tweak`.
+    fn build(logs: Vec<Vec<Entry>>, term: Term, tweak: impl Fn(&mut Config)) -> Self {
+        let ids: Vec<NodeId> = (1..=u64::try_from(logs.len()).unwrap()).collect();
+        let nodes = ids
+            .iter()
+            .zip(logs)
+            .map(|(&id, entries)| {
+                let mut cfg = Config::new(id, ids.clone());
+                cfg.seed = id;
+                tweak(&mut cfg);
+                let hs = HardState {
+                    term,
+                    vote: None,
+                    commit: 0,
+                };
+                (id, RaftNode::new(cfg, log_of(&entries), hs).unwrap())
+            })
+            .collect();
+        Self {
+            nodes,
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            cut_links: BTreeSet::new(),
+            stalled: BTreeSet::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[&id]
+    }
+
+    /// Carries out one node's outputs until it has none.
+    fn pump(&mut self, id: NodeId) {
+        loop {
+            let node = self.nodes.get_mut(&id).unwrap();
+            let outputs = node.drain();
+            if outputs.is_empty() {
+                return;
+            }
+            for output in outputs {
+                let node = self.nodes.get_mut(&id).unwrap();
+                match output {
+                    Output::Send(m) => {
+                        let cut = self.cut.contains(&m.from)
+                            || self.cut.contains(&m.to)
+                            || self.cut_links.contains(&(m.from, m.to));
+                        if !cut {
+                            self.queue.push_back(m);
+                        }
+                    }
+                    Output::PersistHardState(hs) => node.hard_state_persisted(hs).unwrap(),
+                    Output::PersistLog { index, term } => {
+                        if self.stalled.contains(&id) {
+                            self.held.entry(id).or_default().push((index, term));
+                        } else {
+                            node.log_persisted(index, term).unwrap();
+                        }
+                    }
+                    Output::Committed(_) | Output::RoleChanged { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers messages until the network is quiet.
+    fn settle(&mut self) {
+        loop {
+            for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                self.pump(id);
+            }
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
+            if self.cut.contains(&m.to) {
+                continue;
+            }
+            let to = m.to;
+            self.nodes.get_mut(&to).unwrap().step(m).unwrap();
+        }
+    }
+
+    /// Every node ticks `times` times, the network settling after each round.
+    fn tick_all(&mut self, times: usize) {
+        for _ in 0..times {
+            for node in self.nodes.values_mut() {
+                node.tick().unwrap();
+            }
+            self.settle();
+        }
+    }
+
+    /// Ticks only `id` until it leads.
+    fn elect(&mut self, id: NodeId) {
+        for _ in 0..100 {
+            self.nodes.get_mut(&id).unwrap().tick().unwrap();
+            self.settle();
+            if self.node(id).role() == Role::Leader {
+                return;
+            }
+        }
+        panic!("n{id} was not elected");
+    }
+
+    fn release(&mut self, id: NodeId) {
+        self.stalled.remove(&id);
+        for (index, term) in self.held.remove(&id).unwrap_or_default() {
+            self.nodes
+                .get_mut(&id)
+                .unwrap()
+                .log_persisted(index, term)
+                .unwrap();
+        }
+        self.settle();
+    }
+}
+
+#[test]
+fn raft_election_elects_one_leader_that_commits_its_noop() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2); // a heartbeat carries the commit index
+    for id in 1..=3 {
+        let n = c.node(id);
+        assert_eq!(n.term(), 1, "pre-vote does not raise the term");
+        assert_eq!(n.leader(), Some(1));
+        assert_eq!(n.commit(), 1);
+        let noop = &n.log().all()[0];
+        assert_eq!((noop.index, noop.term, noop.kind), (1, 1, EntryKind::Noop));
+    }
+    assert_eq!(c.node(2).role(), Role::Follower);
+    assert_eq!(c.node(3).role(), Role::Follower);
+}
+
+/// Isolates node 3 for a long time, lets it return, and reports the leader's term afterwards.
+fn partitioned_node_returns(pre_vote_and_check_quorum: bool) -> (Node, Node) {
+    let mut c = Cluster::build(vec![Vec::new(); 3], 0, |cfg| {
+        cfg.pre_vote = pre_vote_and_check_quorum;
+        cfg.check_quorum = pre_vote_and_check_quorum;
+    });
+    c.elect(1);
+    c.tick_all(2);
+    c.cut.insert(3);
+    c.tick_all(200);
+    c.cut.remove(&3);
+    c.tick_all(50);
+    let mut nodes = c.nodes.into_values();
+    let first = nodes.next().unwrap();
+    let third = nodes.nth(1).unwrap();
+    (first, third)
+}
+
+#[test]
+fn raft_pre_vote_keeps_a_returning_partitioned_node_from_deposing_the_leader() {
+    let (leader, returned) = partitioned_node_returns(true);
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(leader.term(), 1);
+    assert_eq!(
+        returned.term(),
+        1,
+        "the isolated node never raised its term"
+    );
+    assert_eq!(returned.leader(), Some(1));
+
+    // Without pre-vote and check-quorum the same scenario deposes the leader.
+    let (old_leader, returned) = partitioned_node_returns(false);
+    assert!(returned.term() > 1);
+    assert!(old_leader.term() > 1);
+}
+
+/// Node 3 stops hearing the leader (a one-way cut) but still reaches node 2.
+fn one_way_cut_from_leader(check_quorum: bool) -> Vec<(Role, Term)> {
+    let mut c = Cluster::build(vec![Vec::new(); 3], 0, |cfg| {
+        cfg.check_quorum = check_quorum
+    });
+    c.elect(1);
+    c.tick_all(2);
+    c.cut_links.insert((1, 3));
+    c.tick_all(100);
+    c.nodes.values().map(|n| (n.role(), n.term())).collect()
+}
+
+#[test]
+fn raft_leader_lease_keeps_a_node_that_cannot_hear_the_leader_from_deposing_it() {
+    // Node 2 still hears the leader, so it refuses node 3's pre-votes: the leader stays.
+    let roles = one_way_cut_from_leader(true);
+    assert_eq!(roles[0], (Role::Leader, 1));
+    assert_eq!(roles[1], (Role::Follower, 1));
+    assert_eq!(roles[2].1, 1, "node 3 never raised its term");
+
+    // Without check-quorum's lease node 2 grants them, and the leader is deposed.
+    let roles = one_way_cut_from_leader(false);
+    assert!(roles.iter().all(|(_, term)| *term > 1), "{roles:?}");
+}
+
+#[test]
+fn raft_follower_truncates_only_at_a_real_conflict() {
+    let append = |prev_index: Index, prev_term: Term, entries: Vec<Entry>| Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit: 0,
+        },
+    };
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        commit: 0,
+    };
+    let log = log_of(&[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)]);
+    let mut n = RaftNode::new(Config::new(2, vec![1, 2, 3]), log, hs).unwrap();
+
+    // Stale or duplicated appends that agree with the log change nothing.
+    n.step(append(0, 0, vec![entry(1, 1)])).unwrap();
+    n.step(append(1, 1, vec![entry(2, 1), entry(3, 2)]))
+        .unwrap();
+    assert_eq!(terms(&n), [1, 1, 2, 2]);
+
+    // A mismatch at prev_index is rejected with a hint that skips the whole conflicting term.
+    sent(&mut n);
+    n.step(append(4, 3, vec![entry(5, 3)])).unwrap();
+    let hint = sent(&mut n).into_iter().find_map(|m| match m.body {
+        MessageBody::AppendResponse {
+            success: false,
+            index,
+            rejected,
+        } => Some((index, rejected)),
+        _ => None,
+    });
+    assert_eq!(hint, Some((2, 4)));
+    assert_eq!(terms(&n), [1, 1, 2, 2]);
+
+    // A real conflict at index 3 removes 3 and 4 and appends the leader's entry.
+    n.step(append(2, 1, vec![entry(3, 3)])).unwrap();
+    assert_eq!(terms(&n), [1, 1, 3]);
+
+    // A reordered older append of the same leader does not truncate the newer entry.
+    n.step(append(3, 3, vec![entry(4, 3)])).unwrap();
+    n.step(append(2, 1, vec![entry(3, 3)])).unwrap();
+    assert_eq!(terms(&n), [1, 1, 3, 3]);
+}
+
+#[test]
+fn raft_an_append_contradicting_the_committed_prefix_is_ignored() {
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        commit: 2,
+    };
+    let log = log_of(&[entry(1, 1), entry(2, 1), entry(3, 2)]);
+    let mut n = RaftNode::new(Config::new(2, vec![1, 2, 3]), log, hs).unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![entry(2, 3)],
+            commit: 2,
+        },
+    })
+    .unwrap();
+    assert_eq!(terms(&n), [1, 1, 2]);
+    assert_eq!(n.commit(), 2);
+}
+
+#[test]
+fn raft_a_leader_does_not_commit_an_earlier_terms_entry_by_counting_replicas() {
+    // Nodes 1 and 2 hold entry 1 of term 1, uncommitted; node 3 is cut off.
+    let mut c = Cluster::build(
+        vec![vec![entry(1, 1)], vec![entry(1, 1)], vec![]],
+        1,
+        |_| {},
+    );
+    c.cut.insert(3);
+    c.stalled.insert(2); // node 2 writes the leader's no-op but has not synced it yet
+    c.elect(1);
+    assert_eq!(c.node(1).term(), 2);
+    c.tick_all(4);
+    // Entry 1 is on a majority (nodes 1 and 2), but it is from term 1: not committed.
+    assert_eq!(c.node(1).log().all().len(), 2);
+    assert_eq!(c.node(2).log().all().len(), 2);
+    assert_eq!(c.node(1).commit(), 0);
+
+    // Once node 2 has the term-2 no-op durable, both entries commit together.
+    c.release(2);
+    assert_eq!(c.node(1).commit(), 2);
+    c.tick_all(2);
+    assert_eq!(c.node(2).commit(), 2);
+}
+
+#[test]
+fn raft_a_vote_leaves_only_once_it_is_durable() {
+    let mut n = RaftNode::new(
+        Config::new(2, vec![1, 2, 3]),
+        MemRaftLog::new(),
+        HardState::default(),
+    )
+    .unwrap();
+    n.step(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Vote {
+            last_index: 0,
+            last_term: 0,
+        },
+    })
+    .unwrap();
+    let voted = HardState {
+        term: 1,
+        vote: Some(1),
+        commit: 0,
+    };
+    let outputs = n.drain();
+    assert!(outputs.contains(&Output::PersistHardState(voted)));
+    assert!(!outputs.iter().any(|o| matches!(o, Output::Send(_))));
+    // An acknowledgement of some other state releases nothing.
+    n.hard_state_persisted(HardState {
+        term: 1,
+        vote: None,
+        commit: 0,
+    })
+    .unwrap();
+    assert_eq!(n.drain(), vec![]);
+    n.hard_state_persisted(voted).unwrap();
+    let grant = Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: MessageBody::VoteResponse { granted: true },
+    };
+    assert_eq!(n.drain(), vec![Output::Send(grant)]);
+}
+
+#[test]
+fn raft_a_follower_acknowledges_only_durable_entries() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.stalled.insert(2);
+    c.stalled.insert(3);
+    let index = c
+        .nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(Bytes::from_static(b"x"))
+        .unwrap();
+    c.tick_all(4);
+    assert_eq!(c.node(2).log().last_index(), index);
+    assert_eq!(
+        c.node(1).commit(),
+        index - 1,
+        "written on all, durable on one"
+    );
+    c.release(3);
+    assert_eq!(c.node(1).commit(), index);
+}
+
+/// A tiny generator for the hostile-input test.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn raft_hostile_messages_never_panic_or_break_the_log() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for _ in 0..5 {
+        c.nodes
+            .get_mut(&1)
+            .unwrap()
+            .propose(Bytes::from_static(b"x"))
+            .unwrap();
+    }
+    c.tick_all(4);
+    let mut rng = 7;
+    // Small values mostly (to hit real indexes and terms), sometimes extremes.
+    let num = |rng: &mut u64| match splitmix(rng) % 8 {
+        0 => u64::MAX,
+        1 => u64::MAX - 1,
+        _ => splitmix(rng) % 10,
+    };
+    for round in 0..5_000 {
+        let to = 1 + splitmix(&mut rng) % 3;
+        let from = num(&mut rng);
+        let term = num(&mut rng);
+        let (a, b) = (num(&mut rng), num(&mut rng));
+        let body = match splitmix(&mut rng) % 6 {
+            0 => MessageBody::PreVote {
+                last_index: a,
+                last_term: b,
+            },
+            1 => MessageBody::PreVoteResponse {
+                granted: a % 2 == 0,
+            },
+            2 => MessageBody::Vote {
+                last_index: a,
+                last_term: b,
+            },
+            3 => MessageBody::VoteResponse {
+                granted: a % 2 == 0,
+            },
+            4 => {
+                let count = splitmix(&mut rng) % 4;
+                let entries = (0..count)
+                    .map(|_| entry(num(&mut rng), num(&mut rng)))
+                    .collect();
+                MessageBody::Append {
+                    prev_index: a,
+                    prev_term: b,
+                    entries,
+                    commit: num(&mut rng),
+                }
+            }
+            _ => MessageBody::AppendResponse {
+                index: a,
+                success: b % 2 == 0,
+                rejected: num(&mut rng),
+            },
+        };
+        let node = c.nodes.get_mut(&to).unwrap();
+        node.step(Message {
+            from,
+            to,
+            term,
+            body,
+        })
+        .unwrap();
+        if round % 7 == 0 {
+            node.tick().unwrap();
+        }
+        let n = c.node(to);
+        assert!(n.commit() <= n.log().last_index());
+        let all = n.log().all();
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == u64::try_from(i).unwrap() + 1));
+        assert!(all.windows(2).all(|w| w[0].term <= w[1].term));
+        c.settle();
+    }
+}
+
+#[test]
+fn raft_config_and_durable_state_are_validated() {
+    let bad = |tweak: fn(&mut Config)| {
+        let mut cfg = Config::new(1, vec![1, 2, 3]);
+        tweak(&mut cfg);
+        RaftNode::new(cfg, MemRaftLog::new(), HardState::default()).unwrap_err()
+    };
+    assert!(matches!(
+        bad(|c| c.voters = vec![2, 3]),
+        RaftError::Config(_)
+    ));
+    assert!(matches!(
+        bad(|c| c.voters = vec![1, 2, 2]),
+        RaftError::Config(_)
+    ));
+    assert!(matches!(
+        bad(|c| c.heartbeat_tick = 0),
+        RaftError::Config(_)
+    ));
+    assert!(matches!(bad(|c| c.election_tick = 2), RaftError::Config(_)));
+    let hs = HardState {
+        term: 1,
+        vote: None,
+        commit: 3,
+    };
+    let err = RaftNode::new(Config::new(1, vec![1]), log_of(&[entry(1, 1)]), hs).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "hard state commit 3 is beyond the log's last index 1"
+    );
+}
