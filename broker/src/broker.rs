@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::group::driver::GroupDriver;
 use crate::metrics::Metrics;
+use crate::processor_status::PipelineStatuses;
 use crate::producer_ids::ProducerIds;
 use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
 
@@ -27,6 +28,8 @@ pub struct Broker {
     pub groups: GroupDriver,
     /// Prometheus series recorded as the broker runs (see [`crate::metrics`]).
     pub metrics: Metrics,
+    /// What the embedded pipelines are doing (observation only).
+    pub pipelines: PipelineStatuses,
 }
 
 impl Broker {
@@ -52,6 +55,7 @@ impl Broker {
             producer_ids,
             groups,
             metrics,
+            pipelines: PipelineStatuses::default(),
         })
     }
 

@@ -33,6 +33,13 @@ pub enum Command {
     /// Generate sensor, clickstream and social-post traffic, with anomalies, late events and
     /// garbage, and send it over gRPC or the Kafka protocol.
     Simulate(Box<tools::simulate::SimulateArgs>),
+    /// The one-command demo: a broker with the default sensor pipeline, the simulator feeding
+    /// it, the dashboard's address and a live status line, until Ctrl-C (the data directory,
+    /// ./runnel-demo by default, is kept).
+    Demo(crate::demo::DemoArgs),
+    /// What a running node holds and does: topics, consumer groups, pipelines (from its HTTP
+    /// port).
+    Status(tools::status::StatusArgs),
 }
 
 impl Command {
@@ -44,6 +51,8 @@ impl Command {
             Command::Produce(a) => tools::produce::run(a).await,
             Command::Consume(a) => tools::consume::run(a).await,
             Command::Simulate(a) => tools::simulate::run(*a).await,
+            Command::Demo(_) => anyhow::bail!("demo is not a client command"),
+            Command::Status(a) => tools::status::run(a).await,
         }
     }
 }

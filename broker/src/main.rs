@@ -45,6 +45,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             }))
         }
+        Command::Demo(args) => runtime.block_on(runnel_broker::demo::run(args, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })),
         tool => runtime.block_on(tool.run_tool()),
     }
 }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use runnel_processor::driver::Clock;
+
 use crate::broker::Broker;
 
 /// Labels of a per-partition series.
@@ -38,6 +40,19 @@ pub struct LagLabels {
     pub partition: i32,
 }
 
+/// Labels of a per-pipeline series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub pipeline: String,
+}
+
+/// Labels of a per-rule alert series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub pipeline: String,
+    pub rule: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 50 µs to ~13 s.
@@ -54,6 +69,9 @@ pub struct Metrics {
     pub produce_bytes: Family<PartitionLabels, Counter>,
     pub fetch_bytes: Family<PartitionLabels, Counter>,
     pub fsync_seconds: Histogram,
+    pub processor_alerts: Family<RuleLabels, Counter>,
+    pub processor_alert_latency_seconds: HistogramFamily<PipelineLabels>,
+    pub processor_checkpoint_seconds: HistogramFamily<PipelineLabels>,
 }
 
 impl Default for Metrics {
@@ -65,6 +83,9 @@ impl Default for Metrics {
             produce_bytes: Family::default(),
             fetch_bytes: Family::default(),
             fsync_seconds: latency_histogram(),
+            processor_alerts: Family::default(),
+            processor_alert_latency_seconds: Family::new_with_constructor(latency_histogram),
+            processor_checkpoint_seconds: Family::new_with_constructor(latency_histogram),
         }
     }
 }
@@ -96,6 +117,36 @@ impl Metrics {
             partition,
         };
         self.fetch_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// Records one alert of `rule`, appended `latency` after its triggering reading's
+    /// timestamp.
+    pub fn alert(&self, pipeline: &str, rule: &str, latency_seconds: f64) {
+        self.alert_count(pipeline, rule);
+        self.processor_alert_latency_seconds
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.to_owned(),
+            })
+            .observe(latency_seconds);
+    }
+
+    /// Records one alert of `rule` whose latency is not measured (a late reading's).
+    pub fn alert_count(&self, pipeline: &str, rule: &str) {
+        self.processor_alerts
+            .get_or_create(&RuleLabels {
+                pipeline: pipeline.to_owned(),
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a pipeline checkpoint that took `seconds`.
+    pub fn checkpoint(&self, pipeline: &str, seconds: f64) {
+        self.processor_checkpoint_seconds
+            .get_or_create(&PipelineLabels {
+                pipeline: pipeline.to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// Forgets the per-partition series of a deleted topic.
@@ -144,7 +195,23 @@ impl Metrics {
             "Time one group-commit fsync of a partition log took",
             self.fsync_seconds.clone(),
         );
+        registry.register(
+            "processor_alerts",
+            "Alerts appended by the embedded processor since start, per pipeline and rule",
+            self.processor_alerts.clone(),
+        );
+        registry.register(
+            "processor_alert_latency_seconds",
+            "From an on-time reading's record timestamp (its producer's clock) to its alert being durable; alerts from late readings are not measured",
+            self.processor_alert_latency_seconds.clone(),
+        );
+        registry.register(
+            "processor_checkpoint_duration_seconds",
+            "Time one processor checkpoint (state and offsets to sled, flushed) took",
+            self.processor_checkpoint_seconds.clone(),
+        );
         register_state(&mut registry, broker);
+        register_pipelines(&mut registry, broker);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
@@ -225,5 +292,74 @@ fn register_state(registry: &mut Registry, broker: &Broker) {
         "consumer_group_lag_records",
         "High watermark minus the group's committed offset",
         lag,
+    );
+}
+
+/// Per-pipeline counters (checkpointed with the pipeline, so they survive restarts) and
+/// gauges, read from the last observation of each pipeline.
+fn register_pipelines(registry: &mut Registry, broker: &Broker) {
+    let events = Family::<PipelineLabels, Counter>::default();
+    let late = Family::<PipelineLabels, Counter>::default();
+    let dlq = Family::<PipelineLabels, Counter>::default();
+    let aggregates = Family::<PipelineLabels, Counter>::default();
+    let windows = Family::<PipelineLabels, Gauge>::default();
+    let watermark_lag =
+        Family::<PipelineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let running = Family::<PipelineLabels, Gauge>::default();
+    let now = crate::processing::WallClock.now_ms();
+    for p in broker.pipelines.snapshot() {
+        let l = PipelineLabels {
+            pipeline: p.name.clone(),
+        };
+        events.get_or_create(&l).inc_by(p.stats.records);
+        late.get_or_create(&l).inc_by(p.stats.late);
+        dlq.get_or_create(&l).inc_by(p.stats.dlq);
+        aggregates.get_or_create(&l).inc_by(p.stats.aggregates);
+        windows
+            .get_or_create(&l)
+            .set(i64::try_from(p.windows_open).unwrap_or(i64::MAX));
+        running.get_or_create(&l).set(i64::from(p.running));
+        if let Some(w) = p.watermark_ms {
+            // Millisecond counts far below 2^53: exact in f64.
+            let lag_ms = u32::try_from(now.saturating_sub(w).max(0)).unwrap_or(u32::MAX);
+            watermark_lag
+                .get_or_create(&l)
+                .set(f64::from(lag_ms) / 1000.0);
+        }
+    }
+    registry.register(
+        "processor_events",
+        "Input records processed by a pipeline (checkpointed: counts survive restarts)",
+        events,
+    );
+    registry.register(
+        "processor_late_events",
+        "Readings later than the allowed lateness, sent to the late-data topic",
+        late,
+    );
+    registry.register(
+        "processor_dead_letters",
+        "Records that failed to parse or validate, sent to the dead-letter topic",
+        dlq,
+    );
+    registry.register(
+        "processor_window_results",
+        "Window results emitted, every revision counted",
+        aggregates,
+    );
+    registry.register(
+        "processor_windows_open",
+        "Event-time windows currently open",
+        windows,
+    );
+    registry.register(
+        "processor_watermark_lag_seconds",
+        "Wall clock minus the pipeline's event-time watermark",
+        watermark_lag,
+    );
+    registry.register(
+        "processor_running",
+        "1 while the pipeline's driver runs, 0 while it recovers after an error",
+        running,
     );
 }

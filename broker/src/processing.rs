@@ -52,6 +52,46 @@ impl LocalLog {
     }
 }
 
+/// What metrics need of an alert's value.
+#[derive(serde::Deserialize)]
+struct AlertView {
+    pipeline: String,
+    rule: String,
+}
+
+impl LocalLog {
+    /// Counts durable alerts (records carrying `runnel.alert.id`) per rule, with their
+    /// latency from the triggering reading's timestamp (its producer's clock: for an on-time
+    /// reading, when it was published).
+    fn observe_alerts(&self, records: &[OutputRecord]) {
+        let now = WallClock.now_ms();
+        for r in records {
+            if !r.headers.iter().any(|(k, _)| k == "runnel.alert.id") {
+                continue;
+            }
+            let Ok(a) = serde_json::from_slice::<AlertView>(&r.value) else {
+                continue;
+            };
+            // A reading that arrived behind the watermark (late data) is old by its own
+            // delay, not the pipeline's: only on-time readings measure the latency.
+            if self
+                .broker
+                .pipelines
+                .watermark(&a.pipeline)
+                .is_some_and(|w| r.timestamp < w)
+            {
+                self.broker.metrics.alert_count(&a.pipeline, &a.rule);
+                continue;
+            }
+            let ms = u64::try_from(now.saturating_sub(r.timestamp)).unwrap_or(0);
+            // Latencies in ms stay far below 2^53, so the f64 is exact.
+            let seconds = u32::try_from(ms).map_or(f64::from(u32::MAX), f64::from) / 1000.0;
+            self.broker.metrics.alert(&a.pipeline, &a.rule, seconds);
+            self.broker.pipelines.alert_latency(&a.pipeline, ms);
+        }
+    }
+}
+
 fn io(e: impl std::fmt::Display) -> LogIoError {
     LogIoError(e.to_string())
 }
@@ -95,16 +135,20 @@ fn decode(
 }
 
 /// A decoded stored record.
-struct StoredRecord {
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
-    timestamp: i64,
+pub(crate) struct StoredRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp: i64,
 }
 
 /// Reads `[from, hw)` of a partition, at most `max` records.
-fn read_range(part: &Partition, from: i64, max: usize) -> Result<Vec<StoredRecord>, LogIoError> {
+pub(crate) fn read_range(
+    part: &Partition,
+    from: i64,
+    max: usize,
+) -> Result<Vec<StoredRecord>, LogIoError> {
     let o = part.offsets();
     let mut at = from.max(o.log_start);
     let mut out = Vec::new();
@@ -233,6 +277,7 @@ impl OutputLog for LocalLog {
         if end > 0 {
             let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
             part.wait_durable(end, wait).await.map_err(io)?;
+            self.observe_alerts(records);
         }
         Ok(())
     }
@@ -305,6 +350,7 @@ pub async fn run_pipeline(
         }
     };
     let config = driver_config(&broker.config.processor);
+    broker.pipelines.register(&pipeline);
     loop {
         let stop = shutdown.clone();
         let log = LocalLog::new(broker.clone());
@@ -319,16 +365,40 @@ pub async fn run_pipeline(
             )
             .await?;
             tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
-            d.run(|| *stop.borrow()).await
+            d.run_observed(|| *stop.borrow(), |d| observe(&broker, d))
+                .await
         };
         match outcome.await {
-            Ok(()) => return,
-            Err(e) => tracing::error!(pipeline = %name, "pipeline stopped, recovering: {e}"),
+            Ok(()) => {
+                broker.pipelines.stopped(&name, None);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(pipeline = %name, "pipeline stopped, recovering: {e}");
+                broker.pipelines.stopped(&name, Some(e.to_string()));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = crate::net::stopped(&mut shutdown) => return,
         }
+    }
+}
+
+/// Publishes a driver's state after a step (status page, metrics).
+fn observe<I, O, C, S>(broker: &Broker, d: &Driver<I, O, C, S>)
+where
+    I: InputLog + Sync,
+    O: OutputLog + Sync,
+    C: Clock,
+    S: runnel_processor::state::StateStore,
+{
+    let p = d.pipeline();
+    let checkpoint = broker.pipelines.observe(p, d.checkpoint_stats());
+    if let Some(c) = checkpoint {
+        broker
+            .metrics
+            .checkpoint(&p.config().name, c.0.as_secs_f64());
     }
 }
 

@@ -146,6 +146,15 @@ pub enum DriverError {
     },
 }
 
+/// Checkpoints taken in one driver lifetime (for metrics; not part of any result).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints taken.
+    pub count: u64,
+    /// Wall time the last one took (measured, so not deterministic: observability only).
+    pub last_duration: Option<std::time::Duration>,
+}
+
 /// What one call of [`Driver::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutcome {
@@ -189,6 +198,7 @@ pub struct Driver<I, O, C, S> {
     last_checkpoint_at: Millis,
     last_step_at: Millis,
     topics_ready: bool,
+    checkpoint_stats: CheckpointStats,
 }
 
 impl<I, O, C, S> Driver<I, O, C, S>
@@ -230,6 +240,7 @@ where
             last_checkpoint_at: now,
             last_step_at: now,
             topics_ready: false,
+            checkpoint_stats: CheckpointStats::default(),
         };
         let mut last_seen = Vec::new();
         for stream in d.output_streams() {
@@ -552,10 +563,18 @@ where
     /// Checkpoints now (also on graceful shutdown). Outputs are already durable: each append
     /// returned only once durable, so the checkpoint never covers an output that could be lost.
     pub fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+        let started = std::time::Instant::now();
         self.pipeline.checkpoint(&mut self.store)?;
         self.steps_since_checkpoint = 0;
         self.last_checkpoint_at = now;
+        self.checkpoint_stats.count = self.checkpoint_stats.count.saturating_add(1);
+        self.checkpoint_stats.last_duration = Some(started.elapsed());
         Ok(())
+    }
+
+    /// Checkpoints taken by this driver lifetime.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoint_stats
     }
 
     /// Waits (in the input log) for new input on any source partition, or `timeout_ms`.
@@ -570,8 +589,19 @@ where
 
     /// Runs live until `stop()` is true (checked between steps), then checkpoints.
     pub async fn run(&mut self, stop: impl Fn() -> bool) -> Result<(), DriverError> {
+        self.run_observed(stop, |_| {}).await
+    }
+
+    /// [`Driver::run`], calling `observe` after every step (for metrics and status pages).
+    pub async fn run_observed(
+        &mut self,
+        stop: impl Fn() -> bool,
+        mut observe: impl FnMut(&Self),
+    ) -> Result<(), DriverError> {
         while !stop() {
-            if self.step().await? == StepOutcome::Idle {
+            let outcome = self.step().await?;
+            observe(self);
+            if outcome == StepOutcome::Idle {
                 let wait = self
                     .config
                     .idle_step_ms

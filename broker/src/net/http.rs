@@ -1,5 +1,5 @@
 //! The HTTP listener: Prometheus metrics at `/metrics` (no auth, as Prometheus expects by
-//! default). The live dashboard will be served here too.
+//! default), the live dashboard at `/` and its data at `/api/dashboard`.
 
 use std::sync::Arc;
 
@@ -15,27 +15,60 @@ use crate::broker::Broker;
 /// OpenMetrics text, which Prometheus negotiates and parses.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The dashboard page: one self-contained file, built into the binary.
+const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
+
 /// Serves HTTP on `listener` until `shutdown` flips to true.
 pub async fn serve_http(
     listener: TcpListener,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let metrics_broker = Arc::clone(&broker);
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let broker = Arc::clone(&broker);
+                let broker = Arc::clone(&metrics_broker);
                 async move {
                     let body = broker.metrics.render(&broker);
                     ([(header::CONTENT_TYPE, OPENMETRICS)], body)
                 }
             }),
         )
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    DASHBOARD_HTML,
+                )
+            }),
+        )
+        .route(
+            "/api/dashboard",
+            get(move || {
+                let broker = Arc::clone(&broker);
+                async move {
+                    // Reads tails of output topics from disk: off the async threads.
+                    match tokio::task::spawn_blocking(move || crate::dashboard::snapshot(&broker))
+                        .await
+                    {
+                        Ok(s) => (
+                            [(header::CONTENT_TYPE, "application/json")],
+                            serde_json::to_vec(&s).unwrap_or_default(),
+                        )
+                            .into_response(),
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("snapshot failed: {e}\n"))
+                            .into_response(),
+                    }
+                }
+            }),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: this is Runnel's HTTP port; metrics are at /metrics\n",
+                "not found: this is Runnel's HTTP port; the dashboard is at /, metrics at /metrics\n",
             )
                 .into_response()
         });

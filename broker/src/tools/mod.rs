@@ -9,6 +9,7 @@ pub mod kafka_producer;
 pub mod output;
 pub mod produce;
 pub mod simulate;
+pub mod status;
 pub mod topics;
 
 use clap::Args;
