@@ -10,6 +10,9 @@ use super::{
     RaftError, RaftLog, Role, StorageError, Term,
 };
 
+/// At most this many appends go to a lagging follower per acknowledgement it sends.
+const CATCH_UP_BURST: usize = 4;
+
 /// How a node behaves; the same for every replica of a partition except `id` and `seed`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -488,15 +491,22 @@ impl<L: RaftLog> RaftNode<L> {
         };
         pr.active = true;
         if success {
-            if index > last || index <= pr.matched {
+            if index > last {
                 return Ok(());
             }
-            pr.matched = index;
-            pr.next = pr.next.max(index.saturating_add(1));
-            let behind = pr.next <= last;
-            self.leader_maybe_commit();
-            if behind {
-                self.send_append(from)?;
+            if index > pr.matched {
+                pr.matched = index;
+                pr.next = pr.next.max(index.saturating_add(1));
+                self.leader_maybe_commit();
+            }
+            // A follower that is behind gets a few more appends for every answer (even one
+            // that tells nothing new), not one per fsync round trip. No byte-based flow
+            // control yet: a far-behind follower may have its whole backlog in flight.
+            for _ in 0..CATCH_UP_BURST {
+                match self.progress.get(&from) {
+                    Some(pr) if pr.next <= last => self.send_append(from)?,
+                    _ => break,
+                }
             }
         } else {
             if rejected < pr.matched || rejected >= pr.next {

@@ -217,6 +217,12 @@ struct Faults {
     partition: u64,
     pause: u64,
     propose: u64,
+    /// Crash a node right after it grants a vote / a leader right after it proposes, before
+    /// its disk syncs (the windows where durability bugs hide).
+    crash_after_vote: u64,
+    crash_after_propose: u64,
+    /// Small appends split a leader's no-op from the entries before it.
+    max_append_entries: usize,
 }
 
 /// Rates are per million per time unit (or per message).
@@ -231,13 +237,19 @@ impl Faults {
             partition: rng.choose(&[2_000, 5_000, 15_000]),
             pause: rng.choose(&[0, 2_000]),
             propose: rng.choose(&[50_000, 300_000]),
+            crash_after_vote: rng.choose(&[0, 30_000, 200_000]),
+            crash_after_propose: rng.choose(&[0, 10_000, 50_000]),
+            max_append_entries: rng.choose(&[1, 2, 64]),
         }
     }
 }
 
-/// Time units with faults, then at most this many after healing for a commit on every node.
+/// Time units with faults.
 const FAULT_STEPS: u64 = 2_000;
+/// After healing, a leader must commit a new entry within this many time units...
 const HEAL_LIMIT: u64 = 600;
+/// ... and every node must have committed everything acknowledged within this many.
+const CATCH_UP_LIMIT: u64 = 3_000;
 
 /// The simulation of one seed.
 struct Sim {
@@ -264,6 +276,8 @@ struct Sim {
     verbose: bool,
     trace: Vec<String>,
     stats: Stats,
+    /// Crashed at the next step, before their disks sync.
+    crash_soon: Vec<NodeId>,
 }
 
 /// What one run did, for the summary line.
@@ -273,6 +287,7 @@ struct Stats {
     terms: usize,
     committed: usize,
     heal_ticks: u64,
+    catch_up_ticks: u64,
     crashes: usize,
     torn_writes: usize,
     lost_writes: usize,
@@ -287,6 +302,7 @@ impl Stats {
         self.terms += other.terms;
         self.committed += other.committed;
         self.heal_ticks = self.heal_ticks.max(other.heal_ticks);
+        self.catch_up_ticks = self.catch_up_ticks.max(other.catch_up_ticks);
         self.crashes += other.crashes;
         self.torn_writes += other.torn_writes;
         self.lost_writes += other.lost_writes;
@@ -337,6 +353,7 @@ impl Sim {
             verbose,
             trace: Vec::new(),
             stats: Stats::default(),
+            crash_soon: Vec::new(),
         };
         for id in sim.ids.clone() {
             sim.restart(id);
@@ -374,23 +391,31 @@ impl Sim {
         }
         self.heal();
         let healed_at = self.now;
-        loop {
+        while !self.acked.iter().any(|p| p.seq > self.heal_seq) {
             if self.now - healed_at > HEAL_LIMIT {
                 self.fail(&format!(
-                    "no commit on every node within {HEAL_LIMIT} ticks of healing"
+                    "no new commit within {HEAL_LIMIT} ticks of healing"
                 ));
             }
             self.step();
-            if self.all_caught_up() {
-                break;
+        }
+        let recovered = self.now - healed_at;
+        while !self.all_caught_up() {
+            if self.now - healed_at > CATCH_UP_LIMIT {
+                self.fail(&format!(
+                    "not every node committed everything acknowledged within \
+                     {CATCH_UP_LIMIT} ticks of healing"
+                ));
             }
+            self.step();
         }
         self.check_final();
         Stats {
             acked: self.acked.len(),
             terms: self.leaders.len(),
             committed: self.committed.len(),
-            heal_ticks: self.now - healed_at,
+            heal_ticks: recovered,
+            catch_up_ticks: self.now - healed_at,
             ..self.stats
         }
     }
@@ -399,6 +424,11 @@ impl Sim {
     fn step(&mut self) {
         self.now += 1;
         self.deliver();
+        for id in std::mem::take(&mut self.crash_soon) {
+            if self.is_up(id) && !self.healed {
+                self.crash(id);
+            }
+        }
         for id in self.ids.clone() {
             if self.is_running(id) && self.rng.chance(self.faults.io) {
                 self.sync(id);
@@ -450,6 +480,10 @@ impl Sim {
     fn handle_output(&mut self, id: NodeId, output: Output) {
         match output {
             Output::Send(m) => {
+                let granted = matches!(m.body, MessageBody::VoteResponse { granted: true });
+                if granted && self.rng.chance(self.faults.crash_after_vote) {
+                    self.crash_soon.push(id);
+                }
                 self.check_send(id, &m);
                 self.send(m);
             }
@@ -572,6 +606,9 @@ impl Sim {
                 };
                 self.note(|| format!("n{id} proposed {index}@{term}"));
                 self.proposals.push(p);
+                if self.rng.chance(self.faults.crash_after_propose) {
+                    self.crash_soon.push(id);
+                }
                 self.call(id, |_| Ok(()));
             }
             Err(e) => self.fail(&format!("leader {id} refused a proposal: {e}")),
@@ -679,6 +716,7 @@ impl Sim {
 
     fn restart(&mut self, id: NodeId) {
         let mut cfg = Config::new(id, self.ids.clone());
+        cfg.max_append_entries = self.faults.max_append_entries;
         cfg.seed = self.rng.next();
         let slot = self.slots.get_mut(&id).expect("slot");
         let log = slot.down_log.take().expect("down");
@@ -708,12 +746,10 @@ impl Sim {
         self.note(|| "HEALED".to_string());
     }
 
-    /// Liveness: a proposal made after healing is acknowledged, and every node has committed
-    /// everything acknowledged.
+    /// Every node has committed everything acknowledged.
     fn all_caught_up(&self) -> bool {
-        let fresh = self.acked.iter().any(|p| p.seq > self.heal_seq);
         let top = self.acked.iter().map(|p| p.index).max().unwrap_or(0);
-        fresh && self.ids.iter().all(|&id| self.node(id).commit() >= top)
+        self.ids.iter().all(|&id| self.node(id).commit() >= top)
     }
 
     // ---- invariants ----
