@@ -10,8 +10,9 @@ use super::{
     RaftError, RaftLog, Role, StorageError, Term,
 };
 
-/// At most this many appends go to a lagging follower per acknowledgement it sends.
-const CATCH_UP_BURST: usize = 4;
+/// Flow control: at most this many appends' worth of entries (`max_append_entries` each) are
+/// sent beyond what a follower has acknowledged durable.
+const MAX_INFLIGHT_APPENDS: u64 = 8;
 
 /// How a node behaves; the same for every replica of a partition except `id` and `seed`.
 #[derive(Debug, Clone)]
@@ -235,7 +236,7 @@ impl<L: RaftLog> RaftNode<L> {
             self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(1);
             if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
                 self.heartbeat_elapsed = 0;
-                self.broadcast_append()?;
+                self.broadcast_append(true)?;
             }
         } else if self.election_elapsed >= self.randomized_timeout {
             self.campaign(self.cfg.pre_vote)?;
@@ -256,7 +257,7 @@ impl<L: RaftLog> RaftNode<L> {
         let index = self
             .append_own(EntryKind::Normal, payload)
             .map_err(RaftError::from)?;
-        self.broadcast_append()?;
+        self.broadcast_append(false)?;
         self.finish();
         Ok(index)
     }
@@ -499,24 +500,19 @@ impl<L: RaftLog> RaftNode<L> {
                 pr.next = pr.next.max(index.saturating_add(1));
                 self.leader_maybe_commit();
             }
-            // A follower that is behind gets a few more appends for every answer (even one
-            // that tells nothing new), not one per fsync round trip. No byte-based flow
-            // control yet: a far-behind follower may have its whole backlog in flight.
-            for _ in 0..CATCH_UP_BURST {
-                match self.progress.get(&from) {
-                    Some(pr) if pr.next <= last => self.send_append(from)?,
-                    _ => break,
-                }
-            }
+            // Fill the follower's window (a lagging one catches up a window per round trip).
+            while self.send_append(from, false)? {}
         } else {
-            if rejected < pr.matched || rejected >= pr.next {
-                return Ok(()); // stale: we have moved on since
+            if rejected <= pr.matched || rejected >= pr.next {
+                // Stale (we moved on since), or contradicting an index the follower said was
+                // durable: either way, retrying from there would only loop.
+                return Ok(());
             }
             pr.next = index
                 .saturating_add(1)
                 .min(rejected)
                 .max(pr.matched.saturating_add(1));
-            self.send_append(from)?;
+            self.send_append(from, true)?;
         }
         Ok(())
     }
@@ -638,7 +634,7 @@ impl<L: RaftLog> RaftNode<L> {
             .collect();
         // Commit an entry of our own term before anything else counts as committed.
         self.append_own(EntryKind::Noop, Bytes::new())?;
-        self.broadcast_append()?;
+        self.broadcast_append(true)?;
         self.leader_maybe_commit();
         Ok(())
     }
@@ -656,22 +652,36 @@ impl<L: RaftLog> RaftNode<L> {
         Ok(index)
     }
 
-    fn broadcast_append(&mut self) -> Result<(), RaftError> {
+    /// Sends every follower what its window allows; with `heartbeat`, at least an empty
+    /// append.
+    fn broadcast_append(&mut self, heartbeat: bool) -> Result<(), RaftError> {
         for peer in self.others() {
-            self.send_append(peer)?;
+            self.send_append(peer, heartbeat)?;
         }
         Ok(())
     }
 
-    /// Sends `peer` the entries from its `next` (none: a heartbeat) and advances `next`.
-    fn send_append(&mut self, peer: NodeId) -> Result<(), RaftError> {
+    /// Sends `peer` the entries from its `next` as far as its window allows, advancing `next`
+    /// optimistically; with `heartbeat`, sends an empty append if there is nothing to send.
+    /// Returns whether entries were sent.
+    fn send_append(&mut self, peer: NodeId, heartbeat: bool) -> Result<bool, RaftError> {
         let last = self.log.last_index();
+        let max = self.cfg.max_append_entries;
+        let window = MAX_INFLIGHT_APPENDS.saturating_mul(Index::try_from(max).unwrap_or(1));
         let Some(pr) = self.progress.get_mut(&peer) else {
-            return Ok(());
+            return Ok(false);
         };
         pr.next = pr.next.clamp(1, last.saturating_add(1));
         let prev_index = pr.next - 1;
-        let entries = self.log.entries(pr.next, self.cfg.max_append_entries)?;
+        let entries = if pr.next <= last && pr.next <= pr.matched.saturating_add(window) {
+            self.log.entries(pr.next, max)?
+        } else {
+            Vec::new()
+        };
+        if entries.is_empty() && !heartbeat {
+            return Ok(false);
+        }
+        let sent = !entries.is_empty();
         if let Some(e) = entries.last() {
             pr.next = e.index.saturating_add(1);
         }
@@ -683,7 +693,7 @@ impl<L: RaftLog> RaftNode<L> {
             commit: self.commit,
         };
         self.send(peer, body);
-        Ok(())
+        Ok(sent)
     }
 
     fn request_log_persist(&mut self) {

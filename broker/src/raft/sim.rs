@@ -423,6 +423,9 @@ impl Sim {
     /// One time unit: deliveries, disk syncs, proposals, faults, ticks, then the invariants.
     fn step(&mut self) {
         self.now += 1;
+        if self.in_flight.len() > 50_000 {
+            self.fail("message storm: more than 50000 messages in flight");
+        }
         self.deliver();
         for id in std::mem::take(&mut self.crash_soon) {
             if self.is_up(id) && !self.healed {
