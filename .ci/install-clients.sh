@@ -8,6 +8,7 @@
 #   kcat (Debian, links librdkafka 2.0.2)           -> /usr/bin/kcat
 #   confluent-kafka, kafka-python, aiokafka + codecs -> <repo>/.venv
 #   kafkajs + snappy/lz4/zstd codec plugins          -> <repo>/tests/clients/js/node_modules
+#   playwright-core (drives Debian's chromium)       -> <repo>/tests/clients/js/node_modules
 #   C build deps for the rdkafka crate (librdkafka from source via rdkafka-sys)
 set -euo pipefail
 
@@ -37,6 +38,7 @@ APT_PACKAGES=(
   build-essential make perl pkg-config  # rdkafka-sys runs librdkafka's ./configure && make
   zlib1g-dev    # rdkafka's libz feature (libz-sys finds the system zlib)
   python3-venv
+  chromium      # headless browser for the dashboard test (driven by playwright-core)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -107,6 +109,7 @@ fi
 # --- sanity checks -------------------------------------------------------------------------
 kcat -V | head -n 2 >&2
 .venv/bin/python -c 'import confluent_kafka, kafka, aiokafka, cramjam, snappy, lz4.frame, zstandard; print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "kafka-python", kafka.__version__, "aiokafka", aiokafka.__version__)' >&2
-(cd "$JS_DIR" && node -e 'require("kafkajs"); require("kafkajs-snappy"); require("kafkajs-lz4"); require("@kafkajs/zstd"); console.log("kafkajs", require("kafkajs/package.json").version, "+ snappy/lz4/zstd codecs")') >&2
+chromium --version >&2 || true
+(cd "$JS_DIR" && node -e 'require("playwright-core"); require("kafkajs"); require("kafkajs-snappy"); require("kafkajs-lz4"); require("@kafkajs/zstd"); console.log("kafkajs", require("kafkajs/package.json").version, "+ snappy/lz4/zstd codecs")') >&2
 
 log "done in $(($(date +%s) - start))s"

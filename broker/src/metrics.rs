@@ -177,12 +177,12 @@ impl Metrics {
         );
         registry.register(
             "produce_records",
-            "Records appended by Produce, per partition",
+            "Records appended by clients (Kafka Produce and gRPC publish), per partition",
             self.produce_records.clone(),
         );
         registry.register(
             "produce_bytes",
-            "Record-batch bytes appended by Produce, per partition",
+            "Record-batch bytes appended by clients (Kafka Produce and gRPC publish), per partition",
             self.produce_bytes.clone(),
         );
         registry.register(

@@ -134,9 +134,16 @@ impl IngestService {
             for (indexes, bytes) in chunks {
                 let header = batch::validate(&bytes)
                     .map_err(|e| GrpcError::Storage(format!("built an invalid batch: {e}")))?;
+                let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
                 let appended = part
                     .append(bytes, &header)
                     .map_err(|e| GrpcError::from_append(topic_name, part.index, e))?;
+                self.broker.metrics.produced(
+                    topic_name,
+                    part.index,
+                    u64::try_from(header.record_count).unwrap_or(0),
+                    size,
+                );
                 for (offset, i) in (appended.base_offset..).zip(indexes) {
                     if let Some(pos) = positions.get_mut(i) {
                         *pos = v1::RecordPosition {
