@@ -221,6 +221,8 @@ struct Faults {
     /// its disk syncs (the windows where durability bugs hide).
     crash_after_vote: u64,
     crash_after_propose: u64,
+    /// Crash a leader right after its commit index moves, before followers hear of it.
+    crash_after_commit: u64,
     /// Small appends split a leader's no-op from the entries before it.
     max_append_entries: usize,
 }
@@ -239,6 +241,7 @@ impl Faults {
             propose: rng.choose(&[50_000, 300_000]),
             crash_after_vote: rng.choose(&[0, 30_000, 200_000]),
             crash_after_propose: rng.choose(&[0, 10_000, 50_000]),
+            crash_after_commit: rng.choose(&[0, 20_000, 100_000]),
             max_append_entries: rng.choose(&[1, 2, 64]),
         }
     }
@@ -499,7 +502,13 @@ impl Sim {
                 let slot = self.slots.get_mut(&id).expect("slot");
                 slot.pending_io.push(Io::Log(index, term));
             }
-            Output::Committed(index) => self.note(|| format!("n{id} committed {index}")),
+            Output::Committed(index) => {
+                self.note(|| format!("n{id} committed {index}"));
+                let leader = self.node(id).role() == Role::Leader;
+                if leader && self.rng.chance(self.faults.crash_after_commit) {
+                    self.crash_soon.push(id);
+                }
+            }
             Output::RoleChanged { role, term, leader } => {
                 self.note(|| format!("n{id} {role:?} term {term} leader {leader:?}"));
                 if role == Role::Leader {
@@ -796,7 +805,7 @@ impl Sim {
         }
     }
 
-    /// At most one leader per term, and it holds every acknowledged entry.
+    /// At most one leader per term, and it holds every acknowledged and every committed entry.
     fn check_new_leader(&mut self, id: NodeId, term: Term) {
         let first = *self.leaders.entry(term).or_insert(id);
         if first != id {
@@ -808,6 +817,15 @@ impl Sim {
                 self.fail(&format!(
                     "new leader n{id} (term {term}) lacks acknowledged entry {}@{}",
                     p.index, p.term
+                ));
+            }
+        }
+        // Leader completeness: everything any node has committed so far, acknowledged or not.
+        for e in &self.committed {
+            if log.term(e.index) != Some(e.term) {
+                self.fail(&format!(
+                    "new leader n{id} (term {term}) lacks committed entry {}@{}",
+                    e.index, e.term
                 ));
             }
         }
