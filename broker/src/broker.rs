@@ -39,7 +39,7 @@ impl Broker {
             TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
         let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(config.metrics);
         let topics = TopicRegistry::open(
             &config.data_dir,
             config.topics.clone(),

@@ -37,6 +37,10 @@ pub struct Config {
     pub retention_check_interval_ms: u64,
     /// Defaults for topics, including auto-created ones.
     pub topics: TopicDefaults,
+    /// Record per-request metrics (request counts and latency, produce and fetch records and
+    /// bytes). Off, `/metrics` still serves the gauges read at scrape time; this exists to
+    /// measure what recording costs (`benches/metrics_overhead.sh`).
+    pub metrics: bool,
     /// The co-located stream processor (`[processor]`).
     pub processor: ProcessorConfig,
 }
@@ -121,6 +125,7 @@ impl Default for Config {
             max_produce_wait_ms: 30_000,
             retention_check_interval_ms: 60_000,
             topics: TopicDefaults::default(),
+            metrics: true,
             processor: ProcessorConfig::default(),
         }
     }

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub processor_alerts: Family<RuleLabels, Counter>,
     pub processor_alert_latency_seconds: HistogramFamily<PipelineLabels>,
     pub processor_checkpoint_seconds: HistogramFamily<PipelineLabels>,
+    /// Whether per-request series are recorded (`Config::metrics`).
+    recording: bool,
 }
 
 impl Default for Metrics {
@@ -86,13 +88,25 @@ impl Default for Metrics {
             processor_alerts: Family::default(),
             processor_alert_latency_seconds: Family::new_with_constructor(latency_histogram),
             processor_checkpoint_seconds: Family::new_with_constructor(latency_histogram),
+            recording: true,
         }
     }
 }
 
 impl Metrics {
+    /// Series that record per request only if `recording` (scrape-time gauges always work).
+    pub fn new(recording: bool) -> Self {
+        Self {
+            recording,
+            ..Self::default()
+        }
+    }
+
     /// Records one handled Kafka request of `api` that took `seconds`.
     pub fn kafka_request(&self, api: &'static str, seconds: f64) {
+        if !self.recording {
+            return;
+        }
         let labels = ApiLabels { api };
         self.kafka_requests.get_or_create(&labels).inc();
         self.kafka_request_seconds
@@ -102,6 +116,9 @@ impl Metrics {
 
     /// Records `records` records / `bytes` bytes appended to a partition.
     pub fn produced(&self, topic: &str, partition: i32, records: u64, bytes: u64) {
+        if !self.recording {
+            return;
+        }
         let labels = PartitionLabels {
             topic: topic.to_string(),
             partition,
@@ -112,6 +129,9 @@ impl Metrics {
 
     /// Records `bytes` bytes of record batches served from a partition by Fetch.
     pub fn fetched(&self, topic: &str, partition: i32, bytes: u64) {
+        if !self.recording {
+            return;
+        }
         let labels = PartitionLabels {
             topic: topic.to_string(),
             partition,

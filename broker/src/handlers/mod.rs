@@ -254,7 +254,15 @@ pub async fn handle_frame(
     ctx.peer = peer;
     let started = std::time::Instant::now();
     let api = request.api_name();
-    let reply = dispatch(broker, &ctx, request).await;
+    // The request id a log line carries: the connection's span adds `conn` and `peer`.
+    let span = tracing::debug_span!(
+        "kafka_request",
+        api,
+        v = ctx.version,
+        corr = ctx.correlation_id,
+        client = ctx.client_id.as_deref().unwrap_or("")
+    );
+    let reply = tracing::Instrument::instrument(dispatch(broker, &ctx, request), span).await;
     broker
         .metrics
         .kafka_request(api, started.elapsed().as_secs_f64());

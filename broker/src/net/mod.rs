@@ -19,6 +19,8 @@ pub async fn serve_kafka(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
+    // Connection ids, so that every log line of one connection can be told apart.
+    let mut next_conn: u64 = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -26,11 +28,14 @@ pub async fn serve_kafka(
                     let _ = socket.set_nodelay(true);
                     let broker = broker.clone();
                     let conn_shutdown = shutdown.clone();
-                    tokio::spawn(async move {
+                    next_conn = next_conn.wrapping_add(1);
+                    let span = tracing::info_span!("kafka_conn", conn = next_conn, %peer);
+                    tokio::spawn(tracing::Instrument::instrument(async move {
+                        tracing::debug!("connected");
                         if let Err(e) = connection::run(socket, peer, broker, conn_shutdown).await {
-                            tracing::warn!(%peer, "closing connection: {e}");
+                            tracing::warn!("closing connection: {e}");
                         }
-                    });
+                    }, span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
