@@ -177,6 +177,8 @@ impl Batcher {
     /// Send the gathering batch (if any) on the stream, opening one if needed.
     async fn send_batch(&mut self) {
         if self.records.is_empty() {
+            // Nothing gathered (a flush set the deadline while the window was full): no timer.
+            self.deadline = None;
             return;
         }
         let records = std::mem::take(&mut self.records);
@@ -300,7 +302,12 @@ async fn run(
     };
     let mut closing = false;
     loop {
-        if b.window_open() && (b.full() || (closing && !b.records.is_empty())) {
+        // A batch whose linger has run out leaves now, without a trip through the timer: with
+        // linger 0, tokio's 1 ms timer resolution added ~1.2 ms to every publish (p50 1.48 ->
+        // 0.26 ms at 2,000 rec/s, acks=leader). Records that arrive while the window is full
+        // still gather into the next batch, as with Kafka's linger.ms=0.
+        let lingered = !b.records.is_empty() && b.deadline.is_some_and(|d| d <= Instant::now());
+        if b.window_open() && (b.full() || lingered || (closing && !b.records.is_empty())) {
             b.send_batch().await;
             continue;
         }
