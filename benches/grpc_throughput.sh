@@ -28,8 +28,9 @@
 #   grpc throughput: grpc_bench unpaced, acks=all, linger 5 ms, 500 records / batch, 8 batches
 #                    in flight
 #   grpc latency:    grpc_bench paced at LAT_RATE, linger 0, for each of LAT_ACKS, with up to 500
-#                    records per batch and with 1 (a batch of one is sent at once; a linger of 0
-#                    still waits for tokio's timer, which has 1 ms resolution)
+#                    records per batch and with 1 (since 8ec4fde a linger of 0 sends a batch as
+#                    soon as the in-flight window allows, without a trip through tokio's 1 ms
+#                    timer, so the two differ only in how records gather while the window is full)
 #   kafka throughput: rdkafka_performance -P -a -1 -X linger.ms=5 (as benches/kafka_throughput.sh)
 #   kafka latency:    rdkafka_performance -P -l -r LAT_RATE -a -1|1 -X linger.ms=0, each of LAT_ACKS
 # Everything on 127.0.0.1. /proc/loadavg is recorded around every run: on a shared machine
