@@ -6,8 +6,20 @@
 //!
 //! One task per leader batches records (linger, record and byte limits) and keeps one request
 //! in flight; the channel to it is bounded, so `send` waits when the cluster is slower than
-//! the caller. Outcomes are counted in a shared [`Counters`], never retried (a failed batch
-//! may or may not be stored).
+//! the caller. Outcomes are counted in a shared [`Counters`].
+//!
+//! Retries: a partition answered with a retriable error (NOT_LEADER_OR_FOLLOWER, a leader
+//! that is not available yet, a timeout, ...) or lost with its connection is sent again, up to
+//! [`ProducerConfig::retries`] times with a growing backoff, after a Metadata refresh when the
+//! leader may have moved (a task then sends that partition to its new leader). With acks=-1
+//! the producer is idempotent, as Kafka's Java producer is by default: each task takes a
+//! producer id (InitProducerId) and numbers each partition's batches, and a retry resends the
+//! same bytes with the same sequence, so a batch that was stored before its answer was lost
+//! is recognised by the broker and stored once. Without idempotence (acks 0 or 1, or a cluster
+//! without InitProducerId) only errors that guarantee nothing was appended are retried; a lost
+//! answer is counted as failed, because a retry could store the batch twice. A partition that
+//! still fails after the last retry is counted as failed; an idempotent task then takes a new
+//! producer id, since its sequence numbers may no longer be contiguous.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +43,7 @@ use tokio::time::Instant;
 
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::grpc::partitioner::partition_for_key;
+use kafka_protocol::messages::InitProducerIdRequest;
 
 /// Largest response frame accepted from a broker.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -76,6 +89,8 @@ pub enum KafkaError {
 pub struct Counters {
     pub acked: AtomicU64,
     pub failed: AtomicU64,
+    /// Records sent again after a retriable error or a lost connection.
+    pub retried: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
@@ -108,6 +123,12 @@ pub struct ProducerConfig {
     pub max_batch_bytes: usize,
     pub timeout_ms: i32,
     pub client_id: String,
+    /// How many times a partition's batch is sent again after a retriable error.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one, up to 1 s.
+    pub retry_backoff: Duration,
+    /// With acks=-1, take a producer id and number batches so retries are never stored twice.
+    pub idempotent: bool,
 }
 
 impl ProducerConfig {
@@ -120,6 +141,9 @@ impl ProducerConfig {
             max_batch_bytes: 512 * 1024,
             timeout_ms: 30_000,
             client_id: "runnel-simulate".into(),
+            retries: 5,
+            retry_backoff: Duration::from_millis(100),
+            idempotent: true,
         }
     }
 }
@@ -138,6 +162,7 @@ fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::Metadata) => "Metadata",
         Ok(ApiKey::ApiVersions) => "ApiVersions",
         Ok(ApiKey::CreateTopics) => "CreateTopics",
+        Ok(ApiKey::InitProducerId) => "InitProducerId",
         _ => "Kafka",
     }
 }
@@ -304,6 +329,7 @@ struct Versions {
     metadata: i16,
     produce: i16,
     create_topics: Option<i16>,
+    init_producer_id: Option<i16>,
 }
 
 /// A record on its way to a leader task.
@@ -348,6 +374,7 @@ impl KafkaProducer {
                 PRODUCE_VERSIONS.1,
             )?,
             create_topics: conn.pick::<CreateTopicsRequest>(&versions, 2, 5).ok(),
+            init_producer_id: conn.pick::<InitProducerIdRequest>(&versions, 0, 4).ok(),
         };
         let (brokers, mut routes) = metadata(&mut conn, v, topics).await?;
         let missing: Vec<String> = topics
@@ -402,13 +429,16 @@ impl KafkaProducer {
             };
             let leader_conn = Conn::open(addr, &config.client_id).await?;
             let (tx, rx) = mpsc::channel(config.max_request_records.max(1) * 2);
-            tasks.push(tokio::spawn(leader_task(
-                leader_conn,
-                config.clone(),
-                v.produce,
-                rx,
-                counters.clone(),
-            )));
+            let sender = Sender {
+                config: config.clone(),
+                versions: v,
+                home: addr.clone(),
+                conns: HashMap::from([(addr.clone(), leader_conn)]),
+                moved: HashMap::new(),
+                producer: None,
+                counters: counters.clone(),
+            };
+            tasks.push(tokio::spawn(leader_task(sender, rx)));
             leaders.insert(node, tx);
         }
         let routes = routes
@@ -586,17 +616,11 @@ fn record_bytes(r: &Record) -> usize {
         + 30
 }
 
-async fn leader_task(
-    mut conn: Conn,
-    config: ProducerConfig,
-    version: i16,
-    mut rx: mpsc::Receiver<Queued>,
-    counters: Arc<Counters>,
-) {
+async fn leader_task(mut sender: Sender, mut rx: mpsc::Receiver<Queued>) {
+    let config = sender.config.clone();
     let mut pending = Pending::default();
     let mut deadline: Option<Instant> = None;
     let mut open = true;
-    let mut broken = false;
     loop {
         let full = pending.records >= config.max_request_records.max(1)
             || pending
@@ -607,19 +631,7 @@ async fn leader_task(
         if pending.records > 0 && (full || due || !open) {
             let batch = std::mem::take(&mut pending);
             deadline = None;
-            if broken {
-                match Conn::open(&conn.addr, &config.client_id).await {
-                    Ok(c) => {
-                        conn = c;
-                    }
-                    Err(e) => {
-                        let n = u64::try_from(batch.records).unwrap_or(u64::MAX);
-                        counters.fail(n, || e.to_string());
-                        continue;
-                    }
-                }
-            }
-            broken = !produce(&mut conn, &config, version, batch, &counters).await;
+            sender.produce(batch).await;
             continue;
         }
         if !open {
@@ -650,88 +662,585 @@ async fn leader_task(
     }
 }
 
-/// Send one Produce request; count outcomes. Returns false if the connection broke.
-async fn produce(
-    conn: &mut Conn,
-    config: &ProducerConfig,
-    version: i16,
-    batch: Pending,
-    counters: &Counters,
-) -> bool {
-    let mut topics: BTreeMap<Arc<str>, Vec<PartitionProduceData>> = BTreeMap::new();
-    let mut sizes: HashMap<(Arc<str>, i32), u64> = HashMap::new();
-    for ((topic, partition), (records, _)) in batch.parts {
-        if records.is_empty() {
-            continue;
-        }
-        let bytes = encode_batch(&records, ProducerInfo::default()).freeze();
-        sizes.insert(
-            (topic.clone(), partition),
-            u64::try_from(records.len()).unwrap_or(u64::MAX),
-        );
-        topics.entry(topic).or_default().push(
-            PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(bytes)),
-        );
+/// What a task needs to send one partition's batch again.
+struct Item {
+    topic: Arc<str>,
+    partition: i32,
+    records: u64,
+    bytes: Bytes,
+}
+
+/// The producer id of an idempotent task and the next sequence of each partition.
+struct Idempotence {
+    id: i64,
+    epoch: i16,
+    next: HashMap<(Arc<str>, i32), i32>,
+}
+
+/// How a partition's produce attempt ended.
+enum Outcome {
+    Acked,
+    /// Refused for good (or retried too often): count as failed.
+    Failed(String),
+    /// Worth another attempt. `refresh`: the leader may have moved. `ambiguous`: the batch
+    /// may be stored, so only an idempotent producer may send it again.
+    Retry {
+        why: String,
+        refresh: bool,
+        ambiguous: bool,
+    },
+}
+
+/// Kafka error codes after which a Produce is retried, as (refresh metadata, ambiguous).
+fn retriable(code: i16) -> Option<(bool, bool)> {
+    match code {
+        // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+        // KAFKA_STORAGE_ERROR, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH: refused before any
+        // append, and the partition may have moved.
+        3 | 5 | 6 | 56 | 74 | 75 => Some((true, false)),
+        // NOT_ENOUGH_REPLICAS: refused before the append.
+        19 => Some((false, false)),
+        // REQUEST_TIMED_OUT, NETWORK_EXCEPTION, NOT_ENOUGH_REPLICAS_AFTER_APPEND: appended or
+        // not, nobody knows.
+        7 | 13 | 20 => Some((false, true)),
+        _ => None,
     }
-    let total: u64 = sizes.values().sum();
-    let req = ProduceRequest::default()
-        .with_acks(config.acks)
-        .with_timeout_ms(config.timeout_ms)
-        .with_topic_data(
-            topics
-                .into_iter()
-                .map(|(t, parts)| {
-                    TopicProduceData::default()
-                        .with_name(topic_name(&t))
-                        .with_partition_data(parts)
-                })
-                .collect(),
-        );
-    if config.acks == 0 {
-        // No response comes for acks=0: written is all we learn.
-        return match conn.write_request(&req, version).await {
-            Ok(_) => {
-                counters.acked.fetch_add(total, Ordering::Relaxed);
-                true
-            }
-            Err(e) => {
-                counters.fail(total, || e.to_string());
-                false
-            }
+}
+
+/// A leader task's connections and idempotence state. Each partition is sent by exactly one
+/// task (the one `KafkaProducer::send` routes it to), so its sequence numbers have one owner.
+struct Sender {
+    config: ProducerConfig,
+    versions: Versions,
+    /// The leader this task was started for.
+    home: String,
+    conns: HashMap<String, Conn>,
+    /// Partitions whose leader moved away from `home` (learned from a Metadata refresh).
+    moved: HashMap<(Arc<str>, i32), String>,
+    producer: Option<Idempotence>,
+    counters: Arc<Counters>,
+}
+
+impl Sender {
+    fn idempotent(&self) -> bool {
+        self.config.idempotent && self.config.acks == -1 && self.versions.init_producer_id.is_some()
+    }
+
+    async fn conn(&mut self, addr: &str) -> Result<&mut Conn, KafkaError> {
+        if !self.conns.contains_key(addr) {
+            let c = Conn::open(addr, &self.config.client_id).await?;
+            self.conns.insert(addr.to_owned(), c);
+        }
+        self.conns.get_mut(addr).ok_or(KafkaError::Closed)
+    }
+
+    /// Take a producer id (on the bootstrap broker) if this task is idempotent and has none.
+    async fn ensure_producer(&mut self) {
+        if self.producer.is_some() || !self.idempotent() {
+            return;
+        }
+        let Some(version) = self.versions.init_producer_id else {
+            return;
         };
-    }
-    let resp = match conn.call(&req, version).await {
-        Ok(r) => r,
-        Err(e) => {
-            counters.fail(total, || e.to_string());
-            return false;
-        }
-    };
-    for t in resp.responses {
-        let topic: Arc<str> = Arc::from(t.name.0.as_str());
-        for p in t.partition_responses {
-            let n = sizes.remove(&(topic.clone(), p.index)).unwrap_or(0);
-            if p.error_code == 0 {
-                counters.acked.fetch_add(n, Ordering::Relaxed);
-            } else {
-                counters.fail(n, || {
-                    format!(
-                        "{topic} partition {}: {}",
-                        p.index,
-                        error_text(p.error_code)
-                    )
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let bootstrap = self.config.bootstrap.clone();
+        let resp = match self.conn(&bootstrap).await {
+            Ok(c) => c.call(&req, version).await,
+            Err(e) => Err(e),
+        };
+        match resp {
+            Ok(r) if r.error_code == 0 => {
+                self.producer = Some(Idempotence {
+                    id: r.producer_id.0,
+                    epoch: r.producer_epoch,
+                    next: HashMap::new(),
                 });
             }
+            Ok(r) => tracing::warn!(
+                "InitProducerId refused ({}); sending without idempotence",
+                error_text(r.error_code)
+            ),
+            Err(e) => {
+                self.conns.remove(&bootstrap);
+                tracing::warn!("InitProducerId failed ({e}); sending without idempotence");
+            }
         }
     }
-    // Partitions the response did not mention: outcome unknown, count as failed.
-    let missing: u64 = sizes.values().sum();
-    if missing > 0 {
-        counters.fail(missing, || {
-            "partitions missing from the produce response".into()
-        });
+
+    /// Encode each partition's records once (a retry resends the same bytes).
+    fn encode(&mut self, batch: Pending) -> Vec<Item> {
+        let mut items = Vec::new();
+        for ((topic, partition), (records, _)) in batch.parts {
+            if records.is_empty() {
+                continue;
+            }
+            let n = i32::try_from(records.len()).unwrap_or(i32::MAX);
+            let info = match &mut self.producer {
+                Some(p) => {
+                    let next = p.next.entry((topic.clone(), partition)).or_insert(0);
+                    let base = *next;
+                    // Kafka sequences wrap from i32::MAX to 0.
+                    *next =
+                        i32::try_from((i64::from(base) + i64::from(n)) % (i64::from(i32::MAX) + 1))
+                            .unwrap_or(0);
+                    ProducerInfo {
+                        producer_id: p.id,
+                        producer_epoch: p.epoch,
+                        base_sequence: base,
+                    }
+                }
+                None => ProducerInfo::default(),
+            };
+            items.push(Item {
+                topic,
+                partition,
+                records: u64::try_from(records.len()).unwrap_or(u64::MAX),
+                bytes: encode_batch(&records, info).freeze(),
+            });
+        }
+        items
     }
-    true
+
+    /// Send a batch to the partitions' leaders, retrying what may be retried.
+    async fn produce(&mut self, batch: Pending) {
+        self.ensure_producer().await;
+        let idempotent = self.producer.is_some();
+        let mut items = self.encode(batch);
+        let mut attempt: u32 = 0;
+        while !items.is_empty() {
+            // One request per leader address.
+            let mut by_addr: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+            for item in items.drain(..) {
+                let addr = self
+                    .moved
+                    .get(&(item.topic.clone(), item.partition))
+                    .cloned()
+                    .unwrap_or_else(|| self.home.clone());
+                by_addr.entry(addr).or_default().push(item);
+            }
+            let mut refresh = false;
+            let mut last_why = String::new();
+            for (addr, group) in by_addr {
+                for (item, outcome) in self.send_to(&addr, group).await {
+                    match outcome {
+                        Outcome::Acked => {
+                            self.counters
+                                .acked
+                                .fetch_add(item.records, Ordering::Relaxed);
+                        }
+                        Outcome::Failed(why) => self.fail(&item, why),
+                        Outcome::Retry {
+                            why,
+                            refresh: r,
+                            ambiguous,
+                        } => {
+                            if attempt >= self.config.retries || (ambiguous && !idempotent) {
+                                self.fail(&item, why);
+                            } else {
+                                refresh |= r;
+                                last_why = why;
+                                items.push(item);
+                            }
+                        }
+                    }
+                }
+            }
+            if items.is_empty() {
+                break;
+            }
+            attempt += 1;
+            let n: u64 = items.iter().map(|i| i.records).sum();
+            self.counters.retried.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(attempt, records = n, "retrying produce: {last_why}");
+            let backoff = self
+                .config
+                .retry_backoff
+                .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(backoff).await;
+            if refresh {
+                self.refresh(&items).await;
+            }
+        }
+    }
+
+    /// Count a partition's batch as failed for good. An idempotent task drops its producer id:
+    /// the batch may or may not be stored, so the partition's sequence can no longer be trusted.
+    fn fail(&mut self, item: &Item, why: String) {
+        self.counters.fail(item.records, || {
+            format!("{} partition {}: {why}", item.topic, item.partition)
+        });
+        self.producer = None;
+    }
+
+    /// Learn the current leaders of the items' partitions.
+    async fn refresh(&mut self, items: &[Item]) {
+        let topics: Vec<String> = items
+            .iter()
+            .map(|i| i.topic.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let bootstrap = self.config.bootstrap.clone();
+        let v = self.versions;
+        let found = match self.conn(&bootstrap).await {
+            Ok(c) => metadata(c, v, &topics).await,
+            Err(e) => Err(e),
+        };
+        let (brokers, routes) = match found {
+            Ok(f) => f,
+            Err(e) => {
+                self.conns.remove(&bootstrap);
+                tracing::debug!("metadata refresh failed: {e}");
+                return;
+            }
+        };
+        for item in items {
+            let leader = routes
+                .get(item.topic.as_ref())
+                .and_then(|r| r.leaders.get(usize::try_from(item.partition).ok()?))
+                .and_then(|l| brokers.get(l));
+            if let Some(addr) = leader {
+                let key = (item.topic.clone(), item.partition);
+                if *addr == self.home {
+                    self.moved.remove(&key);
+                } else {
+                    self.moved.insert(key, addr.clone());
+                }
+            }
+        }
+    }
+
+    /// One Produce request to `addr`; the outcome of each item.
+    async fn send_to(&mut self, addr: &str, items: Vec<Item>) -> Vec<(Item, Outcome)> {
+        let mut topics: BTreeMap<Arc<str>, Vec<PartitionProduceData>> = BTreeMap::new();
+        for item in &items {
+            topics.entry(item.topic.clone()).or_default().push(
+                PartitionProduceData::default()
+                    .with_index(item.partition)
+                    .with_records(Some(item.bytes.clone())),
+            );
+        }
+        let req = ProduceRequest::default()
+            .with_acks(self.config.acks)
+            .with_timeout_ms(self.config.timeout_ms)
+            .with_topic_data(
+                topics
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        TopicProduceData::default()
+                            .with_name(topic_name(&t))
+                            .with_partition_data(parts)
+                    })
+                    .collect(),
+            );
+        let version = self.versions.produce;
+        let acks = self.config.acks;
+        let sent = match self.conn(addr).await {
+            Err(e) => Err((e, false)),
+            // No response comes for acks=0: written is all we learn.
+            Ok(c) if acks == 0 => c
+                .write_request(&req, version)
+                .await
+                .map(|_| None)
+                .map_err(|e| (e, true)),
+            Ok(c) => c.call(&req, version).await.map(Some).map_err(|e| (e, true)),
+        };
+        let resp = match sent {
+            Ok(Some(r)) => r,
+            Ok(None) => return items.into_iter().map(|i| (i, Outcome::Acked)).collect(),
+            Err((e, written)) => {
+                self.conns.remove(addr);
+                let why = e.to_string();
+                // Not even connected: nothing was sent, so any producer may retry.
+                return items
+                    .into_iter()
+                    .map(|i| {
+                        let o = if acks == 0 {
+                            Outcome::Failed(why.clone())
+                        } else {
+                            Outcome::Retry {
+                                why: why.clone(),
+                                refresh: true,
+                                ambiguous: written,
+                            }
+                        };
+                        (i, o)
+                    })
+                    .collect();
+            }
+        };
+        let mut codes: HashMap<(Arc<str>, i32), i16> = HashMap::new();
+        for t in resp.responses {
+            let topic: Arc<str> = Arc::from(t.name.0.as_str());
+            for p in t.partition_responses {
+                codes.insert((topic.clone(), p.index), p.error_code);
+            }
+        }
+        items
+            .into_iter()
+            .map(|i| {
+                let o = match codes.get(&(i.topic.clone(), i.partition)) {
+                    // DUPLICATE_SEQUENCE_NUMBER: an earlier attempt was stored.
+                    Some(0 | 46) => Outcome::Acked,
+                    Some(&code) => match retriable(code) {
+                        Some((refresh, ambiguous)) => Outcome::Retry {
+                            why: error_text(code),
+                            refresh,
+                            ambiguous,
+                        },
+                        None => Outcome::Failed(error_text(code)),
+                    },
+                    None => Outcome::Failed("missing from the produce response".into()),
+                };
+                (i, o)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A scripted fake cluster (two nodes speaking just enough Kafka) drives the retry paths
+    //! that a healthy single broker never takes.
+    use super::*;
+    use crate::codec::batch;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse, ProduceResponse,
+    };
+    use tokio::net::TcpListener;
+
+    /// What a node does with its first Produce.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Script {
+        /// Answer NOT_LEADER_OR_FOLLOWER and move leadership to the other node.
+        NotLeader,
+        /// Store the batches, then close the connection without answering.
+        DropAfterAppend,
+        Normal,
+    }
+
+    #[derive(Default)]
+    struct Cluster {
+        addrs: Vec<String>,
+        leader: i32,
+        /// Produce attempts seen: (node, producer id, base sequence, records).
+        attempts: Vec<(i32, i64, i32, i32)>,
+        /// Stored batches, deduplicated by (producer id, sequence) like a real broker.
+        stored: Vec<(i64, i32, i32)>,
+        scripted: bool,
+    }
+
+    fn response<R: Encodable>(resp: &R, key: ApiKey, version: i16, correlation: i32) -> BytesMut {
+        let mut body = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation)
+            .encode(&mut body, key.response_header_version(version))
+            .unwrap();
+        resp.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(i32::try_from(body.len()).unwrap());
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    async fn serve_conn(
+        mut s: TcpStream,
+        node: i32,
+        script: Script,
+        cluster: Arc<Mutex<Cluster>>,
+    ) -> Option<()> {
+        loop {
+            let len = s.read_i32().await.ok()?;
+            let mut buf = vec![0u8; usize::try_from(len).ok()?];
+            s.read_exact(&mut buf).await.ok()?;
+            let mut buf = Bytes::from(buf);
+            let key = ApiKey::try_from(i16::from_be_bytes([buf[0], buf[1]])).ok()?;
+            let version = i16::from_be_bytes([buf[2], buf[3]]);
+            let header =
+                RequestHeader::decode(&mut buf, key.request_header_version(version)).ok()?;
+            let frame = match key {
+                ApiKey::ApiVersions => {
+                    let v = |k: ApiKey, lo: i16, hi: i16| {
+                        ApiVersion::default()
+                            .with_api_key(k as i16)
+                            .with_min_version(lo)
+                            .with_max_version(hi)
+                    };
+                    let r = ApiVersionsResponse::default().with_api_keys(vec![
+                        v(ApiKey::Produce, 3, 9),
+                        v(ApiKey::Metadata, 0, 12),
+                        v(ApiKey::InitProducerId, 0, 4),
+                    ]);
+                    response(&r, key, version, header.correlation_id)
+                }
+                ApiKey::Metadata => {
+                    let c = cluster.lock().unwrap();
+                    let brokers = c
+                        .addrs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            let (host, port) = a.rsplit_once(':').unwrap();
+                            MetadataResponseBroker::default()
+                                .with_node_id(BrokerId(i32::try_from(i).unwrap() + 1))
+                                .with_host(StrBytes::from_string(host.into()))
+                                .with_port(port.parse().unwrap())
+                        })
+                        .collect();
+                    let topic = MetadataResponseTopic::default()
+                        .with_name(Some(topic_name("t")))
+                        .with_partitions(vec![MetadataResponsePartition::default()
+                            .with_partition_index(0)
+                            .with_leader_id(BrokerId(c.leader))]);
+                    let r = MetadataResponse::default()
+                        .with_brokers(brokers)
+                        .with_topics(vec![topic]);
+                    response(&r, key, version, header.correlation_id)
+                }
+                ApiKey::InitProducerId => {
+                    let r = InitProducerIdResponse::default()
+                        .with_producer_id(kafka_protocol::messages::ProducerId(7))
+                        .with_producer_epoch(0);
+                    response(&r, key, version, header.correlation_id)
+                }
+                ApiKey::Produce => {
+                    let p = ProduceRequest::decode(&mut buf, version).ok()?;
+                    let data = &p.topic_data[0].partition_data[0];
+                    let h = batch::parse_header(data.records.as_ref()?).ok()?;
+                    let mut c = cluster.lock().unwrap();
+                    c.attempts
+                        .push((node, h.producer_id, h.base_sequence, h.record_count));
+                    let first = !c.scripted;
+                    let mut code = 0;
+                    if first && script == Script::NotLeader {
+                        c.scripted = true;
+                        c.leader = if node == 1 { 2 } else { 1 };
+                        code = 6;
+                    } else {
+                        let dup = h.producer_id >= 0
+                            && c.stored.iter().any(|(id, seq, _)| {
+                                *id == h.producer_id && *seq == h.base_sequence
+                            });
+                        if !dup {
+                            c.stored
+                                .push((h.producer_id, h.base_sequence, h.record_count));
+                        }
+                        if first && script == Script::DropAfterAppend {
+                            c.scripted = true;
+                            return None; // drop the connection, no answer
+                        }
+                    }
+                    let part = PartitionProduceResponse::default()
+                        .with_index(0)
+                        .with_error_code(code);
+                    let r = ProduceResponse::default().with_responses(vec![
+                        TopicProduceResponse::default()
+                            .with_name(topic_name("t"))
+                            .with_partition_responses(vec![part]),
+                    ]);
+                    drop(c);
+                    response(&r, key, version, header.correlation_id)
+                }
+                _ => return None,
+            };
+            s.write_all(&frame).await.ok()?;
+        }
+    }
+
+    /// Two nodes; node 1 leads partition 0 of topic `t` and follows `script`.
+    async fn cluster(script: Script) -> Arc<Mutex<Cluster>> {
+        let c = Arc::new(Mutex::new(Cluster {
+            leader: 1,
+            ..Cluster::default()
+        }));
+        for node in [1, 2] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            c.lock()
+                .unwrap()
+                .addrs
+                .push(l.local_addr().unwrap().to_string());
+            let (c2, s) = (c.clone(), if node == 1 { script } else { Script::Normal });
+            tokio::spawn(async move {
+                while let Ok((conn, _)) = l.accept().await {
+                    tokio::spawn(serve_conn(conn, node, s, c2.clone()));
+                }
+            });
+        }
+        c
+    }
+
+    async fn produce(c: &Arc<Mutex<Cluster>>, acks: i16, n: usize) -> Arc<Counters> {
+        let bootstrap = c.lock().unwrap().addrs[0].clone();
+        let mut config = ProducerConfig::new(bootstrap);
+        config.acks = acks;
+        config.retry_backoff = Duration::from_millis(1);
+        config.linger = Duration::from_millis(50);
+        let counters = Arc::new(Counters::default());
+        let mut p = KafkaProducer::connect(config, &["t".into()], None, counters.clone())
+            .await
+            .unwrap();
+        for i in 0..n {
+            let record = Record {
+                key: None,
+                value: Some(format!("v{i}").into_bytes()),
+                headers: Vec::new(),
+                timestamp: 1,
+            };
+            p.send("t", record).await.unwrap();
+        }
+        p.close().await;
+        counters
+    }
+
+    #[tokio::test]
+    async fn not_leader_is_retried_at_the_new_leader_after_a_metadata_refresh() {
+        let c = cluster(Script::NotLeader).await;
+        let counters = produce(&c, -1, 10).await;
+        assert_eq!(counters.acked.load(Ordering::Relaxed), 10);
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.retried.load(Ordering::Relaxed), 10);
+        let c = c.lock().unwrap();
+        // Same producer id and sequence at node 2 as the refused attempt at node 1.
+        assert_eq!(c.attempts, vec![(1, 7, 0, 10), (2, 7, 0, 10)]);
+        assert_eq!(c.stored, vec![(7, 0, 10)]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_retried_with_the_same_sequence_and_stored_once() {
+        let c = cluster(Script::DropAfterAppend).await;
+        let counters = produce(&c, -1, 10).await;
+        assert_eq!(counters.acked.load(Ordering::Relaxed), 10);
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 0);
+        let c = c.lock().unwrap();
+        assert_eq!(c.attempts, vec![(1, 7, 0, 10), (1, 7, 0, 10)]);
+        assert_eq!(c.stored, vec![(7, 0, 10)], "the retry was a duplicate");
+    }
+
+    #[tokio::test]
+    async fn without_idempotence_a_lost_answer_is_not_retried() {
+        let c = cluster(Script::DropAfterAppend).await;
+        let counters = produce(&c, 1, 10).await;
+        assert_eq!(counters.acked.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 10);
+        assert_eq!(
+            c.lock().unwrap().attempts,
+            vec![(1, -1, -1, 10)],
+            "sent once, never again"
+        );
+        // But a refusal that guarantees nothing was stored is retried without idempotence too.
+        let c = cluster(Script::NotLeader).await;
+        let counters = produce(&c, 1, 10).await;
+        assert_eq!(counters.acked.load(Ordering::Relaxed), 10);
+        assert_eq!(c.lock().unwrap().stored, vec![(-1, -1, 10)]);
+    }
 }
