@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/runnel/v1/ingest.proto",
     "proto/runnel/v1/subscribe.proto",
     "proto/runnel/v1/admin.proto",
+    "proto/runnel/v1/processing.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

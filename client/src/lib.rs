@@ -7,9 +7,12 @@
 //! - [`Subscriber`]: follows one partition and reconnects after a dropped stream, resuming at
 //!   the offset after the last record it returned (no gap, no duplicate).
 //! - [`sensor`]: typed helpers for the factory-sensor workload.
+//! - [`AlertWatcher`]: follows the embedded processor's alerts and resumes after a dropped
+//!   stream with no gap and no duplicate; [`Client::query_windows`]: a key's window results.
 //! - [`simulate`]: deterministic, sans-io generators of sensor, clickstream and social-post
 //!   events (with anomalies, late events and garbage) behind `runnel simulate`.
 
+mod alerts;
 mod error;
 mod publisher;
 pub mod sensor;
@@ -18,13 +21,14 @@ mod subscriber;
 
 use std::time::Duration;
 
+pub use alerts::{AlertWatcher, AlertWatcherConfig, AlertsFrom};
 pub use error::ClientError;
 pub use publisher::{Delivery, Publisher, PublisherConfig};
 pub use runnel_proto::v1;
 pub use subscriber::{StartAt, Subscriber, SubscriberConfig};
 
 use tonic::transport::{Channel, Endpoint};
-use v1::{admin_client::AdminClient, ingest_client::IngestClient};
+use v1::{admin_client::AdminClient, ingest_client::IngestClient, windows_client::WindowsClient};
 
 /// A connection to a Runnel broker's gRPC endpoint. Cheap to clone (one HTTP/2 channel).
 #[derive(Debug, Clone)]
@@ -121,6 +125,35 @@ impl Client {
     /// A subscriber to one partition over this connection.
     pub fn subscriber(&self, config: SubscriberConfig) -> Subscriber {
         Subscriber::new(self.channel.clone(), config)
+    }
+
+    /// A watcher of a pipeline's alerts over this connection.
+    pub fn alert_watcher(&self, config: AlertWatcherConfig) -> AlertWatcher {
+        AlertWatcher::new(self.channel.clone(), config)
+    }
+
+    /// The latest result of each window of `key` whose start is in `start_ms..end_ms`
+    /// (`end_ms` 0: no bound), from `pipeline` (empty: the broker's first), by window start.
+    /// At most `max` windows (0: the broker's default); see the `truncated` flag.
+    pub async fn query_windows(
+        &self,
+        pipeline: &str,
+        key: &str,
+        start_ms: i64,
+        end_ms: i64,
+        max: u32,
+    ) -> Result<v1::QueryWindowsResponse, ClientError> {
+        let resp = WindowsClient::new(self.channel.clone())
+            .query(v1::QueryWindowsRequest {
+                pipeline: pipeline.to_owned(),
+                key: key.to_owned(),
+                start_ms,
+                end_ms,
+                all_revisions: false,
+                max_windows: max,
+            })
+            .await?;
+        Ok(resp.into_inner())
     }
 }
 

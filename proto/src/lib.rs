@@ -41,7 +41,7 @@ mod tests {
             .filter(|f| f.package() == "runnel.v1")
             .flat_map(|f| f.service.iter().map(|s| s.name().to_owned()))
             .collect();
-        for s in ["Ingest", "Subscribe", "Admin"] {
+        for s in ["Ingest", "Subscribe", "Admin", "Alerts", "Windows"] {
             assert!(services.iter().any(|x| x == s), "{s} missing: {services:?}");
         }
     }

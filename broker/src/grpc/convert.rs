@@ -141,6 +141,77 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A record of a pipeline's alerts topic as an [`v1::Alert`]. The processor writes a JSON
+/// object (`processor/src/pipeline.rs`, `alert`): its named fields fill the message, other
+/// numbers go to `detail`, and the whole value is kept in `json`. A record that is not such an
+/// object (written there by someone else) still arrives, with only `json` and its position.
+pub fn alert_from_record(r: v1::ConsumedRecord, key_field: &str) -> v1::Alert {
+    let mut a = v1::Alert {
+        partition: r.partition,
+        offset: r.offset,
+        ..v1::Alert::default()
+    };
+    let value = r.value.unwrap_or_default();
+    if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(&value) {
+        for (k, v) in m {
+            match (k.as_str(), v) {
+                ("id", serde_json::Value::String(x)) => a.id = x,
+                ("pipeline", serde_json::Value::String(x)) => a.pipeline = x,
+                ("rule", serde_json::Value::String(x)) => a.rule = x,
+                ("kind", serde_json::Value::String(x)) => a.kind = x,
+                ("value", v) => a.value = v.as_f64().unwrap_or(f64::NAN),
+                ("event_time_ms", v) => a.event_time_ms = v.as_i64().unwrap_or_default(),
+                ("event_time", _) => {}
+                (k, serde_json::Value::String(x)) if k == key_field => a.key = x,
+                (k, serde_json::Value::Number(n)) => {
+                    if let Some(x) = n.as_f64() {
+                        a.detail.insert(k.to_owned(), x);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    a.json = value;
+    a
+}
+
+/// A record of a pipeline's aggregates topic as a [`v1::WindowResult`] (the JSON object of
+/// `processor/src/pipeline.rs`, `aggregate`: named fields, and every other number as a
+/// column in `values`). `None` if it is not such an object or lacks the window bounds.
+pub fn window_from_record(r: v1::ConsumedRecord, key_field: &str) -> Option<v1::WindowResult> {
+    let value = r.value.unwrap_or_default();
+    let serde_json::Value::Object(m) = serde_json::from_slice(&value).ok()? else {
+        return None;
+    };
+    let mut w = v1::WindowResult {
+        partition: r.partition,
+        offset: r.offset,
+        ..v1::WindowResult::default()
+    };
+    let (mut start, mut end) = (None, None);
+    for (k, v) in m {
+        match (k.as_str(), v) {
+            ("window_start_ms", v) => start = v.as_i64(),
+            ("window_end_ms", v) => end = v.as_i64(),
+            ("revision", v) => w.revision = v.as_u64().unwrap_or_default(),
+            ("count", v) => w.count = v.as_u64().unwrap_or_default(),
+            ("pipeline" | "window_start" | "window_end", _) => {}
+            (k, serde_json::Value::String(x)) if k == key_field => w.key = x,
+            (k, serde_json::Value::Number(n)) => {
+                if let Some(x) = n.as_f64() {
+                    w.values.insert(k.to_owned(), x);
+                }
+            }
+            _ => {}
+        }
+    }
+    w.window_start_ms = start?;
+    w.window_end_ms = end?;
+    w.json = value;
+    Some(w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,11 @@ pub enum GrpcError {
     Storage(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("pipeline {0:?} is not configured")]
+    UnknownPipeline(String),
+    /// Something that will exist shortly (retry): a pipeline's output topic before it starts.
+    #[error("{0}")]
+    NotYet(String),
 }
 
 impl GrpcError {
@@ -39,11 +44,14 @@ impl GrpcError {
         match self {
             GrpcError::UnknownTopic(_)
             | GrpcError::UnknownPartition { .. }
-            | GrpcError::TopicDeleted(_) => Code::NotFound,
+            | GrpcError::TopicDeleted(_)
+            | GrpcError::UnknownPipeline(_) => Code::NotFound,
             GrpcError::InvalidArgument(_) => Code::InvalidArgument,
             GrpcError::OutOfRange(_) => Code::OutOfRange,
             GrpcError::AlreadyExists(_) => Code::AlreadyExists,
-            GrpcError::StorageFailed { .. } | GrpcError::ShuttingDown => Code::Unavailable,
+            GrpcError::StorageFailed { .. } | GrpcError::ShuttingDown | GrpcError::NotYet(_) => {
+                Code::Unavailable
+            }
             GrpcError::DurabilityTimeout { .. } => Code::DeadlineExceeded,
             GrpcError::Storage(_) => Code::Internal,
         }

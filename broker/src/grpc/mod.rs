@@ -1,18 +1,21 @@
 //! The gRPC API (`runnel.v1`, see `proto/`): Ingest, Subscribe and Admin services over the
-//! shared [`Broker`], plus `grpc.health.v1` and server reflection so grpcurl and Kubernetes
+//! shared [`Broker`], Alerts and Windows over the embedded processor's output topics, plus `grpc.health.v1` and server reflection so grpcurl and Kubernetes
 //! probes work. Served beside the Kafka listener by [`crate::server::start`].
 
 pub mod admin;
+pub mod alerts;
 pub mod convert;
 pub mod error;
 pub mod ingest;
 pub mod partitioner;
 pub mod subscribe;
+pub mod windows;
 
 use std::sync::Arc;
 
 use runnel_proto::v1::{
-    admin_server::AdminServer, ingest_server::IngestServer, subscribe_server::SubscribeServer,
+    admin_server::AdminServer, alerts_server::AlertsServer, ingest_server::IngestServer,
+    subscribe_server::SubscribeServer, windows_server::WindowsServer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,7 +24,6 @@ use crate::broker::Broker;
 
 /// How long open calls may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// HTTP/2 receive window per stream. hyper's server default (1 MiB) holds two of the
 /// client's default 512 KiB batches; the `Publisher` keeps up to eight in flight (4 MiB).
 /// It is also what one stream can make the server buffer for a caller that stops reading.
@@ -57,6 +59,12 @@ pub async fn serve(
     health
         .set_serving::<AdminServer<admin::AdminService>>()
         .await;
+    health
+        .set_serving::<AlertsServer<alerts::AlertsService>>()
+        .await;
+    health
+        .set_serving::<WindowsServer<windows::WindowsService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(runnel_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -84,6 +92,14 @@ pub async fn serve(
                 shutdown.clone(),
             ))
             .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            AlertsServer::new(alerts::AlertsService::new(broker.clone(), shutdown.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            WindowsServer::new(windows::WindowsService::new(broker.clone()))
+                .max_decoding_message_size(max_message),
         )
         .add_service(
             AdminServer::new(admin::AdminService::new(broker))

@@ -41,8 +41,9 @@ impl SubscribeService {
     }
 }
 
-/// One subscription's position in its partition.
-struct Cursor {
+/// One subscription's position in its partition. Also what `Alerts.Watch` follows, one per
+/// partition of a pipeline's alerts topic.
+pub(super) struct Cursor {
     broker: Arc<Broker>,
     topic: String,
     topic_id: uuid::Uuid,
@@ -54,8 +55,35 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor at `next` of `part` (the partition `part.index` of topic `topic`).
+    pub(super) fn new(
+        broker: Arc<Broker>,
+        topic: &crate::topics::Topic,
+        part: Arc<Partition>,
+        next: i64,
+        max_records: u32,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let max_records = match usize::try_from(max_records).unwrap_or(MAX_RECORDS_CAP) {
+            0 => DEFAULT_MAX_RECORDS,
+            n => n.min(MAX_RECORDS_CAP),
+        };
+        Self {
+            broker,
+            topic: topic.name.clone(),
+            topic_id: topic.id,
+            part,
+            next,
+            max_records,
+            shutdown,
+            done: false,
+        }
+    }
+
     /// The next message, or `None` when the stream should end (shutdown).
-    async fn next_message(&mut self) -> Result<Option<v1::SubscribeResponse>, GrpcError> {
+    pub(super) async fn next_message(
+        &mut self,
+    ) -> Result<Option<v1::SubscribeResponse>, GrpcError> {
         loop {
             if *self.shutdown.borrow() {
                 return Ok(None);
@@ -106,7 +134,7 @@ impl Cursor {
 /// Decode whole batches read from `from`, keeping records at or after `from`, at most `max`.
 /// Returns the records and the offset after the last one taken (or after skipped control
 /// batches).
-fn decode(
+pub(super) fn decode(
     mut bytes: Bytes,
     partition: i32,
     from: i64,
@@ -142,7 +170,7 @@ fn decode(
 }
 
 /// Where a subscription starts.
-fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64, GrpcError> {
+pub(super) fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64, GrpcError> {
     let o = part.offsets();
     match start {
         None => Ok(o.high_watermark),
@@ -183,6 +211,28 @@ fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64, GrpcError
     }
 }
 
+impl Cursor {
+    /// The cursor's messages as a stream; it ends after the first error (sent as a status)
+    /// or at shutdown.
+    pub(super) fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<v1::SubscribeResponse, Status>> + Send {
+        futures_util::stream::unfold(self, |mut c| async move {
+            if c.done {
+                return None;
+            }
+            match c.next_message().await {
+                Ok(Some(msg)) => Some((Ok(msg), c)),
+                Ok(None) => None,
+                Err(e) => {
+                    c.done = true;
+                    Some((Err(Status::from(e)), c))
+                }
+            }
+        })
+    }
+}
+
 type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -209,33 +259,14 @@ impl Subscribe for SubscribeService {
                 partitions: topic.partitions.len(),
             })?;
         let next = start_offset(&part, req.start)?;
-        let max_records = match usize::try_from(req.max_records).unwrap_or(MAX_RECORDS_CAP) {
-            0 => DEFAULT_MAX_RECORDS,
-            n => n.min(MAX_RECORDS_CAP),
-        };
-        let cursor = Cursor {
-            broker: self.broker.clone(),
-            topic: req.topic,
-            topic_id: topic.id,
+        let cursor = Cursor::new(
+            self.broker.clone(),
+            &topic,
             part,
             next,
-            max_records,
-            shutdown: self.shutdown.clone(),
-            done: false,
-        };
-        let stream = futures_util::stream::unfold(cursor, |mut c| async move {
-            if c.done {
-                return None;
-            }
-            match c.next_message().await {
-                Ok(Some(msg)) => Some((Ok(msg), c)),
-                Ok(None) => None,
-                Err(e) => {
-                    c.done = true;
-                    Some((Err(Status::from(e)), c))
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+            req.max_records,
+            self.shutdown.clone(),
+        );
+        Ok(Response::new(Box::pin(cursor.into_stream())))
     }
 }
