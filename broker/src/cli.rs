@@ -33,6 +33,10 @@ pub enum Command {
     /// Generate sensor, clickstream and social-post traffic, with anomalies, late events and
     /// garbage, and send it over gRPC or the Kafka protocol.
     Simulate(Box<tools::simulate::SimulateArgs>),
+    /// Run the stream-processing pipelines in their own process against any Kafka-compatible
+    /// cluster (Runnel or Kafka) at --bootstrap, with the same exactly-once outputs as
+    /// serve's embedded processor. Stops cleanly on Ctrl-C / SIGTERM.
+    Process(crate::standalone::ProcessArgs),
     /// The one-command demo: a broker with the default sensor pipeline, the simulator feeding
     /// it, the dashboard's address and a live status line, until Ctrl-C (the data directory,
     /// ./runnel-demo by default, is kept).
@@ -51,6 +55,7 @@ impl Command {
             Command::Produce(a) => tools::produce::run(a).await,
             Command::Consume(a) => tools::consume::run(a).await,
             Command::Simulate(a) => tools::simulate::run(*a).await,
+            Command::Process(a) => crate::standalone::run_cli(a).await,
             Command::Demo(_) => anyhow::bail!("demo is not a client command"),
             Command::Status(a) => tools::status::run(a).await,
         }

@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve(_));
+    let serving = matches!(cli.command, Command::Serve(_) | Command::Process(_));
     // The broker logs at info to stdout as before; client commands keep stdout for their
     // output and log only warnings, to stderr.
     let (default_filter, writer) = if serving {

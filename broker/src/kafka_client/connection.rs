@@ -1,0 +1,199 @@
+//! One TCP connection to a Kafka broker: length-prefixed request/response framing with
+//! kafka-protocol's message types, one request in flight, every answer bounded in size and
+//! checked against its correlation id, every wait bounded by a timeout.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::KafkaClientError;
+
+/// Largest response frame accepted from a broker.
+pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// The name of a Kafka API, for messages.
+pub fn api_name(key: i16) -> &'static str {
+    match ApiKey::try_from(key) {
+        Ok(ApiKey::Produce) => "Produce",
+        Ok(ApiKey::Fetch) => "Fetch",
+        Ok(ApiKey::ListOffsets) => "ListOffsets",
+        Ok(ApiKey::Metadata) => "Metadata",
+        Ok(ApiKey::ApiVersions) => "ApiVersions",
+        Ok(ApiKey::CreateTopics) => "CreateTopics",
+        _ => "Kafka",
+    }
+}
+
+/// An open connection. A failed call leaves the stream in an unknown state: the caller drops
+/// the connection and opens a new one.
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    correlation: i32,
+    client_id: StrBytes,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) within `timeout`.
+    pub async fn open(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, KafkaClientError> {
+        let connect = |error| KafkaClientError::Connect {
+            addr: addr.to_owned(),
+            error,
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out",
+                ))
+            })?
+            .map_err(connect)?;
+        // Best effort: requests are small and answered one at a time.
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            addr: addr.to_owned(),
+            stream,
+            correlation: 0,
+            client_id: StrBytes::from_string(client_id.to_owned()),
+        })
+    }
+
+    /// The address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn io(&self, api: &'static str, error: std::io::Error) -> KafkaClientError {
+        KafkaClientError::Io {
+            api,
+            addr: self.addr.clone(),
+            error,
+        }
+    }
+
+    fn bad(&self, api: &'static str, message: String) -> KafkaClientError {
+        KafkaClientError::Decode {
+            api,
+            addr: self.addr.clone(),
+            message,
+        }
+    }
+
+    /// Sends `req` as `version` and reads its answer, all within `timeout`.
+    ///
+    /// `Err(Io)` after the request was written means the broker may have acted on it.
+    pub async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, KafkaClientError> {
+        let api = api_name(R::KEY);
+        match tokio::time::timeout(timeout, self.call_inner(req, version)).await {
+            Ok(r) => r,
+            Err(_) => Err(self.io(
+                api,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?}"),
+                ),
+            )),
+        }
+    }
+
+    async fn call_inner<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaClientError> {
+        let api = api_name(R::KEY);
+        let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaClientError::Encode {
+            api,
+            message: "unknown api key".into(),
+        })?;
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(self.client_id.clone()));
+        let enc = |e: anyhow::Error| KafkaClientError::Encode {
+            api,
+            message: e.to_string(),
+        };
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .map_err(enc)?;
+        req.encode(&mut body, version).map_err(enc)?;
+        let len = i32::try_from(body.len()).map_err(|_| KafkaClientError::Encode {
+            api,
+            message: "request larger than 2 GiB".into(),
+        })?;
+        let mut frame = BytesMut::with_capacity(body.len().saturating_add(4));
+        frame.put_i32(len);
+        frame.extend_from_slice(&body);
+        self.stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| self.io(api, e))?;
+
+        let len = self.stream.read_i32().await.map_err(|e| self.io(api, e))?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_RESPONSE)
+            .ok_or_else(|| self.bad(api, format!("response frame length {len}")))?;
+        let mut buf = vec![0u8; len];
+        self.stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(|e| self.io(api, e))?;
+        let mut buf = Bytes::from(buf);
+        let rh = ResponseHeader::decode(&mut buf, key.response_header_version(version))
+            .map_err(|e| self.bad(api, e.to_string()))?;
+        if rh.correlation_id != correlation {
+            return Err(self.bad(
+                api,
+                format!(
+                    "correlation id {} answers request {correlation}",
+                    rh.correlation_id
+                ),
+            ));
+        }
+        R::Response::decode(&mut buf, version).map_err(|e| self.bad(api, e.to_string()))
+    }
+}
+
+/// The highest version of `R` the broker offers within `min..=max`.
+pub fn pick<R: Request>(
+    addr: &str,
+    versions: &ApiVersionsResponse,
+    min: i16,
+    max: i16,
+) -> Result<i16, KafkaClientError> {
+    let offered = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == R::KEY)
+        .map(|k| (k.min_version, k.max_version));
+    match offered {
+        Some((lo, hi)) if hi >= min && lo <= max => Ok(hi.min(max)),
+        other => Err(KafkaClientError::Unsupported {
+            addr: addr.to_owned(),
+            api: api_name(R::KEY),
+            min,
+            max,
+            offered: other.map_or(-1, |o| o.1),
+        }),
+    }
+}

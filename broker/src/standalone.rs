@@ -1,0 +1,437 @@
+//! The standalone processor (`runnel process --bootstrap HOST:PORT`): the same pipelines as
+//! the embedded one, in a process of its own, against any Kafka-compatible cluster.
+//! [`KafkaLog`] implements the processor's `InputLog` and `OutputLog` over the Kafka protocol
+//! ([`crate::kafka_client`]); [`run`] keeps each pipeline's driver running, recovering it
+//! after any error exactly as after a crash.
+//!
+//! Exactly-once rests on the same argument as embedded (`processor/EXACTLY-ONCE.md`): the
+//! journal topic `__runnel_journal.<pipeline>` lives on the cluster, appends are acks=all and
+//! never repeated when their outcome is unknown, and recovery reads each output partition's
+//! tail for this pipeline's last `runnel.seq`. No transactions, no idempotent producer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_processor::driver::{Driver, InputLog, LogIoError, OutputLog};
+use runnel_processor::state::sled_store::SledStore;
+use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
+use tokio::sync::watch;
+
+use crate::codec::builder::Record;
+use crate::config::ProcessorConfig;
+use crate::kafka_client::fetch::{decode_records, FetchedRecord};
+use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
+use crate::processing::{configured_pipelines, driver_config, WallClock};
+
+/// How long a pipeline may take to finish its step and checkpoint after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Records per produced batch.
+const APPEND_RECORDS: usize = 500;
+/// Bytes per produced batch, under Kafka's default `max.message.bytes` (1 MiB).
+const APPEND_BYTES: usize = 900 * 1024;
+
+/// The cluster, seen by the processor.
+#[derive(Clone)]
+pub struct KafkaLog {
+    client: Arc<Client>,
+}
+
+impl KafkaLog {
+    pub fn new(client: Arc<Client>) -> Self {
+        Self { client }
+    }
+
+    /// Records of `[from, until)`, at most `max`, fetched in as many requests as needed;
+    /// a `from` below the log start reads from the log start (as the embedded log does).
+    async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        until: Option<i64>,
+        max: usize,
+    ) -> Result<Vec<FetchedRecord>, LogIoError> {
+        let mut out = Vec::new();
+        let mut at = from;
+        let mut restarted = false;
+        while out.len() < max {
+            let Some(f) = self
+                .client
+                .fetch(topic, partition, at, 0)
+                .await
+                .map_err(io)?
+            else {
+                break;
+            };
+            if f.error_code == OFFSET_OUT_OF_RANGE {
+                // Below the log start: read from there, once. Past the end: nothing yet.
+                let start = self.offsets_of(topic, partition).await?.0;
+                if at < start && !restarted {
+                    at = start;
+                    restarted = true;
+                    continue;
+                }
+                break;
+            }
+            let end = until.map_or(f.high_watermark, |u| u.min(f.high_watermark));
+            if at >= end {
+                break;
+            }
+            let want = max.saturating_sub(out.len());
+            let got = decode_records(f.records, at, end, want)
+                .map_err(|e| LogIoError(format!("fetch {topic}/{partition} at {at}: {e}")))?;
+            let Some(last) = got.last() else {
+                // Below the high watermark but nothing whole came back: a batch larger than
+                // the fetch size would be returned whole by Kafka, so this is a broker that
+                // cannot serve this offset.
+                return Err(LogIoError(format!(
+                    "fetch {topic}/{partition} at {at}: no record below the high watermark {end}"
+                )));
+            };
+            at = last.offset.saturating_add(1);
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    async fn offsets_of(&self, topic: &str, partition: i32) -> Result<(i64, i64), LogIoError> {
+        Ok(self
+            .client
+            .offsets(topic, partition)
+            .await
+            .map_err(io)?
+            .unwrap_or((0, 0)))
+    }
+}
+
+fn io(e: KafkaClientError) -> LogIoError {
+    LogIoError(e.to_string())
+}
+
+fn partition_index(p: u32) -> Result<i32, LogIoError> {
+    i32::try_from(p).map_err(|_| LogIoError(format!("partition {p} out of range")))
+}
+
+impl InputLog for KafkaLog {
+    async fn partitions(&self, topic: &str) -> Result<Option<u32>, LogIoError> {
+        self.client.partition_count(topic).await.map_err(io)
+    }
+
+    async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
+        self.offsets_of(topic, partition_index(partition)?).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max_records: usize,
+    ) -> Result<Vec<InputRecord>, LogIoError> {
+        let p = partition_index(partition)?;
+        let recs = self.read_range(topic, p, from, None, max_records).await?;
+        Ok(recs
+            .into_iter()
+            .map(|r| InputRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                timestamp: r.timestamp,
+            })
+            .collect())
+    }
+
+    async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
+        let parts: Vec<(String, i32, i64)> = positions
+            .iter()
+            .filter_map(|(t, p, o)| Some((t.clone(), i32::try_from(*p).ok()?, *o)))
+            .collect();
+        if parts.is_empty() {
+            tokio::time::sleep(Duration::from_millis(timeout_ms.min(100))).await;
+            return;
+        }
+        self.client.wait_for_data(&parts, timeout_ms).await;
+    }
+}
+
+impl OutputLog for KafkaLog {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), LogIoError> {
+        let have = self
+            .client
+            .ensure_topic(topic, partitions)
+            .await
+            .map_err(io)?;
+        if have < partitions {
+            return Err(LogIoError(format!(
+                "topic {topic} has {have} partitions, the pipeline needs {partitions}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+        let p = partition_index(stream.partition)?;
+        let recs: Vec<Record> = records
+            .iter()
+            .map(|r| Record {
+                key: r.key.clone(),
+                value: Some(r.value.clone()),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+                timestamp: r.timestamp,
+            })
+            .collect();
+        // In order, one at a time: a batch is sent only after the one before it is durable,
+        // so a failure leaves a prefix of the stream written, as the tail scan expects.
+        for batch in produce::encode_batches(&recs, APPEND_RECORDS, APPEND_BYTES) {
+            self.client
+                .produce(&stream.topic, p, batch)
+                .await
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    async fn tail(
+        &self,
+        stream: &StreamId,
+        max_records: usize,
+    ) -> Result<Vec<Vec<(String, Vec<u8>)>>, LogIoError> {
+        let p = partition_index(stream.partition)?;
+        let (start, hw) = self.offsets_of(&stream.topic, p).await?;
+        let n = i64::try_from(max_records).unwrap_or(i64::MAX);
+        let from = hw.saturating_sub(n).max(start);
+        let recs = self
+            .read_range(&stream.topic, p, from, Some(hw), max_records)
+            .await?;
+        Ok(recs.into_iter().map(|r| r.headers).collect())
+    }
+}
+
+/// What `runnel process` runs.
+#[derive(Debug, Clone)]
+pub struct StandaloneConfig {
+    /// `host:port[,host:port...]` of the cluster.
+    pub bootstrap: String,
+    /// Checkpoints: one sled database per pipeline under this directory.
+    pub state_dir: PathBuf,
+    /// The `[processor]` section (its `enabled` and `state_dir` are not used here).
+    pub processor: ProcessorConfig,
+}
+
+/// Runs every configured pipeline against the cluster until `stop` resolves, then lets each
+/// finish its step and checkpoint.
+pub async fn run(
+    config: StandaloneConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the state directory {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let client = Arc::new(Client::new(ClientConfig::new(&config.bootstrap)));
+    if let Err(e) = client.connect().await {
+        // Not fatal: the cluster may be starting; each pipeline keeps retrying.
+        tracing::warn!("cluster at {} not reachable yet: {e}", config.bootstrap);
+    }
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::runtime::Handle::current();
+    let tasks: Vec<_> = configured_pipelines(&config.processor)
+        .into_iter()
+        .map(|p| {
+            let (c, rx, h, cfg) = (client.clone(), rx.clone(), handle.clone(), config.clone());
+            // sled checkpoints block: each pipeline gets a blocking thread, as embedded.
+            tokio::task::spawn_blocking(move || h.block_on(run_pipeline(c, cfg, p, rx)))
+        })
+        .collect();
+    tracing::info!(
+        "processing against {} with state in {}",
+        config.bootstrap,
+        config.state_dir.display()
+    );
+    stop.await;
+    tracing::info!("shutting down");
+    let _ = tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// One pipeline until `shutdown`: recover, run live; after any error, wait a second and
+/// recover again (the same path as after a crash).
+async fn run_pipeline(
+    client: Arc<Client>,
+    config: StandaloneConfig,
+    pipeline: PipelineConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = pipeline.name.clone();
+    let dir = config.state_dir.join(&name);
+    let store = match SledStore::open(&dir, &name) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
+            return;
+        }
+    };
+    let driver = driver_config(&config.processor);
+    loop {
+        let stop = shutdown.clone();
+        let log = KafkaLog::new(client.clone());
+        let lifetime = async {
+            let mut d = Driver::recover(
+                log.clone(),
+                log,
+                WallClock,
+                store.clone(),
+                pipeline.clone(),
+                driver.clone(),
+            )
+            .await?;
+            tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
+            d.run(|| *stop.borrow()).await
+        };
+        let mut stopping = shutdown.clone();
+        let outcome = tokio::select! {
+            r = lifetime => r,
+            // A step normally ends soon after the stop and checkpoints; one stuck retrying an
+            // unreachable cluster is abandoned after a grace period, without a checkpoint,
+            // which is always safe (the next start recovers from the last one).
+            _ = async {
+                wait_stopped(&mut stopping).await;
+                tokio::time::sleep(STOP_GRACE).await;
+            } => {
+                tracing::warn!(pipeline = %name, "stopped without a final checkpoint");
+                return;
+            }
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => tracing::error!(pipeline = %name, "pipeline stopped, recovering: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = wait_stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn wait_stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// `runnel process`: run the pipelines against a Kafka-compatible cluster.
+#[derive(Debug, clap::Args)]
+pub struct ProcessArgs {
+    /// Any broker of the cluster, HOST:PORT (several: comma-separated)
+    #[arg(long, env = "RUNNEL_BOOTSTRAP")]
+    pub bootstrap: String,
+    /// Directory for the checkpoints (one sled database per pipeline)
+    /// [default: [processor] state_dir from the config, else ./runnel-process]
+    #[arg(long, env = "RUNNEL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// TOML config file; only its [processor] section is used, the same one `serve` reads
+    /// [default: ./runnel.toml if it exists]
+    #[arg(long, env = "RUNNEL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ProcessArgs {
+    /// Defaults < config file < flags.
+    pub fn to_config(&self) -> anyhow::Result<StandaloneConfig> {
+        let default_file = PathBuf::from("runnel.toml");
+        let file = match &self.config {
+            Some(path) => crate::config::Config::from_file(path)?,
+            None if default_file.exists() => crate::config::Config::from_file(&default_file)?,
+            None => crate::config::Config::default(),
+        };
+        file.validate()?;
+        let state_dir = self
+            .state_dir
+            .clone()
+            .or_else(|| file.processor.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("runnel-process"));
+        Ok(StandaloneConfig {
+            bootstrap: self.bootstrap.clone(),
+            state_dir,
+            processor: file.processor,
+        })
+    }
+}
+
+/// Runs `runnel process` until Ctrl-C or SIGTERM.
+pub async fn run_cli(args: ProcessArgs) -> anyhow::Result<()> {
+    let config = args.to_config()?;
+    anyhow::ensure!(
+        !ClientConfig::new(&config.bootstrap).bootstrap.is_empty(),
+        "--bootstrap names no broker"
+    );
+    run(config, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ProcessArgs,
+    }
+
+    #[test]
+    fn config_file_processor_section_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(
+            &path,
+            "[processor]\nenabled = false\nmax_step_records = 7\nstate_dir = \"/from/file\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
+        let c = w.args.to_config().unwrap();
+        assert_eq!(c.processor.max_step_records, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/from/file"));
+        let w =
+            Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p, "--state-dir", "s"])
+                .unwrap();
+        assert_eq!(w.args.to_config().unwrap().state_dir, PathBuf::from("s"));
+        std::fs::write(&path, "[processor]\nmax_step_records = 0\n").unwrap();
+        let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
+        assert!(w.args.to_config().is_err());
+    }
+}
