@@ -316,6 +316,10 @@ async fn run_pipeline(
         };
         match outcome {
             Ok(()) => return,
+            Err(e) if *shutdown.borrow() => {
+                tracing::warn!(pipeline = %name, "pipeline stopped without a final checkpoint: {e}");
+                return;
+            }
             Err(e) => tracing::error!(pipeline = %name, "pipeline stopped, recovering: {e}"),
         }
         tokio::select! {
