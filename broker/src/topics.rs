@@ -76,6 +76,13 @@ impl TopicConfig {
         Ok(())
     }
 
+    fn log_config(&self) -> FileLogConfig {
+        FileLogConfig {
+            segment_bytes: self.segment_bytes,
+            ..FileLogConfig::default()
+        }
+    }
+
     fn settings(&self) -> PartitionSettings {
         PartitionSettings {
             flush_ms: self.flush_ms,
@@ -107,6 +114,10 @@ pub enum TopicError {
     InvalidReplicationFactor(i16),
     #[error("{0}")]
     InvalidConfig(String),
+    #[error("topic has {current} partitions; it can only grow, not to {requested}")]
+    PartitionsNotIncreased { current: usize, requested: i32 },
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     #[error("unknown topic")]
     Unknown,
     #[error("storage error: {0}")]
@@ -118,7 +129,8 @@ impl TopicError {
         match self {
             TopicError::AlreadyExists => 36,
             TopicError::InvalidName(_) => 17,
-            TopicError::InvalidPartitions(_) => 37,
+            TopicError::InvalidPartitions(_) | TopicError::PartitionsNotIncreased { .. } => 37,
+            TopicError::InvalidReplicaAssignment(_) => 39,
             TopicError::InvalidReplicationFactor(_) => 38,
             TopicError::InvalidConfig(_) => 40,
             TopicError::Unknown => 3,
@@ -295,6 +307,82 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// Grow a topic to `total` partitions (Kafka's CreatePartitions: never shrinks). The new
+    /// partitions' directories exist before `topic.toml` names them, and `topic.toml` is
+    /// replaced atomically, so a crash leaves either the old count or the new one. Records
+    /// already in the topic stay where they are (keyed records may now hash elsewhere, as in
+    /// Kafka). With `validate_only`, check and change nothing.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.get(name).ok_or(TopicError::Unknown)?;
+        let current = topic.partitions.len();
+        let wanted = usize::try_from(total).map_err(|_| TopicError::InvalidPartitions(total))?;
+        if wanted <= current {
+            return Err(TopicError::PartitionsNotIncreased {
+                current,
+                requested: total,
+            });
+        }
+        if total > 10_000 {
+            return Err(TopicError::InvalidPartitions(total));
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        for p in current..wanted {
+            let dir = topic.dir.join(p.to_string());
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                // Left by a crash before topic.toml named it: never served, so empty.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("cannot create", &dir)(e)),
+            }
+        }
+        sync_dir(&topic.dir)?;
+        let meta = TopicMeta {
+            id: topic.id.to_string(),
+            partitions: total,
+            config: topic.config.clone(),
+        };
+        let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+        let tmp = topic.dir.join("topic.toml.tmp");
+        write_synced(&tmp, text.as_bytes())?;
+        let path = topic.dir.join("topic.toml");
+        std::fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+        sync_dir(&topic.dir)?;
+        let settings = topic.config.settings();
+        let mut partitions = topic.partitions.clone();
+        for p in current..wanted {
+            let index = i32::try_from(p).map_err(|_| TopicError::InvalidPartitions(total))?;
+            let log = FileLog::open(&topic.dir.join(p.to_string()), topic.config.log_config())?;
+            partitions.push(Partition::start(
+                name,
+                index,
+                Box::new(log),
+                settings,
+                self.fsync_seconds.clone(),
+            )?);
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config: topic.config.clone(),
+            dir: topic.dir.clone(),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), grown.clone());
+        tracing::info!(topic = %name, from = current, to = total, "added partitions");
+        Ok(grown)
+    }
+
     /// Delete a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -323,10 +411,7 @@ fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic
     let id = uuid::Uuid::parse_str(&meta.id)
         .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
     let settings = meta.config.settings();
-    let log_config = FileLogConfig {
-        segment_bytes: meta.config.segment_bytes,
-        ..FileLogConfig::default()
-    };
+    let log_config = meta.config.log_config();
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;

@@ -343,3 +343,116 @@ async fn idempotent_retries_are_deduplicated_across_restarts() {
     );
     b.shutdown().await;
 }
+
+/// CreatePartitions (key 37) outcomes for one topic: (error code, message).
+async fn create_partitions(
+    c: &mut Client,
+    topics: &[(&str, i32, Option<Vec<Vec<i32>>>)],
+    validate_only: bool,
+) -> Vec<(i16, Option<String>)> {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    let req = CreatePartitionsRequest::default()
+        .with_validate_only(validate_only)
+        .with_timeout_ms(5_000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|(name, count, assignments)| {
+                    CreatePartitionsTopic::default()
+                        .with_name(topic(name))
+                        .with_count(*count)
+                        .with_assignments(assignments.as_ref().map(|a| {
+                            a.iter()
+                                .map(|ids| {
+                                    CreatePartitionsAssignment::default()
+                                        .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())
+                                })
+                                .collect()
+                        }))
+                })
+                .collect(),
+        );
+    let resp = c.call(&req, 3).await;
+    assert_eq!(resp.results.len(), topics.len());
+    resp.results
+        .into_iter()
+        .map(|r| (r.error_code, r.error_message.map(|m| m.to_string())))
+        .collect()
+}
+
+async fn partition_count(c: &mut Client, name: &str) -> usize {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic(name)))
+    ]));
+    let resp = c.call(&req, 12).await;
+    resp.topics[0].partitions.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_grows_topics_durably_and_refuses_what_kafka_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let mut c = Client::connect(&b).await;
+    assert_eq!(create(&mut c, "grow", 2).await, 0);
+    let batch = encode_batch(&records(3, 1_000), ProducerInfo::default()).freeze();
+    assert_eq!(produce(&mut c, "grow", 1, batch.clone(), -1).await, (0, 0));
+
+    // validate_only changes nothing.
+    assert_eq!(
+        create_partitions(&mut c, &[("grow", 5, None)], true).await[0].0,
+        0
+    );
+    assert_eq!(partition_count(&mut c, "grow").await, 2);
+
+    // Shrinking or keeping the count: INVALID_PARTITIONS, with a message.
+    for n in [1, 2] {
+        let (code, msg) = create_partitions(&mut c, &[("grow", n, None)], false)
+            .await
+            .remove(0);
+        assert_eq!(code, 37, "INVALID_PARTITIONS for {n}");
+        assert!(msg.unwrap_or_default().contains("only grow"));
+    }
+    // Unknown topic; a topic named twice; an assignment to a broker that does not exist.
+    let got = create_partitions(
+        &mut c,
+        &[("nope", 3, None), ("twice", 3, None), ("twice", 4, None)],
+        false,
+    )
+    .await;
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [3, 42, 42]);
+    let got = create_partitions(&mut c, &[("grow", 4, Some(vec![vec![1], vec![2]]))], false).await;
+    assert_eq!(got[0].0, 39, "INVALID_REPLICA_ASSIGNMENT");
+    let got = create_partitions(&mut c, &[("grow", 4, Some(vec![vec![1]]))], false).await;
+    assert_eq!(got[0].0, 39, "one assignment for two new partitions");
+    assert_eq!(partition_count(&mut c, "grow").await, 2);
+
+    // Grow 2 -> 4 (with a valid assignment), then use the new partitions.
+    let got = create_partitions(&mut c, &[("grow", 4, Some(vec![vec![1], vec![1]]))], false).await;
+    assert_eq!(got[0].0, 0, "{got:?}");
+    assert_eq!(partition_count(&mut c, "grow").await, 4);
+    assert_eq!(produce(&mut c, "grow", 3, batch.clone(), -1).await, (0, 0));
+    assert_eq!(
+        create_partitions(&mut c, &[("grow", 6, None)], false).await[0].0,
+        0
+    );
+
+    // After a restart: six partitions, old and new data at their offsets.
+    drop(c);
+    b.shutdown().await;
+    let b = broker(dir.path()).await;
+    let mut c = Client::connect(&b).await;
+    assert_eq!(partition_count(&mut c, "grow").await, 6);
+    for p in [1, 3] {
+        let (err, hw, data) = fetch(&mut c, "grow", p, 0, 100).await;
+        assert_eq!((err, hw), (0, 3), "partition {p}");
+        assert_eq!(decode_all(data).len(), 3);
+    }
+    assert_eq!(
+        fetch(&mut c, "grow", 5, 0, 0).await.1,
+        0,
+        "new partition is empty"
+    );
+    b.shutdown().await;
+}

@@ -8,7 +8,8 @@
 # Env:
 #   ALL=1            run every test in tests.txt, including needs=... ones
 #   ONLY="0001 0017" run just these test numbers (whatever tests.txt says)
-#   TEST_TIMEOUT=S   hard timeout per test-runner invocation (default 300 s)
+#   TEST_TIMEOUT=S   hard timeout per test-runner invocation (default 300 s; a tests.txt line's
+#                    timeout=S overrides it for that test)
 #   RESULTS_DIR=D    where logs go (default: a new temp dir, printed)
 #   TEST_KAFKA_VERSION (default 3.9.0)
 #   RUNNEL_ARGS      extra `runnel serve` flags (default: --default-partitions 4, because
@@ -119,10 +120,12 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- select tests
 selected=()
+declare -A timeout_of=()
 while IFS= read -r line; do
     line="${line%%#*}"
     read -r num rest <<<"$line" || true
     [[ "$num" =~ ^[0-9]{4}$ ]] || continue
+    if [[ "$rest" =~ timeout=([0-9]+) ]]; then timeout_of[$num]="${BASH_REMATCH[1]}"; fi
     if [[ -n "${ONLY:-}" ]]; then
         [[ " $ONLY " == *" $num "* ]] && selected+=("$num")
     elif [[ -n "${ALL:-}" || "$rest" != *needs=* ]]; then
@@ -144,8 +147,9 @@ for t in "${selected[@]}"; do
     fi
     log="$RESULTS_DIR/$t.log"
     t0=$(date +%s)
+    limit="${timeout_of[$t]:-$TEST_TIMEOUT}"
     { (cd "$RK/tests" && LD_LIBRARY_PATH="$RK/src:$RK/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RDKAFKA_TEST_CONF="$RK/tests/test.conf" TESTS="$t" \
-        timeout -k 10 "$TEST_TIMEOUT" ./test-runner -L -E -p1) >"$log" 2>&1; } 2>/dev/null
+        timeout -k 10 "$limit" ./test-runner -L -E -p1) >"$log" 2>&1; } 2>/dev/null
     rc=$?
     dt=$(($(date +%s) - t0))
     if [[ $rc -eq 0 ]] && grep -qE "PASSED|passed" "$log" && ! grep -q "0 tests passed\|No tests to run" "$log"; then
@@ -155,7 +159,7 @@ for t in "${selected[@]}"; do
         failed=$((failed + 1))
         failed_list+=("$t")
         why="$(grep -m1 -E "TEST FAILURE|FAIL:|Test assertion failed|### Test .* failed|ASSERT|Assertion|TIMEOUT|timed out" "$log" | cut -c1-300)"
-        [[ $rc -eq 124 || ( $rc -eq 137 && $dt -ge $TEST_TIMEOUT ) ]] && why="killed after ${TEST_TIMEOUT}s${why:+; $why}"
+        [[ $rc -eq 124 || ( $rc -eq 137 && $dt -ge $limit ) ]] && why="killed after ${limit}s${why:+; $why}"
         echo "FAIL $t (${dt}s, rc=$rc): ${why:-see $log}"
     fi
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then

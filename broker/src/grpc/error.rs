@@ -67,7 +67,9 @@ impl GrpcError {
             }
             e @ (TopicError::InvalidPartitions(_)
             | TopicError::InvalidReplicationFactor(_)
-            | TopicError::InvalidConfig(_)) => GrpcError::InvalidArgument(e.to_string()),
+            | TopicError::InvalidConfig(_)
+            | TopicError::PartitionsNotIncreased { .. }
+            | TopicError::InvalidReplicaAssignment(_)) => GrpcError::InvalidArgument(e.to_string()),
             TopicError::Storage(m) => GrpcError::Storage(m),
         }
     }

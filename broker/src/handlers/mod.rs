@@ -4,6 +4,7 @@
 //! error codes say what went wrong; `Err` from [`handle_frame`] means the connection must close.
 
 mod api_versions;
+mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod describe_groups;
@@ -27,10 +28,11 @@ use std::pin::Pin;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -46,6 +48,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4), // 0 must be listed: old librdkafka checks it exactly
     (ApiKey::FindCoordinator, 0, 3), // 0 must be listed: old librdkafka checks it exactly
     (ApiKey::JoinGroup, 0, 7),
@@ -132,6 +135,7 @@ pub enum Request {
     ListOffsets(ListOffsetsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
+    CreatePartitions(CreatePartitionsRequest),
     InitProducerId(InitProducerIdRequest),
     FindCoordinator(FindCoordinatorRequest),
     JoinGroup(JoinGroupRequest),
@@ -155,6 +159,7 @@ impl Request {
             Request::ListOffsets(_) => "ListOffsets",
             Request::CreateTopics(_) => "CreateTopics",
             Request::DeleteTopics(_) => "DeleteTopics",
+            Request::CreatePartitions(_) => "CreatePartitions",
             Request::InitProducerId(_) => "InitProducerId",
             Request::FindCoordinator(_) => "FindCoordinator",
             Request::JoinGroup(_) => "JoinGroup",
@@ -226,6 +231,7 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
         ApiKey::ListOffsets => Request::ListOffsets(decode(f, api, version)?),
         ApiKey::CreateTopics => Request::CreateTopics(decode(f, api, version)?),
         ApiKey::DeleteTopics => Request::DeleteTopics(decode(f, api, version)?),
+        ApiKey::CreatePartitions => Request::CreatePartitions(decode(f, api, version)?),
         ApiKey::InitProducerId => Request::InitProducerId(decode(f, api, version)?),
         ApiKey::FindCoordinator => Request::FindCoordinator(decode(f, api, version)?),
         ApiKey::JoinGroup => Request::JoinGroup(decode(f, api, version)?),
@@ -295,6 +301,10 @@ async fn dispatch(
         Request::DeleteTopics(req) => now(encode_body(
             ctx,
             &delete_topics::handle(broker, ctx, req).await,
+        )),
+        Request::CreatePartitions(req) => now(encode_body(
+            ctx,
+            &create_partitions::handle(broker, ctx, req).await,
         )),
         Request::InitProducerId(req) => now(encode_body(
             ctx,
