@@ -53,6 +53,12 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of a per-method gRPC series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 50 µs to ~13 s.
@@ -69,6 +75,8 @@ pub struct Metrics {
     pub produce_bytes: Family<PartitionLabels, Counter>,
     pub fetch_bytes: Family<PartitionLabels, Counter>,
     pub fsync_seconds: Histogram,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_request_seconds: HistogramFamily<GrpcLabels>,
     pub processor_alerts: Family<RuleLabels, Counter>,
     pub processor_alert_latency_seconds: HistogramFamily<PipelineLabels>,
     pub processor_checkpoint_seconds: HistogramFamily<PipelineLabels>,
@@ -85,6 +93,8 @@ impl Default for Metrics {
             produce_bytes: Family::default(),
             fetch_bytes: Family::default(),
             fsync_seconds: latency_histogram(),
+            grpc_requests: Family::default(),
+            grpc_request_seconds: Family::new_with_constructor(latency_histogram),
             processor_alerts: Family::default(),
             processor_alert_latency_seconds: Family::new_with_constructor(latency_histogram),
             processor_checkpoint_seconds: Family::new_with_constructor(latency_histogram),
@@ -110,6 +120,21 @@ impl Metrics {
         let labels = ApiLabels { api };
         self.kafka_requests.get_or_create(&labels).inc();
         self.kafka_request_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// Records one gRPC call of `method` (its path, e.g. `/runnel.v1.Ingest/Publish`) that
+    /// took `seconds` until its response headers.
+    pub fn grpc_request(&self, method: &str, seconds: f64) {
+        if !self.recording {
+            return;
+        }
+        let labels = GrpcLabels {
+            method: method.to_owned(),
+        };
+        self.grpc_requests.get_or_create(&labels).inc();
+        self.grpc_request_seconds
             .get_or_create(&labels)
             .observe(seconds);
     }
@@ -194,6 +219,16 @@ impl Metrics {
             "kafka_request_duration_seconds",
             "Time from a request's arrival to its response being ready, per Kafka API",
             self.kafka_request_seconds.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC calls, per method (unknown methods as one series)",
+            self.grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "Time from a gRPC call's arrival to its response headers (for streams: until established), per method",
+            self.grpc_request_seconds.clone(),
         );
         registry.register(
             "produce_records",

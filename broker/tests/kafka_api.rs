@@ -344,10 +344,13 @@ async fn idempotent_retries_are_deduplicated_across_restarts() {
     b.shutdown().await;
 }
 
+/// One topic of a CreatePartitions request: name, new total, replica assignments.
+type Grow<'a> = (&'a str, i32, Option<Vec<Vec<i32>>>);
+
 /// CreatePartitions (key 37) outcomes for one topic: (error code, message).
 async fn create_partitions(
     c: &mut Client,
-    topics: &[(&str, i32, Option<Vec<Vec<i32>>>)],
+    topics: &[Grow<'_>],
     validate_only: bool,
 ) -> Vec<(i16, Option<String>)> {
     use kafka_protocol::messages::create_partitions_request::{

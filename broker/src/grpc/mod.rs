@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod convert;
 pub mod error;
 pub mod ingest;
+pub mod metrics_layer;
 pub mod partitioner;
 pub mod subscribe;
 pub mod windows;
@@ -79,6 +80,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .layer(metrics_layer::MetricsLayer::new(broker.metrics.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
