@@ -38,6 +38,7 @@ pub struct KafkaLog {
 }
 
 impl KafkaLog {
+    /// The processor's view of the cluster `client` talks to.
     pub fn new(client: Arc<Client>) -> Self {
         Self { client }
     }

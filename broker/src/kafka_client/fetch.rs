@@ -22,21 +22,28 @@ pub const LATEST: i64 = -1;
 /// One fetched record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedRecord {
+    /// Offset in its partition.
     pub offset: i64,
+    /// Key; `None` is a null key.
     pub key: Option<Vec<u8>>,
+    /// Value; `None` is a null value (a tombstone).
     pub value: Option<Vec<u8>>,
     /// Headers in order; a null header value reads as empty.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's timestamp in ms (create or log-append time, as the topic says).
     pub timestamp: i64,
 }
 
 /// One partition's part of a Fetch answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchedPartition {
+    /// The partition's Kafka error code (0: none).
     pub error_code: i16,
+    /// Offset after the last committed record.
     pub high_watermark: i64,
     /// -1 when the broker does not say (Fetch < v5).
     pub log_start_offset: i64,
+    /// Record batches as the broker sent them (the last one may be partial).
     pub records: Bytes,
 }
 
@@ -91,8 +98,10 @@ pub fn partition(resp: &FetchResponse, topic: &str, partition: i32) -> Option<Fe
 /// Why fetched bytes could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// A batch header or CRC-32C is wrong.
     #[error("record batch at offset {offset}: {source}")]
     Batch { offset: i64, source: BatchError },
+    /// The records inside a valid batch do not decode.
     #[error("record batch at offset {offset}: {message}")]
     Records { offset: i64, message: String },
 }

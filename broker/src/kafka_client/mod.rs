@@ -122,6 +122,7 @@ impl KafkaClientError {
 pub struct ClientConfig {
     /// `host:port` of one or more brokers.
     pub bootstrap: Vec<String>,
+    /// Sent in every request header (shows in the broker's logs and quotas).
     pub client_id: String,
     /// Longest wait for one answer (a long-poll Fetch adds its `max_wait`).
     pub request_timeout: Duration,
@@ -136,6 +137,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// Defaults for `bootstrap` (`host:port`, several comma-separated).
     pub fn new(bootstrap: &str) -> Self {
         Self {
             bootstrap: bootstrap
