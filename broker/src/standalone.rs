@@ -9,8 +9,9 @@
 //! never repeated when their outcome is unknown, and recovery reads each output partition's
 //! tail for this pipeline's last `runnel.seq`. No transactions, no idempotent producer.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runnel_processor::driver::{Driver, InputLog, LogIoError, OutputLog};
@@ -31,16 +32,73 @@ const APPEND_RECORDS: usize = 500;
 /// Bytes per produced batch, under Kafka's default `max.message.bytes` (1 MiB).
 const APPEND_BYTES: usize = 900 * 1024;
 
+/// Most records kept per partition by the read cache.
+const CACHE_RECORDS: usize = 20_000;
+
 /// The cluster, seen by the processor.
 #[derive(Clone)]
 pub struct KafkaLog {
     client: Arc<Client>,
+    cache: Arc<Mutex<HashMap<(String, i32), Cached>>>,
+}
+
+/// Every record of a partition with an offset in `[lo, hi)`, as last fetched. Records below
+/// the high watermark never change, and the driver re-reads each step's input as many small
+/// ranges (partitions interleaved by time), so these are answered without a round trip.
+#[derive(Default)]
+struct Cached {
+    lo: i64,
+    hi: i64,
+    records: Vec<FetchedRecord>,
 }
 
 impl KafkaLog {
     /// The processor's view of the cluster `client` talks to.
     pub fn new(client: Arc<Client>) -> Self {
-        Self { client }
+        Self {
+            client,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Records from `from` (at most `max`) if the cache holds `from`.
+    fn cached(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max: usize,
+    ) -> Option<Vec<FetchedRecord>> {
+        let cache = self.cache.lock().ok()?;
+        let c = cache.get(&(topic.to_owned(), partition))?;
+        if from < c.lo || from >= c.hi {
+            return None;
+        }
+        let i = c.records.partition_point(|r| r.offset < from);
+        let hit: Vec<FetchedRecord> = c.records.iter().skip(i).take(max).cloned().collect();
+        (!hit.is_empty()).then_some(hit)
+    }
+
+    /// Remembers that `records` are all the records in `[at, last + 1)`.
+    fn remember(&self, topic: &str, partition: i32, at: i64, records: &[FetchedRecord]) {
+        let Some(last) = records.last() else { return };
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let c = cache.entry((topic.to_owned(), partition)).or_default();
+        if c.hi != at || c.records.is_empty() {
+            *c = Cached {
+                lo: at,
+                ..Cached::default()
+            };
+        }
+        c.records.extend_from_slice(records);
+        c.hi = last.offset.saturating_add(1);
+        if c.records.len() > CACHE_RECORDS {
+            let cut = c.records.len().saturating_sub(CACHE_RECORDS);
+            c.records.drain(..cut);
+            c.lo = c.records.first().map_or(c.hi, |r| r.offset);
+        }
     }
 
     /// Records of `[from, until)`, at most `max`, fetched in as many requests as needed;
@@ -52,6 +110,7 @@ impl KafkaLog {
         from: i64,
         until: Option<i64>,
         max: usize,
+        fill_cache: bool,
     ) -> Result<Vec<FetchedRecord>, LogIoError> {
         let mut out = Vec::new();
         let mut at = from;
@@ -80,8 +139,14 @@ impl KafkaLog {
                 break;
             }
             let want = max.saturating_sub(out.len());
-            let got = decode_records(f.records, at, end, want)
+            // Filling the cache: decode the whole answer, keep it, return what was asked.
+            let decode_max = if fill_cache { usize::MAX } else { want };
+            let mut got = decode_records(f.records, at, end, decode_max)
                 .map_err(|e| LogIoError(format!("fetch {topic}/{partition} at {at}: {e}")))?;
+            if fill_cache {
+                self.remember(topic, partition, at, &got);
+                got.truncate(want);
+            }
             let Some(last) = got.last() else {
                 // Below the high watermark but nothing whole came back: a batch larger than
                 // the fetch size would be returned whole by Kafka, so this is a broker that
@@ -131,7 +196,13 @@ impl InputLog for KafkaLog {
         max_records: usize,
     ) -> Result<Vec<InputRecord>, LogIoError> {
         let p = partition_index(partition)?;
-        let recs = self.read_range(topic, p, from, None, max_records).await?;
+        let recs = match self.cached(topic, p, from, max_records) {
+            Some(hit) => hit,
+            None => {
+                self.read_range(topic, p, from, None, max_records, true)
+                    .await?
+            }
+        };
         Ok(recs
             .into_iter()
             .map(|r| InputRecord {
@@ -209,7 +280,7 @@ impl OutputLog for KafkaLog {
         let n = i64::try_from(max_records).unwrap_or(i64::MAX);
         let from = hw.saturating_sub(n).max(start);
         let recs = self
-            .read_range(&stream.topic, p, from, Some(hw), max_records)
+            .read_range(&stream.topic, p, from, Some(hw), max_records, false)
             .await?;
         Ok(recs.into_iter().map(|r| r.headers).collect())
     }
