@@ -488,6 +488,39 @@ mod tests {
         args: ProcessArgs,
     }
 
+    fn rec(offset: i64) -> FetchedRecord {
+        FetchedRecord {
+            offset,
+            key: None,
+            value: Some(offset.to_be_bytes().to_vec()),
+            headers: vec![],
+            timestamp: offset,
+        }
+    }
+
+    #[test]
+    fn read_cache_answers_only_inside_what_was_fetched() {
+        let log = KafkaLog::new(Arc::new(Client::new(ClientConfig::new("127.0.0.1:1"))));
+        let offsets = |v: Option<Vec<FetchedRecord>>| -> Option<Vec<i64>> {
+            v.map(|v| v.iter().map(|r| r.offset).collect())
+        };
+        assert_eq!(log.cached("t", 0, 0, 10), None);
+        // Fetched from 5: offsets 5, 6 and (after a compaction gap) 9.
+        log.remember("t", 0, 5, &[rec(5), rec(6), rec(9)]);
+        assert_eq!(offsets(log.cached("t", 0, 5, 10)), Some(vec![5, 6, 9]));
+        assert_eq!(offsets(log.cached("t", 0, 7, 10)), Some(vec![9]));
+        assert_eq!(offsets(log.cached("t", 0, 5, 2)), Some(vec![5, 6]));
+        assert_eq!(log.cached("t", 0, 4, 10), None);
+        assert_eq!(log.cached("t", 0, 10, 10), None);
+        assert_eq!(log.cached("t", 1, 5, 10), None);
+        // The next fetch continues the run; a fetch elsewhere replaces it.
+        log.remember("t", 0, 10, &[rec(10)]);
+        assert_eq!(offsets(log.cached("t", 0, 6, 10)), Some(vec![6, 9, 10]));
+        log.remember("t", 0, 100, &[rec(100)]);
+        assert_eq!(log.cached("t", 0, 6, 10), None);
+        assert_eq!(offsets(log.cached("t", 0, 100, 10)), Some(vec![100]));
+    }
+
     #[test]
     fn config_file_processor_section_and_flags() {
         let dir = tempfile::tempdir().unwrap();
