@@ -1,11 +1,17 @@
 //! A tower layer that counts gRPC calls and times them per method, into the broker's
-//! [`Metrics`]. The time is until the response headers: for a unary call the whole call, for a
-//! stream the time to establish it.
+//! [`Metrics`], and runs each call in a `grpc_call{call, method, peer}` span so its log lines
+//! can be told apart. The time is until the response headers: for a unary call the whole
+//! call, for a stream the time to establish it.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tonic::transport::server::TcpConnectInfo;
+use tracing::Instrument;
 
 use tower_layer::Layer;
 use tower_service::Service;
@@ -16,11 +22,15 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Metrics,
+    calls: Arc<AtomicU64>,
 }
 
 impl MetricsLayer {
     pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            calls: Arc::default(),
+        }
     }
 }
 
@@ -31,6 +41,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: self.metrics.clone(),
+            calls: self.calls.clone(),
         }
     }
 }
@@ -40,6 +51,8 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Metrics,
+    /// Call ids, shared by every service of the server.
+    calls: Arc<AtomicU64>,
 }
 
 /// gRPC status UNIMPLEMENTED, as sent in the headers of an unknown method's answer.
@@ -62,18 +75,32 @@ where
         let method = req.uri().path().to_owned();
         let started = Instant::now();
         let metrics = self.metrics.clone();
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let result = call.await;
-            // Unknown methods are one series, so a client cannot mint series at will.
-            let unknown = result.as_ref().is_ok_and(|r| {
-                r.headers()
-                    .get("grpc-status")
-                    .is_some_and(|v| v.as_bytes() == UNIMPLEMENTED.as_bytes())
-            });
-            let label = if unknown { "unimplemented" } else { &method };
-            metrics.grpc_request(label, started.elapsed().as_secs_f64());
-            result
-        })
+        let id = self.calls.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let peer = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let span = tracing::debug_span!("grpc_call", call = id, method = %method, peer = %peer);
+        let call = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let result = call.await;
+                // Unknown methods are one series, so a client cannot mint series at will.
+                let unknown = result.as_ref().is_ok_and(|r| {
+                    r.headers()
+                        .get("grpc-status")
+                        .is_some_and(|v| v.as_bytes() == UNIMPLEMENTED.as_bytes())
+                });
+                let label = if unknown { "unimplemented" } else { &method };
+                metrics.grpc_request(label, started.elapsed().as_secs_f64());
+                result
+            }
+            .instrument(span),
+        )
     }
 }
