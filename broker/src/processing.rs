@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use runnel_processor::driver::{Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog};
 use runnel_processor::state::sled_store::SledStore;
+use runnel_processor::state::{KeyValue, StateError, StateStore, WriteBatch};
 use runnel_processor::time::Millis;
 use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
 use tokio::sync::watch;
@@ -298,6 +299,42 @@ impl OutputLog for LocalLog {
     }
 }
 
+/// The pipeline's state store, timing each atomic batch: the driver writes one per
+/// checkpoint, and the core reads no clock, so checkpoint durations are measured here.
+#[derive(Clone)]
+struct TimedStore {
+    inner: SledStore,
+    broker: Arc<Broker>,
+    pipeline: String,
+}
+
+impl StateStore for TimedStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.inner.put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+        self.inner.delete(key)
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StateError> {
+        self.inner.scan_prefix(prefix)
+    }
+    fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StateError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.write_batch(batch);
+        if result.is_ok() {
+            let took = started.elapsed();
+            self.broker
+                .metrics
+                .checkpoint(&self.pipeline, took.as_secs_f64());
+            self.broker.pipelines.checkpointed(&self.pipeline, took);
+        }
+        result
+    }
+}
+
 /// The wall clock.
 #[derive(Debug, Clone, Copy)]
 pub struct WallClock;
@@ -343,7 +380,11 @@ pub async fn run_pipeline(
         .state_dir(&broker.config.data_dir)
         .join(&name);
     let store = match SledStore::open(&dir, &name) {
-        Ok(s) => s,
+        Ok(s) => TimedStore {
+            inner: s,
+            broker: broker.clone(),
+            pipeline: name.clone(),
+        },
         Err(e) => {
             tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
             return;
@@ -393,13 +434,7 @@ where
     C: Clock,
     S: runnel_processor::state::StateStore,
 {
-    let p = d.pipeline();
-    let checkpoint = broker.pipelines.observe(p, d.checkpoint_stats());
-    if let Some(c) = checkpoint {
-        broker
-            .metrics
-            .checkpoint(&p.config().name, c.0.as_secs_f64());
-    }
+    broker.pipelines.observe(d.pipeline(), d.checkpoint_stats());
 }
 
 /// Starts every configured pipeline, each on a blocking thread driven by the current runtime.

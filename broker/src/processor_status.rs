@@ -75,9 +75,6 @@ struct Inner {
     latencies: BTreeMap<String, VecDeque<u64>>,
 }
 
-/// A checkpoint seen by [`PipelineStatuses::observe`], for the duration histogram.
-pub struct NewCheckpoint(pub Duration);
-
 impl PipelineStatuses {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Observation only: a panic elsewhere while holding the lock leaves data that is
@@ -105,10 +102,12 @@ impl PipelineStatuses {
     }
 
     /// Records a pipeline's state after a driver step (counting open windows at most every
-    /// [`WINDOW_COUNT_EVERY`]). Returns a checkpoint taken since the last call.
-    pub fn observe(&self, p: &Pipeline, checkpoint: CheckpointStats) -> Option<NewCheckpoint> {
+    /// [`WINDOW_COUNT_EVERY`]).
+    pub fn observe(&self, p: &Pipeline, checkpoint: CheckpointStats) {
         let mut inner = self.lock();
-        let s = inner.pipelines.get_mut(&p.config().name)?;
+        let Some(s) = inner.pipelines.get_mut(&p.config().name) else {
+            return;
+        };
         s.stats = p.stats();
         s.watermark_ms = p.watermark();
         s.steps = p.steps_applied();
@@ -121,17 +120,18 @@ impl PipelineStatuses {
             s.windows_open = u64::try_from(p.open_windows().count()).unwrap_or(u64::MAX);
             s.windows_counted_at = Some(Instant::now());
         }
-        let mut new = None;
         if checkpoint.count > s.checkpoints_in_lifetime {
             let added = checkpoint.count.saturating_sub(s.checkpoints_in_lifetime);
             s.checkpoints = s.checkpoints.saturating_add(added);
             s.checkpoints_in_lifetime = checkpoint.count;
-            if let Some(d) = checkpoint.last_duration {
-                s.last_checkpoint_seconds = Some(d.as_secs_f64());
-                new = Some(NewCheckpoint(d));
-            }
         }
-        new
+    }
+
+    /// Records how long a pipeline's last checkpoint (its state-store batch) took.
+    pub fn checkpointed(&self, name: &str, took: Duration) {
+        if let Some(s) = self.lock().pipelines.get_mut(name) {
+            s.last_checkpoint_seconds = Some(took.as_secs_f64());
+        }
     }
 
     /// The driver stopped (error or shutdown); a new lifetime starts its counts afresh.
@@ -203,19 +203,23 @@ mod tests {
         let config = runnel_processor::PipelineConfig::default();
         s.register(&config);
         let p = Pipeline::new(config).unwrap();
-        let cp = |count| CheckpointStats {
-            count,
-            last_duration: Some(Duration::from_millis(3)),
-        };
-        assert!(s.observe(&p, cp(0)).is_none());
-        assert!(s.observe(&p, cp(1)).is_some());
-        assert!(s.observe(&p, cp(1)).is_none());
+        let cp = |count| CheckpointStats { count };
+        s.observe(&p, cp(0));
+        s.observe(&p, cp(1));
+        s.observe(&p, cp(1));
+        assert_eq!(
+            s.snapshot()[0].checkpoints,
+            1,
+            "the same checkpoint is not counted twice"
+        );
         s.stopped(&p.config().name, Some("boom".into()));
-        assert!(s.observe(&p, cp(1)).is_some());
+        s.observe(&p, cp(1));
+        s.checkpointed(&p.config().name, Duration::from_millis(3));
         let snap = s.snapshot();
         assert_eq!(snap[0].checkpoints, 2);
         assert_eq!(snap[0].last_error.as_deref(), Some("boom"));
         assert!(snap[0].running);
+        assert_eq!(snap[0].last_checkpoint_seconds, Some(0.003));
     }
 
     #[test]
