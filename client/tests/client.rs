@@ -120,7 +120,7 @@ async fn publisher_reports_refusals_per_record() {
     b.shutdown().await;
 }
 
-/// An Ingest server that takes publish streams and never answers.
+/// An Ingest server that takes publish streams and never answers; counts the batches.
 struct NeverAcks(Arc<AtomicUsize>);
 
 #[tonic::async_trait]
@@ -141,8 +141,8 @@ impl v1::ingest_server::Ingest for NeverAcks {
         let mut incoming = request.into_inner();
         let seen = self.0.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = incoming.next().await {
-                seen.fetch_add(req.records.len(), Ordering::SeqCst);
+            while let Some(Ok(_batch)) = incoming.next().await {
+                seen.fetch_add(1, Ordering::SeqCst);
             }
         });
         Ok(tonic::Response::new(Box::pin(tokio_stream::pending())))
@@ -189,10 +189,11 @@ async fn a_broker_that_stops_acknowledging_makes_send_wait() {
     }
     // In flight + one gathering batch + the channel (one batch's worth).
     assert!(accepted <= batch * (window + 2), "accepted {accepted}");
+    // Batches, not records: under load a linger can close a batch before it is full.
     assert_eq!(
         seen.load(Ordering::SeqCst),
-        batch * window,
-        "exactly the window was sent"
+        window,
+        "exactly the window of batches was sent"
     );
     server.abort();
 }
