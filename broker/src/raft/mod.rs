@@ -19,6 +19,7 @@
 //! batch, later) and the index is a Raft index, not a Kafka offset: the driver maps one to the
 //! other (a [`EntryKind::Noop`] entry covers no offsets).
 
+pub mod driver;
 pub mod node;
 pub mod storage;
 

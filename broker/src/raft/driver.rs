@@ -1,0 +1,467 @@
+//! Runs one Raft group on tokio: the task that owns a [`RaftNode`], ticks it, feeds it messages
+//! and proposals, and carries out its outputs through a [`Host`] (network, disk, commit).
+//!
+//! One task per group owns the core, so the core needs no lock and every input is applied in
+//! one order. Work that waits (an fsync of the log) runs beside the task and comes back as an
+//! input; the hard state (term, vote) is saved before the loop goes on, since the core holds
+//! every message back until it is durable anyway.
+//!
+//! Proposals are closures run inside the task with the core at hand ([`Group::with_core`]), so
+//! the caller can check and prepare its payload against the log as it is at that instant (the
+//! partition rewrites a batch's base offset to the log end and checks idempotent-producer
+//! sequences there) and learn the entry's index and term. [`Group::wait_committed`] then says
+//! whether that very entry (same index *and* term) was committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{HardState, Index, Message, NodeId, Output, RaftError, RaftLog, RaftNode, Role, Term};
+
+/// What the group's side effects are carried out with.
+pub trait Host<L: RaftLog>: Send + Sync + 'static {
+    /// Send a message to a peer; never blocks (loss is tolerated).
+    fn send(&self, msg: Message);
+    /// Make term, vote and commit durable (runs on a blocking thread).
+    fn save_hard_state(&self, hs: HardState) -> Result<(), String>;
+    /// A future that resolves once the log is durable through `index` (run beside the task).
+    fn sync_log(&self, log: &L, index: Index) -> BoxFuture<'static, Result<(), String>>;
+    /// Entries up to `commit` are committed (called in order, never decreasing, with the log
+    /// at hand: the partition publishes its high watermark, the metadata group applies).
+    fn committed(&self, log: &L, commit: Index);
+    /// The role, term or leader changed.
+    fn role_changed(&self, _role: Role, _term: Term, _leader: Option<NodeId>) {}
+}
+
+/// Timing of a group, in wall-clock terms.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// One Raft tick.
+    pub tick: Duration,
+}
+
+/// Who leads the group, as this node last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    /// The commit index this node knows.
+    pub commit: Index,
+}
+
+/// Why waiting for an entry's commit gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Another entry was committed at that index: this one never will be.
+    #[error("the entry was replaced by a new leader")]
+    Replaced,
+    /// The group stopped (shutdown or a storage failure) before the entry committed.
+    #[error("the replica stopped")]
+    Stopped,
+    /// No answer in time: the entry may still commit.
+    #[error("timed out waiting for the commit")]
+    TimedOut,
+}
+
+type CoreFn<L> = Box<dyn FnOnce(&mut RaftNode<L>) + Send>;
+
+enum Input<L: RaftLog> {
+    Step(Message),
+    Core(CoreFn<L>),
+    LogPersisted { index: Index, term: Term },
+    LogSyncFailed(String),
+    WaitCommit {
+        index: Index,
+        term: Term,
+        reply: oneshot::Sender<Result<(), CommitError>>,
+    },
+}
+
+/// A handle on a running group; cheap to clone. The task stops when every handle is dropped.
+pub struct Group<L: RaftLog> {
+    tx: mpsc::UnboundedSender<Input<L>>,
+    leadership: watch::Receiver<Leadership>,
+}
+
+impl<L: RaftLog> Clone for Group<L> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            leadership: self.leadership.clone(),
+        }
+    }
+}
+
+impl<L: RaftLog + Send + 'static> Group<L> {
+    /// Start the task for `core` (already built from the durable state).
+    pub fn spawn<H: Host<L>>(core: RaftNode<L>, host: Arc<H>, timing: Timing) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let leadership = watch::Sender::new(Leadership {
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader(),
+            commit: core.commit(),
+        });
+        let rx_leadership = leadership.subscribe();
+        let task = Task {
+            core,
+            host,
+            rx,
+            tx: tx.downgrade(),
+            leadership,
+            waiters: BTreeMap::new(),
+            committed: 0,
+        };
+        let mut task = task;
+        let commit = task.core.commit();
+        if commit > 0 {
+            // The commit index survived the restart: publish it before anything else.
+            task.committed = commit;
+            task.host.committed(task.core.log(), commit);
+        }
+        tokio::spawn(task.run(timing));
+        Self {
+            tx,
+            leadership: rx_leadership,
+        }
+    }
+
+    /// Hand a message from a peer to the core.
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.send(Input::Step(msg));
+    }
+
+    /// Run `f` inside the task with the core at hand (outputs are carried out afterwards) and
+    /// return what it returns; `None` if the group has stopped.
+    pub async fn with_core<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RaftNode<L>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        let run: CoreFn<L> = Box::new(move |core| {
+            let _ = reply.send(f(core));
+        });
+        self.tx.send(Input::Core(run)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Wait until the entry at `index` of `term` is committed (Ok), known replaced, or
+    /// `timeout` passes.
+    pub async fn wait_committed(
+        &self,
+        index: Index,
+        term: Term,
+        timeout: Duration,
+    ) -> Result<(), CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::WaitCommit { index, term, reply })
+            .map_err(|_| CommitError::Stopped)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(CommitError::Stopped),
+            Err(_) => Err(CommitError::TimedOut),
+        }
+    }
+
+    /// The latest leadership this node knows.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// Changes of leadership (and commit index).
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+}
+
+struct Task<L: RaftLog, H> {
+    core: RaftNode<L>,
+    host: Arc<H>,
+    rx: mpsc::UnboundedReceiver<Input<L>>,
+    tx: mpsc::WeakUnboundedSender<Input<L>>,
+    leadership: watch::Sender<Leadership>,
+    /// Commit waiters by index: (term of the awaited entry, reply).
+    waiters: BTreeMap<Index, Vec<(Term, oneshot::Sender<Result<(), CommitError>>)>>,
+    committed: Index,
+}
+
+impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
+    async fn run(mut self, timing: Timing) {
+        let mut ticker = tokio::time::interval(timing.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                _ = ticker.tick() => self.core.tick(),
+                input = self.rx.recv() => match input {
+                    None => return,
+                    Some(input) => self.input(input),
+                },
+            };
+            if let Err(e) = result {
+                self.fail(&e.to_string());
+                return;
+            }
+            if let Err(e) = self.carry_out().await {
+                self.fail(&e);
+                return;
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input<L>) -> Result<(), RaftError> {
+        match input {
+            Input::Step(m) => self.core.step(m),
+            Input::Core(f) => {
+                f(&mut self.core);
+                Ok(())
+            }
+            Input::LogPersisted { index, term } => self.core.log_persisted(index, term),
+            Input::LogSyncFailed(e) => Err(RaftError::Storage(super::StorageError::Io(e))),
+            Input::WaitCommit { index, term, reply } => {
+                if index <= self.committed {
+                    let _ = reply.send(self.outcome(index, term));
+                } else {
+                    self.waiters.entry(index).or_default().push((term, reply));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the committed entry at `index` is the one of `term`.
+    fn outcome(&self, index: Index, term: Term) -> Result<(), CommitError> {
+        if self.core.log().term(index) == Some(term) {
+            Ok(())
+        } else {
+            Err(CommitError::Replaced)
+        }
+    }
+
+    /// Carry out everything the core asked for, until it asks for nothing more.
+    async fn carry_out(&mut self) -> Result<(), String> {
+        loop {
+            let outputs = self.core.drain();
+            if outputs.is_empty() {
+                return Ok(());
+            }
+            for out in outputs {
+                match out {
+                    Output::Send(m) => self.host.send(m),
+                    Output::PersistHardState(hs) => {
+                        let host = self.host.clone();
+                        tokio::task::spawn_blocking(move || host.save_hard_state(hs))
+                            .await
+                            .map_err(|e| format!("hard-state task failed: {e}"))??;
+                        self.core
+                            .hard_state_persisted(hs)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Output::PersistLog { index, term } => {
+                        let sync = self.host.sync_log(self.core.log(), index);
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            let input = match sync.await {
+                                Ok(()) => Input::LogPersisted { index, term },
+                                Err(e) => Input::LogSyncFailed(e),
+                            };
+                            if let Some(tx) = tx.upgrade() {
+                                let _ = tx.send(input);
+                            }
+                        });
+                    }
+                    Output::Committed(c) => {
+                        if c > self.committed {
+                            self.committed = c;
+                            self.host.committed(self.core.log(), c);
+                            let rest = self.waiters.split_off(&(c + 1));
+                            let done = std::mem::replace(&mut self.waiters, rest);
+                            for (index, ws) in done {
+                                for (term, reply) in ws {
+                                    let _ = reply.send(self.outcome(index, term));
+                                }
+                            }
+                        }
+                    }
+                    Output::RoleChanged { role, term, leader } => {
+                        self.host.role_changed(role, term, leader);
+                    }
+                }
+            }
+            let now = Leadership {
+                role: self.core.role(),
+                term: self.core.term(),
+                leader: self.core.leader(),
+                commit: self.committed,
+            };
+            self.leadership.send_if_modified(|l| {
+                let changed = *l != now;
+                *l = now;
+                changed
+            });
+        }
+    }
+
+    /// The group cannot go on safely (its storage failed): stop, answering every waiter.
+    fn fail(&mut self, why: &str) {
+        tracing::error!("raft group stopped: {why}");
+        for (_, ws) in std::mem::take(&mut self.waiters) {
+            for (_, reply) in ws {
+                let _ = reply.send(Err(CommitError::Stopped));
+            }
+        }
+        self.leadership.send_modify(|l| {
+            l.role = Role::Follower;
+            l.leader = None;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::raft::{Config, MemRaftLog};
+
+    /// Routes messages between in-process groups; `cut` drops everything to and from a node.
+    #[derive(Default)]
+    struct Net {
+        groups: Mutex<BTreeMap<NodeId, Group<MemRaftLog>>>,
+        cut: Mutex<Option<NodeId>>,
+    }
+
+    struct TestHost {
+        net: Arc<Net>,
+        commits: Mutex<Vec<Index>>,
+    }
+
+    impl Host<MemRaftLog> for TestHost {
+        fn send(&self, msg: Message) {
+            let cut = *self.net.cut.lock().unwrap();
+            if cut == Some(msg.to) || cut == Some(msg.from) {
+                return;
+            }
+            if let Some(g) = self.net.groups.lock().unwrap().get(&msg.to) {
+                g.step(msg);
+            }
+        }
+        fn save_hard_state(&self, _: HardState) -> Result<(), String> {
+            Ok(())
+        }
+        fn sync_log(&self, _: &MemRaftLog, _: Index) -> BoxFuture<'static, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn committed(&self, _: &MemRaftLog, commit: Index) {
+            self.commits.lock().unwrap().push(commit);
+        }
+    }
+
+    fn cluster() -> (Arc<Net>, Vec<Arc<TestHost>>) {
+        let net = Arc::new(Net::default());
+        let mut hosts = Vec::new();
+        for id in 1..=3 {
+            let mut cfg = Config::new(id, vec![1, 2, 3]);
+            cfg.seed = id;
+            let core = RaftNode::new(cfg, MemRaftLog::new(), HardState::default()).unwrap();
+            let host = Arc::new(TestHost {
+                net: net.clone(),
+                commits: Mutex::new(Vec::new()),
+            });
+            let g = Group::spawn(
+                core,
+                host.clone(),
+                Timing {
+                    tick: Duration::from_millis(5),
+                },
+            );
+            net.groups.lock().unwrap().insert(id, g);
+            hosts.push(host);
+        }
+        (net, hosts)
+    }
+
+    async fn leader(net: &Net) -> (NodeId, Group<MemRaftLog>) {
+        loop {
+            let groups: Vec<_> = net.groups.lock().unwrap().clone().into_iter().collect();
+            let cut = *net.cut.lock().unwrap();
+            for (id, g) in groups {
+                if g.leadership().role == Role::Leader && Some(id) != cut {
+                    return (id, g);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn propose(g: &Group<MemRaftLog>, data: &'static [u8]) -> Option<(Index, Term)> {
+        g.with_core(move |core| {
+            let term = core.term();
+            core.propose(Bytes::from_static(data)).ok().map(|i| (i, term))
+        })
+        .await
+        .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_proposal_commits_and_a_new_leader_takes_over_after_a_cut() {
+        let (net, hosts) = cluster();
+        let (id, g) = leader(&net).await;
+        let (index, term) = propose(&g, b"one").await.expect("leader accepts");
+        g.wait_committed(index, term, Duration::from_secs(5))
+            .await
+            .expect("committed");
+        // Every node learns the commit.
+        for h in &hosts {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while h.commits.lock().unwrap().last().copied().unwrap_or(0) < index {
+                assert!(tokio::time::Instant::now() < deadline, "a node never learned the commit");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // Cut the leader off: a proposal there never commits; another leader takes over.
+        *net.cut.lock().unwrap() = Some(id);
+        let stale = propose(&g, b"lost").await;
+        let (id2, g2) = leader(&net).await;
+        assert_ne!(id, id2);
+        let (i2, t2) = propose(&g2, b"two").await.expect("new leader accepts");
+        g2.wait_committed(i2, t2, Duration::from_secs(5))
+            .await
+            .expect("committed on the new leader");
+        *net.cut.lock().unwrap() = None;
+        if let Some((si, st)) = stale {
+            // Once the old leader rejoins, its entry at that index is known replaced.
+            assert_eq!(
+                g.wait_committed(si, st, Duration::from_secs(5)).await,
+                Err(CommitError::Replaced)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_times_out_without_a_quorum() {
+        let (net, _hosts) = cluster();
+        let (_, g) = leader(&net).await;
+        let (i, t) = propose(&g, b"x").await.unwrap();
+        g.wait_committed(i, t, Duration::from_secs(5)).await.unwrap();
+        // Stop everyone else: nothing more commits.
+        let others: Vec<NodeId> = net.groups.lock().unwrap().keys().copied().collect();
+        for id in others {
+            if g.leadership().leader != Some(id) {
+                net.groups.lock().unwrap().remove(&id);
+            }
+        }
+        if let Some((i, t)) = propose(&g, b"y").await {
+            assert_eq!(
+                g.wait_committed(i, t, Duration::from_millis(300)).await,
+                Err(CommitError::TimedOut)
+            );
+        }
+    }
+}
