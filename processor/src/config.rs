@@ -1,9 +1,10 @@
 //! Pipeline configuration: serde structs whose defaults are the sensor use case.
 //!
-//! Config is data (house style 11): the broker's TOML loader will embed `Vec<PipelineConfig>`;
-//! `validate()` rejects what the processor cannot run, before anything starts.
+//! Config is data (house style 11): the broker's TOML config embeds `Vec<PipelineConfig>`
+//! (`[[processor.pipelines]]`); [`PipelineConfig::validate`] and, across pipelines,
+//! [`validate_pipelines`] reject what the processor cannot run, before anything starts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -103,12 +104,15 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Value encoding of source records.
+/// Value encoding of source records. In config: `"json"` or `"protobuf"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueFormat {
     /// One JSON object per record.
     Json,
+    /// One protobuf `runnel.v1.SensorReading` per record, its fields named as in its stored
+    /// JSON form (`device_id`, `ts`, `temperature_c`, ...; see [`crate::proto`]).
+    Protobuf,
 }
 
 /// The source topic(s) and the fields that carry the key and the event time.
@@ -334,7 +338,9 @@ pub struct ThresholdRule {
     pub field: String,
     /// Threshold.
     pub above: f64,
-    /// Clearing band below the threshold.
+    /// Clearing band below the threshold (default 0: re-arms as soon as the value is back
+    /// under it).
+    #[serde(default)]
     pub hysteresis: f64,
 }
 
@@ -347,14 +353,33 @@ pub struct ZScoreRule {
     pub name: String,
     /// Field.
     pub field: String,
-    /// EWMA weight of a new reading, in (0, 1].
+    /// EWMA weight of a new reading, in (0, 1] (default 0.1).
+    #[serde(default = "ZScoreRule::default_alpha")]
     pub alpha: f64,
-    /// Score that raises the alert.
+    /// Score that raises the alert (default 4).
+    #[serde(default = "ZScoreRule::default_threshold")]
     pub threshold: f64,
-    /// Score below which the rule re-arms.
+    /// Score below which the rule re-arms (default 2).
+    #[serde(default = "ZScoreRule::default_clear_below")]
     pub clear_below: f64,
-    /// Readings needed before the baseline is trusted.
+    /// Readings needed before the baseline is trusted (default 20).
+    #[serde(default = "ZScoreRule::default_warmup")]
     pub warmup: u64,
+}
+
+impl ZScoreRule {
+    fn default_alpha() -> f64 {
+        0.1
+    }
+    fn default_threshold() -> f64 {
+        4.0
+    }
+    fn default_clear_below() -> f64 {
+        2.0
+    }
+    fn default_warmup() -> u64 {
+        20
+    }
 }
 
 /// Fires once when a key has been silent for `after_ms`: in event time (the watermark passed
@@ -410,6 +435,18 @@ pub struct OutputsConfig {
     pub dlq: OutputTopic,
 }
 
+impl OutputsConfig {
+    /// Each output with its setting name.
+    pub fn all(&self) -> [(&'static str, &OutputTopic); 4] {
+        [
+            ("aggregates", &self.aggregates),
+            ("alerts", &self.alerts),
+            ("late", &self.late),
+            ("dlq", &self.dlq),
+        ]
+    }
+}
+
 impl Default for OutputsConfig {
     fn default() -> Self {
         Self {
@@ -421,62 +458,129 @@ impl Default for OutputsConfig {
     }
 }
 
+/// Kafka's topic name rules: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn check_topic(what: &str, name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if name.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if name.len() > 249 || !ok_chars || name == "." || name == ".." {
+        return Err(format!(
+            "{what} `{name}` is not a topic name: 1-249 characters of [a-zA-Z0-9._-], \
+             not `.` or `..`"
+        ));
+    }
+    Ok(())
+}
+
+/// Prefix of the topics the processor keeps for itself (`__runnel_journal.<pipeline>`).
+const INTERNAL_PREFIX: &str = "__runnel";
+/// Longest pipeline name: `__runnel_checkpoints.<name>` must stay a legal topic name.
+const MAX_NAME_LEN: usize = 200;
+
 impl PipelineConfig {
-    /// Checks everything the processor relies on.
+    /// Checks everything the processor relies on; the error names the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError {
+        self.check().map_err(|reason| ConfigError {
             pipeline: self.name.clone(),
             reason,
-        };
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
         let finite = |x: f64| x.is_finite();
+        // The name is a directory (`<state_dir>/<name>`) and part of the journal topic's name.
         if self.name.is_empty() {
-            return Err(err("name is empty".into()));
+            return Err("name is empty".into());
         }
-        if self.source.topics.is_empty() || self.source.topics.iter().any(String::is_empty) {
-            return Err(err("source.topics must name at least one topic".into()));
-        }
-        if self.source.partitions == 0 {
-            return Err(err("source.partitions must be at least 1".into()));
-        }
-        if self.source.key_field.is_empty() || self.source.time_field.is_empty() {
-            return Err(err("source key_field and time_field must be set".into()));
-        }
-        if self.watermark.max_out_of_orderness_ms < 0 || self.watermark.idle_timeout_ms <= 0 {
-            return Err(err(
-                "watermark: out-of-orderness must be >= 0 and idle timeout > 0".into(),
+        let name_chars = self
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if !name_chars || self.name.len() > MAX_NAME_LEN || self.name.starts_with('.') {
+            return Err(format!(
+                "name must be 1-{MAX_NAME_LEN} characters of [a-zA-Z0-9._-], not starting \
+                 with `.` (it names a directory and the topic `__runnel_journal.<name>`)"
             ));
         }
+        if self.source.topics.is_empty() {
+            return Err("source.topics must name at least one topic".into());
+        }
+        let mut sources = BTreeSet::new();
+        for t in &self.source.topics {
+            check_topic("source.topics entry", t)?;
+            if !sources.insert(t) {
+                return Err(format!("source topic `{t}` is listed twice"));
+            }
+        }
+        if self.source.partitions == 0 {
+            return Err("source.partitions must be at least 1".into());
+        }
+        if self.source.key_field.is_empty() {
+            return Err("source.key_field is empty".into());
+        }
+        if self.source.time_field.is_empty() {
+            return Err("source.time_field is empty".into());
+        }
+        if self.source.max_key_len == 0 {
+            return Err("source.max_key_len must be at least 1".into());
+        }
+        if self.watermark.max_out_of_orderness_ms < 0 {
+            return Err("watermark.max_out_of_orderness_ms must be >= 0".into());
+        }
+        if self.watermark.idle_timeout_ms <= 0 {
+            return Err("watermark.idle_timeout_ms must be > 0".into());
+        }
         let (size, slide) = (self.window.size_ms, self.window.slide());
-        if size <= 0 || slide <= 0 || slide > size {
-            return Err(err("window: need 0 < slide_ms <= size_ms".into()));
+        if size <= 0 {
+            return Err(format!("window.size_ms must be > 0, got {size}"));
+        }
+        if slide <= 0 {
+            return Err(format!("window.slide_ms must be > 0, got {slide}"));
+        }
+        if slide > size {
+            return Err(format!(
+                "window.slide_ms ({slide}) is larger than window.size_ms ({size}): \
+                 readings between windows would be dropped"
+            ));
         }
         if size / slide > 1000 {
-            return Err(err(
-                "window: at most 1000 overlapping windows per reading".into()
+            return Err(format!(
+                "window: size_ms / slide_ms = {} overlapping windows per reading, at most 1000",
+                size / slide
             ));
         }
         if self.window.allowed_lateness_ms < 0 {
-            return Err(err("window.allowed_lateness_ms must be >= 0".into()));
+            return Err("window.allowed_lateness_ms must be >= 0".into());
         }
+        let mut columns = BTreeSet::new();
         for a in &self.aggregations {
-            if a.field.is_empty() || a.functions.is_empty() {
-                return Err(err("each aggregation needs a field and functions".into()));
+            if a.field.is_empty() {
+                return Err("an aggregation has an empty field".into());
+            }
+            if a.functions.is_empty() {
+                return Err(format!("aggregation of `{}` lists no functions", a.field));
             }
             for f in &a.functions {
                 if let AggFn::Percentile(p) = f {
                     if !p.is_valid() {
-                        return Err(err(format!("{}: percentile must be in (0, 100]", a.field)));
+                        return Err(format!("{}: percentile must be in (0, 100]", a.field));
                     }
+                }
+                if !columns.insert((a.field.as_str(), *f)) {
+                    return Err(format!("aggregation `{}_{f}` is listed twice", a.field));
                 }
             }
         }
         let mut names = BTreeSet::new();
         for r in &self.rules {
-            if r.name().is_empty() || !names.insert(r.name()) {
-                return Err(err(format!(
-                    "rule name `{}` is empty or repeated",
-                    r.name()
-                )));
+            if r.name().is_empty() {
+                return Err("a rule has an empty name".into());
+            }
+            if !names.insert(r.name()) {
+                return Err(format!("rule name `{}` is repeated", r.name()));
             }
             let ok = match r {
                 RuleConfig::Threshold(t) => {
@@ -499,26 +603,84 @@ impl PipelineConfig {
                 }
             };
             if !ok {
-                return Err(err(format!(
-                    "rule `{}` has out-of-range parameters",
+                return Err(format!(
+                    "rule `{}` has out-of-range parameters (threshold: a field, finite \
+                     `above`, `hysteresis` >= 0; zscore: a field, 0 < alpha <= 1, \
+                     0 < threshold, clear_below <= threshold; silence: after_ms > 0)",
                     r.name()
-                )));
+                ));
             }
         }
         let a = self.sketch_relative_accuracy;
         if !(a > 0.0 && a < 0.5) {
-            return Err(err("sketch_relative_accuracy must be in (0, 0.5)".into()));
+            return Err("sketch_relative_accuracy must be in (0, 0.5)".into());
         }
         if !(self.max_abs_value > 0.0 && self.max_abs_value <= 1e100) {
-            return Err(err("max_abs_value must be in (0, 1e100]".into()));
+            return Err("max_abs_value must be in (0, 1e100]".into());
         }
-        let o = &self.outputs;
-        for t in [&o.aggregates, &o.alerts, &o.late, &o.dlq] {
-            if t.topic.is_empty() || t.partitions == 0 {
-                return Err(err(
-                    "every output needs a topic and at least 1 partition".into()
+        if self.source.format == ValueFormat::Protobuf {
+            self.check_protobuf_fields()?;
+        }
+        let mut partitions_of = BTreeMap::new();
+        for (kind, t) in self.outputs.all() {
+            let what = format!("outputs.{kind}.topic");
+            check_topic(&what, &t.topic)?;
+            if t.topic.starts_with(INTERNAL_PREFIX) {
+                return Err(format!(
+                    "{what} `{}`: names starting with `{INTERNAL_PREFIX}` are internal",
+                    t.topic
                 ));
             }
+            if t.partitions == 0 {
+                return Err(format!("outputs.{kind}.partitions must be at least 1"));
+            }
+            if sources.contains(&t.topic) {
+                return Err(format!(
+                    "{what} `{}` is also a source topic: the pipeline would read its own output",
+                    t.topic
+                ));
+            }
+            // Two kinds may share a topic (each stream's `runnel.seq` covers both), but only
+            // with one partition count.
+            if let Some(p) = partitions_of.insert(t.topic.as_str(), t.partitions) {
+                if p != t.partitions {
+                    return Err(format!(
+                        "output topic `{}` is declared with {p} and {} partitions",
+                        t.topic, t.partitions
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With `format = "protobuf"`, every field named must exist in `runnel.v1.SensorReading`
+    /// with the right kind, or every record would go to the DLQ.
+    fn check_protobuf_fields(&self) -> Result<(), String> {
+        use crate::proto::{field_kind, fields_of, FieldKind};
+        let want = |what: &str, name: &str, kind: FieldKind| {
+            if field_kind(name) == Some(kind) {
+                return Ok(());
+            }
+            let (k, options) = match kind {
+                FieldKind::Str => ("string", fields_of(kind)),
+                FieldKind::Double => ("numeric", fields_of(kind)),
+                FieldKind::Time => ("time", fields_of(kind)),
+            };
+            Err(format!(
+                "{what} `{name}`: format \"protobuf\" reads runnel.v1.SensorReading, whose \
+                 {k} fields are {}",
+                options.join(", ")
+            ))
+        };
+        want("source.key_field", &self.source.key_field, FieldKind::Str)?;
+        want(
+            "source.time_field",
+            &self.source.time_field,
+            FieldKind::Time,
+        )?;
+        for f in self.numeric_fields() {
+            want("numeric field", &f, FieldKind::Double)?;
         }
         Ok(())
     }
@@ -539,6 +701,41 @@ impl PipelineConfig {
         }
         out
     }
+}
+
+/// Checks a set of pipelines that run side by side: each one valid, names unique (a name is a
+/// state directory and a journal topic), and no output topic written by two pipelines
+/// (recovery finds a pipeline's last `runnel.seq` in its output topics' tails, which another
+/// pipeline's records could push out of reach).
+pub fn validate_pipelines(pipelines: &[PipelineConfig]) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    let mut writers: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in pipelines {
+        p.validate()?;
+        let err = |reason: String| ConfigError {
+            pipeline: p.name.clone(),
+            reason,
+        };
+        if !names.insert(p.name.as_str()) {
+            return Err(err(
+                "another pipeline has this name (names must be unique)".into()
+            ));
+        }
+        let mut own = BTreeSet::new();
+        for (kind, t) in p.outputs.all() {
+            if !own.insert(t.topic.as_str()) {
+                continue;
+            }
+            if let Some(other) = writers.insert(&t.topic, &p.name) {
+                return Err(err(format!(
+                    "outputs.{kind}.topic `{}` is also written by pipeline `{other}`: give \
+                     each pipeline its own output topics",
+                    t.topic
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -582,31 +779,296 @@ mod tests {
         partial.validate().unwrap();
     }
 
+    /// Data-driven: a change to the default pipeline → the start of the error's reason.
     #[test]
     fn validate_rejects_bad_values() {
         type Mutation = Box<dyn Fn(&mut PipelineConfig)>;
-        let bad: Vec<Mutation> = vec![
-            Box::new(|c| c.window.slide_ms = Some(0)),
-            Box::new(|c| c.window.slide_ms = Some(c.window.size_ms + 1)),
-            Box::new(|c| c.window.slide_ms = Some(1)),
-            Box::new(|c| c.source.partitions = 0),
-            Box::new(|c| c.watermark.idle_timeout_ms = 0),
-            Box::new(|c| c.sketch_relative_accuracy = f64::NAN),
-            Box::new(|c| c.outputs.dlq.topic.clear()),
-            Box::new(|c| {
-                let r = c.rules[0].clone();
-                c.rules.push(r);
-            }),
-            Box::new(|c| {
-                if let RuleConfig::Threshold(t) = &mut c.rules[0] {
-                    t.above = f64::INFINITY;
-                }
-            }),
+        let bad: Vec<(Mutation, &str)> = vec![
+            (Box::new(|c| c.name.clear()), "name is empty"),
+            (Box::new(|c| c.name = "../up".into()), "name must be"),
+            (Box::new(|c| c.name = "a/b".into()), "name must be"),
+            (Box::new(|c| c.name = ".hidden".into()), "name must be"),
+            (Box::new(|c| c.name = "x".repeat(201)), "name must be"),
+            (
+                Box::new(|c| c.source.topics.clear()),
+                "source.topics must name",
+            ),
+            (
+                Box::new(|c| c.source.topics = vec![String::new()]),
+                "source.topics entry is empty",
+            ),
+            (
+                Box::new(|c| c.source.topics = vec!["a b".into()]),
+                "source.topics entry `a b` is not a topic name",
+            ),
+            (
+                Box::new(|c| c.source.topics = vec!["a".into(), "a".into()]),
+                "source topic `a` is listed twice",
+            ),
+            (Box::new(|c| c.source.partitions = 0), "source.partitions"),
+            (Box::new(|c| c.source.key_field.clear()), "source.key_field"),
+            (
+                Box::new(|c| c.source.time_field.clear()),
+                "source.time_field",
+            ),
+            (Box::new(|c| c.source.max_key_len = 0), "source.max_key_len"),
+            (
+                Box::new(|c| c.watermark.max_out_of_orderness_ms = -1),
+                "watermark.max_out_of_orderness_ms",
+            ),
+            (
+                Box::new(|c| c.watermark.idle_timeout_ms = 0),
+                "watermark.idle_timeout_ms",
+            ),
+            (
+                Box::new(|c| c.window.size_ms = 0),
+                "window.size_ms must be > 0, got 0",
+            ),
+            (
+                Box::new(|c| c.window.slide_ms = Some(0)),
+                "window.slide_ms must be > 0",
+            ),
+            (
+                Box::new(|c| c.window.slide_ms = Some(c.window.size_ms + 1)),
+                "window.slide_ms (60001) is larger than window.size_ms (60000)",
+            ),
+            (
+                Box::new(|c| c.window.slide_ms = Some(1)),
+                "window: size_ms / slide_ms = 60000",
+            ),
+            (
+                Box::new(|c| c.window.allowed_lateness_ms = -1),
+                "window.allowed_lateness_ms",
+            ),
+            (
+                Box::new(|c| c.aggregations[0].functions.clear()),
+                "aggregation of `temperature_c` lists no functions",
+            ),
+            (
+                Box::new(|c| c.aggregations[1].functions.push(AggFn::Max)),
+                "aggregation `vibration_g_max` is listed twice",
+            ),
+            (
+                Box::new(|c| c.sketch_relative_accuracy = f64::NAN),
+                "sketch_relative_accuracy",
+            ),
+            (Box::new(|c| c.max_abs_value = 0.0), "max_abs_value"),
+            (
+                Box::new(|c| c.outputs.dlq.topic.clear()),
+                "outputs.dlq.topic is empty",
+            ),
+            (
+                Box::new(|c| c.outputs.alerts.partitions = 0),
+                "outputs.alerts.partitions",
+            ),
+            (
+                Box::new(|c| c.outputs.late.topic = "__runnel_journal.x".into()),
+                "outputs.late.topic `__runnel_journal.x`: names starting with `__runnel`",
+            ),
+            (
+                Box::new(|c| c.outputs.aggregates.topic = "sensor_events".into()),
+                "outputs.aggregates.topic `sensor_events` is also a source topic",
+            ),
+            (
+                Box::new(|c| {
+                    c.outputs.dlq.topic = c.outputs.late.topic.clone();
+                    c.outputs.dlq.partitions = 2;
+                }),
+                "output topic `sensor_events_late` is declared with 1 and 2 partitions",
+            ),
+            (
+                Box::new(|c| {
+                    let r = c.rules[0].clone();
+                    c.rules.push(r);
+                }),
+                "rule name `temperature_high` is repeated",
+            ),
+            (
+                Box::new(|c| {
+                    if let RuleConfig::Threshold(t) = &mut c.rules[0] {
+                        t.above = f64::INFINITY;
+                    }
+                }),
+                "rule `temperature_high` has out-of-range parameters",
+            ),
+            (
+                Box::new(|c| {
+                    c.source.format = ValueFormat::Protobuf;
+                    c.source.time_field = "status".into();
+                }),
+                "source.time_field `status`: format \"protobuf\"",
+            ),
         ];
-        for (i, f) in bad.iter().enumerate() {
+        for (i, (f, want)) in bad.iter().enumerate() {
             let mut c = PipelineConfig::default();
             f(&mut c);
-            assert!(c.validate().is_err(), "case {i} should be rejected");
+            match c.validate() {
+                Ok(()) => panic!("case {i} ({want}) should be rejected"),
+                Err(e) => assert!(e.reason.starts_with(want), "case {i}: {e}"),
+            }
         }
+        // Two kinds sharing one topic with one partition count is fine.
+        let mut c = PipelineConfig::default();
+        c.outputs.dlq.topic = c.outputs.late.topic.clone();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn protobuf_format_names_only_fields_of_the_message() {
+        let mut c = PipelineConfig::default();
+        c.source.format = ValueFormat::Protobuf;
+        // `ts` is the name of the event time in the stored JSON form: it is accepted...
+        let err = c.validate().map_err(|e| e.to_string());
+        assert_eq!(err, Ok(()));
+        // ...and so is the protobuf's own name.
+        c.source.time_field = "event_time".into();
+        c.validate().unwrap();
+        c.source.time_field = "device_id".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("source.time_field `device_id`")
+                && e.contains("time fields are ts, event_time"),
+            "{e}"
+        );
+        c.source.time_field = "ts".into();
+        c.source.key_field = "temperature_c".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("string fields are device_id, status, site, line"),
+            "{e}"
+        );
+        c.source.key_field = "site".into();
+        c.validate().unwrap();
+        c.aggregations[0].field = "humidity".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("numeric field `humidity`")
+                && e.contains("numeric fields are temperature_c, vibration_g"),
+            "{e}"
+        );
+    }
+
+    /// A second pipeline over another topic: its own name and outputs.
+    fn second() -> PipelineConfig {
+        let mut c = PipelineConfig {
+            name: "lines".into(),
+            ..PipelineConfig::default()
+        };
+        c.source.topics = vec!["line_events".into()];
+        c.outputs.aggregates.topic = "line_aggregates".into();
+        c.outputs.alerts.topic = "line_alerts".into();
+        c.outputs.late.topic = "line_events_late".into();
+        c.outputs.dlq.topic = "line_events_dlq".into();
+        c
+    }
+
+    #[test]
+    fn pipelines_side_by_side_need_their_own_names_and_outputs() {
+        validate_pipelines(&[PipelineConfig::default(), second()]).unwrap();
+        validate_pipelines(&[]).unwrap();
+
+        let mut twin = second();
+        twin.source.topics = vec!["other".into()];
+        twin.outputs.aggregates.topic = "other_aggregates".into();
+        let e = validate_pipelines(&[second(), twin]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid pipeline config `lines`: another pipeline has this name (names must be \
+             unique)"
+        );
+
+        let mut shares = second();
+        shares.outputs.alerts.topic = "sensor_alerts".into();
+        let e = validate_pipelines(&[PipelineConfig::default(), shares]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid pipeline config `lines`: outputs.alerts.topic `sensor_alerts` is also \
+             written by pipeline `sensors`: give each pipeline its own output topics"
+        );
+
+        // Chaining is allowed: one pipeline may read another's output.
+        let mut chained = second();
+        chained.source.topics = vec!["sensor_aggregates".into()];
+        validate_pipelines(&[PipelineConfig::default(), chained]).unwrap();
+
+        let mut invalid = second();
+        invalid.window.size_ms = 0;
+        let e = validate_pipelines(&[PipelineConfig::default(), invalid]).unwrap_err();
+        assert_eq!(e.pipeline, "lines");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_at_every_level() {
+        let cases = [
+            (r#"{"nmae":"x"}"#, "unknown field `nmae`"),
+            (r#"{"source":{"topic":["a"]}}"#, "unknown field `topic`"),
+            (r#"{"source":{"format":"avro"}}"#, "unknown variant `avro`"),
+            (r#"{"window":{"size":1}}"#, "unknown field `size`"),
+            (r#"{"watermark":{"idle_ms":1}}"#, "unknown field `idle_ms`"),
+            (
+                r#"{"aggregations":[{"field":"x","functions":["median"]}]}"#,
+                "unknown aggregation function `median`",
+            ),
+            (
+                r#"{"aggregations":[{"field":"x","functions":["max"],"fn":1}]}"#,
+                "unknown field `fn`",
+            ),
+            (
+                r#"{"rules":[{"kind":"threshold","name":"r","field":"x","above":1,"below":0}]}"#,
+                "unknown field `below`",
+            ),
+            (
+                r#"{"rules":[{"kind":"spike","name":"r"}]}"#,
+                "unknown variant `spike`",
+            ),
+            (
+                r#"{"rules":[{"kind":"threshold","name":"r","field":"x"}]}"#,
+                "missing field `above`",
+            ),
+            (
+                r#"{"outputs":{"alert":{"topic":"a"}}}"#,
+                "unknown field `alert`",
+            ),
+            (
+                r#"{"outputs":{"alerts":{"topic":"a","partition":1}}}"#,
+                "unknown field `partition`",
+            ),
+        ];
+        for (input, want) in cases {
+            let e = serde_json::from_str::<PipelineConfig>(input).unwrap_err();
+            assert!(e.to_string().contains(want), "{input}: {e}");
+        }
+        // Rule parameters with defaults may be left out.
+        let c: PipelineConfig = serde_json::from_str(
+            r#"{"rules":[{"kind":"threshold","name":"t","field":"x","above":1},
+                         {"kind":"zscore","name":"z","field":"x"},
+                         {"kind":"silence","name":"s","after_ms":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.rules,
+            [
+                RuleConfig::Threshold(ThresholdRule {
+                    name: "t".into(),
+                    field: "x".into(),
+                    above: 1.0,
+                    hysteresis: 0.0,
+                }),
+                RuleConfig::ZScore(ZScoreRule {
+                    name: "z".into(),
+                    field: "x".into(),
+                    alpha: 0.1,
+                    threshold: 4.0,
+                    clear_below: 2.0,
+                    warmup: 20,
+                }),
+                RuleConfig::Silence(SilenceRule {
+                    name: "s".into(),
+                    after_ms: 5,
+                    processing_time_after_ms: None,
+                }),
+            ]
+        );
+        c.validate().unwrap();
     }
 }

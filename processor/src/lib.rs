@@ -23,6 +23,7 @@ pub mod message;
 pub mod num;
 pub mod parse;
 pub mod pipeline;
+pub mod proto;
 pub mod record;
 pub mod rules;
 pub mod sketch;

@@ -1,12 +1,17 @@
-//! Parsing and validation: a source record's JSON value becomes a [`SensorReading`], or a
-//! [`Rejection`] whose reason goes to the dead-letter topic.
+//! Parsing and validation: a source record's value (JSON, or protobuf `runnel.v1.SensorReading`)
+//! becomes a [`SensorReading`], or a [`Rejection`] whose reason goes to the dead-letter topic.
+//!
+//! Both formats are read through one view of named fields ([`Field`]), so the key, time and
+//! numeric checks (and their DLQ reasons) are the same whatever the encoding.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use prost::Message;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, ValueFormat};
+use crate::proto;
 use crate::record::InputRecord;
 use crate::time::{parse_rfc3339, Millis};
 
@@ -47,6 +52,9 @@ pub enum Rejection {
     /// Not valid JSON.
     #[error("invalid json: {0}")]
     InvalidJson(String),
+    /// Not a protobuf `runnel.v1.SensorReading`.
+    #[error("invalid protobuf: {0}")]
+    InvalidProtobuf(String),
     /// Valid JSON but not an object.
     #[error("value is not a json object")]
     NotAnObject,
@@ -87,9 +95,52 @@ pub enum Rejection {
     },
 }
 
+/// A named field of a decoded value, as the checks see it.
+#[derive(Debug, Clone, Copy)]
+enum Field<'a> {
+    /// Absent (or JSON null).
+    Missing,
+    /// A string.
+    Str(&'a str),
+    /// A number; `int` when it is an integer within `i64` (a JSON integer literal).
+    Number { int: Option<i64>, float: f64 },
+    /// A protobuf timestamp.
+    Time(proto::Timestamp),
+    /// Anything else (JSON bool, array, object).
+    Other,
+}
+
+fn json_field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Field<'a> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Field::Missing,
+        Some(Value::String(s)) => Field::Str(s),
+        Some(Value::Number(n)) => n.as_f64().map_or(Field::Other, |float| Field::Number {
+            int: n.as_i64(),
+            float,
+        }),
+        Some(_) => Field::Other,
+    }
+}
+
+/// A protobuf reading's fields under the names of its stored JSON form (see [`proto`]).
+fn proto_field<'a>(m: &'a proto::SensorReading, name: &str) -> Field<'a> {
+    let double = |float| Field::Number { int: None, float };
+    match name {
+        "device_id" => Field::Str(&m.device_id),
+        "ts" | "event_time" => m.event_time.map_or(Field::Missing, Field::Time),
+        "temperature_c" => double(m.temperature_c),
+        "vibration_g" => double(m.vibration_g),
+        "status" => Field::Str(&m.status),
+        "site" => Field::Str(&m.site),
+        "line" => Field::Str(&m.line),
+        _ => Field::Missing,
+    }
+}
+
 /// Turns records into readings; holds the config-derived field list.
 #[derive(Debug, Clone)]
 pub struct Parser {
+    format: ValueFormat,
     key_field: String,
     time_field: String,
     max_key_len: usize,
@@ -101,6 +152,7 @@ impl Parser {
     /// A parser for `config`.
     pub fn new(config: &PipelineConfig) -> Self {
         Self {
+            format: config.source.format,
             key_field: config.source.key_field.clone(),
             time_field: config.source.time_field.clone(),
             max_key_len: config.source.max_key_len,
@@ -112,35 +164,56 @@ impl Parser {
     /// Parses and validates one record.
     pub fn parse(&self, rec: &InputRecord) -> Result<SensorReading, Rejection> {
         let bytes = rec.value.as_deref().ok_or(Rejection::NullValue)?;
-        let v: Value =
-            serde_json::from_slice(bytes).map_err(|e| Rejection::InvalidJson(e.to_string()))?;
-        let obj = v.as_object().ok_or(Rejection::NotAnObject)?;
-        let field = |name: &str| match obj.get(name) {
-            None | Some(Value::Null) => Err(Rejection::MissingField(name.into())),
-            Some(x) => Ok(x),
+        match self.format {
+            ValueFormat::Json => {
+                let v: Value = serde_json::from_slice(bytes)
+                    .map_err(|e| Rejection::InvalidJson(e.to_string()))?;
+                let obj = v.as_object().ok_or(Rejection::NotAnObject)?;
+                self.reading(rec, |name| json_field(obj, name))
+            }
+            ValueFormat::Protobuf => {
+                let m = proto::SensorReading::decode(bytes)
+                    .map_err(|e| Rejection::InvalidProtobuf(e.to_string()))?;
+                self.reading(rec, |name| proto_field(&m, name))
+            }
+        }
+    }
+
+    /// The checks shared by every format, over its fields.
+    fn reading<'a>(
+        &self,
+        rec: &InputRecord,
+        field: impl Fn(&str) -> Field<'a>,
+    ) -> Result<SensorReading, Rejection> {
+        let key = match field(&self.key_field) {
+            Field::Missing => return Err(Rejection::MissingField(self.key_field.clone())),
+            Field::Str(s) => s,
+            _ => {
+                return Err(Rejection::WrongType {
+                    field: self.key_field.clone(),
+                    expected: "a string",
+                })
+            }
         };
-        let key = field(&self.key_field)?
-            .as_str()
-            .ok_or_else(|| Rejection::WrongType {
-                field: self.key_field.clone(),
-                expected: "a string",
-            })?;
         if key.is_empty() || key.len() > self.max_key_len {
             return Err(Rejection::BadKey {
                 field: self.key_field.clone(),
                 max: self.max_key_len,
             });
         }
-        let event_time = match field(&self.time_field)? {
-            Value::String(s) => parse_rfc3339(s).map_err(|e| Rejection::BadTime {
-                field: self.time_field.clone(),
-                reason: e.to_string(),
-            })?,
-            Value::Number(n) => n.as_i64().ok_or_else(|| Rejection::BadTime {
-                field: self.time_field.clone(),
-                reason: "epoch milliseconds must be an integer".into(),
-            })?,
-            _ => {
+        let bad_time = |reason: String| Rejection::BadTime {
+            field: self.time_field.clone(),
+            reason,
+        };
+        let event_time = match field(&self.time_field) {
+            Field::Missing => return Err(Rejection::MissingField(self.time_field.clone())),
+            Field::Str(s) => parse_rfc3339(s).map_err(|e| bad_time(e.to_string()))?,
+            Field::Number { int: Some(ms), .. } => ms,
+            Field::Number { int: None, .. } => {
+                return Err(bad_time("epoch milliseconds must be an integer".into()))
+            }
+            Field::Time(ts) => proto::timestamp_ms(ts).map_err(|e| bad_time(e.into()))?,
+            Field::Other => {
                 return Err(Rejection::WrongType {
                     field: self.time_field.clone(),
                     expected: "an RFC 3339 string or epoch milliseconds",
@@ -148,17 +221,20 @@ impl Parser {
             }
         };
         if !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&event_time) {
-            return Err(Rejection::BadTime {
-                field: self.time_field.clone(),
-                reason: "outside years 0001-9999".into(),
-            });
+            return Err(bad_time("outside years 0001-9999".into()));
         }
         let mut values = BTreeMap::new();
         for name in &self.numeric {
-            let x = field(name)?.as_f64().ok_or_else(|| Rejection::WrongType {
-                field: name.clone(),
-                expected: "a number",
-            })?;
+            let x = match field(name) {
+                Field::Missing => return Err(Rejection::MissingField(name.clone())),
+                Field::Number { float, .. } => float,
+                _ => {
+                    return Err(Rejection::WrongType {
+                        field: name.clone(),
+                        expected: "a number",
+                    })
+                }
+            };
             if !x.is_finite() || x.abs() > self.max_abs {
                 return Err(Rejection::OutOfRange {
                     field: name.clone(),
@@ -267,5 +343,137 @@ mod tests {
         let mut null = rec("");
         null.value = None;
         assert_eq!(p.parse(&null), Err(Rejection::NullValue));
+    }
+
+    fn protobuf_parser() -> Parser {
+        let mut c = PipelineConfig::default();
+        c.source.format = ValueFormat::Protobuf;
+        Parser::new(&c)
+    }
+
+    fn reading_pb() -> proto::SensorReading {
+        proto::SensorReading {
+            device_id: "MTR-00123".into(),
+            event_time: Some(proto::Timestamp {
+                seconds: 1_755_434_096,
+                nanos: 789_400_000,
+            }),
+            temperature_c: 78.6,
+            vibration_g: 0.12,
+            status: "OK".into(),
+            site: "fab1".into(),
+            line: "L01".into(),
+        }
+    }
+
+    fn rec_bytes(value: Vec<u8>) -> InputRecord {
+        InputRecord {
+            value: Some(value),
+            ..rec("")
+        }
+    }
+
+    #[test]
+    fn protobuf_reads_like_its_json_form() {
+        let from_pb = protobuf_parser()
+            .parse(&rec_bytes(reading_pb().encode_to_vec()))
+            .unwrap();
+        // The JSON `PublishSensorReadings` stores for the same reading (ms precision).
+        let from_json = Parser::new(&PipelineConfig::default())
+            .parse(&rec(
+                r#"{"device_id":"MTR-00123","ts":"2025-08-17T12:34:56.789Z","temperature_c":78.6,"vibration_g":0.12,"status":"OK","site":"fab1","line":"L01"}"#,
+            ))
+            .unwrap();
+        assert_eq!(from_pb, from_json);
+        assert_eq!(from_pb.event_time, 1_755_434_096_789);
+    }
+
+    /// Data-driven: protobuf value → DLQ reason.
+    #[test]
+    fn protobuf_rejections_carry_reasons() {
+        let p = protobuf_parser();
+        let with = |f: &dyn Fn(&mut proto::SensorReading)| {
+            let mut m = reading_pb();
+            f(&mut m);
+            m.encode_to_vec()
+        };
+        // device_id (field 1, length-delimited) holding bytes that are not UTF-8.
+        let not_utf8 = vec![0x0a, 0x02, 0xc3, 0x28];
+        let cases: Vec<(Vec<u8>, &str)> =
+            vec![
+            (
+                vec![0xff; 7],
+                "invalid protobuf: failed to decode Protobuf message: invalid varint",
+            ),
+            (
+                b"{\"device_id\":\"a\"}".to_vec(),
+                "invalid protobuf: failed to decode Protobuf message: buffer underflow",
+            ),
+            (
+                not_utf8,
+                "invalid protobuf: failed to decode Protobuf message: SensorReading.device_id: \
+                 invalid string value: data is not UTF-8 encoded",
+            ),
+            (Vec::new(), "field `device_id` must be 1..=256 bytes"),
+            (
+                with(&|m| m.device_id = "x".repeat(257)),
+                "field `device_id` must be 1..=256 bytes",
+            ),
+            (with(&|m| m.event_time = None), "missing field `ts`"),
+            (
+                with(&|m| m.event_time = Some(proto::Timestamp { seconds: 0, nanos: -1 })),
+                "field `ts`: timestamp nanos must be in 0..1000000000",
+            ),
+            (
+                with(&|m| {
+                    m.event_time = Some(proto::Timestamp {
+                        seconds: i64::MAX,
+                        nanos: 0,
+                    });
+                }),
+                "field `ts`: outside years 0001-9999",
+            ),
+            (
+                with(&|m| {
+                    m.event_time = Some(proto::Timestamp {
+                        seconds: 253_402_300_800,
+                        nanos: 0,
+                    });
+                }),
+                "field `ts`: outside years 0001-9999",
+            ),
+            (
+                with(&|m| m.temperature_c = f64::NAN),
+                "field `temperature_c` out of range: NaN",
+            ),
+            (
+                with(&|m| m.vibration_g = -1e300),
+                "field `vibration_g` out of range: -1e300",
+            ),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(
+                p.parse(&rec_bytes(input.clone())).unwrap_err().to_string(),
+                reason,
+                "{input:?}"
+            );
+        }
+        let mut null = rec("");
+        null.value = None;
+        assert_eq!(p.parse(&null), Err(Rejection::NullValue));
+        // Proto3 has no presence for doubles: an absent value reads as 0.
+        let zero = p
+            .parse(&rec_bytes(with(&|m| m.temperature_c = 0.0)))
+            .unwrap();
+        assert_eq!(zero.value("temperature_c"), Some(0.0));
+    }
+
+    proptest::proptest! {
+        /// Any bytes, in either format: a reading or a rejection, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = protobuf_parser().parse(&rec_bytes(bytes.clone()));
+            let _ = Parser::new(&PipelineConfig::default()).parse(&rec_bytes(bytes));
+        }
     }
 }

@@ -37,3 +37,40 @@ fn only_the_sled_module_names_sled_and_the_core_has_no_runtime_or_clock() {
         }
     }
 }
+
+/// The crate's own dependency graph (not its dev-dependencies) holds no async runtime and no
+/// gRPC stack: the protobuf format decodes with prost alone (`src/proto.rs`).
+#[test]
+fn no_runtime_or_grpc_in_the_dependency_graph() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "runnel-processor",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.contains("prost "), "{tree}");
+    for line in tree.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        for banned in ["tokio", "tonic", "hyper", "runnel-proto", "mio"] {
+            assert!(
+                name != banned && !name.starts_with(&format!("{banned}-")),
+                "runnel-processor depends on {name}"
+            );
+        }
+    }
+}
