@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use runnel_processor::config::validate_pipelines;
+use runnel_processor::PipelineConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything `runnel serve` needs. Passed into [`crate::server::run`], never global.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (`PartialEq` only: pipeline settings hold floats.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Directory holding topics, partitions and broker metadata.
@@ -45,10 +48,11 @@ pub struct Config {
     pub processor: ProcessorConfig,
 }
 
-/// The embedded stream processor: runs the built-in sensor pipeline (`USE-CASES.md`) next to
-/// the partitions. It does nothing until its source topic exists; then it creates its output
-/// topics and its journal topic `__runnel_journal.<pipeline>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The stream processor: runs the configured pipelines (`[[processor.pipelines]]`, else the
+/// built-in sensor pipeline of `USE-CASES.md`) next to the partitions, and is what
+/// `runnel process` runs against a cluster. A pipeline does nothing until its source topics
+/// exist; then it creates its output topics and its journal topic `__runnel_journal.<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessorConfig {
     /// Run the pipelines inside `runnel serve`.
@@ -65,6 +69,9 @@ pub struct ProcessorConfig {
     pub align_wait_ms: u64,
     /// With no input, a time-only step is taken this often (idleness and timers advance).
     pub idle_step_ms: u64,
+    /// The pipelines, each a `[[processor.pipelines]]` table; none = the built-in sensor
+    /// pipeline ([`PipelineConfig::default`]). See [`ProcessorConfig::pipelines`].
+    pub pipelines: Vec<PipelineConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -77,11 +84,35 @@ impl Default for ProcessorConfig {
             max_step_records: 500,
             align_wait_ms: 200,
             idle_step_ms: 1_000,
+            pipelines: Vec::new(),
         }
     }
 }
 
 impl ProcessorConfig {
+    /// The pipelines to run: those declared, else the built-in sensor pipeline.
+    pub fn pipelines(&self) -> Vec<PipelineConfig> {
+        if self.pipelines.is_empty() {
+            vec![PipelineConfig::default()]
+        } else {
+            self.pipelines.clone()
+        }
+    }
+
+    /// Checks the driver knobs and the pipelines (each one, and side by side).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.checkpoint_every_steps == 0 || self.max_step_records == 0 {
+            return Err(ConfigError::Invalid {
+                field: "processor.checkpoint_every_steps / max_step_records",
+                reason: "must be >= 1".into(),
+            });
+        }
+        validate_pipelines(&self.pipelines()).map_err(|e| ConfigError::Invalid {
+            field: "processor.pipelines",
+            reason: e.to_string(),
+        })
+    }
+
     /// The state directory for `data_dir`.
     pub fn state_dir(&self, data_dir: &Path) -> PathBuf {
         self.state_dir
@@ -201,13 +232,7 @@ impl Config {
         if self.topics.retention_ms < -1 || self.topics.retention_bytes < -1 {
             return invalid("topics.retention_*", "must be -1 (unlimited) or >= 0");
         }
-        if self.processor.checkpoint_every_steps == 0 || self.processor.max_step_records == 0 {
-            return invalid(
-                "processor.checkpoint_every_steps / max_step_records",
-                "must be >= 1",
-            );
-        }
-        Ok(())
+        self.processor.validate()
     }
 
     /// Where the gRPC API listens: `grpc_addr`, else the Kafka IP and the next port (`None`
@@ -267,5 +292,120 @@ mod tests {
         let mut c = Config::default();
         c.topics.default_partitions = 0;
         assert!(c.validate().is_err());
+    }
+
+    /// The commented-out `[[processor.pipelines]]` block of the example, uncommented, is the
+    /// built-in pipeline: the documentation cannot drift from the defaults.
+    #[test]
+    fn example_pipeline_block_is_the_built_in_pipeline() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runnel.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let start = text
+            .find("# [[processor.pipelines]]")
+            .expect("the example shows a pipeline table");
+        let block: String = text[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: Config = toml::from_str(&block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert_eq!(parsed.processor.pipelines, [PipelineConfig::default()]);
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn example_with_three_pipelines_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines.toml");
+        let c = Config::from_file(&path).expect("examples/pipelines.toml parses");
+        c.validate().expect("examples/pipelines.toml is valid");
+        let p = c.processor.pipelines();
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sensors", "sensors_pb", "machines"]);
+        assert_eq!(p[0], PipelineConfig::default());
+        assert_eq!(
+            p[1].source.format,
+            runnel_processor::config::ValueFormat::Protobuf
+        );
+        assert_eq!(
+            (p[1].window.clone(), p[1].rules.clone()),
+            (p[0].window.clone(), p[0].rules.clone())
+        );
+        assert_eq!(p[2].source.key_field, "machine");
+        assert_eq!(p[2].window.slide(), 10_000);
+        assert_eq!(p[2].outputs.dlq.partitions, 1);
+    }
+
+    #[test]
+    fn no_pipeline_tables_means_the_built_in_pipeline() {
+        let c: Config = toml::from_str("[processor]\nenabled = false\n").unwrap();
+        assert!(c.processor.pipelines.is_empty());
+        assert_eq!(c.processor.pipelines(), [PipelineConfig::default()]);
+    }
+
+    /// Data-driven: a pipelines section → part of the error (from parsing or validation).
+    #[test]
+    fn bad_pipeline_tables_are_clear_errors() {
+        let second = "[[processor.pipelines]]\nname = \"b\"\n[processor.pipelines.source]\n\
+                      topics = [\"b_in\"]\n[processor.pipelines.outputs]\n\
+                      aggregates = { topic = \"b_agg\" }\nalerts = { topic = \"b_alerts\" }\n\
+                      late = { topic = \"b_late\" }\ndlq = { topic = \"b_dlq\" }\n";
+        let cases = [
+            (
+                "[[processor.pipelines]]\nname = \"a\"\nwindows = 3\n".to_owned(),
+                "unknown field `windows`",
+            ),
+            (
+                "[[processor.pipelines]]\n[processor.pipelines.source]\ntopic = \"x\"\n".into(),
+                "unknown field `topic`",
+            ),
+            (
+                "[[processor.pipelines]]\n[[processor.pipelines.rules]]\nkind = \"threshold\"\n\
+                 name = \"r\"\nfield = \"x\"\nabove = 1.0\nhysteresys = 1.0\n"
+                    .into(),
+                "unknown field `hysteresys`",
+            ),
+            (
+                "[[processor.pipelines]]\n[processor.pipelines.source]\nformat = \"avro\"\n".into(),
+                "unknown variant `avro`",
+            ),
+            (
+                "[[processor.pipelines]]\n[processor.pipelines.source]\ntopics = [\"\"]\n".into(),
+                "invalid setting processor.pipelines: invalid pipeline config `sensors`: \
+                 source.topics entry is empty",
+            ),
+            (
+                "[[processor.pipelines]]\n[processor.pipelines.window]\nsize_ms = 0\n".into(),
+                "window.size_ms must be > 0, got 0",
+            ),
+            (
+                "[[processor.pipelines]]\n[processor.pipelines.window]\nsize_ms = 1000\n\
+                 slide_ms = 2000\n"
+                    .into(),
+                "window.slide_ms (2000) is larger than window.size_ms (1000)",
+            ),
+            (
+                format!("{second}{second}"),
+                "invalid pipeline config `b`: another pipeline has this name",
+            ),
+            (
+                format!("[[processor.pipelines]]\n{}", second.replace("b_alerts", "sensor_alerts")),
+                "invalid pipeline config `b`: outputs.alerts.topic `sensor_alerts` is also written \
+                 by pipeline `sensors`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = match toml::from_str::<Config>(&text) {
+                Err(e) => e.to_string(),
+                Ok(c) => match c.validate() {
+                    Err(e) => e.to_string(),
+                    Ok(()) => panic!("accepted:\n{text}"),
+                },
+            };
+            assert!(err.contains(want), "{text}\n→ {err}");
+        }
+        // A second pipeline with its own name and outputs is fine.
+        let c: Config = toml::from_str(&format!("[[processor.pipelines]]\n{second}")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.processor.pipelines().len(), 2);
     }
 }

@@ -360,9 +360,10 @@ pub fn driver_config(c: &ProcessorConfig) -> DriverConfig {
     }
 }
 
-/// The pipelines `runnel serve` runs: the built-in sensor pipeline.
-pub fn configured_pipelines(_: &ProcessorConfig) -> Vec<PipelineConfig> {
-    vec![PipelineConfig::default()]
+/// The pipelines `runnel serve` and `runnel process` run: the `[[processor.pipelines]]`
+/// declared, else the built-in sensor pipeline (validated with the rest of the config).
+pub fn configured_pipelines(c: &ProcessorConfig) -> Vec<PipelineConfig> {
+    c.pipelines()
 }
 
 /// Runs one pipeline until `shutdown`: recover, run live; after any error, wait a second and

@@ -293,7 +293,8 @@ pub struct StandaloneConfig {
     pub bootstrap: String,
     /// Checkpoints: one sled database per pipeline under this directory.
     pub state_dir: PathBuf,
-    /// The `[processor]` section (its `enabled` and `state_dir` are not used here).
+    /// The `[processor]` section: the pipelines and the driver settings (its `enabled` and
+    /// `state_dir` are not used here).
     pub processor: ProcessorConfig,
 }
 
@@ -415,7 +416,8 @@ pub struct ProcessArgs {
     /// [default: [processor] state_dir from the config, else ./runnel-process]
     #[arg(long, env = "RUNNEL_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// TOML config file; only its [processor] section is used, the same one `serve` reads
+    /// TOML config file; only its [processor] section is used (the pipelines,
+    /// [[processor.pipelines]], and the checkpoint settings), the same one `serve` reads
     /// [default: ./runnel.toml if it exists]
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -481,6 +483,7 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::path::Path;
 
     #[derive(Parser)]
     struct Wrap {
@@ -542,5 +545,37 @@ mod tests {
         std::fs::write(&path, "[processor]\nmax_step_records = 0\n").unwrap();
         let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
         assert!(w.args.to_config().is_err());
+    }
+
+    /// `runnel process` runs the pipelines the file declares, as `serve` does; none declared
+    /// is the built-in one; an invalid one is refused before anything starts.
+    #[test]
+    fn config_file_pipelines() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipelines.toml");
+        let e = example.to_str().unwrap();
+        let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", e]).unwrap();
+        let names: Vec<String> = configured_pipelines(&w.args.to_config().unwrap().processor)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["sensors", "sensors_pb", "machines"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        let p = path.to_str().unwrap();
+        std::fs::write(&path, "[processor]\nmax_step_records = 7\n").unwrap();
+        let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
+        assert_eq!(
+            configured_pipelines(&w.args.to_config().unwrap().processor),
+            [PipelineConfig::default()]
+        );
+        std::fs::write(
+            &path,
+            "[[processor.pipelines]]\n[processor.pipelines.window]\nsize_ms = 0\n",
+        )
+        .unwrap();
+        let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
+        let err = w.args.to_config().unwrap_err().to_string();
+        assert!(err.contains("window.size_ms must be > 0"), "{err}");
     }
 }
