@@ -101,12 +101,17 @@ impl Drop for Proc {
 /// `runnel serve` on `dir`, with the embedded processor on or off.
 pub fn spawn_broker(dir: &Path, addr: SocketAddr, enabled: bool) -> Proc {
     let config = write_config(dir.parent().unwrap(), enabled);
+    spawn_broker_with(dir, addr, &config)
+}
+
+/// `runnel serve` on `dir` with the config file `config`.
+pub fn spawn_broker_with(dir: &Path, addr: SocketAddr, config: &Path) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(["serve", "--data-dir"])
             .arg(dir)
             .args(["--kafka-addr", &addr.to_string()])
-            .env("RUNNEL_CONFIG", &config)
+            .env("RUNNEL_CONFIG", config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
@@ -180,8 +185,13 @@ pub async fn read_all(c: &mut Client, name: &str, partition: i32) -> Vec<Rec> {
 
 /// Input records the journal says were consumed (0 if there is no journal yet).
 pub async fn consumed(c: &mut Client) -> i64 {
+    consumed_in(c, JOURNAL).await
+}
+
+/// Input records the journal topic `journal` says were consumed.
+pub async fn consumed_in(c: &mut Client, journal: &str) -> i64 {
     let mut seen = BTreeMap::new();
-    for (_, value, _, _) in read_all(c, JOURNAL, 0).await {
+    for (_, value, _, _) in read_all(c, journal, 0).await {
         let d: StepDescriptor = serde_json::from_slice(&value.unwrap()).unwrap();
         let n: i64 = d.ranges.iter().map(|r| r.3 - r.2).sum();
         seen.entry(d.index).or_insert(n);
@@ -221,8 +231,19 @@ pub async fn wait_finished(c: &mut Client, total: i64) -> BTreeMap<&'static str,
 /// Publishes the seeded stream with an idempotent producer (acks=all), keeping each
 /// partition's records in generation order so offsets match the generator's.
 pub async fn publish(addr: SocketAddr, arrivals: &[sensors::Arrival]) {
+    publish_to(addr, SOURCE, 3, arrivals).await;
+}
+
+/// [`publish`] to `topic` (created with `partitions`, at most 3).
+pub async fn publish_to(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: u32,
+    arrivals: &[sensors::Arrival],
+) {
     let mut c = connect(addr).await;
-    assert_eq!(create(&mut c, SOURCE, 3).await, 0);
+    let n = i32::try_from(partitions).unwrap();
+    assert_eq!(create(&mut c, topic, n).await, 0);
     let init = c
         .call(
             &InitProducerIdRequest::default()
@@ -234,7 +255,7 @@ pub async fn publish(addr: SocketAddr, arrivals: &[sensors::Arrival]) {
     assert_eq!(init.error_code, 0);
     let mut seq = [0i32; 3];
     for chunk in arrivals.chunks(40) {
-        for p in 0..3u32 {
+        for p in 0..partitions {
             let recs: Vec<Record> = chunk
                 .iter()
                 .filter(|a| a.record.partition == p)
@@ -256,7 +277,7 @@ pub async fn publish(addr: SocketAddr, arrivals: &[sensors::Arrival]) {
             };
             seq[i] += i32::try_from(recs.len()).unwrap();
             let batch = encode_batch(&recs, producer).freeze();
-            let (err, _) = produce(&mut c, SOURCE, i32::try_from(p).unwrap(), batch, -1).await;
+            let (err, _) = produce(&mut c, topic, i32::try_from(p).unwrap(), batch, -1).await;
             assert_eq!(err, 0, "produce to partition {p}");
         }
     }
