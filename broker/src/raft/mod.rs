@@ -22,6 +22,7 @@
 pub mod driver;
 pub mod node;
 pub mod storage;
+pub mod wire;
 
 #[cfg(test)]
 mod sim;
