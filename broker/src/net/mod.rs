@@ -2,6 +2,7 @@
 
 mod connection;
 mod http;
+pub mod peers;
 
 pub use http::serve_http;
 
