@@ -19,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 pub mod group;
 pub mod kafka;
+pub mod link_proxy;
 pub mod proxy;
 pub mod raw;
 
