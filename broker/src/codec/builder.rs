@@ -59,6 +59,80 @@ fn put_opt_bytes(buf: &mut BytesMut, b: &Option<Vec<u8>>) {
 /// Encode `records` (must be non-empty) as one uncompressed v2 batch with base offset 0.
 pub fn encode_batch(records: &[Record], producer: ProducerInfo) -> BytesMut {
     assert!(!records.is_empty(), "a batch holds at least one record");
+    encode(records, producer, 0)
+}
+
+/// The batch attribute bits: bit 5 marks a control batch (Kafka protocol guide, "Record
+/// Batch").
+const CONTROL_ATTRIBUTE: i16 = 0x20;
+
+/// Kafka's control record types (Apache Kafka `ControlRecordType`): the `type` half of a control
+/// record's key. Clients act on [`ABORT`](control_type::ABORT) and
+/// [`COMMIT`](control_type::COMMIT) only and skip every other type.
+pub mod control_type {
+    /// Transaction abort marker.
+    pub const ABORT: i16 = 0;
+    /// Transaction commit marker.
+    pub const COMMIT: i16 = 1;
+    /// KRaft: written by every new leader at the start of its epoch (KIP-595).
+    pub const LEADER_CHANGE: i16 = 2;
+}
+
+/// Encode a control batch: attributes with only the control bit set (uncompressed, create
+/// time, not transactional), producer id/epoch/sequence -1, base offset 0, leader epoch -1,
+/// and one control record whose key is `version 0, control_type` (4 bytes, the only key size
+/// librdkafka and kafka-python accept) and whose value is `value`. Every Kafka consumer skips
+/// such a batch but moves its position past it.
+pub fn encode_control_batch(control_type: i16, value: &[u8], timestamp: i64) -> BytesMut {
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&control_type.to_be_bytes());
+    let record = Record {
+        key: Some(key.to_vec()),
+        value: Some(value.to_vec()),
+        headers: Vec::new(),
+        timestamp,
+    };
+    encode(
+        std::slice::from_ref(&record),
+        ProducerInfo::default(),
+        CONTROL_ATTRIBUTE,
+    )
+}
+
+/// A KRaft `LeaderChangeMessage` at version 0 (the value Kafka stores in a
+/// [`control_type::LEADER_CHANGE`] record): `Version`, `LeaderId`, and empty `Voters` and
+/// `GrantingVoters` (compact arrays, flexible version, no tagged fields). Tools that decode
+/// LEADER_CHANGE values (Kafka's `kafka-dump-log`) can then read it.
+pub fn leader_change_message(leader_id: i32) -> [u8; 9] {
+    // Bytes 0..2: Version 0. Bytes 6 and 7: the two voter lists, compact arrays of length 0
+    // (written as length + 1). Byte 8: no tagged fields.
+    let mut out = [0, 0, 0, 0, 0, 0, 1, 1, 0];
+    out[2..6].copy_from_slice(&leader_id.to_be_bytes());
+    out
+}
+
+/// The control type of the control batch at the start of `batch` (the `type` in its first
+/// record's key), or `None` if it is not a whole, valid, uncompressed control batch with a
+/// version-0 key of 4 bytes.
+pub fn control_record_type(batch: &[u8]) -> Option<i16> {
+    let h = super::batch::validate(batch).ok()?;
+    if !h.is_control() || h.compression().ok()? != super::batch::Compression::None {
+        return None;
+    }
+    let buf = batch.get(..h.total_len())?;
+    let mut at = HEADER_LEN;
+    super::varint::read(buf, &mut at)?; // record length
+    at = at.checked_add(1)?; // record attributes
+    super::varint::read(buf, &mut at)?; // timestamp delta
+    super::varint::read(buf, &mut at)?; // offset delta
+    let key = super::varint::read_opt_bytes(buf, &mut at)??;
+    match key.as_slice() {
+        [0, 0, hi, lo] => Some(i16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    }
+}
+
+fn encode(records: &[Record], producer: ProducerInfo, attributes: i16) -> BytesMut {
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
     let mut body = BytesMut::new();
@@ -86,7 +160,7 @@ pub fn encode_batch(records: &[Record], producer: ProducerInfo) -> BytesMut {
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2);
     out.put_u32(0); // crc, patched below
-    out.put_i16(0); // attributes: no compression, create time
+    out.put_i16(attributes); // no compression, create time
     out.put_i32(count - 1);
     out.put_i64(base_ts);
     out.put_i64(max_ts);
@@ -132,4 +206,65 @@ pub fn decode_records(batch: &[u8]) -> Option<Vec<Record>> {
         });
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::batch;
+
+    #[test]
+    fn control_batches_validate_and_carry_their_type() {
+        let value = leader_change_message(-1);
+        let mut b = encode_control_batch(control_type::LEADER_CHANGE, &value, -1);
+        let h = batch::validate(&b).expect("a control batch passes the CRC-32C and framing checks");
+        assert!(h.is_control());
+        assert!(!h.is_transactional());
+        assert_eq!(h.compression(), Ok(batch::Compression::None));
+        assert_eq!((h.record_count, h.last_offset_delta), (1, 0));
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (-1, -1, -1)
+        );
+        assert_eq!((h.base_timestamp, h.max_timestamp), (-1, -1));
+        assert_eq!(h.total_len(), b.len());
+        assert_eq!(control_record_type(&b), Some(control_type::LEADER_CHANGE));
+        // The broker's rewrites keep it valid, as for any stored batch.
+        batch::set_base_offset(&mut b, 41);
+        batch::set_leader_epoch(&mut b, 7);
+        assert_eq!(control_record_type(&b), Some(control_type::LEADER_CHANGE));
+        // Produce never accepts one from a client.
+        assert_eq!(
+            batch::validate_produce(&b, 1 << 20),
+            Err(batch::BatchError::ControlBatch)
+        );
+        // A data batch has no control type; a damaged one neither.
+        let data = encode_batch(&[Record::default()], ProducerInfo::default());
+        assert_eq!(control_record_type(&data), None);
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert_eq!(control_record_type(&b), None);
+        assert_eq!(control_record_type(&[]), None);
+    }
+
+    #[test]
+    fn the_control_record_decodes_as_kafka_reads_it() {
+        use kafka_protocol::protocol::Decodable;
+        use kafka_protocol::records::RecordBatchDecoder;
+        let value = leader_change_message(3);
+        let mut b =
+            encode_control_batch(control_type::LEADER_CHANGE, &value, 1_700_000_000_000).freeze();
+        let set = RecordBatchDecoder::decode(&mut b).expect("decodes");
+        assert_eq!(set.records.len(), 1);
+        let r = &set.records[0];
+        assert!(r.control);
+        assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 2][..]));
+        assert_eq!(r.timestamp, 1_700_000_000_000);
+        let mut v = r.value.clone().expect("a value");
+        let msg =
+            kafka_protocol::messages::LeaderChangeMessage::decode(&mut v, 0).expect("v0 message");
+        assert_eq!(msg.leader_id.0, 3);
+        assert!(msg.voters.is_empty() && msg.granting_voters.is_empty());
+        assert!(v.is_empty(), "nothing left over");
+    }
 }
