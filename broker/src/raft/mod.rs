@@ -21,6 +21,7 @@
 
 pub mod driver;
 pub mod node;
+pub mod segment_log;
 pub mod storage;
 pub mod wire;
 

@@ -1,0 +1,1120 @@
+//! The Raft log kept in the partition's own segment files: one entry is one stored Kafka v2
+//! record batch, so the data is written once and Kafka fetches read the Raft log directly.
+//!
+//! [`SegmentRaftLog`] implements [`RaftLog`] over a [`BatchStore`] — the narrow slice of a
+//! partition log it needs (append, truncate, read, the two end offsets). Any
+//! [`PartitionLog`] ([`crate::log::file::FileLog`], [`crate::log::memory::MemLog`]) is one;
+//! the partition implements it itself so that its idempotent-producer table follows every
+//! append and truncation.
+//!
+//! # Mapping
+//! - A `Normal` entry's payload is exactly one v2 batch whose `baseOffset` is already the log
+//!   end offset (the leader rewrites it before proposing; a follower receives it set). It is
+//!   stored with `partitionLeaderEpoch` = the entry's term, so the Kafka leader epoch of every
+//!   batch is the Raft term that wrote it, and reading it back gives the same bytes.
+//! - A `Noop` entry (each new leader's first entry; empty payload in the core) is stored as a
+//!   Kafka control batch of type LEADER_CHANGE (see [`NOOP_CONTROL_TYPE`] for why), taking one
+//!   offset that every Kafka consumer skips.
+//! - Entry 1 is the first batch at offset 0; entry `i + 1` starts where entry `i` ends. The
+//!   terms (`(term, first index)` runs) and each entry's end offset are kept in memory and
+//!   rebuilt by [`SegmentRaftLog::open`] from the batch headers, so a restart (after crash
+//!   recovery cut a torn tail) gives back the same Raft log, up to the last whole batch.
+//!
+//! # Limits
+//! - The log must start at offset 0: retention deleting segments of a replicated partition
+//!   would remove Raft entries, and there are no snapshots yet, so `open` refuses a log whose
+//!   start offset is not 0.
+//! - Every stored batch must carry a Raft term (leader epoch ≥ 1): a partition written before
+//!   replication (epoch 0) is refused rather than given invented terms.
+//! - Memory: 8 bytes per entry (its end offset) plus 16 bytes per term change; 10 million
+//!   batches cost ~80 MB. Snapshots will bound this together with the log start.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Entry, EntryKind, Index, RaftLog, StorageError, Term};
+use crate::codec::batch::{self, BatchHeader};
+use crate::codec::builder::{control_record_type, control_type, encode_control_batch};
+use crate::log::{AppendInfo, LogError, PartitionLog};
+
+/// What [`SegmentRaftLog`] needs from a partition log. Offsets are Kafka offsets.
+///
+/// The partition implements this over its [`PartitionLog`] so that it can keep its
+/// idempotent-producer table in step with the log (record each appended batch, rebuild after
+/// a truncation); any `PartitionLog` implements it directly.
+pub trait BatchStore {
+    /// Appends whole, valid v2 batches at the log end with `partitionLeaderEpoch = epoch`, all or
+    /// nothing, with [`PartitionLog::append`] semantics (offsets assigned from the log end).
+    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError>;
+
+    /// Removes every batch whose base offset is `>= offset` (a batch boundary or the log end).
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError>;
+
+    /// Whole batches from the one containing `offset`, none starting at or after `max_offset`,
+    /// at most `max_bytes` except that the first batch is always whole
+    /// ([`PartitionLog::read`]).
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError>;
+
+    /// The first offset in the log.
+    fn log_start_offset(&self) -> i64;
+
+    /// The offset the next batch will get.
+    fn log_end_offset(&self) -> i64;
+}
+
+impl<T: PartitionLog + ?Sized> BatchStore for T {
+    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+        self.append(batches, epoch)
+    }
+
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        PartitionLog::truncate_to(self, offset)
+    }
+
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        PartitionLog::read(self, offset, max_offset, max_bytes)
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        PartitionLog::log_start_offset(self)
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        PartitionLog::log_end_offset(self)
+    }
+}
+
+impl BatchStore for Box<dyn PartitionLog> {
+    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+        self.as_mut().append_batch(batches, epoch)
+    }
+
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        BatchStore::truncate_to(self.as_mut(), offset)
+    }
+
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        BatchStore::read(self.as_ref(), offset, max_offset, max_bytes)
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        BatchStore::log_start_offset(self.as_ref())
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        BatchStore::log_end_offset(self.as_ref())
+    }
+}
+
+/// The control type a `Noop` entry is stored with: Kafka's LEADER_CHANGE (2), the record
+/// Kafka's own Raft (KRaft, KIP-595) appends at the start of every leader epoch — the same
+/// role as Raft's no-op — with a `LeaderChangeMessage` value (leader id -1: the entry does not
+/// name its leader). Types 0 (ABORT) and 1 (COMMIT) are the only ones clients act on, so any
+/// other type is skipped everywhere; checked in each client's source:
+///
+/// - librdkafka `src/rdkafka_msgset_reader.c` (`rd_kafka_msgset_reader_msg_v2`): a control
+///   record must have a 4-byte key of version 0 (another key size is a parse error, another
+///   version is skipped); COMMIT is ignored, ABORT is acted on only with read_committed, any
+///   other type is logged "Unsupported ctrl message type ... ignoring"; each becomes a ctrl
+///   op that moves the fetch position, and `msetr_next_offset = LastOffset + 1` is set for
+///   every batch, so a fetch holding only a control batch still advances (a fetch with only
+///   control messages is not treated as "message too large" either: `msetr_ctrl_cnt > 0`).
+/// - Apache Kafka `ControlRecordType`: ABORT 0, COMMIT 1, LEADER_CHANGE 2, SNAPSHOT_HEADER 3,
+///   SNAPSHOT_FOOTER 4, KRAFT_VERSION 5, KRAFT_VOTERS 6, and "UNKNOWN is used to indicate a
+///   control type which the client is not aware of and should be ignored"; the Java consumer
+///   (`CompletedFetch.nextFetchedRecord`) returns no record of any control batch and moves
+///   `nextFetchOffset` past it. With read_committed it inspects control batches only when the
+///   batch has a producer id (`hasProducerId()`, i.e. not -1).
+/// - kafka-python 3.0.12 (`kafka/consumer/fetcher.py` `_unpack_records`): skips every control
+///   batch and sets `next_fetch_offset = batch.next_offset`; it parses the key (`>hh`, 4 bytes)
+///   only with read_committed and a producer id > -1. Before 2.1.0 (PR #2499, replacing
+///   #2361) kafka-python returned control records to applications as ordinary records.
+/// - aiokafka 0.14 (`aiokafka/consumer/fetcher.py`): "We skip control batches no matter the
+///   isolation level", `next_fetch_offset = next_batch.next_offset`; with read_committed it
+///   unpacks the key (`>HH`, needs 4 bytes) and compares it with the abort marker `(0, 0)`.
+/// - KafkaJS 2.2.4 (`src/consumer/batch.js`, `runner.js`): control records are filtered out;
+///   a fetch that held only control records is "empty due to filtering" and the runner
+///   resolves its last offset so the consumer moves on. That fix (#1256) closed tulios/kafkajs
+///   #403 "Consumer gets stuck when it receives a control batch" — the trailing-control-batch
+///   stall. Its abort check compares the key with `00 00 00 00`.
+/// - librdkafka before 1.4 did not store the offset of control messages, so a consumer that
+///   committed after the last record of a partition ending in a control batch stayed one
+///   behind (confluentinc/librdkafka #2539, fixed by #2661); 2.3 added the leader epoch to
+///   control messages so their offset is committed without a later message (#4384, #4434).
+///   Applications that stop at "last record offset = high watermark - 1" hang on a trailing
+///   control record whatever the client (risingwavelabs/risingwave #25121); they must compare
+///   the position with the high watermark.
+/// - Other clients skip control batches outside transactions only since: Sarama #1898,
+///   ruby-kafka #893.
+pub const NOOP_CONTROL_TYPE: i16 = control_type::LEADER_CHANGE;
+
+/// `LeaderChangeMessage.LeaderId` in a stored `Noop`: unknown, since a Raft entry does not
+/// name its leader (and the bytes stay the same on every replica).
+const NOOP_LEADER_ID: i32 = -1;
+
+/// Kafka's "no timestamp": a `Noop` has no time, and the stored bytes stay a pure function of
+/// the entry (identical on every replica and after a restart). A timestamp lookup never lands
+/// on it, since it asks for the first batch with a max timestamp at or after a time >= 0.
+const NO_TIMESTAMP: i64 = -1;
+
+/// Default bound on the batch bytes one [`RaftLog::entries`] call reads, so that one Append
+/// message stays under ~1 MiB; always at least one entry.
+pub const DEFAULT_MAX_READ_BYTES: usize = 1 << 20;
+
+/// Bytes read per step when [`SegmentRaftLog::open`] scans the log.
+const SCAN_BYTES: usize = 1 << 20;
+
+/// Why the segment-file Raft log refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentLogError {
+    /// The partition log failed.
+    #[error("partition log: {0}")]
+    Store(#[from] LogError),
+    /// Retention (or anything else) moved the log start: entries before it are gone.
+    #[error("replicated partitions need log start 0 until snapshots exist (log starts at {0})")]
+    LogStartNotZero(i64),
+    /// An entry's payload cannot be stored as it is.
+    #[error("entry {index}: {reason}")]
+    BadEntry {
+        /// The entry's index.
+        index: Index,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `Normal` payload would not land where its `baseOffset` says: the leader's and this
+    /// log's offsets have diverged.
+    #[error("entry {index} has base offset {base_offset} but the log ends at offset {log_end}")]
+    OffsetMismatch {
+        /// The entry's index.
+        index: Index,
+        /// The payload's `baseOffset`.
+        base_offset: i64,
+        /// Where it would be stored.
+        log_end: i64,
+    },
+    /// The stored batches do not form a Raft log, or disagree with the in-memory index.
+    #[error("stored batch at offset {offset}: {reason}")]
+    Corrupt {
+        /// The batch's offset.
+        offset: i64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<SegmentLogError> for StorageError {
+    fn from(e: SegmentLogError) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// Consecutive entries of one term, appended to the store in one call.
+struct Run {
+    term: Term,
+    /// Their batches, concatenated.
+    batches: BytesMut,
+    /// `(index, end offset)` of each.
+    ends: Vec<(Index, i64)>,
+}
+
+/// A [`RaftLog`] whose entries are the record batches of a partition log.
+#[derive(Debug)]
+pub struct SegmentRaftLog<S> {
+    store: S,
+    /// The offset entry 1 starts at (the log start, 0 for now).
+    start_offset: i64,
+    /// `ends[i]`: the offset just past entry `i + 1`. 8 bytes per entry.
+    ends: Vec<i64>,
+    /// `(term, first index)` for each run of entries of one term, ascending in both.
+    terms: Vec<(Term, Index)>,
+    /// Batch bytes one `entries` call reads at most (past the first entry).
+    max_read_bytes: usize,
+}
+
+impl<S: BatchStore> SegmentRaftLog<S> {
+    /// Opens the Raft log held in `store`, rebuilding terms and offsets from its batch
+    /// headers (the store has already cut any torn tail). Refuses a log that does not start
+    /// at offset 0, a batch without a Raft term (epoch < 1), terms that go down, and control
+    /// batches other than a stored `Noop`.
+    pub fn open(store: S) -> Result<Self, SegmentLogError> {
+        let start = store.log_start_offset();
+        if start != 0 {
+            return Err(SegmentLogError::LogStartNotZero(start));
+        }
+        let end = store.log_end_offset();
+        let mut log = SegmentRaftLog {
+            store,
+            start_offset: start,
+            ends: Vec::new(),
+            terms: Vec::new(),
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
+        };
+        let mut at = start;
+        while at < end {
+            let chunk = log.store.read(at, end, SCAN_BYTES)?;
+            if chunk.is_empty() {
+                return Err(corrupt(at, "the log returned nothing before its end"));
+            }
+            let mut pos = 0usize;
+            for header in batch::headers(&chunk) {
+                let header = header.map_err(|e| corrupt(at, e.to_string()))?;
+                let whole = chunk
+                    .get(pos..pos.saturating_add(header.total_len()))
+                    .ok_or_else(|| corrupt(at, "batch overruns the read"))?;
+                pos = pos.saturating_add(header.total_len());
+                if header.base_offset != at {
+                    return Err(corrupt(
+                        at,
+                        format!("base offset {} breaks the sequence", header.base_offset),
+                    ));
+                }
+                let term = stored_term(&header)?;
+                stored_kind(&header, whole)?;
+                let next = next_offset(&header)?;
+                let index = log.last_index().saturating_add(1);
+                if log.term(log.last_index()).is_some_and(|last| term < last) {
+                    return Err(corrupt(at, format!("term {term} after a later term")));
+                }
+                log.push(index, term, next);
+                at = next;
+            }
+        }
+        Ok(log)
+    }
+
+    /// Sets the batch bytes one [`RaftLog::entries`] call reads at most (at least one entry is
+    /// always returned).
+    pub fn with_max_read_bytes(mut self, max_read_bytes: usize) -> Self {
+        self.max_read_bytes = max_read_bytes;
+        self
+    }
+
+    /// The Kafka offset just past entry `index` (where entry `index + 1` starts);
+    /// `end_offset(0)` is the offset entry 1 starts at (the log start). `None` past the end.
+    pub fn end_offset(&self, index: Index) -> Option<i64> {
+        if index == 0 {
+            return Some(self.start_offset);
+        }
+        let pos = usize::try_from(index - 1).ok()?;
+        self.ends.get(pos).copied()
+    }
+
+    /// The entry whose batch contains `offset`, if any.
+    pub fn index_for_offset(&self, offset: i64) -> Option<Index> {
+        if offset < self.start_offset || self.ends.last().is_none_or(|&end| offset >= end) {
+            return None;
+        }
+        let pos = self.ends.partition_point(|&end| end <= offset);
+        Index::try_from(pos).ok()?.checked_add(1)
+    }
+
+    /// The partition log underneath (reads, flushes).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The partition log underneath, for flushing and other bookkeeping. Appending or
+    /// truncating through it would desynchronise the index: do those through [`RaftLog`].
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Gives the partition log back.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Records entry `index` of `term` ending at offset `end`.
+    fn push(&mut self, index: Index, term: Term, end: i64) {
+        if self.terms.last().is_none_or(|&(t, _)| t != term) {
+            self.terms.push((term, index));
+        }
+        self.ends.push(end);
+    }
+
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), SegmentLogError> {
+        // Prepare everything first, so that a bad entry anywhere appends nothing.
+        let mut expected = self.store.log_end_offset();
+        let mut runs: Vec<Run> = Vec::new();
+        for entry in entries {
+            let bytes = self.encode_entry(entry, expected)?;
+            let header = batch::parse_header(&bytes).map_err(|e| bad(entry.index, e))?;
+            let end = next_offset(&header)?;
+            match runs.last_mut() {
+                Some(run) if run.term == entry.term => {
+                    run.batches.extend_from_slice(&bytes);
+                    run.ends.push((entry.index, end));
+                }
+                _ => runs.push(Run {
+                    term: entry.term,
+                    batches: bytes,
+                    ends: vec![(entry.index, end)],
+                }),
+            }
+            expected = end;
+        }
+        // One append per run of one term: its batches share the leader epoch.
+        for Run {
+            term,
+            batches,
+            ends,
+        } in runs
+        {
+            let epoch = epoch_of(term, ends.first().map_or(0, |&(i, _)| i))?;
+            let from = self.store.log_end_offset();
+            let info = self.store.append_batch(batches, epoch)?;
+            let want_end = ends.last().map_or(from, |&(_, end)| end);
+            if info.base_offset != from || info.last_offset.checked_add(1) != Some(want_end) {
+                return Err(corrupt(
+                    info.base_offset,
+                    format!(
+                        "the log stored offsets {}..={}, expected {from}..{want_end}",
+                        info.base_offset, info.last_offset
+                    ),
+                ));
+            }
+            for (index, end) in ends {
+                self.push(index, term, end);
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch that stores `entry` at offset `at` (before the epoch rewrite).
+    fn encode_entry(&self, entry: &Entry, at: i64) -> Result<BytesMut, SegmentLogError> {
+        epoch_of(entry.term, entry.index)?;
+        match entry.kind {
+            EntryKind::Noop => {
+                if !entry.payload.is_empty() {
+                    return Err(bad(entry.index, "a no-op carries no payload"));
+                }
+                let value = crate::codec::builder::leader_change_message(NOOP_LEADER_ID);
+                let mut b = encode_control_batch(NOOP_CONTROL_TYPE, &value, NO_TIMESTAMP);
+                batch::set_base_offset(&mut b, at);
+                Ok(b)
+            }
+            EntryKind::Normal => {
+                // Fully checked here (CRC included) so that a bad entry anywhere in the call
+                // appends nothing, even in a later run of another term.
+                let header = batch::validate(&entry.payload).map_err(|e| bad(entry.index, e))?;
+                if header.total_len() != entry.payload.len() {
+                    return Err(bad(
+                        entry.index,
+                        format!(
+                            "payload of {} bytes holds more than one batch of {}",
+                            entry.payload.len(),
+                            header.total_len()
+                        ),
+                    ));
+                }
+                if header.is_control() {
+                    return Err(bad(entry.index, "a client entry cannot be a control batch"));
+                }
+                if header.base_offset != at {
+                    return Err(SegmentLogError::OffsetMismatch {
+                        index: entry.index,
+                        base_offset: header.base_offset,
+                        log_end: at,
+                    });
+                }
+                Ok(BytesMut::from(&entry.payload[..]))
+            }
+        }
+    }
+
+    fn read_entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, SegmentLogError> {
+        let last = self.last_index();
+        let wanted = Index::try_from(max).unwrap_or(Index::MAX);
+        let until = from.saturating_add(wanted.saturating_sub(1)).min(last);
+        let (Some(mut offset), Some(stop)) = (self.end_offset(from - 1), self.end_offset(until))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut index = from;
+        let mut budget = self.max_read_bytes;
+        while index <= until {
+            let chunk = self.store.read(offset, stop, budget)?;
+            if chunk.is_empty() {
+                return Err(corrupt(offset, "the log returned nothing for an entry"));
+            }
+            let mut pos = 0usize;
+            for header in batch::headers(&chunk) {
+                let header = header.map_err(|e| corrupt(offset, e.to_string()))?;
+                let len = header.total_len();
+                // The first batch of a later read comes whole even past the budget: leave it
+                // for the next call.
+                if !out.is_empty() && len > budget {
+                    return Ok(out);
+                }
+                let end = pos.saturating_add(len);
+                let whole = chunk
+                    .get(pos..end)
+                    .ok_or_else(|| corrupt(offset, "batch overruns the read"))?;
+                out.push(self.entry_at(index, offset, &header, whole, &chunk, pos..end)?);
+                budget = budget.saturating_sub(len);
+                pos = end;
+                offset = next_offset(&header)?;
+                index = index.saturating_add(1);
+                if index > until || budget == 0 {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entry `index` read back from its batch `whole` (= `chunk[range]`) at `offset`,
+    /// checked against the in-memory index.
+    fn entry_at(
+        &self,
+        index: Index,
+        offset: i64,
+        header: &BatchHeader,
+        whole: &[u8],
+        chunk: &Bytes,
+        range: std::ops::Range<usize>,
+    ) -> Result<Entry, SegmentLogError> {
+        let term = stored_term(header)?;
+        if header.base_offset != offset
+            || Some(term) != self.term(index)
+            || Some(next_offset(header)?) != self.end_offset(index)
+        {
+            return Err(corrupt(
+                header.base_offset,
+                format!("batch does not match entry {index} (expected at offset {offset})"),
+            ));
+        }
+        let kind = stored_kind(header, whole)?;
+        let payload = match kind {
+            EntryKind::Normal => chunk.slice(range),
+            EntryKind::Noop => Bytes::new(),
+        };
+        Ok(Entry {
+            term,
+            index,
+            kind,
+            payload,
+        })
+    }
+
+    fn truncate_from(&mut self, from: Index) -> Result<(), SegmentLogError> {
+        let keep = usize::try_from(from - 1).map_err(|_| corrupt(0, "index overflow"))?;
+        let Some(offset) = self.end_offset(from - 1) else {
+            return Ok(());
+        };
+        self.store.truncate_to(offset)?;
+        self.ends.truncate(keep);
+        let runs = self.terms.partition_point(|&(_, first)| first < from);
+        self.terms.truncate(runs);
+        Ok(())
+    }
+}
+
+impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
+    fn last_index(&self) -> Index {
+        Index::try_from(self.ends.len()).unwrap_or(Index::MAX)
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        if index == 0 {
+            return Some(0);
+        }
+        if index > self.last_index() {
+            return None;
+        }
+        let run = self.terms.partition_point(|&(_, first)| first <= index);
+        run.checked_sub(1)
+            .and_then(|r| self.terms.get(r))
+            .map(|&(t, _)| t)
+    }
+
+    fn entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, StorageError> {
+        let last = self.last_index();
+        if from == 0 || from > last.saturating_add(1) {
+            return Err(StorageError::OutOfRange { index: from, last });
+        }
+        if from > last || max == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.read_entries(from, max)?)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let last = self.last_index();
+        let mut next = last.saturating_add(1);
+        for entry in entries {
+            if entry.index != next {
+                return Err(StorageError::NotContiguous {
+                    got: entry.index,
+                    last: next.saturating_sub(1),
+                });
+            }
+            next = next.saturating_add(1);
+        }
+        Ok(self.append_entries(entries)?)
+    }
+
+    fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
+        let last = self.last_index();
+        if from == 0 || from > last.saturating_add(1) {
+            return Err(StorageError::OutOfRange { index: from, last });
+        }
+        Ok(self.truncate_from(from)?)
+    }
+}
+
+/// The Kafka leader epoch for `term` (entry `index`, for the error).
+fn epoch_of(term: Term, index: Index) -> Result<i32, SegmentLogError> {
+    match i32::try_from(term) {
+        Ok(epoch) if epoch >= 1 => Ok(epoch),
+        _ => Err(bad(
+            index,
+            format!("term {term} is not a Kafka leader epoch (1..=i32::MAX)"),
+        )),
+    }
+}
+
+/// The Raft term a stored batch was written in: its leader epoch, which must be >= 1.
+fn stored_term(header: &BatchHeader) -> Result<Term, SegmentLogError> {
+    Term::try_from(header.partition_leader_epoch)
+        .ok()
+        .filter(|&t| t >= 1)
+        .ok_or_else(|| {
+            corrupt(
+                header.base_offset,
+                format!(
+                    "leader epoch {} is not a Raft term (written before replication?)",
+                    header.partition_leader_epoch
+                ),
+            )
+        })
+}
+
+/// Whether a stored batch is a client batch or a stored `Noop`; any other control batch is
+/// refused (produce never stores one).
+fn stored_kind(header: &BatchHeader, whole: &[u8]) -> Result<EntryKind, SegmentLogError> {
+    if !header.is_control() {
+        return Ok(EntryKind::Normal);
+    }
+    match control_record_type(whole) {
+        Some(NOOP_CONTROL_TYPE) if header.record_count == 1 => Ok(EntryKind::Noop),
+        other => Err(corrupt(
+            header.base_offset,
+            format!("control batch of type {other:?} is not a Raft no-op"),
+        )),
+    }
+}
+
+/// The offset after a stored batch, refusing impossible headers.
+fn next_offset(header: &BatchHeader) -> Result<i64, SegmentLogError> {
+    u32::try_from(header.last_offset_delta)
+        .ok()
+        .and_then(|delta| header.base_offset.checked_add(i64::from(delta)))
+        .and_then(|last| last.checked_add(1))
+        .ok_or_else(|| corrupt(header.base_offset, "impossible last offset delta"))
+}
+
+fn corrupt(offset: i64, reason: impl Into<String>) -> SegmentLogError {
+    SegmentLogError::Corrupt {
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn bad(index: Index, reason: impl std::fmt::Display) -> SegmentLogError {
+    SegmentLogError::BadEntry {
+        index,
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+    use crate::log::file::{FileLog, FileLogConfig};
+    use crate::log::memory::MemLog;
+    use crate::log::RetentionPolicy;
+    use crate::raft::storage::{contract_with, MemRaftLog};
+
+    /// A batch of `records` records at `base_offset`, stored as in term `term`.
+    fn batch_at(base_offset: i64, term: Term, records: usize, tag: &str) -> Bytes {
+        let recs: Vec<Record> = (0..records)
+            .map(|i| Record {
+                key: Some(format!("k{i}").into_bytes()),
+                value: Some(format!("{tag}/{i}").into_bytes()),
+                headers: Vec::new(),
+                timestamp: 1_700_000_000_000 + i64::try_from(i).unwrap(),
+            })
+            .collect();
+        let mut b = encode_batch(&recs, ProducerInfo::default());
+        batch::set_base_offset(&mut b, base_offset);
+        batch::set_leader_epoch(&mut b, i32::try_from(term).unwrap());
+        b.freeze()
+    }
+
+    /// The log end offset of the store underneath (`BatchStore`'s, not `PartitionLog`'s: both
+    /// are in scope here).
+    fn end_of<S: BatchStore>(log: &SegmentRaftLog<S>) -> i64 {
+        log.store().log_end_offset()
+    }
+
+    fn read_all<S: BatchStore>(log: &SegmentRaftLog<S>) -> Bytes {
+        log.store().read(0, i64::MAX, usize::MAX).unwrap()
+    }
+
+    fn normal(index: Index, term: Term, payload: Bytes) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            payload,
+        }
+    }
+
+    fn noop(index: Index, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Noop,
+            payload: Bytes::new(),
+        }
+    }
+
+    /// The contract's payloads as batches: its entries each take one offset, so entry `i`
+    /// starts at offset `i - 1`.
+    fn contract_payload(index: Index, term: Term) -> Bytes {
+        let base = i64::try_from(index).unwrap() - 1;
+        batch_at(base, term, 1, &format!("{index}@{term}"))
+    }
+
+    fn file_log(dir: &Path) -> FileLog {
+        FileLog::open(dir, small_segments()).unwrap()
+    }
+
+    /// Several batches per segment, so reads and truncations cross segment boundaries.
+    fn small_segments() -> FileLogConfig {
+        FileLogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            segment_ms: None,
+        }
+    }
+
+    #[test]
+    fn raft_segment_log_over_mem_log_meets_the_contract() {
+        let log = SegmentRaftLog::open(MemLog::with_config(small_segments())).unwrap();
+        contract_with(log, contract_payload);
+    }
+
+    #[test]
+    fn raft_segment_log_over_file_log_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
+        contract_with(log, contract_payload);
+    }
+
+    #[test]
+    fn raft_segment_log_over_a_boxed_partition_log_meets_the_contract() {
+        let boxed: Box<dyn PartitionLog> = Box::new(MemLog::new());
+        contract_with(SegmentRaftLog::open(boxed).unwrap(), contract_payload);
+    }
+
+    /// Appends `spec` (`(term, records)`, 0 records = a no-op) after the log's end, each entry
+    /// on its own, as a leader would; returns the entries.
+    fn append_spec<S: BatchStore>(
+        log: &mut SegmentRaftLog<S>,
+        spec: &[(Term, usize)],
+    ) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for &(term, records) in spec {
+            let index = log.last_index() + 1;
+            let at = end_of(log);
+            let e = if records == 0 {
+                noop(index, term)
+            } else {
+                normal(
+                    index,
+                    term,
+                    batch_at(at, term, records, &format!("e{index}")),
+                )
+            };
+            log.append(std::slice::from_ref(&e)).unwrap();
+            out.push(e);
+        }
+        out
+    }
+
+    const MIXED: &[(Term, usize)] = &[
+        (1, 0),
+        (1, 3),
+        (1, 1),
+        (2, 0),
+        (2, 5),
+        (3, 0),
+        (5, 0),
+        (5, 2),
+        (5, 1),
+        (5, 4),
+        (7, 0),
+        (7, 1),
+    ];
+
+    /// Everything the lead can ask: last index, terms, entries, offsets.
+    fn snapshot<S: BatchStore>(log: &SegmentRaftLog<S>) -> Seen {
+        let last = log.last_index();
+        Seen {
+            last,
+            terms: (0..=last + 1).map(|i| log.term(i)).collect(),
+            entries: log.entries(1, usize::MAX).unwrap(),
+            ends: (0..=last + 1).map(|i| log.end_offset(i)).collect(),
+        }
+    }
+
+    /// What [`snapshot`] saw.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        last: Index,
+        terms: Vec<Option<Term>>,
+        entries: Vec<Entry>,
+        ends: Vec<Option<i64>>,
+    }
+
+    #[test]
+    fn offsets_map_both_ways() {
+        let mut log = SegmentRaftLog::open(MemLog::new()).unwrap();
+        let entries = append_spec(&mut log, MIXED);
+        assert_eq!(log.entries(1, usize::MAX).unwrap(), entries);
+        assert_eq!(log.end_offset(0), Some(0));
+        assert_eq!(log.end_offset(1), Some(1)); // the no-op takes one offset
+        assert_eq!(log.end_offset(2), Some(4));
+        assert_eq!(log.end_offset(5), Some(11));
+        let last = log.last_index();
+        assert_eq!(log.end_offset(last), Some(end_of(&log)));
+        assert_eq!(log.end_offset(last + 1), None);
+        assert_eq!(log.index_for_offset(-1), None);
+        assert_eq!(log.index_for_offset(0), Some(1));
+        assert_eq!(log.index_for_offset(1), Some(2));
+        assert_eq!(log.index_for_offset(3), Some(2));
+        assert_eq!(log.index_for_offset(4), Some(3));
+        assert_eq!(log.index_for_offset(end_of(&log)), None);
+        for index in 1..=last {
+            let (from, to) = (
+                log.end_offset(index - 1).unwrap(),
+                log.end_offset(index).unwrap(),
+            );
+            for offset in from..to {
+                assert_eq!(log.index_for_offset(offset), Some(index));
+            }
+        }
+        // Every stored batch carries its term as leader epoch; no-ops are control batches.
+        let all = read_all(&log);
+        let headers: Vec<_> = batch::headers(&all).map(Result::unwrap).collect();
+        assert_eq!(headers.len(), entries.len());
+        for (h, e) in headers.iter().zip(&entries) {
+            assert_eq!(Term::try_from(h.partition_leader_epoch).unwrap(), e.term);
+            assert_eq!(h.is_control(), e.kind == EntryKind::Noop);
+        }
+    }
+
+    #[test]
+    fn a_follower_append_of_several_terms_lands_like_the_leaders() {
+        let mut leader = SegmentRaftLog::open(MemLog::new()).unwrap();
+        let entries = append_spec(&mut leader, MIXED);
+        let mut follower = SegmentRaftLog::open(MemLog::new()).unwrap();
+        follower.append(&entries[..4]).unwrap();
+        follower.append(&entries[4..]).unwrap();
+        assert_eq!(snapshot(&follower), snapshot(&leader));
+        assert_eq!(
+            read_all(&follower),
+            read_all(&leader),
+            "byte-identical replicas"
+        );
+    }
+
+    #[test]
+    fn appends_that_do_not_fit_change_nothing() {
+        let mut log = SegmentRaftLog::open(MemLog::new()).unwrap();
+        append_spec(&mut log, &[(1, 0), (1, 2)]);
+        let before = snapshot(&log);
+        let end = end_of(&log);
+        let good = normal(3, 2, batch_at(end, 2, 1, "ok"));
+        let cases = vec![
+            // A base offset that is not the log end: divergence.
+            vec![normal(3, 2, batch_at(end + 1, 2, 1, "ahead"))],
+            vec![good.clone(), normal(4, 2, batch_at(end, 2, 1, "again"))],
+            // Not exactly one batch.
+            vec![normal(3, 2, Bytes::from_static(b"not a batch"))],
+            vec![normal(3, 2, {
+                let mut two = batch_at(end, 2, 1, "a").to_vec();
+                two.extend_from_slice(&batch_at(end + 1, 2, 1, "b"));
+                Bytes::from(two)
+            })],
+            // A control batch from a client, a no-op with a payload.
+            vec![normal(3, 2, {
+                let mut b = encode_control_batch(control_type::COMMIT, &[], 0);
+                batch::set_base_offset(&mut b, end);
+                b.freeze()
+            })],
+            vec![Entry {
+                payload: Bytes::from_static(b"x"),
+                ..noop(3, 2)
+            }],
+            // A bad CRC in a later run of another term: the first run is not appended either.
+            vec![
+                good.clone(),
+                normal(4, 3, {
+                    let mut b = batch_at(end + 1, 3, 1, "crc").to_vec();
+                    let last = b.len() - 1;
+                    b[last] ^= 1;
+                    Bytes::from(b)
+                }),
+            ],
+            // Terms that are not Kafka leader epochs.
+            vec![normal(3, u64::from(u32::MAX), batch_at(end, 1, 1, "big"))],
+            vec![noop(3, 0)],
+        ];
+        for entries in cases {
+            let err = log.append(&entries).unwrap_err();
+            assert!(matches!(err, StorageError::Io(_)), "{err}");
+            assert_eq!(snapshot(&log), before, "after refusing {entries:?}");
+            assert_eq!(end_of(&log), end);
+        }
+        log.append(&[good]).unwrap();
+    }
+
+    #[test]
+    fn entries_read_a_bounded_number_of_bytes_but_at_least_one_entry() {
+        let mut log = SegmentRaftLog::open(MemLog::new()).unwrap();
+        let entries = append_spec(&mut log, &[(1, 4), (1, 4), (1, 0), (1, 4), (1, 4)]);
+        let big = batch_at(0, 1, 4, "e1").len();
+        let log = log.with_max_read_bytes(1);
+        assert_eq!(log.entries(1, 10).unwrap(), entries[..1].to_vec());
+        let log = log.with_max_read_bytes(2 * big);
+        assert_eq!(log.entries(1, 10).unwrap(), entries[..2].to_vec());
+        let log = log.with_max_read_bytes(2 * big + 1);
+        assert_eq!(log.entries(2, 10).unwrap(), entries[1..3].to_vec());
+        let log = log.with_max_read_bytes(DEFAULT_MAX_READ_BYTES);
+        assert_eq!(log.entries(2, 2).unwrap(), entries[1..3].to_vec());
+        assert_eq!(log.entries(1, 0).unwrap(), vec![]);
+        assert_eq!(log.entries(5, 10).unwrap(), entries[4..].to_vec());
+    }
+
+    #[test]
+    fn a_restart_gives_back_the_same_raft_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let mut log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
+            append_spec(&mut log, MIXED);
+            log.truncate(11).unwrap(); // a conflict cut...
+            append_spec(&mut log, &[(8, 0), (8, 3), (8, 1)]); // ...and a new leader
+            snapshot(&log)
+        };
+        let log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
+        assert!(log.store().segment_count() > 1);
+        assert_eq!(snapshot(&log), before);
+        assert_eq!(before.last, 13);
+        for offset in 0..end_of(&log) {
+            let index = log.index_for_offset(offset).unwrap();
+            assert!(log.end_offset(index - 1).unwrap() <= offset);
+            assert!(offset < log.end_offset(index).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_reopens_to_the_last_whole_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let mut log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
+            append_spec(&mut log, MIXED);
+            snapshot(&log)
+        };
+        // Cut the active segment (the newest .log) in the middle of its last batch.
+        let mut logs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        let active = logs.last().unwrap();
+        let len = std::fs::metadata(active).unwrap().len();
+        let last_len = u64::try_from(batch_at(0, 7, 1, "e12").len()).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(active)
+            .unwrap();
+        file.set_len(len - last_len / 2).unwrap();
+        drop(file);
+
+        let log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
+        let Seen {
+            last,
+            terms,
+            entries,
+            ends,
+        } = before;
+        let n = usize::try_from(last).unwrap();
+        assert_eq!(log.last_index(), last - 1);
+        assert_eq!(
+            log.entries(1, usize::MAX).unwrap(),
+            entries[..n - 1].to_vec()
+        );
+        for i in 0..=last {
+            let want = if i < last {
+                terms[usize::try_from(i).unwrap()]
+            } else {
+                None
+            };
+            assert_eq!(log.term(i), want);
+        }
+        assert_eq!(log.end_offset(last - 1), ends[n - 1]);
+        assert_eq!(Some(end_of(&log)), ends[n - 1]);
+    }
+
+    #[test]
+    fn open_refuses_what_is_not_a_replicated_log() {
+        // Retention moved the log start.
+        let mut mem = MemLog::with_config(FileLogConfig {
+            segment_bytes: 1,
+            ..FileLogConfig::default()
+        });
+        for base in 0..3 {
+            mem.append(BytesMut::from(&batch_at(base, 1, 1, "r")[..]), 1)
+                .unwrap();
+        }
+        let policy = RetentionPolicy {
+            retention_ms: None,
+            retention_bytes: Some(1),
+        };
+        assert!(mem.enforce_retention(0, &policy).unwrap() > 0);
+        let err = SegmentRaftLog::open(mem).unwrap_err();
+        assert!(matches!(err, SegmentLogError::LogStartNotZero(_)), "{err}");
+        assert!(err.to_string().contains("need log start 0"), "{err}");
+
+        // A batch written before replication (leader epoch 0).
+        let mut mem = MemLog::new();
+        mem.append(BytesMut::from(&batch_at(0, 1, 1, "old")[..]), 0)
+            .unwrap();
+        let err = SegmentRaftLog::open(mem).unwrap_err();
+        assert!(err.to_string().contains("not a Raft term"), "{err}");
+
+        // Terms going down.
+        let mut mem = MemLog::new();
+        mem.append(BytesMut::from(&batch_at(0, 1, 1, "a")[..]), 3)
+            .unwrap();
+        mem.append(BytesMut::from(&batch_at(1, 1, 1, "b")[..]), 2)
+            .unwrap();
+        assert!(SegmentRaftLog::open(mem).is_err());
+
+        // A control batch that is not a stored no-op.
+        let mut mem = MemLog::new();
+        mem.append(encode_control_batch(control_type::COMMIT, &[], 0), 1)
+            .unwrap();
+        let err = SegmentRaftLog::open(mem).unwrap_err();
+        assert!(err.to_string().contains("not a Raft no-op"), "{err}");
+    }
+
+    /// One step of the property test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Entries `(term bump, records; 0 = no-op)` appended in one call.
+        Append(Vec<(u64, usize)>),
+        /// Truncate at `last_index + 1 - back` (clamped).
+        Truncate(u64),
+        /// Drop the Raft log and open it again from its store.
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => proptest::collection::vec((0u64..2, 0usize..4), 1..5).prop_map(Op::Append),
+            2 => (0u64..6).prop_map(Op::Truncate),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// Runs `ops` against a segment log over the store `reopen` gives back, and a
+    /// [`MemRaftLog`] model; they must agree after every step.
+    fn run_model<S: BatchStore>(
+        ops: &[Op],
+        first: S,
+        mut reopen: impl FnMut(S) -> S,
+    ) -> Result<(), TestCaseError> {
+        let mut log = Some(SegmentRaftLog::open(first).unwrap());
+        let mut model = MemRaftLog::new();
+        for op in ops {
+            let seg = log.as_mut().unwrap();
+            match op {
+                Op::Append(spec) => {
+                    let mut at = end_of(seg);
+                    let mut term = model.term(model.last_index()).unwrap().max(1);
+                    let mut entries = Vec::new();
+                    for (i, &(bump, records)) in spec.iter().enumerate() {
+                        term += bump;
+                        let index = model.last_index() + 1 + Index::try_from(i).unwrap();
+                        let e = if records == 0 {
+                            noop(index, term)
+                        } else {
+                            normal(
+                                index,
+                                term,
+                                batch_at(at, term, records, &format!("{index}")),
+                            )
+                        };
+                        at += i64::try_from(records.max(1)).unwrap();
+                        entries.push(e);
+                    }
+                    seg.append(&entries).unwrap();
+                    model.append(&entries).unwrap();
+                }
+                Op::Truncate(back) => {
+                    let from = (model.last_index() + 1).saturating_sub(*back).max(1);
+                    seg.truncate(from).unwrap();
+                    model.truncate(from).unwrap();
+                }
+                Op::Reopen => {
+                    let store = reopen(log.take().unwrap().into_store());
+                    log = Some(SegmentRaftLog::open(store).unwrap());
+                }
+            }
+            let seg = log.as_ref().unwrap();
+            let last = model.last_index();
+            prop_assert_eq!(seg.last_index(), last);
+            for i in 0..=last + 1 {
+                prop_assert_eq!(seg.term(i), model.term(i));
+            }
+            prop_assert_eq!(seg.entries(1, usize::MAX).unwrap(), model.all().to_vec());
+            prop_assert_eq!(seg.end_offset(last), Some(end_of(seg)));
+            for i in 1..=last {
+                let (from, to) = (seg.end_offset(i - 1).unwrap(), seg.end_offset(i).unwrap());
+                prop_assert!(from < to);
+                prop_assert_eq!(seg.index_for_offset(from), Some(i));
+                prop_assert_eq!(seg.index_for_offset(to - 1), Some(i));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn raft_segment_log_over_mem_log_matches_the_model(ops in proptest::collection::vec(op(), 1..30)) {
+            run_model(&ops, MemLog::with_config(small_segments()), |store| store)?;
+        }
+
+        #[test]
+        fn raft_segment_log_over_file_log_matches_the_model(ops in proptest::collection::vec(op(), 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            run_model(&ops, file_log(dir.path()), |store| {
+                drop(store);
+                file_log(dir.path())
+            })?;
+        }
+    }
+}
