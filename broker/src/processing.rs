@@ -97,18 +97,26 @@ fn io(e: impl std::fmt::Display) -> LogIoError {
     LogIoError(e.to_string())
 }
 
-/// Records of whole stored batches at offsets in `[from, hw)`, at most `max`.
+/// Records of whole stored batches at offsets in `[from, hw)`, at most `max`, and the offset to
+/// read next: after the last record taken, or past batches that hold no record for the reader
+/// (control batches — a replicated partition stores each Raft no-op as one — and records
+/// before `from`), so a read that met only those still moves on.
 fn decode(
     mut bytes: Bytes,
     from: i64,
     hw: i64,
     max: usize,
-) -> Result<Vec<StoredRecord>, LogIoError> {
+) -> Result<(Vec<StoredRecord>, i64), LogIoError> {
     let mut out = Vec::new();
+    let mut next = from;
     while bytes.len() >= batch::HEADER_LEN && out.len() < max {
         let header = batch::parse_header(&bytes).map_err(io)?;
+        if header.base_offset >= hw {
+            break;
+        }
         let mut one = bytes.split_to(header.total_len().min(bytes.len()));
         if header.is_control() {
+            next = next.max(header.next_offset().min(hw));
             continue;
         }
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
@@ -119,6 +127,7 @@ fn decode(
             if out.len() >= max {
                 break;
             }
+            next = r.offset.saturating_add(1);
             out.push(StoredRecord {
                 offset: r.offset,
                 key: r.key.map(Vec::from),
@@ -131,8 +140,11 @@ fn decode(
                 timestamp: r.timestamp,
             });
         }
+        if out.len() < max {
+            next = next.max(header.next_offset().min(hw));
+        }
     }
-    Ok(out)
+    Ok((out, next))
 }
 
 /// A decoded stored record.
@@ -158,10 +170,12 @@ pub(crate) fn read_range(
         if bytes.is_empty() {
             break;
         }
-        let got = decode(bytes, at, o.high_watermark, max.saturating_sub(out.len()))?;
-        let Some(last) = got.last() else { break };
-        at = last.offset.saturating_add(1);
+        let (got, next) = decode(bytes, at, o.high_watermark, max.saturating_sub(out.len()))?;
         out.extend(got);
+        if next <= at {
+            break;
+        }
+        at = next;
     }
     Ok(out)
 }
@@ -454,4 +468,120 @@ pub fn spawn(
             tokio::task::spawn_blocking(move || h.block_on(run_pipeline(b, p, rx)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use prometheus_client::metrics::histogram::Histogram;
+
+    use super::*;
+    use crate::codec::builder::{control_type, encode_control_batch, leader_change_message};
+    use crate::log::memory::MemLog;
+    use crate::partition::PartitionSettings;
+
+    fn data(values: &[&str]) -> BytesMut {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                value: Some(v.as_bytes().to_vec()),
+                timestamp: 1_700_000_000_000,
+                ..Record::default()
+            })
+            .collect();
+        encode_batch(&records, ProducerInfo::default())
+    }
+
+    /// A Raft no-op as a replicated partition stores it.
+    fn noop() -> BytesMut {
+        encode_control_batch(control_type::LEADER_CHANGE, &leader_change_message(-1), -1)
+    }
+
+    fn partition(batches: Vec<BytesMut>) -> Arc<Partition> {
+        let settings = PartitionSettings {
+            flush_ms: 0,
+            retention: crate::log::RetentionPolicy::default(),
+        };
+        let part = Partition::start(
+            "t",
+            0,
+            Box::new(MemLog::new()),
+            settings,
+            Histogram::new([1.0]),
+        )
+        .unwrap();
+        for b in batches {
+            let header = batch::validate(&b).unwrap();
+            part.append(b, &header).unwrap();
+        }
+        part
+    }
+
+    fn values(records: &[StoredRecord]) -> Vec<(i64, String)> {
+        records
+            .iter()
+            .map(|r| {
+                let v = String::from_utf8(r.value.clone().unwrap()).unwrap();
+                (r.offset, v)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_skip_control_batches_and_move_past_them() {
+        // a b | no-op | <one batch bigger than a read> | c | no-op (last)
+        let big = "x".repeat(READ_BYTES + 10);
+        let part = partition(vec![
+            data(&["a", "b"]),
+            noop(),
+            data(&[&big]),
+            data(&["c"]),
+            noop(),
+        ]);
+        assert_eq!(part.offsets().high_watermark, 6);
+        let all = read_range(&part, 0, usize::MAX).unwrap();
+        let want: Vec<(i64, String)> = vec![
+            (0, "a".into()),
+            (1, "b".into()),
+            (3, big.clone()),
+            (4, "c".into()),
+        ];
+        assert_eq!(values(&all), want);
+        // From the no-op: the read returns only it (the next batch does not fit), and the
+        // reader goes on past it.
+        assert_eq!(
+            values(&read_range(&part, 2, usize::MAX).unwrap()),
+            want[2..]
+        );
+        assert_eq!(values(&read_range(&part, 1, 2).unwrap()), want[1..3]);
+        // From the trailing no-op: nothing, and no error.
+        assert!(read_range(&part, 5, usize::MAX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn decode_reports_where_to_read_next() {
+        let mut bytes = BytesMut::new();
+        for (base, mut b) in [
+            (0, data(&["a", "b"])),
+            (2, noop()),
+            (3, data(&["c"])),
+            (4, noop()),
+        ] {
+            batch::set_base_offset(&mut b, base);
+            bytes.extend_from_slice(&b);
+        }
+        let bytes = bytes.freeze();
+        let (got, next) = decode(bytes.clone(), 0, 5, usize::MAX).unwrap();
+        assert_eq!((got.len(), next), (3, 5));
+        let (got, next) = decode(bytes.clone(), 0, 5, 1).unwrap();
+        assert_eq!((got.len(), next), (1, 1));
+        let (got, next) = decode(bytes.clone(), 1, 5, 1).unwrap();
+        assert_eq!((values(&got), next), (vec![(1, "b".to_string())], 2));
+        // Only control batches left: no record, but the position moves.
+        let (got, next) = decode(bytes.slice(bytes.len() - noop().len()..), 4, 5, 9).unwrap();
+        assert_eq!((got.len(), next), (0, 5));
+        // Nothing at or past the high watermark.
+        let (got, next) = decode(bytes, 0, 3, usize::MAX).unwrap();
+        assert_eq!((got.len(), next), (2, 3));
+    }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::codec::builder::Record;
 use crate::config::ProcessorConfig;
-use crate::kafka_client::fetch::{decode_records, FetchedRecord};
+use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
 use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
 use crate::processing::{configured_pipelines, driver_config, WallClock};
 
@@ -141,13 +141,20 @@ impl KafkaLog {
             let want = max.saturating_sub(out.len());
             // Filling the cache: decode the whole answer, keep it, return what was asked.
             let decode_max = if fill_cache { usize::MAX } else { want };
-            let mut got = decode_records(f.records, at, end, decode_max)
+            let decoded = decode_fetched(f.records, at, end, decode_max)
                 .map_err(|e| LogIoError(format!("fetch {topic}/{partition} at {at}: {e}")))?;
+            let mut got = decoded.records;
             if fill_cache {
                 self.remember(topic, partition, at, &got);
                 got.truncate(want);
             }
             let Some(last) = got.last() else {
+                if decoded.next_offset > at {
+                    // Only control batches (a replicated partition's Raft no-ops, transaction
+                    // markers): no records, but the reader moves past them.
+                    at = decoded.next_offset;
+                    continue;
+                }
                 // Below the high watermark but nothing whole came back: a batch larger than
                 // the fetch size would be returned whole by Kafka, so this is a broker that
                 // cannot serve this offset.
@@ -522,6 +529,62 @@ mod tests {
         log.remember("t", 0, 100, &[rec(100)]);
         assert_eq!(log.cached("t", 0, 6, 10), None);
         assert_eq!(offsets(log.cached("t", 0, 100, 10)), Some(vec![100]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_move_past_control_batches() {
+        use crate::codec::batch;
+        use crate::codec::builder::{
+            control_type, encode_batch, encode_control_batch, leader_change_message, ProducerInfo,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_owned(),
+            kafka_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..crate::config::Config::default()
+        };
+        let running = crate::server::start(config).await.unwrap();
+        let topic = running.broker.topics.create("t", 1, &[], false).unwrap();
+        let part = &topic.partitions[0];
+        let data = |v: &str| {
+            let r = Record {
+                value: Some(v.as_bytes().to_vec()),
+                timestamp: 1_700_000_000_000,
+                ..Record::default()
+            };
+            encode_batch(&[r], ProducerInfo::default())
+        };
+        let noop =
+            || encode_control_batch(control_type::LEADER_CHANGE, &leader_change_message(-1), -1);
+        // a | no-op | b | no-op (the last batch)
+        for b in [data("a"), noop(), data("b"), noop()] {
+            let header = batch::validate(&b).unwrap();
+            part.append(b, &header).unwrap();
+        }
+        let client = Client::new(ClientConfig::new(&running.kafka_addr.to_string()));
+        let log = KafkaLog::new(Arc::new(client));
+        let offsets = |v: Vec<FetchedRecord>| v.iter().map(|r| r.offset).collect::<Vec<_>>();
+        for fill_cache in [false, true] {
+            let got = log
+                .read_range("t", 0, 0, None, 10, fill_cache)
+                .await
+                .unwrap();
+            assert_eq!(offsets(got), vec![0, 2]);
+            let got = log
+                .read_range("t", 0, 1, None, 10, fill_cache)
+                .await
+                .unwrap();
+            assert_eq!(offsets(got), vec![2]);
+            // From the trailing no-op: nothing, and no "no record below the high watermark".
+            let got = log
+                .read_range("t", 0, 3, None, 10, fill_cache)
+                .await
+                .unwrap();
+            assert!(got.is_empty());
+        }
+        running.shutdown().await;
     }
 
     #[test]

@@ -270,3 +270,61 @@ impl Subscribe for SubscribeService {
         Ok(Response::new(Box::pin(cursor.into_stream())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::codec::builder::{
+        control_type, encode_batch, encode_control_batch, leader_change_message, ProducerInfo,
+        Record,
+    };
+
+    fn at(base: i64, mut b: BytesMut) -> BytesMut {
+        batch::set_base_offset(&mut b, base);
+        b
+    }
+
+    fn data(values: &[&str]) -> BytesMut {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                value: Some(v.as_bytes().to_vec()),
+                ..Record::default()
+            })
+            .collect();
+        encode_batch(&records, ProducerInfo::default())
+    }
+
+    /// A Raft no-op as a replicated partition stores it.
+    fn noop() -> BytesMut {
+        encode_control_batch(control_type::LEADER_CHANGE, &leader_change_message(-1), -1)
+    }
+
+    #[test]
+    fn decode_skips_control_batches_and_moves_past_them() {
+        // records 0, 1 | no-op 2 | record 3 | no-op 4 (the last batch)
+        let mut all = BytesMut::new();
+        for b in [
+            at(0, data(&["a", "b"])),
+            at(2, noop()),
+            at(3, data(&["c"])),
+            at(4, noop()),
+        ] {
+            all.extend_from_slice(&b);
+        }
+        let all = all.freeze();
+        let offsets = |r: &[v1::ConsumedRecord]| r.iter().map(|r| r.offset).collect::<Vec<_>>();
+        let (got, next) = decode(all.clone(), 0, 0, usize::MAX).unwrap();
+        assert_eq!((offsets(&got), next), (vec![0, 1, 3], 5));
+        let (got, next) = decode(all.clone(), 0, 2, usize::MAX).unwrap();
+        assert_eq!((offsets(&got), next), (vec![3], 5));
+        let (got, next) = decode(all.clone(), 0, 0, 2).unwrap();
+        assert_eq!((offsets(&got), next), (vec![0, 1], 2));
+        // Only the trailing no-op: no record, but the cursor moves past it.
+        let tail = all.slice(all.len() - noop().len()..);
+        let (got, next) = decode(tail, 0, 4, usize::MAX).unwrap();
+        assert_eq!((got.len(), next), (0, 5));
+    }
+}

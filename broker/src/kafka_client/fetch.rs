@@ -109,12 +109,35 @@ pub enum DecodeError {
 /// Decodes the whole batches in `bytes` into records with offsets in `[from, until)`, at most
 /// `max`. A partial batch at the end is ignored (the broker cut it at `max_bytes`).
 pub fn decode_records(
-    mut bytes: Bytes,
+    bytes: Bytes,
     from: i64,
     until: i64,
     max: usize,
 ) -> Result<Vec<FetchedRecord>, DecodeError> {
+    decode_fetched(bytes, from, until, max).map(|d| d.records)
+}
+
+/// Records decoded from a fetch answer, and where the next fetch starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The records, in offset order.
+    pub records: Vec<FetchedRecord>,
+    /// The offset after the last record taken or, when `max` did not cut the answer short,
+    /// after the last whole batch below `until`: past control batches (transaction markers, a
+    /// replicated partition's Raft no-ops), which hold no records for the reader, so that an
+    /// answer holding only those still moves the reader on. `from` if nothing whole came back.
+    pub next_offset: i64,
+}
+
+/// [`decode_records`], also saying where to fetch next.
+pub fn decode_fetched(
+    mut bytes: Bytes,
+    from: i64,
+    until: i64,
+    max: usize,
+) -> Result<Decoded, DecodeError> {
     let mut out = Vec::new();
+    let mut next = from;
     while out.len() < max && bytes.len() >= batch::LOG_OVERHEAD {
         let header = match batch::parse_header(&bytes) {
             Ok(h) => h,
@@ -127,12 +150,20 @@ pub fn decode_records(
             }
         };
         let offset = header.base_offset;
+        if offset >= until {
+            break;
+        }
         let mut one = bytes.split_to(header.total_len());
         let last = offset.saturating_add(i64::from(header.last_offset_delta));
-        if header.is_control() || last < from {
+        if last < from {
             continue;
         }
         batch::validate(&one).map_err(|source| DecodeError::Batch { offset, source })?;
+        let batch_end = last.saturating_add(1).min(until);
+        if header.is_control() {
+            next = next.max(batch_end);
+            continue;
+        }
         let set = RecordBatchDecoder::decode(&mut one).map_err(|e| DecodeError::Records {
             offset,
             message: e.to_string(),
@@ -144,6 +175,7 @@ pub fn decode_records(
             if out.len() >= max {
                 break;
             }
+            next = r.offset.saturating_add(1);
             out.push(FetchedRecord {
                 offset: r.offset,
                 key: r.key.map(Vec::from),
@@ -156,8 +188,14 @@ pub fn decode_records(
                 timestamp: r.timestamp,
             });
         }
+        if out.len() < max {
+            next = next.max(batch_end);
+        }
     }
-    Ok(out)
+    Ok(Decoded {
+        records: out,
+        next_offset: next,
+    })
 }
 
 fn be_offset(b: &[u8]) -> i64 {
@@ -241,10 +279,49 @@ mod tests {
         assert!(decode_records(Bytes::from(b), 0, i64::MAX, usize::MAX).is_err());
     }
 
+    #[test]
+    fn control_batches_are_skipped_but_move_the_position() {
+        use crate::codec::builder::{control_type, encode_control_batch, leader_change_message};
+        let noop_at = |base: i64| {
+            let mut b =
+                encode_control_batch(control_type::LEADER_CHANGE, &leader_change_message(-1), -1);
+            batch::set_base_offset(&mut b, base);
+            b.to_vec()
+        };
+        // records 0..2 | no-op 2 | record 3 | no-op 4 (the last batch)
+        let mut all = batch_at(0, 2);
+        all.extend(noop_at(2));
+        all.extend(batch_at(3, 1));
+        all.extend(noop_at(4));
+        let all = Bytes::from(all);
+        let offsets = |d: &Decoded| d.records.iter().map(|r| r.offset).collect::<Vec<_>>();
+        let d = decode_fetched(all.clone(), 0, 5, usize::MAX).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![0, 1, 3], 5));
+        let d = decode_fetched(all.clone(), 2, 5, usize::MAX).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![3], 5));
+        let d = decode_fetched(all.clone(), 0, 5, 2).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![0, 1], 2));
+        // Only the trailing no-op: no record, but the reader moves past it.
+        let tail = all.slice(all.len() - noop_at(4).len()..);
+        let d = decode_fetched(tail.clone(), 4, 5, usize::MAX).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![], 5));
+        // Not past `until`, and not past what came back whole.
+        let d = decode_fetched(all.clone(), 0, 4, usize::MAX).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![0, 1, 3], 4));
+        let d = decode_fetched(all.slice(..all.len() - 3), 4, 5, usize::MAX).unwrap();
+        assert_eq!((offsets(&d), d.next_offset), (vec![], 4));
+        // A damaged control batch is an error, not skipped.
+        let mut bad = tail.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(decode_fetched(Bytes::from(bad), 4, 5, usize::MAX).is_err());
+    }
+
     proptest! {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = decode_records(Bytes::from(bytes), 0, i64::MAX, 1000);
+            let _ = decode_records(Bytes::from(bytes.clone()), 0, i64::MAX, 1000);
+            let _ = decode_fetched(Bytes::from(bytes), -5, 1 << 40, 3);
         }
     }
 }
