@@ -17,7 +17,8 @@
 //!
 //! Log entries carry `(term, index, payload)`; the payload is opaque [`Bytes`] (a Kafka record
 //! batch, later) and the index is a Raft index, not a Kafka offset: the driver maps one to the
-//! other (a [`EntryKind::Noop`] entry covers no offsets).
+//! other (`segment_log`: each entry is one stored batch; a [`EntryKind::Noop`] is a control
+//! batch of one offset that Kafka clients skip).
 
 pub mod driver;
 pub mod node;
@@ -48,7 +49,8 @@ pub enum EntryKind {
     /// Client data (a record batch).
     Normal,
     /// Appended by every new leader so that it can commit an entry of its own term before
-    /// anything else (Raft §5.4.2, §8); carries no data and no Kafka offsets.
+    /// anything else (Raft §5.4.2, §8); carries no data (stored as a control batch, one
+    /// offset that no Kafka client returns).
     Noop,
 }
 
