@@ -2,9 +2,11 @@
 //! group coordinator.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::group::driver::GroupDriver;
 use crate::metrics::Metrics;
@@ -22,7 +24,7 @@ struct Meta {
 pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
-    pub topics: TopicRegistry,
+    pub topics: Arc<TopicRegistry>,
     pub producer_ids: ProducerIds,
     /// The consumer-group coordinator; its committed offsets live in `<data_dir>/groups/`.
     pub groups: GroupDriver,
@@ -30,6 +32,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// What the embedded pipelines are doing (observation only).
     pub pipelines: PipelineStatuses,
+    /// Cluster mode (`[cluster] nodes`): set once at start, before any request is served.
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Broker {
@@ -38,13 +42,17 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
-        let cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
+        let mut cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
+        if config.cluster.enabled() {
+            // Every node must report the same cluster id (clients check it across brokers).
+            cluster_id = format!("runnel-{}", config.cluster.name);
+        }
         let metrics = Metrics::new(config.metrics);
-        let topics = TopicRegistry::open(
+        let topics = Arc::new(TopicRegistry::open(
             &config.data_dir,
             config.topics.clone(),
             metrics.fsync_seconds.clone(),
-        )?;
+        )?);
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let groups = GroupDriver::open(&config.data_dir.join("groups"))
             .map_err(|e| TopicError::Storage(format!("cannot open the group offsets: {e}")))?;
@@ -56,11 +64,17 @@ impl Broker {
             groups,
             metrics,
             pipelines: PipelineStatuses::default(),
+            cluster: OnceLock::new(),
         })
     }
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Cluster mode, if this node runs in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 }
 

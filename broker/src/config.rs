@@ -46,6 +46,74 @@ pub struct Config {
     pub metrics: bool,
     /// The co-located stream processor (`[processor]`).
     pub processor: ProcessorConfig,
+    /// Replication (`[cluster]`): the other nodes. Empty = a single node.
+    pub cluster: ClusterConfig,
+}
+
+/// A static cluster: every node's id and addresses, the same list on every node. Topics
+/// created while `nodes` is set are replicated with Raft per partition (issue 6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Every node, this one (`node_id`) included. Empty = single node, no replication.
+    pub nodes: Vec<ClusterNode>,
+    /// A shared name; a peer that says another is refused (guards against mixed-up configs).
+    pub name: String,
+    /// One Raft tick, in ms.
+    pub tick_ms: u64,
+    /// Election timeout in ticks: each is drawn from `election_ticks..2 * election_ticks`.
+    pub election_ticks: u32,
+    /// A leader's heartbeat interval, in ticks.
+    pub heartbeat_ticks: u32,
+    /// Replication factor of auto-created topics and of CreateTopics with -1 (capped at the
+    /// node count).
+    pub default_replication_factor: i16,
+}
+
+/// Node ids of a cluster are below this + 1 (producer ids embed them).
+pub const MAX_CLUSTER_NODE_ID: i64 = 1023;
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNode {
+    pub id: i32,
+    /// Where Kafka clients reach it (`host:port`, as advertised in Metadata).
+    pub kafka: String,
+    /// Where the other nodes reach it for replication.
+    pub raft: SocketAddr,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            name: "runnel".into(),
+            tick_ms: 50,
+            election_ticks: 20,
+            heartbeat_ticks: 2,
+            default_replication_factor: 3,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    /// A node's entry.
+    pub fn node(&self, id: i32) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+impl ClusterNode {
+    /// The advertised Kafka host and port.
+    pub fn kafka_host_port(&self) -> Option<(String, u16)> {
+        let (host, port) = self.kafka.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    }
 }
 
 /// The stream processor: runs the configured pipelines (`[[processor.pipelines]]`, else the
@@ -158,6 +226,7 @@ impl Default for Config {
             topics: TopicDefaults::default(),
             metrics: true,
             processor: ProcessorConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -232,6 +301,38 @@ impl Config {
         if self.topics.retention_ms < -1 || self.topics.retention_bytes < -1 {
             return invalid("topics.retention_*", "must be -1 (unlimited) or >= 0");
         }
+        if self.cluster.enabled() {
+            let c = &self.cluster;
+            if c.node(self.node_id).is_none() {
+                return invalid("cluster.nodes", "must include this node's node_id");
+            }
+            let mut ids: Vec<i32> = c.nodes.iter().map(|n| n.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() != c.nodes.len()
+                || ids.first().is_some_and(|i| *i < 0)
+                || ids
+                    .last()
+                    .is_some_and(|i| i64::from(*i) > MAX_CLUSTER_NODE_ID)
+            {
+                return invalid("cluster.nodes", "ids must be distinct and in 0..=1023");
+            }
+            if let Some(n) = c.nodes.iter().find(|n| n.kafka_host_port().is_none()) {
+                return Err(ConfigError::Invalid {
+                    field: "cluster.nodes.kafka",
+                    reason: format!("{:?} is not host:port", n.kafka),
+                });
+            }
+            if c.tick_ms == 0 || c.heartbeat_ticks == 0 || c.election_ticks <= c.heartbeat_ticks {
+                return invalid(
+                    "cluster.tick_ms / heartbeat_ticks / election_ticks",
+                    "need tick_ms > 0 and 0 < heartbeat_ticks < election_ticks",
+                );
+            }
+            if c.default_replication_factor < 1 {
+                return invalid("cluster.default_replication_factor", "must be >= 1");
+            }
+        }
         self.processor.validate()
     }
 
@@ -305,6 +406,7 @@ mod tests {
             .expect("the example shows a pipeline table");
         let block: String = text[start..]
             .lines()
+            .take_while(|l| l.starts_with('#'))
             .filter_map(|l| l.strip_prefix("# "))
             .map(|l| format!("{l}\n"))
             .collect();

@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod dashboard;

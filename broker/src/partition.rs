@@ -6,7 +6,7 @@
 //! the Raft commit index instead. Durability is separate again: `flushed` is the LEO known to
 //! be fsynced, and acks=all waits for it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{watch, Notify};
 
 use crate::codec::batch::{self, BatchHeader};
-use crate::log::{LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use crate::producers::{ProducerTable, SequenceCheck, SequenceError};
 
 /// Per-partition settings derived from the topic config.
@@ -24,6 +24,9 @@ pub struct PartitionSettings {
     /// 0 = flush as soon as possible; otherwise the longest unflushed data may wait.
     pub flush_ms: u64,
     pub retention: RetentionPolicy,
+    /// The partition is a Raft replica: appends come from its Raft group, and the high
+    /// watermark follows the group's commit index instead of the log end.
+    pub replicated: bool,
 }
 
 /// The offsets a client can ask about.
@@ -59,6 +62,9 @@ pub enum AppendError {
     Sequence(#[from] SequenceError),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A replica's batches go through its Raft group (`cluster::replica`), never straight in.
+    #[error("the partition is replicated; write through its leader's Kafka listener")]
+    Replicated,
 }
 
 /// The log and the producer state derived from it, changed together under one lock.
@@ -76,6 +82,12 @@ pub struct Partition {
     flushed: watch::Sender<i64>,
     flush_wanted: Notify,
     storage_failed: AtomicBool,
+    /// Whether this node serves the partition's reads and writes: always on a single node;
+    /// for a replica, while its Raft group says this node leads.
+    leading: AtomicBool,
+    /// Bumped by every truncation, so a flush planned before it cannot publish offsets that
+    /// now hold other (unsynced) batches.
+    truncations: AtomicU64,
     settings: PartitionSettings,
     /// Where the flusher records each fsync's duration (shared by every partition).
     fsync_seconds: Histogram,
@@ -100,7 +112,12 @@ impl Partition {
         settings: PartitionSettings,
         fsync_seconds: Histogram,
     ) -> Result<Arc<Self>, LogError> {
-        let end = log.log_end_offset();
+        // A replica serves nothing until its group says what is committed.
+        let end = if settings.replicated {
+            log.log_start_offset()
+        } else {
+            log.log_end_offset()
+        };
         let flushed = log.flushed_offset();
         let producers = rebuild_producers(log.as_ref())?;
         let p = Arc::new(Self {
@@ -112,6 +129,8 @@ impl Partition {
             flushed: watch::Sender::new(flushed),
             flush_wanted: Notify::new(),
             storage_failed: AtomicBool::new(false),
+            truncations: AtomicU64::new(0),
+            leading: AtomicBool::new(!settings.replicated),
             settings,
             fsync_seconds,
         });
@@ -138,6 +157,9 @@ impl Partition {
     /// Append one validated batch (`header` is its parsed header), unless it is a retry of an
     /// idempotent batch already in the log; publish the new high watermark; schedule a flush.
     pub fn append(&self, batch: BytesMut, header: &BatchHeader) -> Result<Appended, AppendError> {
+        if self.settings.replicated {
+            return Err(AppendError::Replicated);
+        }
         let appended = {
             let mut state = self.write_log();
             if let SequenceCheck::Duplicate(dup) = state.producers.check(header)? {
@@ -168,6 +190,80 @@ impl Partition {
         Ok(appended)
     }
 
+    /// Whether this node serves the partition (see `leading`).
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Replica: the Raft group's view of whether this node leads.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Release);
+    }
+
+    pub fn is_replicated(&self) -> bool {
+        self.settings.replicated
+    }
+
+    /// Replica: is this batch new, a retry of one in the log (committed or not), or out of
+    /// sequence? Checked by the Raft task just before it proposes, so nothing appends between.
+    pub fn check_sequence(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        self.read_log().producers.check(header)
+    }
+
+    /// Replica: append one batch exactly as the Raft log holds it (its base offset already
+    /// equal to the log end), stamped with `epoch`, and keep the producer table in step. The
+    /// high watermark does not move: only a commit moves it.
+    pub fn replica_append(&self, batch: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+        let info = {
+            let mut state = self.write_log();
+            let header = batch::parse_header(&batch)?;
+            let info = state.log.append(batch, epoch)?;
+            state.producers.record(&BatchHeader {
+                base_offset: info.base_offset,
+                ..header
+            });
+            info
+        };
+        self.flush_wanted.notify_one();
+        Ok(info)
+    }
+
+    /// Replica: remove every batch from `offset` on (a Raft conflict), rebuild the producer
+    /// table from what is left, and pull the flushed offset back so that acknowledgements wait
+    /// for the batches that will replace them.
+    pub fn replica_truncate(&self, offset: i64) -> Result<(), LogError> {
+        let mut state = self.write_log();
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        state.log.truncate_to(offset)?;
+        state.producers = rebuild_producers(state.log.as_ref())?;
+        let end = state.log.log_end_offset();
+        self.flushed.send_modify(|f| *f = (*f).min(end));
+        Ok(())
+    }
+
+    /// Replica: whole batches from `offset`, up to `max_offset`, committed or not (what the
+    /// Raft log holds).
+    pub fn replica_read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, LogError> {
+        self.read_log().log.read(offset, max_offset, max_bytes)
+    }
+
+    /// Replica: the group committed everything below `hw`; consumers may now read it. Never
+    /// moves backwards (a committed entry is never truncated).
+    pub fn set_high_watermark(&self, hw: i64) {
+        self.high_watermark.send_if_modified(|h| {
+            let moved = hw > *h;
+            if moved {
+                *h = hw;
+            }
+            moved
+        });
+    }
+
     /// Wait until every offset below `end` is fsynced.
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
         self.flush_wanted.notify_one();
@@ -184,6 +280,13 @@ impl Partition {
     /// Whole batches from `offset`, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let hw = *self.high_watermark.borrow();
+        self.read_log().log.read(offset, hw, max_bytes)
+    }
+
+    /// Whole batches from `offset`, below `hw` (a high watermark read earlier, never above the
+    /// current one), so that a Fetch answer's records and its high watermark agree.
+    pub fn read_below(&self, offset: i64, hw: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        let hw = hw.min(*self.high_watermark.borrow());
         self.read_log().log.read(offset, hw, max_bytes)
     }
 
@@ -213,6 +316,11 @@ impl Partition {
 
     /// Delete whole segments past the retention limits; returns the new log start.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
+        if self.settings.replicated {
+            // The Raft log starts at the partition's first batch until snapshots exist: a
+            // replica keeps every segment (ARCHITECTURE.md, replication, "Not yet").
+            return Ok(self.read_log().log.log_start_offset());
+        }
         self.write_log()
             .log
             .enforce_retention(now_ms, &self.settings.retention)
@@ -220,6 +328,7 @@ impl Partition {
 
     /// One group-commit round: take a plan under the lock, fsync outside it, publish.
     async fn flush_once(&self) {
+        let truncations = self.truncations.load(Ordering::Acquire);
         let plan = self.read_log().log.flush_plan();
         if plan.up_to <= *self.flushed.borrow() {
             return;
@@ -230,7 +339,14 @@ impl Partition {
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         match synced {
             Ok(Ok(())) => {
-                self.write_log().log.mark_flushed(up_to);
+                let mut state = self.write_log();
+                if self.truncations.load(Ordering::Acquire) != truncations {
+                    // The log was cut meanwhile: what this sync covered may have been replaced.
+                    // The next round plans again.
+                    self.flush_wanted.notify_one();
+                    return;
+                }
+                state.log.mark_flushed(up_to);
                 self.flushed.send_modify(|f| *f = (*f).max(up_to));
             }
             Ok(Err(e)) => self.fail(&format!("fsync failed: {e}")),

@@ -501,6 +501,7 @@ mod tests {
         let settings = PartitionSettings {
             flush_ms: 0,
             retention: crate::log::RetentionPolicy::default(),
+            replicated: false,
         };
         let part = Partition::start(
             "t",

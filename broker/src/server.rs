@@ -62,9 +62,31 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     if config.advertised_port.is_none() && addr.port() == 0 {
         config.advertised_port = Some(kafka_addr.port());
     }
+    let raft_listener = match config.cluster.node(config.node_id) {
+        Some(me) if config.cluster.enabled() => Some(
+            TcpListener::bind(me.raft)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for peers on {}: {e}", me.raft))?,
+        ),
+        _ => None,
+    };
+    let cluster_config = config.clone();
     let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
+    if let Some(listener) = raft_listener {
+        let cluster =
+            crate::cluster::Cluster::start(&cluster_config, broker.topics.clone(), listener)
+                .await?;
+        let _ = broker.cluster.set(cluster);
+    }
     let (shutdown, rx) = watch::channel(false);
-    let pipelines = crate::processing::spawn(&broker, &rx);
+    let pipelines = if broker.cluster().is_some() {
+        if broker.config.processor.enabled {
+            tracing::warn!("the embedded processor does not run in cluster mode yet");
+        }
+        Vec::new()
+    } else {
+        crate::processing::spawn(&broker, &rx)
+    };
     let mut tasks = vec![
         tokio::spawn(crate::net::serve_kafka(
             listener,

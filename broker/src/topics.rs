@@ -28,6 +28,12 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
+    /// The defaults of a fresh `TopicDefaults` (tests).
+    #[cfg(test)]
+    pub fn default_for_tests() -> Self {
+        Self::from_defaults(&TopicDefaults::default())
+    }
+
     fn from_defaults(d: &TopicDefaults) -> Self {
         Self {
             retention_ms: d.retention_ms,
@@ -83,8 +89,9 @@ impl TopicConfig {
         }
     }
 
-    fn settings(&self) -> PartitionSettings {
+    fn settings(&self, replicated: bool) -> PartitionSettings {
         PartitionSettings {
+            replicated,
             flush_ms: self.flush_ms,
             retention: RetentionPolicy {
                 retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms),
@@ -99,6 +106,10 @@ struct TopicMeta {
     id: String,
     partitions: i32,
     config: TopicConfig,
+    /// Cluster mode: each partition's replica node ids (the Raft voters). Absent on a single
+    /// node, where every partition is local and unreplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replicas: Option<Vec<Vec<i32>>>,
 }
 
 /// Why a topic operation failed; each maps to a Kafka error code.
@@ -170,6 +181,8 @@ pub struct Topic {
     pub id: uuid::Uuid,
     pub partitions: Vec<Arc<Partition>>,
     pub config: TopicConfig,
+    /// Cluster mode: each partition's replicas (see `TopicMeta::replicas`).
+    pub replicas: Option<Vec<Vec<i32>>>,
     dir: PathBuf,
 }
 
@@ -259,6 +272,36 @@ impl TopicRegistry {
         configs: &[(String, String)],
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
+        let config = self.check_new(name, partitions, configs)?;
+        if validate_only {
+            if self.get(name).is_some() {
+                return Err(TopicError::AlreadyExists);
+            }
+            return Ok(Arc::new(Topic {
+                name: name.to_owned(),
+                id: uuid::Uuid::nil(),
+                partitions: Vec::new(),
+                config,
+                replicas: None,
+                dir: PathBuf::new(),
+            }));
+        }
+        let meta = TopicMeta {
+            id: uuid::Uuid::new_v4().to_string(),
+            partitions,
+            config,
+            replicas: None,
+        };
+        self.create_from(name, meta)
+    }
+
+    /// Check a new topic's name, partition count and configs; returns its config.
+    pub fn check_new(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<TopicConfig, TopicError> {
         validate_name(name)?;
         if !(1..=10_000).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
@@ -267,24 +310,49 @@ impl TopicRegistry {
         for (k, v) in configs {
             config.set(k, v)?;
         }
+        Ok(config)
+    }
+
+    /// Cluster mode: create a topic decided by the metadata group, with the id and replica
+    /// assignment every node was given. Applying the same decision twice (a replay after a
+    /// restart) changes nothing; a topic of that name with another id is left alone (a later
+    /// decision deletes or keeps it).
+    pub fn create_replicated(
+        &self,
+        name: &str,
+        id: uuid::Uuid,
+        config: TopicConfig,
+        replicas: Vec<Vec<i32>>,
+    ) -> Result<Option<Arc<Topic>>, TopicError> {
+        validate_name(name)?;
+        if let Some(existing) = self.get(name) {
+            if existing.id != id {
+                tracing::warn!(topic = %name, "a topic of this name exists with another id; left as is");
+            }
+            return Ok(None);
+        }
+        let partitions =
+            i32::try_from(replicas.len()).map_err(|_| TopicError::InvalidPartitions(i32::MAX))?;
+        let meta = TopicMeta {
+            id: id.to_string(),
+            partitions,
+            config,
+            replicas: Some(replicas),
+        };
+        match self.create_from(name, meta) {
+            Ok(t) => Ok(Some(t)),
+            Err(TopicError::AlreadyExists) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write a new topic's directory (in a temporary place, then renamed) and open it.
+    fn create_from(&self, name: &str, meta: TopicMeta) -> Result<Arc<Topic>, TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists);
         }
-        let meta = TopicMeta {
-            id: uuid::Uuid::new_v4().to_string(),
-            partitions,
-            config,
-        };
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.to_owned(),
-                id: uuid::Uuid::nil(),
-                partitions: Vec::new(),
-                config: meta.config,
-                dir: PathBuf::new(),
-            }));
-        }
+        let partitions = meta.partitions;
         let tmp = self.root.join(format!(".tmp-{name}"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io_err("cannot create", &tmp))?;
@@ -320,6 +388,11 @@ impl TopicRegistry {
     ) -> Result<Arc<Topic>, TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self.get(name).ok_or(TopicError::Unknown)?;
+        if topic.replicas.is_some() {
+            return Err(TopicError::InvalidConfig(
+                "adding partitions to a replicated topic is not supported yet".into(),
+            ));
+        }
         let current = topic.partitions.len();
         let wanted = usize::try_from(total).map_err(|_| TopicError::InvalidPartitions(total))?;
         if wanted <= current {
@@ -348,6 +421,7 @@ impl TopicRegistry {
             id: topic.id.to_string(),
             partitions: total,
             config: topic.config.clone(),
+            replicas: None,
         };
         let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
         let tmp = topic.dir.join("topic.toml.tmp");
@@ -355,7 +429,7 @@ impl TopicRegistry {
         let path = topic.dir.join("topic.toml");
         std::fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
         sync_dir(&topic.dir)?;
-        let settings = topic.config.settings();
+        let settings = topic.config.settings(false);
         let mut partitions = topic.partitions.clone();
         for p in current..wanted {
             let index = i32::try_from(p).map_err(|_| TopicError::InvalidPartitions(total))?;
@@ -373,6 +447,7 @@ impl TopicRegistry {
             id: topic.id,
             partitions,
             config: topic.config.clone(),
+            replicas: None,
             dir: topic.dir.clone(),
         });
         self.topics
@@ -385,13 +460,21 @@ impl TopicRegistry {
 
     /// Delete a topic and its data.
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {
+        self.delete_if(name, None)
+    }
+
+    /// Delete a topic if it exists and, when `id` is given, has that id (cluster mode: a
+    /// replayed deletion must not remove a later topic of the same name).
+    pub fn delete_if(&self, name: &str, id: Option<uuid::Uuid>) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self
-            .topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-            .ok_or(TopicError::Unknown)?;
+        let topic = {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            match topics.get(name) {
+                Some(t) if id.is_none_or(|id| t.id == id) => {}
+                _ => return Err(TopicError::Unknown),
+            }
+            topics.remove(name).ok_or(TopicError::Unknown)?
+        };
         let grave = self
             .root
             .join(format!(".deleted-{name}-{}", topic.id.simple()));
@@ -410,7 +493,7 @@ fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic
         .map_err(|e| TopicError::Storage(format!("bad {}: {e}", meta_path.display())))?;
     let id = uuid::Uuid::parse_str(&meta.id)
         .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
-    let settings = meta.config.settings();
+    let settings = meta.config.settings(meta.replicas.is_some());
     let log_config = meta.config.log_config();
     let partitions = (0..meta.partitions)
         .map(|p| {
@@ -429,6 +512,7 @@ fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic
         id,
         partitions,
         config: meta.config,
+        replicas: meta.replicas,
         dir: dir.to_owned(),
     })
 }

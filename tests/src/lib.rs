@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod cluster;
 pub mod group;
 pub mod kafka;
 pub mod link_proxy;

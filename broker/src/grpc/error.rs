@@ -81,6 +81,10 @@ impl GrpcError {
             AppendError::Sequence(e) => {
                 GrpcError::Storage(format!("unexpected sequence error: {e}"))
             }
+            AppendError::Replicated => GrpcError::NotYet(format!(
+                "{topic}/{partition} is replicated; gRPC publishing to replicated partitions is \
+                 not supported yet (use the Kafka protocol)"
+            )),
             AppendError::Log(e) => {
                 tracing::error!(topic, partition, "grpc append failed: {e}");
                 GrpcError::StorageFailed {

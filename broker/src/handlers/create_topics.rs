@@ -20,6 +20,43 @@ pub async fn handle(
         } else {
             t.num_partitions
         };
+        let configs = t
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>();
+        if let Some(cluster) = broker.cluster() {
+            let rf = t.replication_factor;
+            let outcome = if !t.assignments.is_empty() {
+                Err(TopicError::InvalidConfig(
+                    "manual replica assignment is not supported".into(),
+                ))
+            } else if req.validate_only {
+                broker
+                    .topics
+                    .check_new(&t.name, partitions, &configs)
+                    .map(|_| ())
+            } else {
+                cluster
+                    .create_topic(&t.name, partitions, rf, &configs)
+                    .await
+            };
+            let result = CreatableTopicResult::default().with_name(t.name.clone());
+            results.push(match (outcome, broker.topics.get(&t.name)) {
+                (Ok(()), topic) => result
+                    .with_error_code(code::NONE)
+                    .with_topic_id(topic.map(|t| t.id).unwrap_or_default())
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf),
+                (Err(e), _) => refused(result, &t.name, &e),
+            });
+            continue;
+        }
         let outcome = (|| {
             if !t.assignments.is_empty() {
                 return Err(TopicError::InvalidConfig(
@@ -29,16 +66,6 @@ pub async fn handle(
             if t.replication_factor != -1 && t.replication_factor != 1 {
                 return Err(TopicError::InvalidReplicationFactor(t.replication_factor));
             }
-            let configs = t
-                .configs
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                    )
-                })
-                .collect::<Vec<_>>();
             broker
                 .topics
                 .create(&t.name, partitions, &configs, req.validate_only)
@@ -50,15 +77,17 @@ pub async fn handle(
                 .with_topic_id(topic.id)
                 .with_num_partitions(partitions)
                 .with_replication_factor(1),
-            Err(e) => {
-                tracing::info!(topic = %t.name.as_str(), "create topic refused: {e}");
-                result
-                    .with_error_code(e.kafka_code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string())))
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-            }
+            Err(e) => refused(result, &t.name, &e),
         });
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+fn refused(result: CreatableTopicResult, name: &str, e: &TopicError) -> CreatableTopicResult {
+    tracing::info!(topic = %name, "create topic refused: {e}");
+    result
+        .with_error_code(e.kafka_code())
+        .with_error_message(Some(StrBytes::from_string(e.to_string())))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
 }

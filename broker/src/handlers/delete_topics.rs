@@ -17,17 +17,19 @@ pub async fn handle(
         .into_iter()
         .chain(req.topics.into_iter().filter_map(|t| t.name))
         .collect();
-    let responses = names
-        .into_iter()
-        .map(|name| {
-            let r = DeletableTopicResult::default().with_name(Some(name.clone()));
-            match broker.topics.delete(&name) {
-                Ok(()) => r,
-                Err(e) => r
-                    .with_error_code(e.kafka_code())
-                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-            }
-        })
-        .collect();
+    let mut responses = Vec::with_capacity(names.len());
+    for name in names {
+        let r = DeletableTopicResult::default().with_name(Some(name.clone()));
+        let outcome = match broker.cluster() {
+            Some(cluster) => cluster.delete_topic(&name).await,
+            None => broker.topics.delete(&name),
+        };
+        responses.push(match outcome {
+            Ok(()) => r,
+            Err(e) => r
+                .with_error_code(e.kafka_code())
+                .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }

@@ -113,6 +113,11 @@ fn read_all(
                 partitions.push(data.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
             };
+            if !part.is_leader() {
+                any_error = true;
+                partitions.push(data.with_error_code(code::NOT_LEADER_OR_FOLLOWER));
+                continue;
+            }
             let offsets = part.offsets();
             data = data
                 .with_high_watermark(offsets.high_watermark)
@@ -124,7 +129,7 @@ fn read_all(
                 partitions.push(data);
                 continue;
             }
-            match part.read(p.fetch_offset, budget) {
+            match part.read_below(p.fetch_offset, offsets.high_watermark, budget) {
                 Ok(records) => {
                     total += records.len();
                     partitions.push(data.with_records(Some(records)));

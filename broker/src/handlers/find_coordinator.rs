@@ -28,6 +28,21 @@ pub async fn handle(
         }
     };
     match req.key_type {
+        // Cluster mode: the metadata leader coordinates every group (its state is not yet
+        // replicated: a failover starts groups afresh on the new leader, see ARCHITECTURE.md).
+        KEY_TYPE_GROUP if broker.cluster().is_some() => {
+            let node = broker.cluster().and_then(|cluster| {
+                let id = cluster.controller()?;
+                cluster.brokers().into_iter().find(|(n, _, _)| *n == id)
+            });
+            match node {
+                Some((id, host, port)) => FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(StrBytes::from_string(host))
+                    .with_port(i32::from(port)),
+                None => refuse(code::COORDINATOR_NOT_AVAILABLE, "no metadata leader yet"),
+            }
+        }
         KEY_TYPE_GROUP => FindCoordinatorResponse::default()
             .with_node_id(BrokerId(broker.node_id()))
             .with_host(StrBytes::from_string(broker.config.advertised_host()))

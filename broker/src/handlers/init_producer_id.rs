@@ -24,7 +24,19 @@ pub async fn handle(
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
     }
-    match broker.producer_ids.allocate() {
+    // Cluster mode: every node allocates from its own sequence, so ids carry the node id in
+    // their low bits and no two nodes hand out the same one.
+    let allocated = broker
+        .producer_ids
+        .allocate()
+        .and_then(|id| match broker.cluster() {
+            None => Ok(id),
+            Some(_) => id
+                .checked_mul(crate::config::MAX_CLUSTER_NODE_ID + 1)
+                .and_then(|id| id.checked_add(i64::from(broker.node_id())))
+                .ok_or_else(|| crate::topics::TopicError::Storage("producer ids exhausted".into())),
+        });
+    match allocated {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!("cannot allocate a producer id: {e}");

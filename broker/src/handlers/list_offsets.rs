@@ -39,6 +39,9 @@ pub async fn handle(
                     let Some(part) = part else {
                         return r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
                     };
+                    if !part.is_leader() {
+                        return r.with_error_code(code::NOT_LEADER_OR_FOLLOWER);
+                    }
                     match lookup(part, p.timestamp) {
                         Ok((offset, timestamp)) => r.with_offset(offset).with_timestamp(timestamp),
                         Err(e) => {

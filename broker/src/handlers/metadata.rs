@@ -8,6 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{code, RequestContext};
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::topics::{Topic, TopicError};
 
 pub async fn handle(
@@ -15,6 +16,9 @@ pub async fn handle(
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
+    if let Some(cluster) = broker.cluster() {
+        return handle_cluster(broker, cluster, ctx, req).await;
+    }
     let node = BrokerId(broker.node_id());
     let port = i32::from(broker.config.advertised_port());
     let brokers = vec![MetadataResponseBroker::default()
@@ -92,6 +96,109 @@ fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
                 .with_leader_epoch(REPORTED_LEADER_EPOCH)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_is_internal(false)
+        .with_partitions(partitions)
+}
+
+/// Cluster mode: every node as a broker, the metadata leader as the controller, and each
+/// partition's Raft leader as its leader (LEADER_NOT_AVAILABLE while there is none, so clients
+/// retry). Topics are auto-created through the metadata group.
+async fn handle_cluster(
+    broker: &Broker,
+    cluster: &Cluster,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let brokers = cluster
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(i32::from(port))
+        })
+        .collect();
+    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    let topics = match req.topics {
+        Some(list) if !(list.is_empty() && ctx.version == 0) => {
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                out.push(match t.name {
+                    Some(name) => {
+                        let found = if allow_create {
+                            cluster.get_or_auto_create(&name).await
+                        } else {
+                            broker.topics.get(&name).ok_or(TopicError::Unknown)
+                        };
+                        match found {
+                            Ok(topic) => describe_replicated(&topic, cluster),
+                            Err(e) => MetadataResponseTopic::default()
+                                .with_name(Some(name))
+                                .with_error_code(e.kafka_code()),
+                        }
+                    }
+                    None => match broker
+                        .topics
+                        .list()
+                        .into_iter()
+                        .find(|x| x.id == t.topic_id)
+                    {
+                        Some(topic) => describe_replicated(&topic, cluster),
+                        None => MetadataResponseTopic::default()
+                            .with_topic_id(t.topic_id)
+                            .with_error_code(code::UNKNOWN_TOPIC_ID),
+                    },
+                });
+            }
+            out
+        }
+        _ => broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| describe_replicated(t, cluster))
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(cluster.controller().unwrap_or(-1)))
+        .with_topics(topics)
+}
+
+fn describe_replicated(topic: &Topic, cluster: &Cluster) -> MetadataResponseTopic {
+    let assignment = topic.replicas.clone().unwrap_or_default();
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let replicas: Vec<BrokerId> = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| assignment.get(i))
+                .map(|r| r.iter().map(|n| BrokerId(*n)).collect())
+                .unwrap_or_default();
+            let r = MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_epoch(REPORTED_LEADER_EPOCH)
+                .with_isr_nodes(replicas.clone())
+                .with_replica_nodes(replicas);
+            // This node knows the leader only of the partitions it replicates; for the others
+            // it asks no one and says "not available", so the client asks again elsewhere.
+            match cluster.leader_of(&topic.name, p.index) {
+                Some((leader, _epoch)) => r
+                    .with_error_code(code::NONE)
+                    .with_leader_id(BrokerId(leader)),
+                None => r
+                    .with_error_code(code::LEADER_NOT_AVAILABLE)
+                    .with_leader_id(BrokerId(-1)),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

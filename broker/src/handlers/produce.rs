@@ -15,10 +15,15 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{code, encode_body, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
+use crate::cluster::replica::{Proposed, Replica, ReplicaError};
+use crate::cluster::Cluster;
 use crate::codec::batch;
 use crate::metrics::Metrics;
 use crate::partition::{AppendError, DurabilityError, Partition};
-use crate::topics::TopicError;
+use crate::raft::driver::CommitError;
+use crate::topics::{Topic, TopicError};
+use futures_util::future::BoxFuture;
+use kafka_protocol::messages::TopicName;
 use std::sync::Arc;
 
 const INVALID_RECORD: i16 = 87;
@@ -30,6 +35,9 @@ pub fn handle(
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<Reply, RequestError> {
+    if let Some(cluster) = broker.cluster() {
+        return handle_replicated(broker, cluster.clone(), ctx, req);
+    }
     let acks = req.acks;
     let refuse_all = if req.transactional_id.is_some() {
         Some((
@@ -142,24 +150,14 @@ fn append(
     if p.is_failed() {
         return Err((code::KAFKA_STORAGE_ERROR, "partition storage failed".into()));
     }
-    let records = pd
-        .records
-        .ok_or((INVALID_RECORD, "no records".to_owned()))?;
-    let headers = batch::validate_produce(&records, max_batch)
-        .map_err(|e| (e.kafka_code(), e.to_string()))?;
-    // Produce v3+ carries exactly one batch per partition (Kafka refuses more), which makes an
-    // idempotent retry a single unit to recognise.
-    let [header] = headers.as_slice() else {
-        return Err((
-            INVALID_RECORD,
-            format!("expected exactly one record batch, got {}", headers.len()),
-        ));
-    };
+    let (records, header) = validate(&pd, max_batch)?;
+    let header = &header;
     let info = p
         .append(BytesMut::from(&records[..]), header)
         .map_err(|e| match e {
             AppendError::Sequence(e) => (e.kafka_code(), e.to_string()),
             AppendError::Log(e) => (code::KAFKA_STORAGE_ERROR, format!("append failed: {e}")),
+            AppendError::Replicated => (code::NOT_LEADER_OR_FOLLOWER, e.to_string()),
         })?;
     if info.duplicate {
         tracing::debug!(topic = %p.topic, partition = p.index, producer = header.producer_id, "duplicate batch answered with its original offset");
@@ -180,6 +178,240 @@ fn append(
             .with_log_start_offset(offsets.log_start),
         info.last_offset + 1,
     ))
+}
+
+/// Check one partition's records: whole valid v2 batches, and exactly one of them (Produce v3+
+/// carries one batch per partition, as Kafka requires, which makes an idempotent retry a
+/// single unit to recognise).
+fn validate(
+    pd: &PartitionProduceData,
+    max_batch: usize,
+) -> Result<(bytes::Bytes, batch::BatchHeader), (i16, String)> {
+    let records = pd
+        .records
+        .clone()
+        .ok_or((INVALID_RECORD, "no records".to_owned()))?;
+    let headers = batch::validate_produce(&records, max_batch)
+        .map_err(|e| (e.kafka_code(), e.to_string()))?;
+    let [header] = headers.as_slice() else {
+        return Err((
+            INVALID_RECORD,
+            format!("expected exactly one record batch, got {}", headers.len()),
+        ));
+    };
+    Ok((records, *header))
+}
+
+/// One partition of a replicated produce, after the synchronous phase.
+enum Slot {
+    /// Answered already (refused).
+    Done(PartitionProduceResponse),
+    /// Proposed to the partition's Raft group (queued in request order).
+    Proposed {
+        replica: Replica,
+        proposed: BoxFuture<'static, Result<Proposed, ReplicaError>>,
+        index: i32,
+        counts: (u64, u64),
+    },
+    /// The topic does not exist yet: create it (through the metadata group), then propose.
+    Create {
+        topic: String,
+        pd: PartitionProduceData,
+    },
+}
+
+/// Cluster mode: each partition's batch is proposed to its Raft group now, in request order;
+/// the reply waits for the commit (acks=all) or the leader's append (acks=1). A batch the
+/// group replaced (a new leader never had it) is NOT_LEADER_OR_FOLLOWER, a definite failure;
+/// no answer in time is REQUEST_TIMED_OUT, an unknown outcome, as in Kafka.
+fn handle_replicated(
+    broker: &Broker,
+    cluster: Arc<Cluster>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> Result<Reply, RequestError> {
+    let acks = req.acks;
+    let refuse_all = if req.transactional_id.is_some() {
+        Some((
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported by Runnel",
+        ))
+    } else if !matches!(acks, -1..=1) {
+        Some((code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
+    } else {
+        None
+    };
+    let wait = Duration::from_millis(
+        u64::try_from(req.timeout_ms)
+            .unwrap_or(0)
+            .clamp(1, broker.config.max_produce_wait_ms.max(1)),
+    );
+    let max_batch = broker.topics.defaults().max_message_bytes;
+    let mut topics: Vec<(TopicName, Vec<Slot>)> = Vec::with_capacity(req.topic_data.len());
+    for topic_data in req.topic_data {
+        let topic = broker.topics.get(&topic_data.name);
+        let mut slots = Vec::with_capacity(topic_data.partition_data.len());
+        for pd in topic_data.partition_data {
+            let r = empty_response(pd.index);
+            if let Some((code, msg)) = refuse_all {
+                slots.push(Slot::Done(with_error(r, code, msg)));
+                continue;
+            }
+            let Some(topic) = &topic else {
+                slots.push(Slot::Create {
+                    topic: topic_data.name.to_string(),
+                    pd,
+                });
+                continue;
+            };
+            slots.push(propose_one(&cluster, topic, pd, max_batch));
+        }
+        topics.push((topic_data.name, slots));
+    }
+    let metrics = broker.metrics.clone();
+    let ctx = ctx.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, slots) in topics {
+            let mut partition_responses = Vec::with_capacity(slots.len());
+            for slot in slots {
+                let slot = match slot {
+                    Slot::Create { topic, pd } => match cluster.get_or_auto_create(&topic).await {
+                        Ok(t) => {
+                            let max = t.config.max_message_bytes;
+                            propose_one(&cluster, &t, pd, max)
+                        }
+                        Err(e) => Slot::Done(with_error(
+                            empty_response(pd.index),
+                            e.kafka_code(),
+                            &e.to_string(),
+                        )),
+                    },
+                    other => other,
+                };
+                partition_responses.push(match slot {
+                    Slot::Done(r) => r,
+                    Slot::Create { pd, .. } => empty_response(pd.index),
+                    Slot::Proposed {
+                        replica,
+                        proposed,
+                        index,
+                        counts,
+                    } => {
+                        let r = empty_response(index);
+                        match proposed.await {
+                            Err(e) => {
+                                let code = match &e {
+                                    ReplicaError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+                                    ReplicaError::Sequence(s) => s.kafka_code(),
+                                    ReplicaError::Storage(_) => code::KAFKA_STORAGE_ERROR,
+                                    ReplicaError::Stopped => code::NOT_LEADER_OR_FOLLOWER,
+                                };
+                                with_error(r, code, &e.to_string())
+                            }
+                            Ok(p) => {
+                                let outcome = if acks == -1 {
+                                    replica.wait_committed(&p, wait).await
+                                } else {
+                                    Ok(())
+                                };
+                                match outcome {
+                                    Ok(()) => {
+                                        if !p.appended.duplicate {
+                                            metrics.produced(
+                                                &replica.partition.topic,
+                                                index,
+                                                counts.0,
+                                                counts.1,
+                                            );
+                                        }
+                                        r.with_base_offset(p.appended.base_offset)
+                                            .with_log_start_offset(
+                                                replica.partition.offsets().log_start,
+                                            )
+                                    }
+                                    Err(CommitError::Replaced) => with_error(
+                                        r,
+                                        code::NOT_LEADER_OR_FOLLOWER,
+                                        "leadership changed before the batch was committed; it was not stored",
+                                    ),
+                                    Err(e) => with_error(r, code::REQUEST_TIMED_OUT, &e.to_string()),
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        if acks == 0 {
+            return Ok(None);
+        }
+        let response = ProduceResponse::default().with_responses(responses);
+        encode_body(&ctx, &response).map(Some)
+    })))
+}
+
+/// Validate one partition's batch and queue its proposal.
+fn propose_one(
+    cluster: &Cluster,
+    topic: &Topic,
+    pd: PartitionProduceData,
+    max_batch: usize,
+) -> Slot {
+    let r = empty_response(pd.index);
+    let Some(part) = topic.partitions.iter().find(|p| p.index == pd.index) else {
+        return Slot::Done(with_error(
+            r,
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            "no such partition",
+        ));
+    };
+    if part.is_failed() {
+        return Slot::Done(with_error(
+            r,
+            code::KAFKA_STORAGE_ERROR,
+            "partition storage failed",
+        ));
+    }
+    let Some(replica) = cluster.replica(&topic.name, pd.index) else {
+        return Slot::Done(with_error(
+            r,
+            code::NOT_LEADER_OR_FOLLOWER,
+            "this node has no replica of the partition",
+        ));
+    };
+    let max = max_batch.min(topic.config.max_message_bytes);
+    match validate(&pd, max) {
+        Err((code, msg)) => {
+            tracing::warn!(topic = %topic.name, partition = pd.index, "produce refused: {msg}");
+            Slot::Done(with_error(r, code, &msg))
+        }
+        Ok((records, header)) => {
+            let counts = (
+                u64::try_from(header.record_count).unwrap_or(0),
+                u64::try_from(records.len()).unwrap_or(u64::MAX),
+            );
+            let proposed = Box::pin(replica.propose(BytesMut::from(&records[..]), header));
+            Slot::Proposed {
+                replica,
+                proposed,
+                index: pd.index,
+                counts,
+            }
+        }
+    }
+}
+
+fn empty_response(index: i32) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
 }
 
 /// Answer Produce v0-2 with UNSUPPORTED_VERSION for every partition, hand-encoded because the

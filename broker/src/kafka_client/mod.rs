@@ -411,6 +411,20 @@ impl Client {
         }
     }
 
+    /// Each partition's leader (node id) as fresh metadata says; `None` where there is none
+    /// right now, and an empty list when the topic does not exist.
+    pub async fn leaders(&self, topic: &str) -> Result<Vec<Option<i32>>, KafkaClientError> {
+        let mut inner = self.inner.lock().await;
+        match self.topic(&mut inner, topic, true).await? {
+            TopicState::Ready(l) => Ok(l),
+            TopicState::Missing => Ok(Vec::new()),
+            TopicState::Error(message) => Err(KafkaClientError::Topic {
+                topic: topic.to_owned(),
+                message,
+            }),
+        }
+    }
+
     /// Runs a read on the partition's leader with bounded retries; `Ok(None)` if the
     /// partition does not exist. `parse` returns the answer's error code with its value;
     /// codes other than 0 and `ok_codes` are errors.

@@ -69,15 +69,21 @@ pub enum CommitError {
 
 type CoreFn<L> = Box<dyn FnOnce(&mut RaftNode<L>) + Send>;
 
+/// Where a commit waiter is answered.
+type CommitReply = oneshot::Sender<Result<(), CommitError>>;
+
 enum Input<L: RaftLog> {
     Step(Message),
     Core(CoreFn<L>),
-    LogPersisted { index: Index, term: Term },
+    LogPersisted {
+        index: Index,
+        term: Term,
+    },
     LogSyncFailed(String),
     WaitCommit {
         index: Index,
         term: Term,
-        reply: oneshot::Sender<Result<(), CommitError>>,
+        reply: CommitReply,
     },
 }
 
@@ -141,12 +147,22 @@ impl<L: RaftLog + Send + 'static> Group<L> {
         &self,
         f: impl FnOnce(&mut RaftNode<L>) -> T + Send + 'static,
     ) -> Option<T> {
+        self.submit(f)?.await.ok()
+    }
+
+    /// Queue `f` to run inside the task now, in call order with every other input, and return
+    /// where its result will arrive (`None` if the group has stopped). Lets a caller keep the
+    /// order of requests while awaiting their results later.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RaftNode<L>) -> T + Send + 'static,
+    ) -> Option<oneshot::Receiver<T>> {
         let (reply, rx) = oneshot::channel();
         let run: CoreFn<L> = Box::new(move |core| {
             let _ = reply.send(f(core));
         });
         self.tx.send(Input::Core(run)).ok()?;
-        rx.await.ok()
+        Some(rx)
     }
 
     /// Wait until the entry at `index` of `term` is committed (Ok), known replaced, or
@@ -186,7 +202,7 @@ struct Task<L: RaftLog, H> {
     tx: mpsc::WeakUnboundedSender<Input<L>>,
     leadership: watch::Sender<Leadership>,
     /// Commit waiters by index: (term of the awaited entry, reply).
-    waiters: BTreeMap<Index, Vec<(Term, oneshot::Sender<Result<(), CommitError>>)>>,
+    waiters: BTreeMap<Index, Vec<(Term, CommitReply)>>,
     committed: Index,
 }
 
@@ -403,7 +419,9 @@ mod tests {
     async fn propose(g: &Group<MemRaftLog>, data: &'static [u8]) -> Option<(Index, Term)> {
         g.with_core(move |core| {
             let term = core.term();
-            core.propose(Bytes::from_static(data)).ok().map(|i| (i, term))
+            core.propose(Bytes::from_static(data))
+                .ok()
+                .map(|i| (i, term))
         })
         .await
         .flatten()
@@ -421,7 +439,10 @@ mod tests {
         for h in &hosts {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while h.commits.lock().unwrap().last().copied().unwrap_or(0) < index {
-                assert!(tokio::time::Instant::now() < deadline, "a node never learned the commit");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a node never learned the commit"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -449,7 +470,9 @@ mod tests {
         let (net, _hosts) = cluster();
         let (_, g) = leader(&net).await;
         let (i, t) = propose(&g, b"x").await.unwrap();
-        g.wait_committed(i, t, Duration::from_secs(5)).await.unwrap();
+        g.wait_committed(i, t, Duration::from_secs(5))
+            .await
+            .unwrap();
         // Stop everyone else: nothing more commits.
         let others: Vec<NodeId> = net.groups.lock().unwrap().keys().copied().collect();
         for id in others {

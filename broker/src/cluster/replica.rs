@@ -1,0 +1,205 @@
+//! One replicated partition: its Raft group over the partition's own segment files, and the
+//! produce path through it (propose on the leader, answer on commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+
+use super::hard_state::HardStateFile;
+use crate::codec::batch::{self, BatchHeader};
+use crate::log::{AppendInfo, LogError};
+use crate::net::peers::PeerNetwork;
+use crate::partition::{Appended, Partition};
+use crate::producers::{SequenceCheck, SequenceError};
+use crate::raft::driver::{CommitError, Group, Host};
+use crate::raft::segment_log::{BatchStore, SegmentRaftLog};
+use crate::raft::wire::GroupKey;
+use crate::raft::{HardState, Index, Message, NodeId, Role, Term};
+
+/// The Raft log of a replica: the partition's segment files.
+pub type PartitionRaftLog = SegmentRaftLog<PartitionStore>;
+
+/// The partition seen as the Raft log's batch store: appends and truncations keep the
+/// partition's producer table in step (see `Partition::replica_*`).
+pub struct PartitionStore(pub Arc<Partition>);
+
+impl BatchStore for PartitionStore {
+    fn append_batch(&mut self, batch: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+        self.0.replica_append(batch, epoch)
+    }
+    fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.0.replica_truncate(offset)
+    }
+    fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.0.replica_read(offset, max_offset, max_bytes)
+    }
+    fn log_start_offset(&self) -> i64 {
+        self.0.offsets().log_start
+    }
+    fn log_end_offset(&self) -> i64 {
+        self.0.offsets().log_end
+    }
+}
+
+/// Carries out a replica group's outputs.
+pub struct ReplicaHost {
+    pub key: GroupKey,
+    pub net: Arc<PeerNetwork>,
+    pub partition: Arc<Partition>,
+    pub state: HardStateFile,
+}
+
+impl Host<PartitionRaftLog> for ReplicaHost {
+    fn send(&self, msg: Message) {
+        self.net.send_raft(self.key.clone(), msg);
+    }
+
+    fn save_hard_state(&self, hs: HardState) -> Result<(), String> {
+        self.state.save(hs)
+    }
+
+    fn sync_log(
+        &self,
+        log: &PartitionRaftLog,
+        index: Index,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let end = log.end_offset(index);
+        let p = self.partition.clone();
+        Box::pin(async move {
+            let Some(end) = end else {
+                // Truncated since: nothing to sync (the core ignores the stale answer).
+                return Ok(());
+            };
+            loop {
+                match p.wait_durable(end, Duration::from_secs(30)).await {
+                    Ok(()) => return Ok(()),
+                    Err(crate::partition::DurabilityError::TimedOut) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+    }
+
+    fn committed(&self, log: &PartitionRaftLog, commit: Index) {
+        if let Some(hw) = log.end_offset(commit) {
+            self.partition.set_high_watermark(hw);
+        }
+    }
+
+    fn role_changed(&self, role: Role, term: Term, leader: Option<NodeId>) {
+        self.partition.set_leading(role == Role::Leader);
+        tracing::info!(topic = %self.partition.topic, partition = self.partition.index, ?role, term, ?leader, "replica role changed");
+    }
+}
+
+/// A running replica.
+#[derive(Clone)]
+pub struct Replica {
+    pub partition: Arc<Partition>,
+    pub group: Group<PartitionRaftLog>,
+    /// The partition's replicas (Kafka node ids), from the topic's assignment.
+    pub replicas: Vec<i32>,
+}
+
+/// Why a replicated produce was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("this node is not the partition's leader")]
+    NotLeader,
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    #[error("append failed: {0}")]
+    Storage(String),
+    #[error("the replica stopped")]
+    Stopped,
+}
+
+/// A batch the leader took: where it went, and (unless it was a retry already in the log)
+/// the entry to wait for.
+#[derive(Debug, Clone, Copy)]
+pub struct Proposed {
+    pub appended: Appended,
+    pub entry: Option<(Index, Term)>,
+}
+
+impl Replica {
+    /// Leader only: check the batch against the producer table and propose it, its base
+    /// offset set to the log end, as one Raft entry. Inside the group's task, so nothing
+    /// appends between the check and the proposal.
+    ///
+    /// The proposal is queued when this is called (not when the future is first polled), so
+    /// batches of pipelined requests are proposed in request order.
+    pub fn propose(
+        &self,
+        mut batch: BytesMut,
+        header: BatchHeader,
+    ) -> impl std::future::Future<Output = Result<Proposed, ReplicaError>> + Send + 'static {
+        let p = self.partition.clone();
+        let queued = self.group.submit(move |core| {
+            if core.role() != Role::Leader {
+                return Err(ReplicaError::NotLeader);
+            }
+            if let SequenceCheck::Duplicate(dup) = p.check_sequence(&header)? {
+                return Ok(Proposed {
+                    appended: Appended {
+                        base_offset: dup.base_offset,
+                        last_offset: dup.last_offset,
+                        duplicate: true,
+                    },
+                    entry: None,
+                });
+            }
+            let base = p.offsets().log_end;
+            batch::set_base_offset(&mut batch, base);
+            let term = core.term();
+            let index = core.propose(batch.freeze()).map_err(|e| match e {
+                crate::raft::ProposeError::NotLeader { .. } => ReplicaError::NotLeader,
+                crate::raft::ProposeError::Failed(e) => ReplicaError::Storage(e.to_string()),
+            })?;
+            Ok(Proposed {
+                appended: Appended {
+                    base_offset: base,
+                    last_offset: base + i64::from(header.last_offset_delta),
+                    duplicate: false,
+                },
+                entry: Some((index, term)),
+            })
+        });
+        async move {
+            match queued {
+                Some(rx) => rx.await.map_err(|_| ReplicaError::Stopped)?,
+                None => Err(ReplicaError::Stopped),
+            }
+        }
+    }
+
+    /// Wait until what `propose` returned is committed. A retry found in the log waits for
+    /// the high watermark to pass it.
+    pub async fn wait_committed(
+        &self,
+        proposed: &Proposed,
+        timeout: Duration,
+    ) -> Result<(), CommitError> {
+        match proposed.entry {
+            Some((index, term)) => self.group.wait_committed(index, term, timeout).await,
+            None => {
+                let last = proposed.appended.last_offset;
+                let mut hw = self.partition.watch_high_watermark();
+                let outcome = match tokio::time::timeout(timeout, hw.wait_for(|h| *h > last)).await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(_)) => Err(CommitError::Stopped),
+                    Err(_) => Err(CommitError::TimedOut),
+                };
+                outcome
+            }
+        }
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.group.leadership().role == Role::Leader
+    }
+}

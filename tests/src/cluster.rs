@@ -1,0 +1,262 @@
+//! A three-node `runnel serve` cluster of real processes for fault tests, with a
+//! [`LinkProxy`] on every directed replication link, so a test can kill (SIGKILL), pause
+//! (SIGSTOP), resume and restart nodes and cut links one way or both.
+//!
+//! Node `i` dials node `j` (for its Raft messages to `j`) through the proxy `(i, j)`, so
+//! blackholing that proxy cuts exactly the direction i → j. Kafka clients reach every node
+//! directly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::free_loopback_addr;
+use crate::link_proxy::{LinkProxy, Mode};
+
+/// One node: its process (when running), addresses and files.
+pub struct Node {
+    pub id: i32,
+    pub kafka: SocketAddr,
+    /// Prometheus metrics at `/metrics`.
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// The cluster; every process is killed on drop.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    proxies: BTreeMap<(i32, i32), LinkProxy>,
+    bin: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Write the configs of `n` nodes (ids 1..=n) and start every node with `bin`.
+    pub fn start(bin: PathBuf, n: i32) -> Result<Self> {
+        let root = tempfile::tempdir()?;
+        let ids: Vec<i32> = (1..=n).collect();
+        let mut raft = BTreeMap::new();
+        let mut kafka = BTreeMap::new();
+        let mut http = BTreeMap::new();
+        for id in &ids {
+            raft.insert(*id, free_loopback_addr()?);
+            kafka.insert(*id, free_loopback_addr()?);
+            http.insert(*id, free_loopback_addr()?);
+        }
+        let mut proxies = BTreeMap::new();
+        for from in &ids {
+            for to in ids.iter().filter(|t| *t != from) {
+                let p = LinkProxy::start("127.0.0.1:0".parse()?, raft[to])?;
+                proxies.insert((*from, *to), p);
+            }
+        }
+        let mut nodes = Vec::new();
+        for id in &ids {
+            let dir = root.path().join(format!("node{id}"));
+            std::fs::create_dir_all(&dir)?;
+            // This node's own entry has its real listener; the others' go through its proxies.
+            let entries: String = ids
+                .iter()
+                .map(|other| {
+                    let r = if other == id {
+                        raft[id]
+                    } else {
+                        proxies[&(*id, *other)].addr()
+                    };
+                    format!(
+                        "  {{ id = {other}, kafka = \"{}\", raft = \"{r}\" }},\n",
+                        kafka[other]
+                    )
+                })
+                .collect();
+            let config = root.path().join(format!("node{id}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = \"{}\"\nkafka_addr = \"{}\"\ngrpc_addr = \"127.0.0.1:0\"\n\
+                     http_addr = \"{}\"\nnode_id = {id}\n\n[processor]\nenabled = false\n\n\
+                     [cluster]\nnodes = [\n{entries}]\n",
+                    dir.display(),
+                    kafka[id],
+                    http[id]
+                ),
+            )?;
+            nodes.push(Node {
+                id: *id,
+                kafka: kafka[id],
+                http: http[id],
+                log: root.path().join(format!("node{id}.log")),
+                dir,
+                config,
+                child: None,
+                paused: false,
+            });
+        }
+        let mut c = Self {
+            nodes,
+            proxies,
+            bin,
+            _root: root,
+        };
+        for id in ids {
+            c.start_node(id)?;
+        }
+        Ok(c)
+    }
+
+    /// `host:port` of every node, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.kafka.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster")
+    }
+
+    /// Whether the node's process runs (paused or not).
+    pub fn is_up(&self, id: i32) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.child.is_some())
+    }
+
+    /// Start a node that is down (its log is appended to `node<id>.log`).
+    pub fn start_node(&mut self, id: i32) -> Result<()> {
+        let bin = self.bin.clone();
+        let node = self.node_mut(id);
+        if node.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let child = Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(&node.config)
+            .env("RUST_LOG", "warn,runnel_broker::cluster=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL a node (a paused one too).
+    pub fn kill(&mut self, id: i32) {
+        let node = self.node_mut(id);
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT a running node.
+    pub fn pause(&mut self, id: i32, pause: bool) {
+        let node = self.node_mut(id);
+        if let Some(c) = &node.child {
+            let sig = if pause { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+            node.paused = pause;
+        }
+    }
+
+    /// Set the mode of the link `from → to` (Raft messages from `from` to `to`).
+    pub fn link(&self, from: i32, to: i32, mode: Mode) {
+        if let Some(p) = self.proxies.get(&(from, to)) {
+            p.set_mode(mode);
+        }
+    }
+
+    /// Cut (or restore) every link to and from `id`.
+    pub fn isolate(&self, id: i32, cut: bool) {
+        let mode = if cut { Mode::Blackhole } else { Mode::Pass };
+        for (from, to) in self.proxies.keys() {
+            if *from == id || *to == id {
+                self.link(*from, *to, mode);
+            }
+        }
+    }
+
+    /// Every link passes again and every paused node resumes.
+    pub fn heal(&mut self) {
+        for p in self.proxies.values() {
+            p.set_mode(Mode::Pass);
+        }
+        let paused: Vec<i32> = self
+            .nodes
+            .iter()
+            .filter(|n| n.paused)
+            .map(|n| n.id)
+            .collect();
+        for id in paused {
+            self.pause(id, false);
+        }
+    }
+
+    /// A node's data directory.
+    pub fn data_dir(&self, id: i32) -> &Path {
+        &self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster")
+            .dir
+    }
+
+    /// The value of one series in a node's `/metrics` (`series` is the name with its labels
+    /// exactly as exported, e.g. `runnel_high_watermark_offset{topic="t",partition="0"}`);
+    /// `None` if the node does not answer or does not export it.
+    pub fn metric(&self, id: i32, series: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let node = self.nodes.iter().find(|n| n.id == id)?;
+        let mut s =
+            std::net::TcpStream::connect_timeout(&node.http, std::time::Duration::from_secs(2))
+                .ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    /// The last lines of a node's log, for failure messages.
+    pub fn log_tail(&self, id: i32, lines: usize) -> String {
+        let Some(n) = self.nodes.iter().find(|n| n.id == id) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<i32> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.pause(id, false);
+            self.kill(id);
+        }
+    }
+}
