@@ -25,6 +25,8 @@ pub struct Node {
     pub dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    /// Where the node journals its segment fsyncs (`RUNNEL_FAULT_SYNC_JOURNAL`).
+    syncs: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -93,6 +95,7 @@ impl Cluster {
                 kafka: kafka[id],
                 http: http[id],
                 log: root.path().join(format!("node{id}.log")),
+                syncs: root.path().join(format!("node{id}.syncs")),
                 dir,
                 config,
                 child: None,
@@ -147,6 +150,7 @@ impl Cluster {
             .args(["serve", "--config"])
             .arg(&node.config)
             .env("RUST_LOG", "warn,runnel_broker::cluster=info")
+            .env("RUNNEL_FAULT_SYNC_JOURNAL", &node.syncs)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -164,6 +168,43 @@ impl Cluster {
             let _ = c.wait();
         }
         node.paused = false;
+    }
+
+    /// SIGKILL a node and then lose what a power cut would: every segment file it fsynced in
+    /// this lifetime is cut to the length its last fsync covered (the node journals them,
+    /// `broker/src/log/fault.rs`), and index files are removed (they are rebuilt). Files it
+    /// never fsynced since it started keep their bytes (a gentler cut than a real one).
+    pub fn power_loss(&mut self, id: i32) -> Result<()> {
+        self.kill(id);
+        let node = self.node_mut(id);
+        let journal = match std::fs::read_to_string(&node.syncs) {
+            Ok(j) => j,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut last: BTreeMap<PathBuf, u64> = BTreeMap::new();
+        for line in journal.lines() {
+            if let Some((path, len)) = line.rsplit_once(' ') {
+                if let Ok(len) = len.parse() {
+                    last.insert(PathBuf::from(path), len);
+                }
+            }
+        }
+        for (path, len) in last {
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(f) => {
+                    if f.metadata()?.len() > len {
+                        f.set_len(len)?;
+                    }
+                }
+                // Deleted since (a removed topic): nothing to cut.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        remove_indexes(&node.dir)?;
+        let _ = std::fs::remove_file(&node.syncs);
+        Ok(())
     }
 
     /// SIGSTOP (`pause = true`) or SIGCONT a running node.
@@ -259,4 +300,20 @@ impl Drop for Cluster {
             self.kill(id);
         }
     }
+}
+
+/// Remove every `.index` / `.timeindex` file under `dir`.
+fn remove_indexes(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            remove_indexes(&path)?;
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "index" || e == "timeindex")
+        {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }

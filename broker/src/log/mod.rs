@@ -14,6 +14,7 @@
 mod common;
 #[cfg(test)]
 mod contract;
+pub(crate) mod fault;
 pub mod file;
 mod index;
 pub mod memory;
@@ -92,7 +93,7 @@ impl FlushPlan {
     /// covered by `sync_data` on Linux for appends; directories are synced on segment roll).
     pub fn sync(&self) -> std::io::Result<()> {
         for f in &self.files {
-            f.sync_data()?;
+            fault::sync(f, false)?;
         }
         Ok(())
     }

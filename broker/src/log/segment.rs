@@ -86,7 +86,7 @@ impl Segment {
             file.set_len(scan.valid_len)
                 .map_err(io_context(format!("truncating {}", path.display())))?;
         }
-        file.sync_all()
+        super::fault::sync(&file, true)
             .map_err(io_context(format!("syncing {}", path.display())))?;
         Ok(Self::from_scan(dir, path, file, base_offset, scan))
     }
@@ -305,7 +305,7 @@ impl Segment {
         self.file
             .set_len(position)
             .map_err(io_context(context.clone()))?;
-        self.file.sync_all().map_err(io_context(context))?;
+        super::fault::sync(&self.file, true).map_err(io_context(context))?;
         let interval = self.index_interval();
         let scan = scan(
             &self.file,
@@ -331,8 +331,7 @@ impl Segment {
     /// Make the segment immutable: fsync its data, add the final time index entry, and write
     /// and fsync both index files.
     pub fn seal(&mut self) -> Result<(), LogError> {
-        self.file
-            .sync_all()
+        super::fault::sync(&self.file, true)
             .map_err(io_context(format!("syncing {}", self.path.display())))?;
         self.index.seal();
         self.write_index_files(true)
