@@ -27,7 +27,7 @@ pub struct Broker {
     pub topics: Arc<TopicRegistry>,
     pub producer_ids: ProducerIds,
     /// The consumer-group coordinator; its committed offsets live in `<data_dir>/groups/`.
-    pub groups: GroupDriver,
+    pub groups: Arc<GroupDriver>,
     /// Prometheus series recorded as the broker runs (see [`crate::metrics`]).
     pub metrics: Metrics,
     /// What the embedded pipelines are doing (observation only).
@@ -55,6 +55,7 @@ impl Broker {
         )?);
         let producer_ids = ProducerIds::open(&config.data_dir)?;
         let groups = GroupDriver::open(&config.data_dir.join("groups"))
+            .map(Arc::new)
             .map_err(|e| TopicError::Storage(format!("cannot open the group offsets: {e}")))?;
         Ok(Self {
             config,
@@ -70,6 +71,13 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Whether this node coordinates consumer groups: always on a single node; in a cluster,
+    /// while it leads the metadata group (FindCoordinator names it).
+    pub fn is_group_coordinator(&self) -> bool {
+        self.cluster()
+            .is_none_or(|c| c.controller() == Some(self.node_id()))
     }
 
     /// Cluster mode, if this node runs in a cluster.

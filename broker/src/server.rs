@@ -73,9 +73,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let cluster_config = config.clone();
     let broker = Arc::new(tokio::task::block_in_place(|| Broker::open(config))?);
     if let Some(listener) = raft_listener {
-        let cluster =
-            crate::cluster::Cluster::start(&cluster_config, broker.topics.clone(), listener)
-                .await?;
+        let cluster = crate::cluster::Cluster::start(
+            &cluster_config,
+            broker.topics.clone(),
+            broker.groups.clone(),
+            listener,
+        )
+        .await?;
         let _ = broker.cluster.set(cluster);
     }
     let (shutdown, rx) = watch::channel(false);
@@ -96,7 +100,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         tokio::spawn(retention_loop(broker.clone(), rx.clone())),
         tokio::spawn(crate::group::driver::tick_loop(
             broker.clone(),
-            |b: &Broker| &b.groups,
+            |b: &Broker| &*b.groups,
             rx.clone(),
         )),
         tokio::spawn(crate::net::serve_http(

@@ -627,3 +627,114 @@ async fn rolling_restart() {
     })
     .await;
 }
+
+/// Committed offsets of a consumer group, as an rdkafka consumer in `group` sees them.
+fn committed(bootstrap: &str, group: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = runnel_tests::kafka::config(bootstrap, "repl-offsets")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(TOPIC, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(20))
+        .expect("OffsetFetch");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Consume with a group member until `want` records arrived, commit synchronously, and return
+/// the committed positions.
+fn consume_and_commit(bootstrap: &str, group: &str, want: usize) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = runnel_tests::kafka::config(bootstrap, "repl-member")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut positions = BTreeMap::new();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < want {
+        assert!(Instant::now() < deadline, "consumed only {got} of {want}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            positions.insert(m.partition(), m.offset() + 1);
+            got += 1;
+        }
+    }
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("synchronous commit");
+    positions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_survive_the_loss_of_the_coordinator() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(bin) = runnel_tests::runnel_bin() else {
+        assert!(!runnel_tests::in_ci(), "no runnel binary under CI");
+        return;
+    };
+    let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
+    let bs = cluster.bootstrap();
+    let c = client(&bs);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.ensure_topic(TOPIC, 3).await {
+        assert!(Instant::now() < deadline, "no topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..300 {
+        let p = i % PARTITIONS;
+        let batch = encode_batch(
+            &[Record {
+                value: Some(format!("v{i}").into_bytes()),
+                timestamp: 1,
+                ..Record::default()
+            }],
+            ProducerInfo::default(),
+        )
+        .freeze();
+        c.produce(TOPIC, p, batch).await.expect("produce");
+    }
+    let (b, g) = (bs.clone(), "failover-group");
+    let positions = tokio::task::spawn_blocking(move || consume_and_commit(&b, g, 150))
+        .await
+        .unwrap();
+    let b = bs.clone();
+    let before = tokio::task::spawn_blocking(move || committed(&b, g))
+        .await
+        .unwrap();
+    assert_eq!(
+        before, positions,
+        "the coordinator answers what was committed"
+    );
+
+    // Kill the coordinator (the metadata leader); another node takes over with the offsets.
+    let coordinator = c
+        .controller()
+        .await
+        .expect("metadata")
+        .expect("a controller");
+    cluster.kill(coordinator);
+    eprintln!("killed the coordinator, node {coordinator}; committed before: {before:?}");
+    let b = bs.clone();
+    let after = tokio::task::spawn_blocking(move || committed(&b, g))
+        .await
+        .unwrap();
+    let now = client(&bs).controller().await.expect("metadata");
+    assert_ne!(now, Some(coordinator), "a new coordinator");
+    assert_eq!(after, before, "committed offsets survive the coordinator");
+}

@@ -28,6 +28,8 @@ use self::replica::{PartitionStore, Replica, ReplicaHost};
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::config::{ClusterConfig, Config};
+use crate::group::driver::GroupDriver;
+use crate::group::{CommittedOffset, TopicPartition};
 use crate::log::file::{FileLog, FileLogConfig};
 use crate::log::PartitionLog;
 use crate::net::peers::{PeerConfig, PeerHandler, PeerNetwork};
@@ -54,6 +56,22 @@ pub enum MetaCommand {
         name: String,
         id: String,
     },
+    /// Offsets a consumer group committed (accepted by the coordinator, which is the metadata
+    /// leader): every node stores them, so the next coordinator has them.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    },
+}
+
+/// One committed offset in a [`MetaCommand::CommitOffsets`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
 }
 
 /// The answer to a forwarded command.
@@ -188,6 +206,7 @@ pub struct Cluster {
     pub node_id: i32,
     pub config: ClusterConfig,
     topics: Arc<TopicRegistry>,
+    groups: Arc<GroupDriver>,
     net: Arc<PeerNetwork>,
     meta: Group<MetaLog>,
     applied: watch::Receiver<Index>,
@@ -211,6 +230,7 @@ impl Cluster {
     pub async fn start(
         config: &Config,
         topics: Arc<TopicRegistry>,
+        groups: Arc<GroupDriver>,
         listener: TcpListener,
     ) -> anyhow::Result<Arc<Self>> {
         let cc = config.cluster.clone();
@@ -262,6 +282,7 @@ impl Cluster {
             node_id,
             config: cc,
             topics,
+            groups,
             net,
             meta: Group::spawn(core, meta_host, timing),
             applied,
@@ -365,6 +386,27 @@ impl Cluster {
                 }
                 Ok(())
             }
+            MetaCommand::CommitOffsets { group, offsets } => {
+                let offsets: Vec<(TopicPartition, CommittedOffset)> = offsets
+                    .into_iter()
+                    .map(|o| {
+                        (
+                            TopicPartition {
+                                topic: o.topic,
+                                partition: o.partition,
+                            },
+                            CommittedOffset {
+                                offset: o.offset,
+                                leader_epoch: o.leader_epoch,
+                                metadata: o.metadata,
+                            },
+                        )
+                    })
+                    .collect();
+                self.groups
+                    .apply_replicated(&group, &offsets)
+                    .map_err(|e| TopicError::Storage(format!("offsets of group {group}: {e}")))
+            }
             MetaCommand::DeleteTopic { name, id } => {
                 let id = uuid::Uuid::parse_str(&id)
                     .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
@@ -443,6 +485,29 @@ impl Cluster {
             Err(e) => return Err(e),
         }
         self.topics.get(name).ok_or(TopicError::Unknown)
+    }
+
+    /// Replicate a group's accepted offset commit through the metadata group; returns once
+    /// it is applied on this node.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<(), String> {
+        let cmd = MetaCommand::CommitOffsets {
+            group: group.to_owned(),
+            offsets: offsets
+                .into_iter()
+                .map(|(tp, o)| ReplicatedOffset {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                })
+                .collect(),
+        };
+        self.commit(cmd).await.map_err(|(_, msg)| msg)
     }
 
     /// Delete a topic through the metadata group.

@@ -16,9 +16,10 @@ use tokio::sync::{oneshot, watch};
 use super::file_store::FileStore;
 use super::store::{OffsetStore, StoreError};
 use super::{
-    CommitRequest, CommitResponse, CoordinatorConfig, ErrorCode, FetchOffsetsResponse,
-    GroupCoordinator, GroupDescription, GroupListing, HeartbeatRequest, JoinRequest, JoinResponse,
-    LeaveResponse, LeavingMember, Output, SyncRequest, SyncResponse, Token, TopicPartition,
+    CommitRequest, CommitResponse, CommittedOffset, CoordinatorConfig, ErrorCode,
+    FetchOffsetsResponse, GroupCoordinator, GroupDescription, GroupListing, HeartbeatRequest,
+    JoinRequest, JoinResponse, LeaveResponse, LeavingMember, Output, SyncRequest, SyncResponse,
+    Token, TopicPartition,
 };
 
 /// How often sessions and rebalance timeouts are checked.
@@ -206,6 +207,24 @@ impl GroupDriver {
             tracing::debug!(group = %group_id, member = %m.member_id, instance = ?m.group_instance_id, error = e.name(), "leave");
         }
         r
+    }
+
+    /// Cluster mode: offsets the metadata group committed for `group_id` (on any node, the
+    /// coordinator included): made durable in the local store and loaded into the coordinator,
+    /// so whichever node coordinates next answers OffsetFetch with them.
+    pub fn apply_replicated(
+        &self,
+        group_id: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.store.commit(group_id, offsets)?;
+        for (tp, o) in offsets {
+            inner
+                .coordinator
+                .load_offset(group_id, tp.clone(), o.clone());
+        }
+        Ok(())
     }
 
     pub fn fetch_offsets(

@@ -11,6 +11,9 @@ pub async fn handle(
     _: &RequestContext,
     req: HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if !broker.is_group_coordinator() {
+        return HeartbeatResponse::default().with_error_code(super::code::NOT_COORDINATOR);
+    }
     let error = broker.groups.heartbeat(group::HeartbeatRequest {
         group_id: req.group_id.0.to_string(),
         generation_id: req.generation_id,

@@ -16,6 +16,9 @@ pub async fn handle(
     ctx: &RequestContext,
     req: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if !broker.is_group_coordinator() {
+        return JoinGroupResponse::default().with_error_code(super::code::NOT_COORDINATOR);
+    }
     let join = group::JoinRequest {
         group_id: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),

@@ -14,6 +14,9 @@ pub async fn handle(
     ctx: &RequestContext,
     req: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    if !broker.is_group_coordinator() {
+        return LeaveGroupResponse::default().with_error_code(super::code::NOT_COORDINATOR);
+    }
     let batched = ctx.version >= 3;
     let members = if batched {
         req.members

@@ -391,6 +391,7 @@ pub mod code {
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
     pub const NOT_CONTROLLER: i16 = 41;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;

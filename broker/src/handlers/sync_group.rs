@@ -13,6 +13,9 @@ pub async fn handle(
     _: &RequestContext,
     req: SyncGroupRequest,
 ) -> SyncGroupResponse {
+    if !broker.is_group_coordinator() {
+        return SyncGroupResponse::default().with_error_code(super::code::NOT_COORDINATOR);
+    }
     let sync = group::SyncRequest {
         group_id: req.group_id.0.to_string(),
         generation_id: req.generation_id,

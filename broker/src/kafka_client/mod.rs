@@ -411,6 +411,14 @@ impl Client {
         }
     }
 
+    /// The controller (node id) as fresh metadata says, if there is one.
+    pub async fn controller(&self) -> Result<Option<i32>, KafkaClientError> {
+        let mut inner = self.inner.lock().await;
+        self.topic(&mut inner, "__runnel_no_such_topic", true)
+            .await?;
+        Ok(inner.meta.controller)
+    }
+
     /// Each partition's leader (node id) as fresh metadata says; `None` where there is none
     /// right now, and an empty list when the topic does not exist.
     pub async fn leaders(&self, topic: &str) -> Result<Vec<Option<i32>>, KafkaClientError> {
