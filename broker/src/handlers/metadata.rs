@@ -16,67 +16,81 @@ pub async fn handle(
     ctx: &RequestContext,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    if let Some(cluster) = broker.cluster() {
-        return handle_cluster(broker, cluster, ctx, req).await;
-    }
+    let cluster = broker.cluster().map(|c| &**c);
     let node = BrokerId(broker.node_id());
-    let port = i32::from(broker.config.advertised_port());
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(broker.config.advertised_host()))
-        .with_port(port)];
+    let (brokers, controller) = match cluster {
+        // Cluster mode: every node, and the metadata leader as the controller.
+        Some(c) => (
+            c.brokers()
+                .into_iter()
+                .map(|(id, host, port)| broker_entry(id, host, port))
+                .collect(),
+            BrokerId(c.controller().unwrap_or(-1)),
+        ),
+        None => (
+            vec![broker_entry(
+                node.0,
+                broker.config.advertised_host(),
+                broker.config.advertised_port(),
+            )],
+            node,
+        ),
+    };
+    let describe = |t: &Topic| match cluster {
+        Some(c) => describe_replicated(t, c),
+        None => describe(t, node),
+    };
     // Metadata v0 had no flag and always auto-created; v4+ says whether the client allows it.
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
     let topics = match req.topics {
-        None => broker
-            .topics
-            .list()
-            .iter()
-            .map(|t| describe(t, node))
-            .collect(),
         // v0: an empty list means all topics.
-        Some(list) if list.is_empty() && ctx.version == 0 => broker
-            .topics
-            .list()
-            .iter()
-            .map(|t| describe(t, node))
-            .collect(),
-        Some(list) => list
-            .into_iter()
-            .map(|t| match t.name {
-                Some(name) => {
-                    let found = if allow_create {
-                        broker.topics.get_or_auto_create(&name)
-                    } else {
-                        broker.topics.get(&name).ok_or(TopicError::Unknown)
-                    };
-                    match found {
-                        Ok(topic) => describe(&topic, node),
-                        Err(e) => MetadataResponseTopic::default()
-                            .with_name(Some(name))
-                            .with_error_code(e.kafka_code()),
+        Some(list) if !(list.is_empty() && ctx.version == 0) => {
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                out.push(match t.name {
+                    Some(name) => {
+                        let found = match (allow_create, cluster) {
+                            (false, _) => broker.topics.get(&name).ok_or(TopicError::Unknown),
+                            (true, Some(c)) => c.get_or_auto_create(&name).await,
+                            (true, None) => broker.topics.get_or_auto_create(&name),
+                        };
+                        match found {
+                            Ok(topic) => describe(&topic),
+                            Err(e) => MetadataResponseTopic::default()
+                                .with_name(Some(name))
+                                .with_error_code(e.kafka_code()),
+                        }
                     }
-                }
-                // Lookup by topic id (v10+).
-                None => match broker
-                    .topics
-                    .list()
-                    .into_iter()
-                    .find(|x| x.id == t.topic_id)
-                {
-                    Some(topic) => describe(&topic, node),
-                    None => MetadataResponseTopic::default()
-                        .with_topic_id(t.topic_id)
-                        .with_error_code(code::UNKNOWN_TOPIC_ID),
-                },
-            })
-            .collect(),
+                    // Lookup by topic id (v10+).
+                    None => match broker
+                        .topics
+                        .list()
+                        .into_iter()
+                        .find(|x| x.id == t.topic_id)
+                    {
+                        Some(topic) => describe(&topic),
+                        None => MetadataResponseTopic::default()
+                            .with_topic_id(t.topic_id)
+                            .with_error_code(code::UNKNOWN_TOPIC_ID),
+                    },
+                });
+            }
+            out
+        }
+        _ => broker.topics.list().iter().map(|t| describe(t)).collect(),
     };
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(controller)
         .with_topics(topics)
+}
+
+fn broker_entry(id: i32, host: String, port: u16) -> MetadataResponseBroker {
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(id))
+        .with_host(StrBytes::from_string(host))
+        .with_port(i32::from(port))
 }
 
 /// Leader epochs are reported as -1 (unknown) until OffsetForLeaderEpoch is implemented with
@@ -106,73 +120,8 @@ fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
         .with_partitions(partitions)
 }
 
-/// Cluster mode: every node as a broker, the metadata leader as the controller, and each
-/// partition's Raft leader as its leader (LEADER_NOT_AVAILABLE while there is none, so clients
-/// retry). Topics are auto-created through the metadata group.
-async fn handle_cluster(
-    broker: &Broker,
-    cluster: &Cluster,
-    ctx: &RequestContext,
-    req: MetadataRequest,
-) -> MetadataResponse {
-    let brokers = cluster
-        .brokers()
-        .into_iter()
-        .map(|(id, host, port)| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(id))
-                .with_host(StrBytes::from_string(host))
-                .with_port(i32::from(port))
-        })
-        .collect();
-    let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
-    let topics = match req.topics {
-        Some(list) if !(list.is_empty() && ctx.version == 0) => {
-            let mut out = Vec::with_capacity(list.len());
-            for t in list {
-                out.push(match t.name {
-                    Some(name) => {
-                        let found = if allow_create {
-                            cluster.get_or_auto_create(&name).await
-                        } else {
-                            broker.topics.get(&name).ok_or(TopicError::Unknown)
-                        };
-                        match found {
-                            Ok(topic) => describe_replicated(&topic, cluster),
-                            Err(e) => MetadataResponseTopic::default()
-                                .with_name(Some(name))
-                                .with_error_code(e.kafka_code()),
-                        }
-                    }
-                    None => match broker
-                        .topics
-                        .list()
-                        .into_iter()
-                        .find(|x| x.id == t.topic_id)
-                    {
-                        Some(topic) => describe_replicated(&topic, cluster),
-                        None => MetadataResponseTopic::default()
-                            .with_topic_id(t.topic_id)
-                            .with_error_code(code::UNKNOWN_TOPIC_ID),
-                    },
-                });
-            }
-            out
-        }
-        _ => broker
-            .topics
-            .list()
-            .iter()
-            .map(|t| describe_replicated(t, cluster))
-            .collect(),
-    };
-    MetadataResponse::default()
-        .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(cluster.controller().unwrap_or(-1)))
-        .with_topics(topics)
-}
-
+/// Cluster mode: each partition's Raft leader as its leader (LEADER_NOT_AVAILABLE while there
+/// is none, so clients retry) and its replicas as replicas and ISR.
 fn describe_replicated(topic: &Topic, cluster: &Cluster) -> MetadataResponseTopic {
     let assignment = topic.replicas.clone().unwrap_or_default();
     let partitions = topic

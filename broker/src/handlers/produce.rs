@@ -39,21 +39,7 @@ pub fn handle(
         return handle_replicated(broker, cluster.clone(), ctx, req);
     }
     let acks = req.acks;
-    let refuse_all = if req.transactional_id.is_some() {
-        Some((
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "transactions are not supported by Runnel",
-        ))
-    } else if !matches!(acks, -1..=1) {
-        Some((code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
-    } else {
-        None
-    };
-    let wait = Duration::from_millis(
-        u64::try_from(req.timeout_ms)
-            .unwrap_or(0)
-            .clamp(1, broker.config.max_produce_wait_ms.max(1)),
-    );
+    let (refuse_all, wait) = refusal_and_wait(broker, &req);
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut pending: Vec<Pending> = Vec::new();
     for topic_data in req.topic_data {
@@ -124,6 +110,30 @@ pub fn handle(
         }
         encode_body(&ctx, &response).map(Some)
     })))
+}
+
+/// What refuses every partition of a request (transactions, bad acks), and how long its
+/// acknowledgement may wait (the client's timeout, capped by `max_produce_wait_ms`).
+fn refusal_and_wait(
+    broker: &Broker,
+    req: &ProduceRequest,
+) -> (Option<(i16, &'static str)>, Duration) {
+    let refuse_all = if req.transactional_id.is_some() {
+        Some((
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported by Runnel",
+        ))
+    } else if !matches!(req.acks, -1..=1) {
+        Some((code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
+    } else {
+        None
+    };
+    let wait = Duration::from_millis(
+        u64::try_from(req.timeout_ms)
+            .unwrap_or(0)
+            .clamp(1, broker.config.max_produce_wait_ms.max(1)),
+    );
+    (refuse_all, wait)
 }
 
 /// A partition response that must wait for `end` to be durable.
@@ -231,21 +241,7 @@ fn handle_replicated(
     req: ProduceRequest,
 ) -> Result<Reply, RequestError> {
     let acks = req.acks;
-    let refuse_all = if req.transactional_id.is_some() {
-        Some((
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "transactions are not supported by Runnel",
-        ))
-    } else if !matches!(acks, -1..=1) {
-        Some((code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
-    } else {
-        None
-    };
-    let wait = Duration::from_millis(
-        u64::try_from(req.timeout_ms)
-            .unwrap_or(0)
-            .clamp(1, broker.config.max_produce_wait_ms.max(1)),
-    );
+    let (refuse_all, wait) = refusal_and_wait(broker, &req);
     let max_batch = broker.topics.defaults().max_message_bytes;
     let mut topics: Vec<(TopicName, Vec<Slot>)> = Vec::with_capacity(req.topic_data.len());
     for topic_data in req.topic_data {
