@@ -99,7 +99,8 @@ fn max_timestamp(part: &Partition) -> Result<(i64, i64), LogError> {
         }
         for h in batch::headers(&chunk) {
             let Ok(h) = h else { break };
-            if best.is_none_or(|(_, t)| h.max_timestamp > t) {
+            // Control batches (a replica's leader-change no-ops) hold no records.
+            if !h.is_control() && best.is_none_or(|(_, t)| h.max_timestamp > t) {
                 best = Some((h.last_offset(), h.max_timestamp));
             }
             at = h.next_offset();
