@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Replicated produce (issue 6): the same rdkafka_performance produce runs as
+# benches/kafka_throughput.sh, against one `runnel serve` node and against a 3-node cluster
+# (`[cluster] nodes`, Raft per partition) with an RF-3 topic, acks=all, alternating
+# single / cluster in every round, so both see the same machine load.
+#
+# Usage: benches/replication_throughput.sh RUNNEL_BIN FAILOVER_BIN
+#   RUNNEL_BIN   release `runnel` (cargo build --release -p runnel-broker --bin runnel)
+#   FAILOVER_BIN release `failover` (cargo build --release -p runnel-benches --bin failover);
+#                only its `create-topic` subcommand is used here: it creates the topic with
+#                the cluster's default replication factor (3), while rk_helper asks for 1.
+#
+# Env knobs (defaults in brackets):
+#   ROUNDS [3]            single/cluster pairs
+#   SIZES ["100 1024"]    record sizes
+#   COUNT_100 [2000000]   records per throughput run, 100 B records
+#   COUNT_1K  [500000]    records per throughput run, 1 KiB records
+#   LAT_RATE [2000]  LAT_SECONDS [10]   fixed-rate latency runs (linger.ms=0)
+#   RUN_CAP [90]          hard cap (s) on any single client run
+#   BENCH_DATA [/tmp]     parent of the data dirs (must be a real disk: fsync is measured)
+#   OUT [target/bench/replication_throughput-<utc>.md]
+#
+# What is measured (as in kafka_throughput.sh): one topic with 1 partition per run,
+#   throughput: rdkafka_performance -P -s SIZE -c COUNT -a -1 -X linger.ms=5 -> rec/s, MB/s
+#               (delivered records / (last delivery report - first produce)).
+#   latency:    rdkafka_performance -P -l -A FILE -r LAT_RATE -a -1 -X linger.ms=0 -> per record
+#               produce() to delivery report, p50/p99/max ms.
+# The client is given all three cluster addresses and follows the leader named in Metadata.
+# Everything runs on 127.0.0.1.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PERF="$ROOT/.tools/librdkafka/examples/rdkafka_performance"
+RUNNEL_BIN="$(realpath "${1:?usage: $0 RUNNEL_BIN FAILOVER_BIN}")"
+FAILOVER_BIN="$(realpath "${2:?usage: $0 RUNNEL_BIN FAILOVER_BIN}")"
+ROUNDS="${ROUNDS:-3}"
+SIZES="${SIZES:-100 1024}"
+COUNT_100="${COUNT_100:-2000000}"
+COUNT_1K="${COUNT_1K:-500000}"
+LAT_RATE="${LAT_RATE:-2000}"
+LAT_SECONDS="${LAT_SECONDS:-10}"
+RUN_CAP="${RUN_CAP:-90}"
+BENCH_DATA="${BENCH_DATA:-/tmp}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${OUT:-$ROOT/target/bench/replication_throughput-$STAMP.md}"
+mkdir -p "$(dirname "$OUT")"
+[[ -x "$PERF" ]] || bash "$ROOT/benches/build_tools.sh" >&2 || { echo "tool build failed" >&2; exit 2; }
+WORK="$(mktemp -d "$BENCH_DATA/runnel-repl.XXXXXX")"
+
+log() { echo "[repl $(date +%H:%M:%S)] $*" >&2; }
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+PIDS=()
+BOOTSTRAP=""
+stop_all() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    PIDS=()
+}
+cleanup() { stop_all; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_single DIR -> BOOTSTRAP
+start_single() {
+    local dir="$1" port; port="$(free_port)"
+    mkdir -p "$dir"
+    RUST_LOG=warn "$RUNNEL_BIN" serve --data-dir "$dir/data" --kafka-addr "127.0.0.1:$port" \
+        --grpc-addr 127.0.0.1:0 --http-addr "127.0.0.1:$(free_port)" >>"$WORK/single.log" 2>&1 &
+    PIDS+=($!)
+    BOOTSTRAP="127.0.0.1:$port"
+}
+
+# start_cluster DIR -> BOOTSTRAP (three nodes, default [cluster] timing)
+start_cluster() {
+    local dir="$1" i entries="" k=() r=()
+    mkdir -p "$dir"
+    for i in 1 2 3; do k[$i]="$(free_port)"; r[$i]="$(free_port)"; done
+    for i in 1 2 3; do
+        entries+="  { id = $i, kafka = \"127.0.0.1:${k[$i]}\", raft = \"127.0.0.1:${r[$i]}\" },"$'\n'
+    done
+    for i in 1 2 3; do
+        cat >"$dir/node$i.toml" <<EOF
+data_dir = "$dir/node$i"
+kafka_addr = "127.0.0.1:${k[$i]}"
+grpc_addr = "127.0.0.1:0"
+http_addr = "127.0.0.1:$(free_port)"
+node_id = $i
+
+[processor]
+enabled = false
+
+[cluster]
+nodes = [
+$entries]
+EOF
+        RUST_LOG=warn "$RUNNEL_BIN" serve --config "$dir/node$i.toml" >>"$WORK/cluster.log" 2>&1 &
+        PIDS+=($!)
+    done
+    BOOTSTRAP="127.0.0.1:${k[1]},127.0.0.1:${k[2]},127.0.0.1:${k[3]}"
+}
+
+create_topic() { # TOPIC
+    local i
+    for ((i = 0; i < 60; i++)); do
+        timeout 30 "$FAILOVER_BIN" create-topic --bootstrap "$BOOTSTRAP" --topic "$1" \
+            --partitions 1 >>"$WORK/create.log" 2>&1 && return 0
+        sleep 0.5
+    done
+    log "cannot create $1"; tail -5 "$WORK/create.log" >&2
+    return 1
+}
+
+declare -A R
+# produce KEY TOPIC SIZE COUNT
+produce() {
+    local key="$1" topic="$2" size="$3" count="$4" f="$WORK/$1.produce.log"
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a -1 -X linger.ms=5 -q >"$f" 2>&1
+    local rc=$? line; line="$(grep -E 'messages produced' "$f" | tail -1)"
+    if [[ -z "$line" || $rc -ne 0 ]]; then
+        R[$key.rps]="failed"; R[$key.mbs]="-"; log "produce $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local delivered; delivered="$(sed -E 's/.* ([0-9]+) delivered.*/\1/' <<<"$line")"
+    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
+    R[$key.mbs]="$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")"
+    [[ "$delivered" != "$count" ]] && R[$key.rps]="${R[$key.rps]} (!only $delivered)"
+    log "produce $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
+}
+# latency KEY TOPIC SIZE
+latency() {
+    local key="$1" topic="$2" size="$3" f="$WORK/$1.lat.log" lf="$WORK/$1.lat.txt"
+    local count=$((LAT_RATE * LAT_SECONDS))
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a -1 -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
+    if [[ ! -s "$lf" ]]; then
+        R[$key.p50]="failed"; log "latency $key failed: $(tail -3 "$f" | tr '\n' ' ')"; return 1
+    fi
+    read -r n p50 p99 mx < <(python3 - "$lf" <<'EOF'
+import sys, math
+v = sorted(int(x) for x in open(sys.argv[1]) if x.strip())
+def pct(p): return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))] / 1000.0
+print(len(v), f"{pct(0.50):.3f}", f"{pct(0.99):.3f}", f"{v[-1] / 1000.0:.3f}")
+EOF
+)
+    R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
+    R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
+    [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n)"
+    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
+}
+
+count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
+
+LOADS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    for target in single cluster; do
+        dir="$WORK/$target-$round"
+        "start_$target" "$dir"
+        LOADS+=("round $round $target: $(cut -d' ' -f1-3 /proc/loadavg)")
+        log "round $round: $target at $BOOTSTRAP (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        for size in $SIZES; do
+            create_topic "tp-$size" && produce "$round.$target.$size" "tp-$size" "$size" "$(count_for "$size")"
+            create_topic "lat-$size" && latency "$round.$target.$size" "lat-$size" "$size"
+        done
+        stop_all
+    done
+done
+
+median() { # values... -> median (non-numeric skipped)
+    python3 -c '
+import sys, statistics
+v = []
+for x in sys.argv[1:]:
+    try: v.append(float(x.split()[0]))
+    except Exception: pass
+print(f"{statistics.median(v):.3f}".rstrip("0").rstrip(".") if v else "-")' "$@"
+}
+{
+    echo "## Replicated produce ($STAMP)"
+    echo
+    echo "- command: \`benches/replication_throughput.sh $RUNNEL_BIN $FAILOVER_BIN\` (ROUNDS=$ROUNDS SIZES=\"$SIZES\" COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS)"
+    echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
+    echo "- runnel: git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), data on $(df -P "$BENCH_DATA" | awk 'NR==2{print $1}')"
+    echo "- load average at each start: ${LOADS[*]}; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    echo "| round | record | single rec/s | single MB/s | RF-3 rec/s | RF-3 MB/s | RF-3 / single | single p50 / p99 / max ms | RF-3 p50 / p99 / max ms | single / RF-3 achieved rec/s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for size in $SIZES; do
+        s=() c=() sp50=() sp99=() cp50=() cp99=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            a="$round.single.$size" b="$round.cluster.$size"
+            ratio="$(python3 -c 'import sys
+try: print(f"{float(sys.argv[1].split()[0]) / float(sys.argv[2].split()[0]):.2f}x")
+except Exception: print("-")' "${R[$b.rps]:-x}" "${R[$a.rps]:-x}")"
+            echo "| $round | $size B | ${R[$a.rps]:--} | ${R[$a.mbs]:--} | ${R[$b.rps]:--} | ${R[$b.mbs]:--} | $ratio | ${R[$a.p50]:--} / ${R[$a.p99]:--} / ${R[$a.max]:--} | ${R[$b.p50]:--} / ${R[$b.p99]:--} / ${R[$b.max]:--} | ${R[$a.rate]:--} / ${R[$b.rate]:--} |"
+            s+=("${R[$a.rps]:-x}"); c+=("${R[$b.rps]:-x}")
+            sp50+=("${R[$a.p50]:-x}"); sp99+=("${R[$a.p99]:-x}"); cp50+=("${R[$b.p50]:-x}"); cp99+=("${R[$b.p99]:-x}")
+        done
+        ms="$(median "${s[@]}")" mc="$(median "${c[@]}")"
+        mr="$(python3 -c 'import sys
+try: print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}x")
+except Exception: print("-")' "$mc" "$ms")"
+        echo "| **median** | $size B | $ms | | $mc | | $mr | p50 $(median "${sp50[@]}"), p99 $(median "${sp99[@]}") | p50 $(median "${cp50[@]}"), p99 $(median "${cp99[@]}") | |"
+    done
+} | tee "$OUT"
