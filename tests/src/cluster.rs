@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use anyhow::{Context, Result};
 
@@ -149,9 +149,16 @@ impl Cluster {
         let child = Command::new(&bin)
             .args(["serve", "--config"])
             .arg(&node.config)
-            .env("RUST_LOG", "warn,runnel_broker::cluster=info")
+            // `RUNNEL_CLUSTER_LOG` overrides the filter (e.g. `debug` to investigate a failure).
+            .env(
+                "RUST_LOG",
+                std::env::var("RUNNEL_CLUSTER_LOG")
+                    .unwrap_or_else(|_| "warn,runnel_broker::cluster=info".into()),
+            )
+            .env("NO_COLOR", "1")
             .env("RUNNEL_FAULT_SYNC_JOURNAL", &node.syncs)
-            .stdout(Stdio::null())
+            // `runnel serve` logs to stdout.
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
