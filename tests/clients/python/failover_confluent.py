@@ -4,6 +4,7 @@ prints one JSON line per event so the test can check what the log holds afterwar
 
 Usage: .venv/bin/python failover_confluent.py HOST:PORT[,HOST:PORT...] TOPIC
            [--partitions 3] [--rate 150] [--seconds 20] [--prefix cf] [--flush-timeout 40]
+           [--debug topic,msg]
 
 Value i is "<prefix>-<i:06>", sent to partition i % partitions (explicit partition, so the
 test knows where each value was sent). Output lines (stdout):
@@ -32,6 +33,7 @@ ap.add_argument("--rate", type=float, default=150.0, help="produce() calls per s
 ap.add_argument("--seconds", type=float, default=20.0, help="how long to keep producing")
 ap.add_argument("--prefix", default="cf")
 ap.add_argument("--flush-timeout", type=float, default=40.0)
+ap.add_argument("--debug", default="topic,msg", help="librdkafka debug contexts (logged to stderr)")
 args = ap.parse_args()
 
 start = time.monotonic()
@@ -67,6 +69,8 @@ producer = Producer(
         "reconnect.backoff.max.ms": 500,
         "linger.ms": 5,
         "error_cb": on_error,
+        # Leader changes and per-batch produce errors (NOT_LEADER_OR_FOLLOWER, ...) on stderr.
+        **({"debug": args.debug} if args.debug else {}),
     }
 )
 
