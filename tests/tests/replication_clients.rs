@@ -5,7 +5,9 @@
 //! Per client (librdkafka through confluent-kafka, and kafka-python): the client's idempotent
 //! producer (acks=all) writes unique values to a topic with 3 partitions and replication factor
 //! 3 (`tests/clients/python/failover_*.py`, one JSON line per delivery report) while the test
-//! SIGKILLs the leader of a partition twice, restarting it a few seconds later. After healing,
+//! SIGKILLs the leader of a partition twice, restarting it a few seconds later, then cuts the
+//! leader of the last partition off from the other nodes for a few seconds (it stays reachable
+//! by clients, steps down and answers NOT_LEADER_OR_FOLLOWER). After healing,
 //! kcat (a different client, librdkafka 2.0.2) reads every partition from the beginning to the
 //! end, and the test checks:
 //! - the producer finished: every value it sent got a delivery report, none failed;
@@ -16,8 +18,10 @@
 //! - kcat reaches the end of every partition (its position = the high watermark that
 //!   ListOffsets reports) within its deadline.
 //!
-//! It prints what the client did during each failover: how long after the kill the partitions
-//! the victim led delivered again, and the client's own error callbacks.
+//! It prints what the client did during each failover: how long after the fault the partitions
+//! the victim led delivered again, the error codes the client logged (NOT_LEADER_OR_FOLLOWER,
+//! LEADER_NOT_AVAILABLE, timeouts) and its own error callbacks. Node logs: `Cluster::log_tail`
+//! (`RUNNEL_CLUSTER_LOG=debug` for more).
 //! A missing client or tool skips a test locally and fails it under `CI=true`.
 
 use std::collections::{BTreeMap, HashMap};
