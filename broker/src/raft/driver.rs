@@ -12,9 +12,9 @@
 //! sequences there) and learn the entry's index and term. [`Group::wait_committed`] then says
 //! whether that very entry (same index *and* term) was committed.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -34,7 +34,24 @@ pub trait Host<L: RaftLog>: Send + Sync + 'static {
     fn committed(&self, log: &L, commit: Index);
     /// The role, term or leader changed.
     fn role_changed(&self, _role: Role, _term: Term, _leader: Option<NodeId>) {}
+    /// An entry proposed on this node (the leader) committed `latency` after its proposal.
+    fn commit_latency(&self, _latency: Duration) {}
 }
+
+/// What a group reports for observation (metrics); read with [`Group::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Times this node learned of a new leader (another node, or the same one in a new term)
+    /// since the group started.
+    pub leader_changes: u64,
+    /// The last index of this node's log.
+    pub last_index: Index,
+    /// Leader only: each follower and its matched (durable, equal) index.
+    pub matched: Vec<(NodeId, Index)>,
+}
+
+/// Proposals whose commit latency is still to be measured, at most this many.
+const MAX_TIMED_PROPOSALS: usize = 65_536;
 
 /// Timing of a group, in wall-clock terms.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +108,7 @@ enum Input<L: RaftLog> {
 pub struct Group<L: RaftLog> {
     tx: mpsc::UnboundedSender<Input<L>>,
     leadership: watch::Receiver<Leadership>,
+    stats: Arc<Mutex<GroupStats>>,
 }
 
 impl<L: RaftLog> Clone for Group<L> {
@@ -98,6 +116,7 @@ impl<L: RaftLog> Clone for Group<L> {
         Self {
             tx: self.tx.clone(),
             leadership: self.leadership.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -113,6 +132,7 @@ impl<L: RaftLog + Send + 'static> Group<L> {
             commit: core.commit(),
         });
         let rx_leadership = leadership.subscribe();
+        let stats = Arc::new(Mutex::new(GroupStats::default()));
         let task = Task {
             core,
             host,
@@ -121,6 +141,9 @@ impl<L: RaftLog + Send + 'static> Group<L> {
             leadership,
             waiters: BTreeMap::new(),
             committed: 0,
+            stats: stats.clone(),
+            leader_seen: None,
+            timed: VecDeque::new(),
         };
         let mut task = task;
         let commit = task.core.commit();
@@ -133,6 +156,7 @@ impl<L: RaftLog + Send + 'static> Group<L> {
         Self {
             tx,
             leadership: rx_leadership,
+            stats,
         }
     }
 
@@ -189,6 +213,11 @@ impl<L: RaftLog + Send + 'static> Group<L> {
         *self.leadership.borrow()
     }
 
+    /// Leader changes seen, log end and (on the leader) each follower's matched index.
+    pub fn stats(&self) -> GroupStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Changes of leadership (and commit index).
     pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
@@ -204,6 +233,12 @@ struct Task<L: RaftLog, H> {
     /// Commit waiters by index: (term of the awaited entry, reply).
     waiters: BTreeMap<Index, Vec<(Term, CommitReply)>>,
     committed: Index,
+    /// Published for observation after each input.
+    stats: Arc<Mutex<GroupStats>>,
+    /// The last leader (and its term) this node learned of.
+    leader_seen: Option<(NodeId, Term)>,
+    /// Leader only: (last index, term, when) of each proposal not yet committed.
+    timed: VecDeque<(Index, Term, Instant)>,
 }
 
 impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
@@ -233,7 +268,16 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
         match input {
             Input::Step(m) => self.core.step(m),
             Input::Core(f) => {
+                let before = self.core.log().last_index();
                 f(&mut self.core);
+                let last = self.core.log().last_index();
+                if last > before && self.core.role() == Role::Leader {
+                    if self.timed.len() >= MAX_TIMED_PROPOSALS {
+                        self.timed.pop_front();
+                    }
+                    self.timed
+                        .push_back((last, self.core.term(), Instant::now()));
+                }
                 Ok(())
             }
             Input::LogPersisted { index, term } => self.core.log_persisted(index, term),
@@ -263,6 +307,7 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
         loop {
             let outputs = self.core.drain();
             if outputs.is_empty() {
+                self.publish_stats();
                 return Ok(());
             }
             for out in outputs {
@@ -294,6 +339,15 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                         if c > self.committed {
                             self.committed = c;
                             self.host.committed(self.core.log(), c);
+                            while let Some(&(index, term, at)) = self.timed.front() {
+                                if index > c {
+                                    break;
+                                }
+                                self.timed.pop_front();
+                                if self.core.log().term(index) == Some(term) {
+                                    self.host.commit_latency(at.elapsed());
+                                }
+                            }
                             let rest = self.waiters.split_off(&(c + 1));
                             let done = std::mem::replace(&mut self.waiters, rest);
                             for (index, ws) in done {
@@ -304,6 +358,18 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                         }
                     }
                     Output::RoleChanged { role, term, leader } => {
+                        if let Some(l) = leader {
+                            if self.leader_seen != Some((l, term)) {
+                                self.leader_seen = Some((l, term));
+                                self.stats
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .leader_changes += 1;
+                            }
+                        }
+                        if role != Role::Leader {
+                            self.timed.clear();
+                        }
                         self.host.role_changed(role, term, leader);
                     }
                 }
@@ -319,6 +385,17 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                 *l = now;
                 changed
             });
+        }
+    }
+
+    /// Publish the log end and the followers' progress (only when they changed).
+    fn publish_stats(&self) {
+        let last = self.core.log().last_index();
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.last_index = last;
+        if !stats.matched.iter().copied().eq(self.core.progress()) {
+            stats.matched.clear();
+            stats.matched.extend(self.core.progress());
         }
     }
 
@@ -356,6 +433,7 @@ mod tests {
     struct TestHost {
         net: Arc<Net>,
         commits: Mutex<Vec<Index>>,
+        latencies: Mutex<Vec<Duration>>,
     }
 
     impl Host<MemRaftLog> for TestHost {
@@ -377,6 +455,9 @@ mod tests {
         fn committed(&self, _: &MemRaftLog, commit: Index) {
             self.commits.lock().unwrap().push(commit);
         }
+        fn commit_latency(&self, latency: Duration) {
+            self.latencies.lock().unwrap().push(latency);
+        }
     }
 
     fn cluster() -> (Arc<Net>, Vec<Arc<TestHost>>) {
@@ -389,6 +470,7 @@ mod tests {
             let host = Arc::new(TestHost {
                 net: net.clone(),
                 commits: Mutex::new(Vec::new()),
+                latencies: Mutex::new(Vec::new()),
             });
             let g = Group::spawn(
                 core,
@@ -435,6 +517,25 @@ mod tests {
         g.wait_committed(index, term, Duration::from_secs(5))
             .await
             .expect("committed");
+        // The leader timed its proposal, and reports both followers' progress.
+        let host = &hosts[usize::try_from(id - 1).unwrap()];
+        assert_eq!(host.latencies.lock().unwrap().len(), 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = g.stats();
+            assert_eq!(stats.leader_changes, 1);
+            assert_eq!(stats.last_index, index);
+            if stats.matched
+                == vec![(1, index), (2, index), (3, index)]
+                    .into_iter()
+                    .filter(|(n, _)| *n != id)
+                    .collect::<Vec<_>>()
+            {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Every node learns the commit.
         for h in &hosts {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -451,6 +552,7 @@ mod tests {
         let stale = propose(&g, b"lost").await;
         let (id2, g2) = leader(&net).await;
         assert_ne!(id, id2);
+        assert!(g2.stats().leader_changes >= 2, "a new leader in a new term");
         let (i2, t2) = propose(&g2, b"two").await.expect("new leader accepts");
         g2.wait_committed(i2, t2, Duration::from_secs(5))
             .await

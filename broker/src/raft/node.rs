@@ -184,6 +184,17 @@ impl<L: RaftLog> RaftNode<L> {
         self.commit
     }
 
+    /// Leader only: each other voter and its matched index (its log is known to equal this
+    /// node's, durably, up to there); nothing on a follower or candidate. Read-only, for
+    /// observation (replica lag).
+    pub fn progress(&self) -> impl Iterator<Item = (NodeId, Index)> + '_ {
+        let leading = self.role == Role::Leader;
+        self.progress
+            .iter()
+            .filter(move |_| leading)
+            .map(|(id, pr)| (*id, pr.matched))
+    }
+
     /// The hard state as it is now (possibly not yet durable).
     pub fn hard_state(&self) -> HardState {
         HardState {

@@ -433,6 +433,42 @@ fn raft_a_follower_acknowledges_only_durable_entries() {
     assert_eq!(c.node(1).commit(), index);
 }
 
+#[test]
+fn raft_progress_reports_each_followers_durable_match_on_the_leader_only() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    let noop = c.node(1).log().last_index();
+    assert_eq!(
+        c.node(1).progress().collect::<Vec<_>>(),
+        vec![(2, noop), (3, noop)]
+    );
+    assert_eq!(
+        c.node(2).progress().count(),
+        0,
+        "a follower reports nothing"
+    );
+    c.stalled.insert(3); // node 3 writes but does not sync
+    let index = c
+        .nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(Bytes::from_static(b"x"))
+        .unwrap();
+    c.tick_all(4);
+    assert_eq!(
+        c.node(1).progress().collect::<Vec<_>>(),
+        vec![(2, index), (3, noop)],
+        "a written but unsynced entry is not matched"
+    );
+    c.release(3);
+    c.tick_all(2);
+    assert_eq!(
+        c.node(1).progress().collect::<Vec<_>>(),
+        vec![(2, index), (3, index)]
+    );
+}
+
 /// A tiny generator for the hostile-input test.
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
