@@ -8,11 +8,12 @@
 //! (`_seconds`, `_bytes`), `_total` on counters.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use runnel_processor::driver::Clock;
@@ -53,6 +54,20 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+/// Labels of a per-follower replica-lag series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    pub topic: String,
+    pub partition: i32,
+    pub follower: i32,
+}
+
+/// Labels of a peer-transport drop series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: &'static str,
+}
+
 /// Labels of a per-method gRPC series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
@@ -60,6 +75,21 @@ pub struct GrpcLabels {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// A metric whose HELP and TYPE lines are written even when it has no samples (an empty
+/// [`Family`] is left out of the exposition otherwise). The replication series use it, so
+/// their names are in every node's `/metrics`; outside cluster mode they have no samples.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
 
 /// Latency buckets from 50 µs to ~13 s.
 fn latency_histogram() -> Histogram {
@@ -80,6 +110,8 @@ pub struct Metrics {
     pub processor_alerts: Family<RuleLabels, Counter>,
     pub processor_alert_latency_seconds: HistogramFamily<PipelineLabels>,
     pub processor_checkpoint_seconds: HistogramFamily<PipelineLabels>,
+    /// Cluster mode: propose → commit on the leader, per replicated partition.
+    pub raft_commit_seconds: HistogramFamily<PartitionLabels>,
     /// Whether per-request series are recorded (`Config::metrics`).
     recording: bool,
 }
@@ -98,6 +130,7 @@ impl Default for Metrics {
             processor_alerts: Family::default(),
             processor_alert_latency_seconds: Family::new_with_constructor(latency_histogram),
             processor_checkpoint_seconds: Family::new_with_constructor(latency_histogram),
+            raft_commit_seconds: Family::new_with_constructor(latency_histogram),
             recording: true,
         }
     }
@@ -194,6 +227,20 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The commit-latency histogram of a replicated partition, for its replica to record
+    /// into; `None` when per-request recording is off.
+    pub fn raft_commit_histogram(&self, topic: &str, partition: i32) -> Option<Histogram> {
+        if !self.recording {
+            return None;
+        }
+        let labels = PartitionLabels {
+            topic: topic.to_string(),
+            partition,
+        };
+        let h: Histogram = (*self.raft_commit_seconds.get_or_create(&labels)).clone();
+        Some(h)
+    }
+
     /// Forgets the per-partition series of a deleted topic.
     pub fn forget_topic(&self, topic: &str, partitions: impl Iterator<Item = i32>) {
         for partition in partitions {
@@ -204,6 +251,7 @@ impl Metrics {
             self.produce_records.remove(&labels);
             self.produce_bytes.remove(&labels);
             self.fetch_bytes.remove(&labels);
+            self.raft_commit_seconds.remove(&labels);
         }
     }
 
@@ -265,7 +313,13 @@ impl Metrics {
             "Time one processor checkpoint (state and offsets to sled, flushed) took",
             self.processor_checkpoint_seconds.clone(),
         );
+        registry.register(
+            "raft_commit_latency_seconds",
+            "Cluster mode: from a proposal on the leader to its commit (a majority has it durable), per partition",
+            Declared(self.raft_commit_seconds.clone()),
+        );
         register_state(&mut registry, broker);
+        register_replication(&mut registry, broker);
         register_pipelines(&mut registry, broker);
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -416,5 +470,197 @@ fn register_pipelines(registry: &mut Registry, broker: &Broker) {
         "processor_running",
         "1 while the pipeline's driver runs, 0 while it recovers after an error",
         running,
+    );
+}
+
+/// A gauge with one unlabelled sample, or declared with no sample (outside cluster mode),
+/// so the name is always in the exposition.
+fn register_gauge(registry: &mut Registry, name: &str, help: &str, value: Option<i64>) {
+    match value {
+        Some(v) => {
+            let g: Gauge = Gauge::default();
+            g.set(v);
+            registry.register(name, help, g);
+        }
+        None => registry.register(
+            name,
+            help,
+            Declared(Family::<PartitionLabels, Gauge>::default()),
+        ),
+    }
+}
+
+/// A counter with one unlabelled sample, or declared with no sample (outside cluster mode).
+fn register_counter(registry: &mut Registry, name: &str, help: &str, value: Option<u64>) {
+    match value {
+        Some(v) => {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            registry.register(name, help, c);
+        }
+        None => registry.register(
+            name,
+            help,
+            Declared(Family::<PartitionLabels, Counter>::default()),
+        ),
+    }
+}
+
+fn gauge_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Cluster mode, read now: each local replica's term, role, leader, commit and last index,
+/// leader changes and (on the leader) each follower's lag; the metadata group's; the peer
+/// transport's counters. Outside cluster mode every family is declared with no samples.
+fn register_replication(registry: &mut Registry, broker: &Broker) {
+    let term = Family::<PartitionLabels, Gauge>::default();
+    let is_leader = Family::<PartitionLabels, Gauge>::default();
+    let leader_id = Family::<PartitionLabels, Gauge>::default();
+    let commit = Family::<PartitionLabels, Gauge>::default();
+    let last = Family::<PartitionLabels, Gauge>::default();
+    let changes = Family::<PartitionLabels, Counter>::default();
+    let lag = Family::<FollowerLabels, Gauge>::default();
+    let drops = Family::<DropLabels, Counter>::default();
+    let cluster = broker.cluster();
+    for ((topic, partition), replica) in cluster.map(|c| c.replica_list()).unwrap_or_default() {
+        let l = replica.group.leadership();
+        let stats = replica.group.stats();
+        let labels = PartitionLabels {
+            topic: topic.clone(),
+            partition,
+        };
+        term.get_or_create(&labels).set(gauge_of(l.term));
+        is_leader
+            .get_or_create(&labels)
+            .set(i64::from(l.role == crate::raft::Role::Leader));
+        leader_id.get_or_create(&labels).set(
+            l.leader
+                .map_or(-1, |n| i64::from(crate::cluster::kafka_id(n))),
+        );
+        commit.get_or_create(&labels).set(gauge_of(l.commit));
+        last.get_or_create(&labels).set(gauge_of(stats.last_index));
+        changes.get_or_create(&labels).inc_by(stats.leader_changes);
+        if l.role == crate::raft::Role::Leader {
+            for (follower, matched) in &stats.matched {
+                lag.get_or_create(&FollowerLabels {
+                    topic: topic.clone(),
+                    partition,
+                    follower: crate::cluster::kafka_id(*follower),
+                })
+                .set(gauge_of(stats.last_index.saturating_sub(*matched)));
+            }
+        }
+    }
+    let meta = cluster.map(|c| c.meta_state());
+    let peers = cluster.map(|c| c.peer_stats());
+    if let Some(p) = &peers {
+        for (reason, n) in [
+            ("queue_full", p.dropped_queue_full),
+            ("unknown_peer", p.dropped_unknown_peer),
+            ("disconnected", p.dropped_disconnected),
+            ("oversized", p.dropped_oversized),
+            ("misaddressed", p.dropped_misaddressed),
+        ] {
+            drops.get_or_create(&DropLabels { reason }).inc_by(n);
+        }
+    }
+    registry.register(
+        "raft_term",
+        "Cluster mode: the Raft term this node is in, per replicated partition",
+        Declared(term),
+    );
+    registry.register(
+        "raft_is_leader",
+        "Cluster mode: 1 if this node leads the partition's Raft group, else 0",
+        Declared(is_leader),
+    );
+    registry.register(
+        "raft_leader_id",
+        "Cluster mode: the partition's leader as this node knows it (node id; -1: none known)",
+        Declared(leader_id),
+    );
+    registry.register(
+        "raft_commit_index",
+        "Cluster mode: the partition's Raft commit index as this node knows it (entries)",
+        Declared(commit),
+    );
+    registry.register(
+        "raft_last_index",
+        "Cluster mode: the last Raft index in this node's log of the partition (entries)",
+        Declared(last),
+    );
+    registry.register(
+        "raft_leader_changes",
+        "Cluster mode: new leaders (or the same leader in a new term) this node learned of since it started, per partition",
+        Declared(changes),
+    );
+    registry.register(
+        "raft_replica_lag_entries",
+        "Cluster mode, on the leader: its last index minus the follower's durable matched index",
+        Declared(lag),
+    );
+    let (ml, ms) = meta.map_or((None, None), |(l, s)| (Some(l), Some(s)));
+    register_gauge(
+        registry,
+        "raft_metadata_term",
+        "Cluster mode: the metadata group's Raft term on this node",
+        ml.map(|l| gauge_of(l.term)),
+    );
+    register_gauge(
+        registry,
+        "raft_metadata_is_leader",
+        "Cluster mode: 1 if this node leads the metadata group (the controller), else 0",
+        ml.map(|l| i64::from(l.role == crate::raft::Role::Leader)),
+    );
+    register_gauge(
+        registry,
+        "raft_metadata_leader_id",
+        "Cluster mode: the metadata leader as this node knows it (node id; -1: none known)",
+        ml.map(|l| {
+            l.leader
+                .map_or(-1, |n| i64::from(crate::cluster::kafka_id(n)))
+        }),
+    );
+    register_gauge(
+        registry,
+        "raft_metadata_commit_index",
+        "Cluster mode: the metadata group's commit index as this node knows it (entries)",
+        ml.map(|l| gauge_of(l.commit)),
+    );
+    register_counter(
+        registry,
+        "raft_metadata_leader_changes",
+        "Cluster mode: new metadata leaders (or terms) this node learned of since it started",
+        ms.map(|s| s.leader_changes),
+    );
+    register_counter(
+        registry,
+        "peer_connects",
+        "Cluster mode: outbound peer connections established (a reconnect counts again)",
+        peers.map(|p| p.connects),
+    );
+    register_counter(
+        registry,
+        "peer_frames_sent",
+        "Cluster mode: frames written to peers (Raft messages and forwarded requests)",
+        peers.map(|p| p.sent),
+    );
+    register_counter(
+        registry,
+        "peer_raft_messages_received",
+        "Cluster mode: Raft messages received from peers and handed to their group",
+        peers.map(|p| p.received),
+    );
+    register_counter(
+        registry,
+        "peer_handshakes_refused",
+        "Cluster mode: inbound peer connections closed for a bad or missing Hello",
+        peers.map(|p| p.refused_handshakes),
+    );
+    registry.register(
+        "peer_drops",
+        "Cluster mode: peer frames dropped, by reason (queue_full, unknown_peer, disconnected: Raft messages not sent; oversized: either direction; misaddressed: inbound)",
+        Declared(drops),
     );
 }

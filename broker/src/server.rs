@@ -78,6 +78,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             broker.topics.clone(),
             broker.groups.clone(),
             listener,
+            broker.metrics.clone(),
         )
         .await?;
         let _ = broker.cluster.set(cluster);

@@ -32,8 +32,10 @@ use crate::group::driver::GroupDriver;
 use crate::group::{CommittedOffset, TopicPartition};
 use crate::log::file::{FileLog, FileLogConfig};
 use crate::log::PartitionLog;
+use crate::metrics::Metrics;
+use crate::net::peers::PeerStats;
 use crate::net::peers::{PeerConfig, PeerHandler, PeerNetwork};
-use crate::raft::driver::{Group, Host, Timing};
+use crate::raft::driver::{Group, GroupStats, Host, Leadership, Timing};
 use crate::raft::segment_log::SegmentRaftLog;
 use crate::raft::wire::GroupKey;
 use crate::raft::{HardState, Index, Message, NodeId, RaftNode, Role};
@@ -213,6 +215,7 @@ pub struct Cluster {
     replicas: RwLock<BTreeMap<(String, i32), Replica>>,
     state_dir: PathBuf,
     timing: Timing,
+    metrics: Metrics,
 }
 
 /// Raft node ids are the Kafka node ids (which are >= 0).
@@ -226,12 +229,14 @@ pub fn kafka_id(node: NodeId) -> i32 {
 }
 
 impl Cluster {
-    /// Start the peer network (on `listener`), the metadata group and every local replica.
+    /// Start the peer network (on `listener`), the metadata group and every local replica;
+    /// replicas record their commit latency into `metrics`.
     pub async fn start(
         config: &Config,
         topics: Arc<TopicRegistry>,
         groups: Arc<GroupDriver>,
         listener: TcpListener,
+        metrics: Metrics,
     ) -> anyhow::Result<Arc<Self>> {
         let cc = config.cluster.clone();
         let node_id = config.node_id;
@@ -289,6 +294,7 @@ impl Cluster {
             replicas: RwLock::new(BTreeMap::new()),
             state_dir,
             timing,
+            metrics,
         });
         // Replicas of topics that already exist, then the applier (which replays the log).
         for t in cluster.topics.list() {
@@ -306,6 +312,26 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(topic.to_owned(), partition))
             .cloned()
+    }
+
+    /// Every replica on this node, by (topic, partition).
+    pub fn replica_list(&self) -> Vec<((String, i32), Replica)> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    }
+
+    /// The metadata group as this node sees it: leadership and stats.
+    pub fn meta_state(&self) -> (Leadership, GroupStats) {
+        (self.meta.leadership(), self.meta.stats())
+    }
+
+    /// The peer network's counters.
+    pub fn peer_stats(&self) -> PeerStats {
+        self.net.stats()
     }
 
     /// The metadata leader (the controller, in Kafka's terms), if known.
@@ -354,6 +380,7 @@ impl Cluster {
                 net: self.net.clone(),
                 partition: p.clone(),
                 state,
+                commit_seconds: self.metrics.raft_commit_histogram(&topic.name, p.index),
             });
             let replica = Replica {
                 partition: p.clone(),

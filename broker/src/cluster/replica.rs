@@ -49,6 +49,8 @@ pub struct ReplicaHost {
     pub net: Arc<PeerNetwork>,
     pub partition: Arc<Partition>,
     pub state: HardStateFile,
+    /// Propose → commit latency on the leader (`None` when metrics are off).
+    pub commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Host<PartitionRaftLog> for ReplicaHost {
@@ -91,6 +93,12 @@ impl Host<PartitionRaftLog> for ReplicaHost {
     fn role_changed(&self, role: Role, term: Term, leader: Option<NodeId>) {
         self.partition.set_leading(role == Role::Leader);
         tracing::info!(topic = %self.partition.topic, partition = self.partition.index, ?role, term, ?leader, "replica role changed");
+    }
+
+    fn commit_latency(&self, latency: Duration) {
+        if let Some(h) = &self.commit_seconds {
+            h.observe(latency.as_secs_f64());
+        }
     }
 }
 
