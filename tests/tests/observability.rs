@@ -129,13 +129,30 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
-/// Sample names in a Prometheus/OpenMetrics exposition (`runnel_x_total`, `runnel_y_bucket`).
+/// Sample names in a Prometheus/OpenMetrics exposition (`runnel_x_total`, `runnel_y_bucket`),
+/// including those of a family declared by `# TYPE` with no samples yet: the replication
+/// series are declared on every node but have samples only in cluster mode, and a query
+/// naming them is right (it finds nothing on a single node).
 fn exposed_names(text: &str) -> BTreeSet<String> {
-    text.lines()
+    let mut names: BTreeSet<String> = text
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_owned)
-        .collect()
+        .collect();
+    for declared in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut words = declared.split(' ');
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+    }
+    names
 }
 
 /// Every `runnel_…` metric name a file refers to.
@@ -188,6 +205,18 @@ fn referenced_names_finds_metric_identifiers_only() {
     assert_eq!(names, want);
     let exposed = exposed_names("# HELP runnel_a x\nrunnel_a_total{p=\"1\"} 3\nrunnel_b 1\n");
     assert!(exposed.contains("runnel_a_total") && exposed.contains("runnel_b"));
+    let declared = exposed_names(
+        "# TYPE runnel_c counter\n# TYPE runnel_d histogram\n# TYPE runnel_e gauge\n",
+    );
+    for name in [
+        "runnel_c_total",
+        "runnel_d_bucket",
+        "runnel_d_count",
+        "runnel_e",
+    ] {
+        assert!(declared.contains(name), "{name} in {declared:?}");
+    }
+    assert!(!declared.contains("runnel_c") && !declared.contains("runnel_d"));
 }
 
 #[test]
