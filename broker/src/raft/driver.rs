@@ -82,6 +82,10 @@ pub enum CommitError {
     /// No answer in time: the entry may still commit.
     #[error("timed out waiting for the commit")]
     TimedOut,
+    /// This node stopped leading before the entry committed; the next leader may still
+    /// commit it (the outcome is unknown).
+    #[error("leadership was lost before the commit; the outcome is unknown")]
+    LeadershipLost,
 }
 
 type CoreFn<L> = Box<dyn FnOnce(&mut RaftNode<L>) + Send>;
@@ -285,6 +289,8 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
             Input::WaitCommit { index, term, reply } => {
                 if index <= self.committed {
                     let _ = reply.send(self.outcome(index, term));
+                } else if self.core.role() != Role::Leader {
+                    let _ = reply.send(Err(CommitError::LeadershipLost));
                 } else {
                     self.waiters.entry(index).or_default().push((term, reply));
                 }
@@ -369,6 +375,14 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                         }
                         if role != Role::Leader {
                             self.timed.clear();
+                            // This node will commit nothing more itself (a cut-off leader would
+                            // otherwise hold its callers until the link heals). The entries may
+                            // still be committed by the next leader: the outcome is unknown.
+                            for (_, ws) in std::mem::take(&mut self.waiters) {
+                                for (_, reply) in ws {
+                                    let _ = reply.send(Err(CommitError::LeadershipLost));
+                                }
+                            }
                         }
                         self.host.role_changed(role, term, leader);
                     }
@@ -550,6 +564,14 @@ mod tests {
         // Cut the leader off: a proposal there never commits; another leader takes over.
         *net.cut.lock().unwrap() = Some(id);
         let stale = propose(&g, b"lost").await;
+        if let Some((si, st)) = stale {
+            // The cut-off leader steps down (check-quorum) and answers its waiter at once
+            // rather than holding it until the link heals: the outcome is unknown.
+            assert_eq!(
+                g.wait_committed(si, st, Duration::from_secs(5)).await,
+                Err(CommitError::LeadershipLost)
+            );
+        }
         let (id2, g2) = leader(&net).await;
         assert_ne!(id, id2);
         assert!(g2.stats().leader_changes >= 2, "a new leader in a new term");
@@ -559,7 +581,15 @@ mod tests {
             .expect("committed on the new leader");
         *net.cut.lock().unwrap() = None;
         if let Some((si, st)) = stale {
-            // Once the old leader rejoins, its entry at that index is known replaced.
+            // Once the old leader rejoins and learns the commit, its entry is known replaced.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while g.leadership().commit < si {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the old leader never caught up"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             assert_eq!(
                 g.wait_committed(si, st, Duration::from_secs(5)).await,
                 Err(CommitError::Replaced)
@@ -568,7 +598,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiting_times_out_without_a_quorum() {
+    async fn without_a_quorum_nothing_commits_and_the_waiter_is_told_the_outcome_is_unknown() {
         let (net, _hosts) = cluster();
         let (_, g) = leader(&net).await;
         let (i, t) = propose(&g, b"x").await.unwrap();
@@ -583,9 +613,15 @@ mod tests {
             }
         }
         if let Some((i, t)) = propose(&g, b"y").await {
+            // Within the first election timeout the wait simply times out; after it the leader
+            // steps down (check-quorum) and answers at once. Either way: unknown, never Ok.
             assert_eq!(
-                g.wait_committed(i, t, Duration::from_millis(300)).await,
+                g.wait_committed(i, t, Duration::from_millis(20)).await,
                 Err(CommitError::TimedOut)
+            );
+            assert_eq!(
+                g.wait_committed(i, t, Duration::from_secs(5)).await,
+                Err(CommitError::LeadershipLost)
             );
         }
     }
