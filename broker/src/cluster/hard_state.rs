@@ -1,11 +1,11 @@
 //! A Raft group's hard state (term, vote, commit) in a small file, replaced atomically.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::raft::HardState;
+use crate::topics::{sync_dir, write_synced};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
@@ -46,8 +46,12 @@ impl HardStateFile {
     /// a crash leaves the old state or the new one, never a mix.
     pub fn save(&self, hs: HardState) -> Result<(), String> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.path.display());
-        std::fs::create_dir_all(dir).map_err(|e| err("cannot create the directory of", e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create the directory of {}: {e}",
+                self.path.display()
+            )
+        })?;
         let text = serde_json::to_vec(&Stored {
             term: hs.term,
             vote: hs.vote,
@@ -55,13 +59,10 @@ impl HardStateFile {
         })
         .map_err(|e| e.to_string())?;
         let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err("cannot create", e))?;
-        f.write_all(&text).map_err(|e| err("cannot write", e))?;
-        f.sync_all().map_err(|e| err("cannot fsync", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| err("cannot replace", e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| err("cannot fsync the directory of", e))
+        write_synced(&tmp, &text).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| format!("cannot replace {}: {e}", self.path.display()))?;
+        sync_dir(dir).map_err(|e| e.to_string())
     }
 
     /// Forget the state (the group's topic was deleted).
