@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_broker::codec::batch;
-use runnel_broker::codec::builder::{decode_records, encode_batch, ProducerInfo, Record};
+use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
+use runnel_broker::kafka_client::fetch::{decode_fetched, FetchedPartition};
 use runnel_broker::kafka_client::{Client, ClientConfig, KafkaClientError};
 use runnel_tests::cluster::Cluster;
 use runnel_tests::link_proxy::Mode;
@@ -116,29 +117,22 @@ async fn producer(
     }
 }
 
-/// Records of a Fetch answer from `offset` on: (offset, value); and the next offset to ask.
-fn decode(buf: &[u8], mut offset: i64) -> (Vec<(i64, String)>, i64) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Ok(h) = batch::parse_header(&buf[at..]) {
-        let Some(b) = buf.get(at..at + h.total_len()) else {
-            break; // a partial last batch
-        };
-        at += h.total_len();
-        if h.next_offset() <= offset {
-            continue;
-        }
-        if !h.is_control() {
-            let records = decode_records(b).expect("an uncompressed batch");
-            for (r, o) in records.into_iter().zip(h.base_offset..) {
-                if o >= offset {
-                    out.push((o, String::from_utf8(r.value.unwrap_or_default()).unwrap()));
-                }
-            }
-        }
-        offset = h.next_offset();
-    }
-    (out, offset)
+/// Records of a Fetch answer from `offset` on: (offset, value); and the next offset to ask
+/// (past control batches). Every offset the answer holds is kept, so a record served above
+/// the high watermark is seen by the caller.
+fn decode(f: &FetchedPartition, offset: i64) -> (Vec<(i64, String)>, i64) {
+    let d = decode_fetched(f.records.clone(), offset, i64::MAX, usize::MAX).expect("valid batches");
+    let records = d
+        .records
+        .into_iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.unwrap_or_default()).unwrap(),
+            )
+        })
+        .collect();
+    (records, d.next_offset)
 }
 
 /// Tails every partition from its leader, checking it never goes backwards.
@@ -162,7 +156,7 @@ async fn consumer(bootstrap: String, stop: Arc<Mutex<bool>>, ledger: Arc<Mutex<L
                 f.high_watermark
             );
             hw_seen[i] = f.high_watermark;
-            let (records, to) = decode(&f.records, next[i]);
+            let (records, to) = decode(&f, next[i]);
             let mut l = ledger.lock().unwrap();
             for (o, v) in records {
                 assert!(
@@ -219,7 +213,7 @@ async fn read_partition(c: &Client, partition: i32) -> (Vec<(i64, String)>, i64)
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let (records, to) = decode(&f.records, offset);
+        let (records, to) = decode(&f, offset);
         out.extend(records);
         offset = to;
         if offset >= f.high_watermark {
