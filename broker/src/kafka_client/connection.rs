@@ -1,6 +1,7 @@
 //! One TCP connection to a Kafka broker: length-prefixed request/response framing with
 //! kafka-protocol's message types, one request in flight, every answer bounded in size and
-//! checked against its correlation id, every wait bounded by a timeout.
+//! checked against its correlation id. [`Connection::call`] bounds the whole exchange by a
+//! timeout; [`Connection::send`] alone is for requests that get no answer (Produce acks=0).
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::Metadata) => "Metadata",
         Ok(ApiKey::ApiVersions) => "ApiVersions",
         Ok(ApiKey::CreateTopics) => "CreateTopics",
+        Ok(ApiKey::InitProducerId) => "InitProducerId",
         _ => "Kafka",
     }
 }
@@ -115,6 +117,17 @@ impl Connection {
         req: &R,
         version: i16,
     ) -> Result<R::Response, KafkaClientError> {
+        let correlation = self.send(req, version).await?;
+        self.receive::<R>(version, correlation).await
+    }
+
+    /// Writes `req` as `version`; returns its correlation id. No timeout: the caller bounds
+    /// the wait if it needs to.
+    pub async fn send<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<i32, KafkaClientError> {
         let api = api_name(R::KEY);
         let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaClientError::Encode {
             api,
@@ -147,7 +160,17 @@ impl Connection {
             .write_all(&frame)
             .await
             .map_err(|e| self.io(api, e))?;
+        Ok(correlation)
+    }
 
+    /// Reads the answer to the request [`Connection::send`] numbered `correlation`.
+    pub async fn receive<R: Request>(
+        &mut self,
+        version: i16,
+        correlation: i32,
+    ) -> Result<R::Response, KafkaClientError> {
+        let api = api_name(R::KEY);
+        let key = ApiKey::try_from(R::KEY).map_err(|_| self.bad(api, "unknown api key".into()))?;
         let len = self.stream.read_i32().await.map_err(|e| self.io(api, e))?;
         let len = usize::try_from(len)
             .ok()

@@ -26,27 +26,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ApiVersionsRequest, CreateTopicsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::grpc::partitioner::partition_for_key;
+use crate::kafka_client::connection::{pick, Connection};
+use crate::kafka_client::KafkaClientError;
 use kafka_protocol::messages::InitProducerIdRequest;
 
-/// Largest response frame accepted from a broker.
-const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// How long Metadata may keep reporting a topic without leaders (e.g. just created).
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Produce versions used: v7 is the oldest Kafka 4 still takes apart from v3; v9 the newest
@@ -56,28 +53,9 @@ const PRODUCE_VERSIONS: (i16, i16) = (7, 9);
 /// Why the producer could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    // `error`, not `source`: the message already carries it, and anyhow's `{:#}` would
-    // print a source a second time.
-    #[error("cannot connect to {addr}: {error}")]
-    Connect { addr: String, error: std::io::Error },
-    #[error("connection to {addr} failed: {error}")]
-    Io { addr: String, error: std::io::Error },
-    #[error("cannot encode a {api} request: {message}")]
-    Encode { api: &'static str, message: String },
-    #[error("bad {api} response from {addr}: {message}")]
-    Decode {
-        api: &'static str,
-        addr: String,
-        message: String,
-    },
-    #[error("{addr} does not support {api} v{min}..=v{max} (it offers up to v{offered})")]
-    Unsupported {
-        addr: String,
-        api: &'static str,
-        min: i16,
-        max: i16,
-        offered: i16,
-    },
+    /// Connecting, framing, or version negotiation ([`crate::kafka_client::connection`]).
+    #[error(transparent)]
+    Client(#[from] KafkaClientError),
     #[error("topic {topic:?}: {message}")]
     Topic { topic: String, message: String },
     #[error("the producer is closed")]
@@ -148,162 +126,19 @@ impl ProducerConfig {
     }
 }
 
-/// One connection with request/response framing.
-struct Conn {
-    addr: String,
-    stream: TcpStream,
-    correlation: i32,
-    client_id: StrBytes,
+/// How long connecting to a broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one exchange with a broker may take: the broker's own produce timeout plus a
+/// margin, so a broker that stops answering fails the request (to be retried) instead of
+/// stalling its task for ever.
+fn request_timeout(config: &ProducerConfig) -> Duration {
+    Duration::from_millis(u64::try_from(config.timeout_ms).unwrap_or(0))
+        .saturating_add(Duration::from_secs(10))
 }
 
-fn api_name(key: i16) -> &'static str {
-    match ApiKey::try_from(key) {
-        Ok(ApiKey::Produce) => "Produce",
-        Ok(ApiKey::Metadata) => "Metadata",
-        Ok(ApiKey::ApiVersions) => "ApiVersions",
-        Ok(ApiKey::CreateTopics) => "CreateTopics",
-        Ok(ApiKey::InitProducerId) => "InitProducerId",
-        _ => "Kafka",
-    }
-}
-
-impl Conn {
-    async fn open(addr: &str, client_id: &str) -> Result<Self, KafkaError> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
-            .await
-            .map_err(|_| KafkaError::Connect {
-                addr: addr.to_owned(),
-                error: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
-            })?
-            .map_err(|error| KafkaError::Connect {
-                addr: addr.to_owned(),
-                error,
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Self {
-            addr: addr.to_owned(),
-            stream,
-            correlation: 0,
-            client_id: StrBytes::from_string(client_id.to_owned()),
-        })
-    }
-
-    fn io(&self, error: std::io::Error) -> KafkaError {
-        KafkaError::Io {
-            addr: self.addr.clone(),
-            error,
-        }
-    }
-
-    async fn write_request<R: Request>(
-        &mut self,
-        req: &R,
-        version: i16,
-    ) -> Result<i32, KafkaError> {
-        let api = api_name(R::KEY);
-        let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaError::Encode {
-            api,
-            message: "unknown api key".into(),
-        })?;
-        self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut body = BytesMut::new();
-        let enc = |e: anyhow::Error| KafkaError::Encode {
-            api,
-            message: e.to_string(),
-        };
-        header
-            .encode(&mut body, key.request_header_version(version))
-            .map_err(enc)?;
-        req.encode(&mut body, version).map_err(enc)?;
-        let len = i32::try_from(body.len()).map_err(|_| KafkaError::Encode {
-            api,
-            message: "request larger than 2 GiB".into(),
-        })?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(len);
-        frame.extend_from_slice(&body);
-        self.stream
-            .write_all(&frame)
-            .await
-            .map_err(|e| self.io(e))?;
-        Ok(self.correlation)
-    }
-
-    async fn read_response<R: Request>(
-        &mut self,
-        version: i16,
-        correlation: i32,
-    ) -> Result<R::Response, KafkaError> {
-        let api = api_name(R::KEY);
-        let bad = |addr: &str, message: String| KafkaError::Decode {
-            api,
-            addr: addr.to_owned(),
-            message,
-        };
-        let len = self.stream.read_i32().await.map_err(|e| self.io(e))?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_RESPONSE)
-            .ok_or_else(|| bad(&self.addr, format!("frame length {len}")))?;
-        let mut buf = vec![0u8; len];
-        self.stream
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| self.io(e))?;
-        let mut buf = Bytes::from(buf);
-        let key = ApiKey::try_from(R::KEY).map_err(|_| bad(&self.addr, "unknown api".into()))?;
-        let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-            .map_err(|e| bad(&self.addr, e.to_string()))?;
-        if header.correlation_id != correlation {
-            return Err(bad(
-                &self.addr,
-                format!(
-                    "correlation id {} answers request {correlation}",
-                    header.correlation_id
-                ),
-            ));
-        }
-        let resp =
-            R::Response::decode(&mut buf, version).map_err(|e| bad(&self.addr, e.to_string()))?;
-        if buf.has_remaining() {
-            tracing::debug!(api, "{} trailing bytes in response", buf.remaining());
-        }
-        Ok(resp)
-    }
-
-    async fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response, KafkaError> {
-        let c = self.write_request(req, version).await?;
-        self.read_response::<R>(version, c).await
-    }
-
-    /// The highest version of `R` both sides speak within `min..=max`.
-    fn pick<R: Request>(
-        &self,
-        versions: &ApiVersionsResponse,
-        min: i16,
-        max: i16,
-    ) -> Result<i16, KafkaError> {
-        let offered = versions
-            .api_keys
-            .iter()
-            .find(|k| k.api_key == R::KEY)
-            .map(|k| (k.min_version, k.max_version));
-        match offered {
-            Some((lo, hi)) if hi >= min && lo <= max => Ok(hi.min(max)),
-            other => Err(KafkaError::Unsupported {
-                addr: self.addr.clone(),
-                api: api_name(R::KEY),
-                min,
-                max,
-                offered: other.map_or(-1, |o| o.1),
-            }),
-        }
-    }
+async fn open(addr: &str, config: &ProducerConfig) -> Result<Connection, KafkaError> {
+    Ok(Connection::open(addr, &config.client_id, CONNECT_TIMEOUT).await?)
 }
 
 fn topic_name(s: &str) -> TopicName {
@@ -357,26 +192,32 @@ impl KafkaProducer {
         create: Option<i32>,
         counters: Arc<Counters>,
     ) -> Result<Self, KafkaError> {
-        let mut conn = Conn::open(&config.bootstrap, &config.client_id).await?;
-        let versions = conn.call(&ApiVersionsRequest::default(), 0).await?;
+        let timeout = request_timeout(&config);
+        let mut conn = open(&config.bootstrap, &config).await?;
+        let versions = conn
+            .call(&ApiVersionsRequest::default(), 0, timeout)
+            .await?;
         if versions.error_code != 0 {
-            return Err(KafkaError::Decode {
+            return Err(KafkaClientError::Decode {
                 api: "ApiVersions",
-                addr: conn.addr.clone(),
+                addr: conn.addr().to_owned(),
                 message: error_text(versions.error_code),
-            });
+            }
+            .into());
         }
+        let addr = conn.addr().to_owned();
         let v = Versions {
-            metadata: conn.pick::<MetadataRequest>(&versions, 1, 12)?,
-            produce: conn.pick::<ProduceRequest>(
+            metadata: pick::<MetadataRequest>(&addr, &versions, 1, 12)?,
+            produce: pick::<ProduceRequest>(
+                &addr,
                 &versions,
                 PRODUCE_VERSIONS.0,
                 PRODUCE_VERSIONS.1,
             )?,
-            create_topics: conn.pick::<CreateTopicsRequest>(&versions, 2, 5).ok(),
-            init_producer_id: conn.pick::<InitProducerIdRequest>(&versions, 0, 4).ok(),
+            create_topics: pick::<CreateTopicsRequest>(&addr, &versions, 2, 5).ok(),
+            init_producer_id: pick::<InitProducerIdRequest>(&addr, &versions, 0, 4).ok(),
         };
-        let (brokers, mut routes) = metadata(&mut conn, v, topics).await?;
+        let (brokers, mut routes) = metadata(&mut conn, v, topics, timeout).await?;
         let missing: Vec<String> = topics
             .iter()
             .filter(|t| !routes.contains_key(*t))
@@ -415,7 +256,7 @@ impl KafkaProducer {
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            (brokers, routes) = metadata(&mut conn, v, topics).await?;
+            (brokers, routes) = metadata(&mut conn, v, topics, timeout).await?;
         }
         let mut leaders = HashMap::new();
         let mut tasks = Vec::new();
@@ -427,7 +268,7 @@ impl KafkaProducer {
             let Some(addr) = brokers.get(&node) else {
                 continue;
             };
-            let leader_conn = Conn::open(addr, &config.client_id).await?;
+            let leader_conn = open(addr, &config).await?;
             let (tx, rx) = mpsc::channel(config.max_request_records.max(1) * 2);
             let sender = Sender {
                 config: config.clone(),
@@ -507,9 +348,10 @@ impl KafkaProducer {
 
 /// Broker addresses by node id and the leaders of each named topic that exists.
 async fn metadata(
-    conn: &mut Conn,
+    conn: &mut Connection,
     v: Versions,
     topics: &[String],
+    timeout: Duration,
 ) -> Result<(HashMap<i32, String>, HashMap<String, Route>), KafkaError> {
     // Never auto-create here: a topic the caller wants made is created with its partition
     // count by CreateTopics, not with the cluster's default.
@@ -521,7 +363,7 @@ async fn metadata(
                 .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
                 .collect(),
         ));
-    let resp = conn.call(&req, v.metadata).await?;
+    let resp = conn.call(&req, v.metadata, timeout).await?;
     let brokers = resp
         .brokers
         .iter()
@@ -554,7 +396,7 @@ async fn metadata(
 }
 
 async fn create_topics(
-    conn: &mut Conn,
+    conn: &mut Connection,
     v: Versions,
     names: &[String],
     partitions: i32,
@@ -579,7 +421,9 @@ async fn create_topics(
                 .collect(),
         )
         .with_timeout_ms(timeout_ms);
-    let resp = conn.call(&req, version).await?;
+    let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
+        .saturating_add(Duration::from_secs(10));
+    let resp = conn.call(&req, version, timeout).await?;
     for t in resp.topics {
         // 36 = TOPIC_ALREADY_EXISTS: someone else created it meanwhile; fine.
         if t.error_code != 0 && t.error_code != 36 {
@@ -714,7 +558,7 @@ struct Sender {
     versions: Versions,
     /// The leader this task was started for.
     home: String,
-    conns: HashMap<String, Conn>,
+    conns: HashMap<String, Connection>,
     /// Partitions whose leader moved away from `home` (learned from a Metadata refresh).
     moved: HashMap<(Arc<str>, i32), String>,
     producer: Option<Idempotence>,
@@ -726,9 +570,9 @@ impl Sender {
         self.config.idempotent && self.config.acks == -1 && self.versions.init_producer_id.is_some()
     }
 
-    async fn conn(&mut self, addr: &str) -> Result<&mut Conn, KafkaError> {
+    async fn conn(&mut self, addr: &str) -> Result<&mut Connection, KafkaError> {
         if !self.conns.contains_key(addr) {
-            let c = Conn::open(addr, &self.config.client_id).await?;
+            let c = open(addr, &self.config).await?;
             self.conns.insert(addr.to_owned(), c);
         }
         self.conns.get_mut(addr).ok_or(KafkaError::Closed)
@@ -746,8 +590,9 @@ impl Sender {
             .with_transactional_id(None)
             .with_transaction_timeout_ms(60_000);
         let bootstrap = self.config.bootstrap.clone();
+        let timeout = request_timeout(&self.config);
         let resp = match self.conn(&bootstrap).await {
-            Ok(c) => c.call(&req, version).await,
+            Ok(c) => c.call(&req, version, timeout).await.map_err(Into::into),
             Err(e) => Err(e),
         };
         match resp {
@@ -885,8 +730,9 @@ impl Sender {
             .collect();
         let bootstrap = self.config.bootstrap.clone();
         let v = self.versions;
+        let timeout = request_timeout(&self.config);
         let found = match self.conn(&bootstrap).await {
-            Ok(c) => metadata(c, v, &topics).await,
+            Ok(c) => metadata(c, v, &topics, timeout).await,
             Err(e) => Err(e),
         };
         let (brokers, routes) = match found {
@@ -938,15 +784,20 @@ impl Sender {
             );
         let version = self.versions.produce;
         let acks = self.config.acks;
+        let timeout = request_timeout(&self.config);
         let sent = match self.conn(addr).await {
             Err(e) => Err((e, false)),
             // No response comes for acks=0: written is all we learn.
             Ok(c) if acks == 0 => c
-                .write_request(&req, version)
+                .send(&req, version)
                 .await
                 .map(|_| None)
-                .map_err(|e| (e, true)),
-            Ok(c) => c.call(&req, version).await.map(Some).map_err(|e| (e, true)),
+                .map_err(|e| (e.into(), true)),
+            Ok(c) => c
+                .call(&req, version, timeout)
+                .await
+                .map(Some)
+                .map_err(|e| (e.into(), true)),
         };
         let resp = match sent {
             Ok(Some(r)) => r,
@@ -1007,6 +858,7 @@ mod tests {
     //! that a healthy single broker never takes.
     use super::*;
     use crate::codec::batch;
+    use bytes::{BufMut, BytesMut};
     use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -1014,10 +866,14 @@ mod tests {
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
+    use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
     use kafka_protocol::messages::{
         ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse, ProduceResponse,
     };
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::net::TcpStream;
 
     /// What a node does with its first Produce.
     #[derive(Clone, Copy, PartialEq)]
