@@ -118,45 +118,9 @@ create_topic() { # TOPIC
 }
 
 declare -A R
-# produce KEY TOPIC SIZE COUNT
-produce() {
-    local key="$1" topic="$2" size="$3" count="$4" f="$WORK/$1.produce.log"
-    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
-        -a -1 -X linger.ms=5 -q >"$f" 2>&1
-    local rc=$? line; line="$(grep -E 'messages produced' "$f" | tail -1)"
-    if [[ -z "$line" || $rc -ne 0 ]]; then
-        R[$key.rps]="failed"; R[$key.mbs]="-"; log "produce $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
-        return 1
-    fi
-    local delivered; delivered="$(sed -E 's/.* ([0-9]+) delivered.*/\1/' <<<"$line")"
-    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
-    R[$key.mbs]="$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")"
-    [[ "$delivered" != "$count" ]] && R[$key.rps]="${R[$key.rps]} (!only $delivered)"
-    log "produce $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
-}
-# latency KEY TOPIC SIZE
-latency() {
-    local key="$1" topic="$2" size="$3" f="$WORK/$1.lat.log" lf="$WORK/$1.lat.txt"
-    local count=$((LAT_RATE * LAT_SECONDS))
-    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
-        -a -1 -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
-    if [[ ! -s "$lf" ]]; then
-        R[$key.p50]="failed"; log "latency $key failed: $(tail -3 "$f" | tr '\n' ' ')"; return 1
-    fi
-    read -r n p50 p99 mx < <(python3 - "$lf" <<'EOF'
-import sys, math
-v = sorted(int(x) for x in open(sys.argv[1]) if x.strip())
-def pct(p): return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))] / 1000.0
-print(len(v), f"{pct(0.50):.3f}", f"{pct(0.99):.3f}", f"{v[-1] / 1000.0:.3f}")
-EOF
-)
-    R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
-    R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
-    [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n)"
-    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
-}
-
-count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
+# perf_produce, perf_latency, count_for
+# shellcheck source=benches/rdkafka_perf.sh
+source "$ROOT/benches/rdkafka_perf.sh"
 
 LOADS=()
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -166,8 +130,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
         LOADS+=("round $round $target: $(cut -d' ' -f1-3 /proc/loadavg)")
         log "round $round: $target at $BOOTSTRAP (load $(cut -d' ' -f1-3 /proc/loadavg))"
         for size in $SIZES; do
-            create_topic "tp-$size" && produce "$round.$target.$size" "tp-$size" "$size" "$(count_for "$size")"
-            create_topic "lat-$size" && latency "$round.$target.$size" "lat-$size" "$size"
+            create_topic "tp-$size" && perf_produce "$round.$target.$size" "tp-$size" "$size" "$(count_for "$size")" -1
+            create_topic "lat-$size" && perf_latency "$round.$target.$size" "lat-$size" "$size" -1
         done
         stop_all
     done

@@ -1,0 +1,83 @@
+# Shared by benches/kafka_throughput.sh and benches/replication_throughput.sh (sourced, not
+# run): librdkafka's rdkafka_performance runs and the parsing of their summaries.
+# The caller sets PERF (rdkafka_performance), BOOTSTRAP, RUN_CAP, WORK, LAT_RATE, LAT_SECONDS,
+# COUNT_100, COUNT_1K, optionally LINGER_MS [5], declares the associative array R (results)
+# and defines log().
+
+# perf_produce KEY TOPIC SIZE COUNT ACKS [extra args...]  -> R[KEY.rps], R[KEY.mbs]
+perf_produce() {
+    local key="$1" topic="$2" size="$3" count="$4" acks="$5"; shift 5
+    local f="$WORK/$key.produce.log"
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a "$acks" -X linger.ms="${LINGER_MS:-5}" -q "$@" >"$f" 2>&1
+    local rc=$?
+    local line; line="$(grep -E 'messages produced' "$f" | tail -1)"
+    if [[ -z "$line" || $rc -ne 0 ]]; then
+        R[$key.rps]="failed (rc=$rc)"; R[$key.mbs]="-"
+        log "produce $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local delivered failed
+    delivered="$(sed -E 's/.* ([0-9]+) delivered.*/\1/' <<<"$line")"
+    failed="$(sed -E 's/.*, ([0-9]+) failed\).*/\1/' <<<"$line")"
+    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
+    R[$key.mbs]="$(sed -E 's/.* and ([0-9.]+) MB\/s.*/\1/' <<<"$line")"
+    if [[ "$failed" != "0" || "$delivered" != "$count" ]]; then
+        R[$key.rps]="${R[$key.rps]} (!$failed failed)"
+    fi
+    log "produce $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
+}
+
+# perf_consume KEY TOPIC PARTS COUNT -> R[KEY.rps], R[KEY.mbs]
+perf_consume() {
+    local key="$1" topic="$2" parts="$3" count="$4"
+    local f="$WORK/$key.consume.log" pargs=() p
+    for ((p = 0; p < parts; p++)); do pargs+=(-p "$p"); done
+    timeout -k 5 "$RUN_CAP" "$PERF" -C -t "$topic" -b "$BOOTSTRAP" "${pargs[@]}" -o beginning \
+        -c "$count" -q >"$f" 2>&1
+    parse_consume "$key" "$f" "$count" $?
+}
+
+# parse_consume KEY LOGFILE COUNT RC -> R[KEY.rps], R[KEY.mbs] from rdkafka_performance's summary
+parse_consume() {
+    local key="$1" f="$2" count="$3" rc="$4"
+    local line; line="$(grep -E 'messages \(.*bytes\) consumed' "$f" | grep -v INTERVAL | tail -1)"
+    if [[ -z "$line" ]]; then
+        R[$key.rps]="failed (rc=$rc)"; R[$key.mbs]="-"
+        log "consume $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local got; got="$(sed -E 's/^% ([0-9]+) messages.*/\1/' <<<"$line")"
+    R[$key.rps]="$(sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/' <<<"$line")"
+    R[$key.mbs]="$(sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' <<<"$line")"
+    [[ "$got" != "$count" ]] && R[$key.rps]="${R[$key.rps]} (only $got of $count, rc=$rc)"
+    log "consume $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
+}
+
+# perf_latency KEY TOPIC SIZE ACKS -> R[KEY.p50], R[KEY.p99], R[KEY.max] (ms)
+perf_latency() {
+    local key="$1" topic="$2" size="$3" acks="$4"
+    local f="$WORK/$key.lat.log" lf="$WORK/$key.lat.txt"
+    local count=$((LAT_RATE * LAT_SECONDS))
+    timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
+        -a "$acks" -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
+    local rc=$?
+    if [[ ! -s "$lf" ]]; then
+        R[$key.p50]="failed (rc=$rc)"; R[$key.p99]="-"; R[$key.max]="-"
+        log "latency $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    read -r n p50 p99 mx < <(python3 - "$lf" <<'EOF'
+import sys, math
+v = sorted(int(x) for x in open(sys.argv[1]) if x.strip())
+def pct(p): return v[min(len(v) - 1, max(0, math.ceil(p * len(v)) - 1))] / 1000.0
+print(len(v), f"{pct(0.50):.3f}", f"{pct(0.99):.3f}", f"{v[-1] / 1000.0:.3f}")
+EOF
+)
+    R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
+    R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
+    [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n/$count)"
+    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
+}
+
+count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
