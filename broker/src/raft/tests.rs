@@ -1,6 +1,6 @@
 //! Focused tests of the Raft core on a tiny hand-driven cluster: election, pre-vote against a
-//! returning partitioned node, conflict truncation, the own-term commit rule, durable votes,
-//! and hostile input.
+//! returning partitioned node, conflict truncation, the own-term commit rule (also as the Raft
+//! paper's Figure 8, step by step), durable votes, and hostile input.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -363,6 +363,95 @@ fn raft_a_leader_does_not_commit_an_earlier_terms_entry_by_counting_replicas() {
     assert_eq!(c.node(1).commit(), 2);
     c.tick_all(2);
     assert_eq!(c.node(2).commit(), 2);
+}
+
+/// The Raft paper's Figure 8, step by step on five nodes (one entry per append, so durability
+/// can stop between entries). (b) S5 holds 2@3, S1 and S2 hold 2@2. (c) S1 leads term 4 and
+/// gets 2@2 durable on S3 too: on a majority, but from an earlier term, so it must not commit
+/// — (d) shows why: S1 crashes before its own no-op 3@4 is durable anywhere else, S5 wins
+/// term 5 with the votes of S2, S3 and S4 (its last term 3 beats their 2) and replaces 2@2
+/// everywhere. Had S1 counted replicas, a committed entry would be gone. (e) The other
+/// branch: once S1's no-op is durable on a majority, 2@2 commits with it and S5 can no
+/// longer win.
+#[test]
+fn raft_figure_8_an_entry_on_a_majority_from_an_earlier_term_is_not_committed() {
+    fn setup() -> Cluster {
+        let logs = vec![
+            vec![entry(1, 1), entry(2, 2)],
+            vec![entry(1, 1), entry(2, 2)],
+            vec![entry(1, 1)],
+            vec![entry(1, 1)],
+            vec![entry(1, 1), entry(2, 3)],
+        ];
+        let mut c = Cluster::build(logs, 3, |cfg| cfg.max_append_entries = 1);
+        // (c) S4 and S5 are away; S2 and S3 receive S1's entries but sync nothing yet.
+        c.cut.extend([4, 5]);
+        c.stalled.extend([2, 3]);
+        c.elect(1);
+        assert_eq!((c.node(1).term(), terms(c.node(1))), (4, vec![1, 2, 4]));
+        c.tick_all(6);
+        // S3 got 2@2 (then 3@4); only the prefix up to 2@2 becomes durable there.
+        assert_eq!(terms(c.node(3)), vec![1, 2, 4]);
+        let n3 = c.nodes.get_mut(&3).unwrap();
+        n3.log_persisted(2, 2).unwrap();
+        c.held.get_mut(&3).unwrap().retain(|&(i, _)| i > 2);
+        c.tick_all(4);
+        c
+    }
+
+    let mut c = setup();
+    // 2@2 is durable on S1, S2 and S3 — a majority of five — and S1 knows it.
+    assert_eq!(terms(c.node(2))[..2], [1, 2]);
+    assert_eq!(
+        c.node(1).commit(),
+        0,
+        "an entry of term 2 must not commit in term 4 by counting replicas"
+    );
+
+    // (d) S1 crashes; S2 and S3 restart from what they synced (3@4 was never durable).
+    c.cut.insert(1);
+    c.cut.remove(&4);
+    c.cut.remove(&5);
+    c.stalled.clear();
+    c.held.clear();
+    for id in [2, 3] {
+        let hs = c.node(id).hard_state();
+        let mut cfg = Config::new(id, (1..=5).collect());
+        cfg.seed = id;
+        cfg.max_append_entries = 1;
+        let durable = vec![entry(1, 1), entry(2, 2)];
+        c.nodes
+            .insert(id, RaftNode::new(cfg, log_of(&durable), hs).unwrap());
+    }
+    c.elect(5);
+    assert_eq!(c.node(5).term(), 5);
+    c.tick_all(10);
+    for id in 2..=5 {
+        assert_eq!(
+            terms(c.node(id)),
+            vec![1, 3, 5],
+            "n{id}: 2@2 replaced by 2@3"
+        );
+        assert_eq!(c.node(id).commit(), 3, "n{id}");
+    }
+
+    // (e) The same start, but S1 stays and S2, S3 sync its no-op: 2@2 commits with 3@4, and
+    // S5 (last term 3) can no longer win an election.
+    let mut c = setup();
+    c.release(2);
+    c.release(3);
+    c.tick_all(2);
+    assert_eq!(c.node(1).commit(), 3);
+    c.cut.insert(1);
+    c.cut.remove(&4);
+    c.cut.remove(&5);
+    for _ in 0..200 {
+        c.nodes.get_mut(&5).unwrap().tick().unwrap();
+        c.settle();
+    }
+    assert_ne!(c.node(5).role(), Role::Leader, "S5 lacks the committed 3@4");
+    assert_eq!(terms(c.node(2)), vec![1, 2, 4]);
+    assert_eq!(terms(c.node(3)), vec![1, 2, 4]);
 }
 
 #[test]
