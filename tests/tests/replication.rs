@@ -12,6 +12,9 @@
 //! Power loss: a killed node also loses every byte its fsyncs did not cover (the node journals
 //! its segment fsyncs under `RUNNEL_FAULT_SYNC_JOURNAL`; `Cluster::power_loss` cuts the files).
 //!
+//! Consumer groups: committed offsets survive the loss of the coordinator, and a live
+//! two-member rdkafka group keeps consuming (and committing) through it.
+//!
 //! `REPL_SEED=<n>` replays the random choices of a run (printed at the start).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -731,4 +734,193 @@ async fn group_offsets_survive_the_loss_of_the_coordinator() {
     let now = client(&bs).controller().await.expect("metadata");
     assert_ne!(now, Some(coordinator), "a new coordinator");
     assert_eq!(after, before, "committed offsets survive the coordinator");
+}
+
+/// One live group member: polls `TOPIC` until `stop`, committing asynchronously as it goes (the
+/// test stops it once the group's committed offsets reached every partition's end); returns
+/// every (partition, offset, value) it received.
+fn group_member(
+    bootstrap: &str,
+    group: &str,
+    name: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(i32, i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = runnel_tests::kafka::config(bootstrap, name)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut got = Vec::new();
+    let mut since_commit = 0;
+    let mut last_commit = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let idle = match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                got.push((m.partition(), m.offset(), value));
+                since_commit += 1;
+                false
+            }
+            // Errors while the coordinator or a leader moves are expected; the client recovers.
+            Some(Err(e)) => {
+                eprintln!("{name}: {e}");
+                false
+            }
+            None => true,
+        };
+        // Every 20 records, and every second while idle (an async commit that failed while
+        // the coordinator moved is thus repeated; with nothing new, librdkafka sends nothing).
+        if since_commit >= 20 || (idle && last_commit.elapsed() > Duration::from_secs(1)) {
+            last_commit = Instant::now();
+            // May fail while the coordinator moves: the next one covers it.
+            let _ = consumer.commit_consumer_state(CommitMode::Async);
+            since_commit = 0;
+        }
+    }
+    got
+}
+
+/// Produces `live-<i>` for `i` in `from..to` (partition `i % PARTITIONS`), retrying each
+/// until acknowledged; returns each value with where it was stored.
+async fn produce_range(c: &Client, from: usize, to: usize) -> Vec<(String, (i32, i64))> {
+    let mut out = Vec::new();
+    for i in from..to {
+        let value = format!("live-{i}");
+        let p = i32::try_from(i).unwrap() % PARTITIONS;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let batch = encode_batch(
+                &[Record {
+                    value: Some(value.clone().into_bytes()),
+                    timestamp: 1,
+                    ..Record::default()
+                }],
+                ProducerInfo::default(),
+            )
+            .freeze();
+            match c.produce(TOPIC, p, batch).await {
+                Ok(offset) => {
+                    out.push((value, (p, offset)));
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "produce {value}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The high watermark of each partition of `TOPIC`.
+async fn end_offsets(c: &Client) -> Result<BTreeMap<i32, i64>, KafkaClientError> {
+    let mut ends = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        if let Some(end) = c
+            .list_offset(TOPIC, p, runnel_broker::kafka_client::fetch::LATEST)
+            .await?
+        {
+            ends.insert(p, end);
+        }
+    }
+    Ok(ends)
+}
+
+/// Coordination, not only the offsets, survives the coordinator: a live two-member group keeps
+/// consuming while the coordinator (the metadata leader) is SIGKILLed and producers keep
+/// writing; every acknowledged value is consumed, and the group's final commit reaches the end
+/// of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_group_keeps_consuming_across_the_loss_of_its_coordinator() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(bin) = runnel_tests::runnel_bin() else {
+        assert!(!runnel_tests::in_ci(), "no runnel binary under CI");
+        return;
+    };
+    let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
+    let bs = cluster.bootstrap();
+    let c = client(&bs);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.ensure_topic(TOPIC, 3).await {
+        assert!(Instant::now() < deadline, "no topic: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let group = "live-failover-group";
+    let stop = Arc::new(AtomicBool::new(false));
+    let members: Vec<_> = ["live-a", "live-b"]
+        .into_iter()
+        .map(|name| {
+            let (b, s) = (bs.clone(), stop.clone());
+            std::thread::spawn(move || group_member(&b, group, name, &s))
+        })
+        .collect();
+
+    // Acknowledged values, produced before, during and after the kill.
+    let mut acked: BTreeMap<String, (i32, i64)> = BTreeMap::new();
+    acked.extend(produce_range(&c, 0, 150).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let coordinator = c
+        .controller()
+        .await
+        .expect("metadata")
+        .expect("a controller");
+    cluster.kill(coordinator);
+    eprintln!("killed the coordinator, node {coordinator}");
+    acked.extend(produce_range(&c, 150, 300).await);
+
+    // Wait until the members together have read every acknowledged value.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ends = end_offsets(&c).await;
+        let done = ends.as_ref().is_ok_and(|ends| {
+            acked
+                .values()
+                .all(|(p, o)| ends.get(p).is_some_and(|end| end > o))
+        });
+        let positions = tokio::task::spawn_blocking({
+            let b = bs.clone();
+            move || committed(&b, group)
+        })
+        .await
+        .unwrap();
+        let caught_up = done
+            && ends.as_ref().is_ok_and(|ends| {
+                ends.iter()
+                    .all(|(p, end)| positions.get(p).is_some_and(|c| c >= end))
+            });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not catch up: committed {positions:?}, ends {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    // A retried produce whose first outcome was unknown may have stored its value twice: the
+    // acknowledged position must be among those read.
+    let mut read: HashMap<String, HashSet<(i32, i64)>> = HashMap::new();
+    for m in members {
+        for (p, o, v) in m.join().expect("member") {
+            read.entry(v).or_default().insert((p, o));
+        }
+    }
+    for (value, at) in &acked {
+        assert!(
+            read.get(value).is_some_and(|seen| seen.contains(at)),
+            "acknowledged {value} at {at:?} not consumed there (read at {:?})",
+            read.get(value)
+        );
+    }
+    let now = c.controller().await.expect("metadata");
+    assert_ne!(now, Some(coordinator), "a new coordinator");
 }
