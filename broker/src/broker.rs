@@ -32,6 +32,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// What the embedded pipelines are doing (observation only).
     pub pipelines: PipelineStatuses,
+    /// Reaches the live state of the pipelines running here (gRPC `Windows.Query`).
+    pub queries: crate::processing::PipelineQueries,
     /// Cluster mode (`[cluster] nodes`): set once at start, before any request is served.
     pub cluster: OnceLock<Arc<Cluster>>,
 }
@@ -65,6 +67,7 @@ impl Broker {
             groups,
             metrics,
             pipelines: PipelineStatuses::default(),
+            queries: crate::processing::PipelineQueries::default(),
             cluster: OnceLock::new(),
         })
     }

@@ -5,27 +5,38 @@
 //! `LocalLog` reads and appends (and the sled checkpoints) do blocking file I/O: the driver
 //! runs on a blocking thread of its own ([`spawn`]).
 //!
+//! [`PipelineQueries`] lets gRPC read a running pipeline's live state (its open windows): a
+//! query goes to the driver's [`QueryInbox`], which the driver answers between two steps
+//! from its own `Pipeline` — a consistent snapshot, no shared state, and the pipeline is held
+//! up only by the one pass over its windows a query costs.
+//!
 //! Reads decode stored batches (any codec) and never pass the high watermark. Appends are
 //! local non-idempotent produces answered after their fsync (acks=all); a failed append is
 //! never retried blindly: the driver's lifetime ends and recovery re-reads the output tails,
 //! whose `runnel.seq` headers make every write idempotent (see `processor/EXACTLY-ONCE.md`).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use runnel_processor::driver::{Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog};
+use runnel_processor::pipeline::OpenWindow;
 use runnel_processor::state::sled_store::SledStore;
 use runnel_processor::state::{KeyValue, StateError, StateStore, WriteBatch};
 use runnel_processor::time::Millis;
-use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
-use tokio::sync::watch;
+use runnel_processor::{InputRecord, OutputRecord, Pipeline, PipelineConfig, StreamId};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::broker::Broker;
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::config::ProcessorConfig;
+use crate::metrics::Metrics;
 use crate::partition::Partition;
+use crate::processor_status::PipelineStatuses;
 use crate::topics::TopicError;
 
 /// Bytes read from a partition per call.
@@ -33,15 +44,139 @@ const READ_BYTES: usize = 1 << 20;
 /// Records per appended batch.
 const APPEND_BATCH: usize = 500;
 
+/// Queries waiting for one pipeline's driver; more are refused (busy) rather than queued.
+const QUERY_QUEUE: usize = 64;
+
+/// A question for a pipeline's driver, answered from its live state between two steps.
+struct OpenWindowsQuery {
+    key: String,
+    /// Window starts in `[from, to)`.
+    from: Millis,
+    to: Millis,
+    reply: oneshot::Sender<Vec<OpenWindow>>,
+}
+
+/// Why a running pipeline gave no answer (retry).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("pipeline {0:?} did not answer within {1:?} (it may be recovering); retry")]
+    Timeout(String, Duration),
+    #[error("pipeline {0:?} has {QUERY_QUEUE} queries waiting already; retry")]
+    Busy(String),
+}
+
+/// The sending side of one pipeline's [`QueryInbox`].
+#[derive(Clone)]
+struct QuerySender {
+    tx: mpsc::Sender<OpenWindowsQuery>,
+    /// Wakes the driver if it is waiting for input.
+    wake: Arc<Notify>,
+}
+
+/// How the rest of the broker (gRPC `Windows.Query`) reaches the live state of the pipelines
+/// that run in this process.
+#[derive(Default)]
+pub struct PipelineQueries {
+    senders: Mutex<BTreeMap<String, QuerySender>>,
+}
+
+impl PipelineQueries {
+    /// A new inbox for `pipeline`'s driver (replacing any earlier one).
+    pub fn inbox(&self, pipeline: &str) -> QueryInbox {
+        let (tx, rx) = mpsc::channel(QUERY_QUEUE);
+        let wake = Arc::new(Notify::new());
+        let sender = QuerySender {
+            tx,
+            wake: wake.clone(),
+        };
+        self.senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pipeline.to_owned(), sender);
+        QueryInbox { rx, wake }
+    }
+
+    /// The windows of `key` that `pipeline` holds open, with start in `[from, to)`, by
+    /// start; `None` when no driver of that pipeline runs in this process.
+    pub async fn open_windows(
+        &self,
+        pipeline: &str,
+        key: &str,
+        from: Millis,
+        to: Millis,
+        timeout: Duration,
+    ) -> Result<Option<Vec<OpenWindow>>, QueryError> {
+        let sender = self
+            .senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(pipeline)
+            .cloned();
+        let Some(sender) = sender else {
+            return Ok(None);
+        };
+        let (reply, answer) = oneshot::channel();
+        let query = OpenWindowsQuery {
+            key: key.to_owned(),
+            from,
+            to,
+            reply,
+        };
+        match sender.tx.try_send(query) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(QueryError::Busy(pipeline.to_owned()))
+            }
+            // The pipeline stopped for good (shutdown).
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(None),
+        }
+        sender.wake.notify_one();
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(windows)) => Ok(Some(windows)),
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err(QueryError::Timeout(pipeline.to_owned(), timeout)),
+        }
+    }
+}
+
+/// Queries for one pipeline, owned by the thread that runs its driver.
+pub struct QueryInbox {
+    rx: mpsc::Receiver<OpenWindowsQuery>,
+    wake: Arc<Notify>,
+}
+
+impl QueryInbox {
+    /// Answers every waiting query from `p`; called by the driver's thread between steps.
+    pub fn answer(&mut self, p: &Pipeline) {
+        while let Ok(q) = self.rx.try_recv() {
+            // The asker may have given up (timeout): nothing to do then.
+            let _ = q.reply.send(p.open_windows_of(&q.key, q.from, q.to));
+        }
+    }
+
+    /// Notified when a query arrives, so an idle driver stops waiting for input.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
 /// The broker's partitions, seen by the processor.
 #[derive(Clone)]
 pub struct LocalLog {
     broker: Arc<Broker>,
+    /// Also ends [`InputLog::wait_for_input`] (a query is waiting).
+    wake: Option<Arc<Notify>>,
 }
 
 impl LocalLog {
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+        Self { broker, wake: None }
+    }
+
+    /// This log, whose waits for input also end when `wake` is notified.
+    pub fn waking_on(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Option<Arc<Partition>>, LogIoError> {
@@ -60,36 +195,36 @@ struct AlertView {
     rule: String,
 }
 
-impl LocalLog {
-    /// Counts durable alerts (records carrying `runnel.alert.id`) per rule, with their
-    /// latency from the triggering reading's timestamp (its producer's clock: for an on-time
-    /// reading, when it was published).
-    fn observe_alerts(&self, records: &[OutputRecord]) {
-        let now = WallClock.now_ms();
-        for r in records {
-            if !r.headers.iter().any(|(k, _)| k == "runnel.alert.id") {
-                continue;
-            }
-            let Ok(a) = serde_json::from_slice::<AlertView>(&r.value) else {
-                continue;
-            };
-            // A reading that arrived behind the watermark (late data) is old by its own
-            // delay, not the pipeline's: only on-time readings measure the latency.
-            if self
-                .broker
-                .pipelines
-                .watermark(&a.pipeline)
-                .is_some_and(|w| r.timestamp < w)
-            {
-                self.broker.metrics.alert_count(&a.pipeline, &a.rule);
-                continue;
-            }
-            let ms = u64::try_from(now.saturating_sub(r.timestamp)).unwrap_or(0);
-            // Latencies in ms stay far below 2^53, so the f64 is exact.
-            let seconds = u32::try_from(ms).map_or(f64::from(u32::MAX), f64::from) / 1000.0;
-            self.broker.metrics.alert(&a.pipeline, &a.rule, seconds);
-            self.broker.pipelines.alert_latency(&a.pipeline, ms);
+/// Counts durable alerts (records carrying `runnel.alert.id`) per rule, with their latency
+/// from the triggering reading's timestamp (its producer's clock: for an on-time reading,
+/// when it was published). Called by the embedded and the standalone logs after an append.
+pub(crate) fn observe_alerts(
+    metrics: &Metrics,
+    pipelines: &PipelineStatuses,
+    records: &[OutputRecord],
+) {
+    let now = WallClock.now_ms();
+    for r in records {
+        if !r.headers.iter().any(|(k, _)| k == "runnel.alert.id") {
+            continue;
         }
+        let Ok(a) = serde_json::from_slice::<AlertView>(&r.value) else {
+            continue;
+        };
+        // A reading that arrived behind the watermark (late data) is old by its own delay,
+        // not the pipeline's: only on-time readings measure the latency.
+        if pipelines
+            .watermark(&a.pipeline)
+            .is_some_and(|w| r.timestamp < w)
+        {
+            metrics.alert_count(&a.pipeline, &a.rule);
+            continue;
+        }
+        let ms = u64::try_from(now.saturating_sub(r.timestamp)).unwrap_or(0);
+        // Latencies in ms stay far below 2^53, so the f64 is exact.
+        let seconds = u32::try_from(ms).map_or(f64::from(u32::MAX), f64::from) / 1000.0;
+        metrics.alert(&a.pipeline, &a.rule, seconds);
+        pipelines.alert_latency(&a.pipeline, ms);
     }
 }
 
@@ -220,7 +355,7 @@ impl InputLog for LocalLog {
     }
 
     async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
-        let mut waits = Vec::new();
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
         for (t, p, at) in positions {
             if let Ok(Some(part)) = self.partition(t, *p) {
                 let mut rx = part.watch_high_watermark();
@@ -229,6 +364,9 @@ impl InputLog for LocalLog {
                     let _ = rx.wait_for(|hw| *hw > at).await;
                 }));
             }
+        }
+        if let Some(wake) = self.wake.clone() {
+            waits.push(Box::pin(async move { wake.notified().await }));
         }
         let any = async {
             if waits.is_empty() {
@@ -292,7 +430,7 @@ impl OutputLog for LocalLog {
         if end > 0 {
             let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
             part.wait_durable(end, wait).await.map_err(io)?;
-            self.observe_alerts(records);
+            observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
         }
         Ok(())
     }
@@ -313,13 +451,24 @@ impl OutputLog for LocalLog {
     }
 }
 
+/// Told how long each checkpoint took.
+pub(crate) type OnCheckpoint = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// The pipeline's state store, timing each atomic batch: the driver writes one per
 /// checkpoint, and the core reads no clock, so checkpoint durations are measured here.
 #[derive(Clone)]
-struct TimedStore {
+pub(crate) struct TimedStore {
     inner: SledStore,
-    broker: Arc<Broker>,
-    pipeline: String,
+    on_checkpoint: OnCheckpoint,
+}
+
+impl TimedStore {
+    pub(crate) fn new(inner: SledStore, on_checkpoint: OnCheckpoint) -> Self {
+        Self {
+            inner,
+            on_checkpoint,
+        }
+    }
 }
 
 impl StateStore for TimedStore {
@@ -339,11 +488,7 @@ impl StateStore for TimedStore {
         let started = std::time::Instant::now();
         let result = self.inner.write_batch(batch);
         if result.is_ok() {
-            let took = started.elapsed();
-            self.broker
-                .metrics
-                .checkpoint(&self.pipeline, took.as_secs_f64());
-            self.broker.pipelines.checkpointed(&self.pipeline, took);
+            (self.on_checkpoint)(started.elapsed());
         }
         result
     }
@@ -394,12 +539,15 @@ pub async fn run_pipeline(
         .processor
         .state_dir(&broker.config.data_dir)
         .join(&name);
+    let on_checkpoint: OnCheckpoint = {
+        let (broker, name) = (broker.clone(), name.clone());
+        Arc::new(move |took: Duration| {
+            broker.metrics.checkpoint(&name, took.as_secs_f64());
+            broker.pipelines.checkpointed(&name, took);
+        })
+    };
     let store = match SledStore::open(&dir, &name) {
-        Ok(s) => TimedStore {
-            inner: s,
-            broker: broker.clone(),
-            pipeline: name.clone(),
-        },
+        Ok(s) => TimedStore::new(s, on_checkpoint),
         Err(e) => {
             tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
             return;
@@ -407,9 +555,10 @@ pub async fn run_pipeline(
     };
     let config = driver_config(&broker.config.processor);
     broker.pipelines.register(&pipeline);
+    let mut inbox = broker.queries.inbox(&name);
     loop {
         let stop = shutdown.clone();
-        let log = LocalLog::new(broker.clone());
+        let log = LocalLog::new(broker.clone()).waking_on(inbox.wake());
         let outcome = async {
             let mut d = Driver::recover(
                 log.clone(),
@@ -421,8 +570,14 @@ pub async fn run_pipeline(
             )
             .await?;
             tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
-            d.run_observed(|| *stop.borrow(), |d| observe(&broker, d))
-                .await
+            d.run_observed(
+                || *stop.borrow(),
+                |d| {
+                    observe(&broker, d);
+                    inbox.answer(d.pipeline());
+                },
+            )
+            .await
         };
         match outcome.await {
             Ok(()) => {
@@ -526,6 +681,75 @@ mod tests {
                 (r.offset, v)
             })
             .collect()
+    }
+
+    /// A pipeline holding one open window of `d1` (two readings) at T0.
+    fn pipeline_with_open_window() -> Pipeline {
+        const T0: Millis = 1_700_000_040_000;
+        let mut c = PipelineConfig::default();
+        c.source.partitions = 1;
+        let mut p = Pipeline::new(c).unwrap();
+        let records = [(0, 20.0), (1, 30.0)]
+            .into_iter()
+            .map(|(offset, temp)| {
+                let v = serde_json::json!({
+                    "device_id": "d1",
+                    "ts": runnel_processor::time::format_rfc3339(T0 + 1000 * offset),
+                    "temperature_c": temp,
+                    "vibration_g": 0.1,
+                });
+                InputRecord {
+                    topic: "sensor_events".into(),
+                    partition: 0,
+                    offset,
+                    key: None,
+                    value: Some(serde_json::to_vec(&v).unwrap()),
+                    timestamp: T0,
+                }
+            })
+            .collect();
+        p.apply(&runnel_processor::Step {
+            processing_time: 1,
+            records,
+            end: false,
+        });
+        p
+    }
+
+    #[tokio::test]
+    async fn queries_are_answered_by_the_inbox_from_the_pipeline_state() {
+        let queries = PipelineQueries::default();
+        let wait = Duration::from_secs(5);
+        // No driver of that pipeline here: no live state to ask.
+        let none = queries.open_windows("p", "d1", 0, Millis::MAX, wait).await;
+        assert!(matches!(none, Ok(None)));
+
+        let mut inbox = queries.inbox("p");
+        let wake = inbox.wake();
+        let asked = tokio::spawn(async move {
+            queries
+                .open_windows("p", "d1", 0, Millis::MAX, wait)
+                .await
+                .map(|w| (queries, w))
+        });
+        // The asker wakes an idle driver, which answers between steps from its pipeline.
+        tokio::time::timeout(wait, wake.notified()).await.unwrap();
+        inbox.answer(&pipeline_with_open_window());
+        let (queries, answer) = asked.await.unwrap().unwrap();
+        let windows = answer.unwrap();
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows[0].result.count, 2);
+        assert_eq!(windows[0].result.columns["temperature_c_avg"], 25.0);
+
+        // A driver that does not answer (recovering): a timeout, not a hang.
+        let late = queries
+            .open_windows("p", "d1", 0, Millis::MAX, Duration::from_millis(50))
+            .await;
+        assert!(matches!(late, Err(QueryError::Timeout(..))), "{late:?}");
+        // The driver stopped for good: no live state.
+        drop(inbox);
+        let gone = queries.open_windows("p", "d1", 0, Millis::MAX, wait).await;
+        assert!(matches!(gone, Ok(None)), "{gone:?}");
     }
 
     #[tokio::test]

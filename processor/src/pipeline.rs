@@ -70,6 +70,15 @@ pub struct Stats {
     pub duplicate_inputs: u64,
 }
 
+/// A window the watermark has not closed yet, as [`Pipeline::open_windows_of`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenWindow {
+    /// Its current partial aggregates (revision 0).
+    pub result: WindowResult,
+    /// The JSON its result record would hold if it closed now.
+    pub json: Vec<u8>,
+}
+
 /// Pipeline-level state stored at `s/p`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PipelineSnapshot {
@@ -315,8 +324,23 @@ impl Pipeline {
         }
     }
 
-    fn aggregate(&mut self, r: &WindowResult) -> OutputRecord {
-        self.stats.aggregates = self.stats.aggregates.saturating_add(1);
+    /// The windows of `key` still open (the watermark has not reached their end), with
+    /// their current partial aggregates, whose start is in `[from, to)`, by start. Each
+    /// comes with the JSON its result record would have if it closed now (revision 0).
+    /// Taken between steps, this is a consistent point-in-time view of the state.
+    pub fn open_windows_of(&self, key: &str, from: Millis, to: Millis) -> Vec<OpenWindow> {
+        self.windows
+            .open_results(key, from, to)
+            .into_iter()
+            .map(|r| OpenWindow {
+                json: self.result_json(&r),
+                result: r,
+            })
+            .collect()
+    }
+
+    /// A window result's record value.
+    fn result_json(&self, r: &WindowResult) -> Vec<u8> {
         let mut m: BTreeMap<String, Value> = BTreeMap::new();
         m.insert("pipeline".into(), self.config.name.clone().into());
         m.insert(self.config.source.key_field.clone(), r.key.clone().into());
@@ -329,11 +353,17 @@ impl Pipeline {
         for (c, v) in &r.columns {
             m.insert(c.clone(), (*v).into());
         }
+        json_object(m)
+    }
+
+    fn aggregate(&mut self, r: &WindowResult) -> OutputRecord {
+        self.stats.aggregates = self.stats.aggregates.saturating_add(1);
+        let value = self.result_json(r);
         let stream = Self::stream(&self.config.outputs.aggregates, r.key.as_bytes());
         self.record(
             stream,
             Some(r.key.clone().into_bytes()),
-            json_object(m),
+            value,
             Vec::new(),
             r.start,
         )
@@ -472,5 +502,93 @@ mod erased {
             // Plain data with string keys: serialization cannot fail.
             serde_json::to_vec(self).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::format_rfc3339;
+
+    /// A minute-aligned event time.
+    const T0: Millis = 1_700_000_040_000;
+
+    fn reading(partition: u32, offset: i64, device: &str, t: Millis, temp: f64) -> InputRecord {
+        let value = serde_json::json!({
+            "device_id": device,
+            "ts": format_rfc3339(t),
+            "temperature_c": temp,
+            "vibration_g": 0.1,
+        });
+        InputRecord {
+            topic: "sensor_events".into(),
+            partition,
+            offset,
+            key: Some(device.as_bytes().to_vec()),
+            value: Some(serde_json::to_vec(&value).unwrap()),
+            timestamp: t,
+        }
+    }
+
+    fn step(records: Vec<InputRecord>) -> Step {
+        Step {
+            processing_time: 1,
+            records,
+            end: false,
+        }
+    }
+
+    fn column(r: &WindowResult, c: &str) -> f64 {
+        r.columns[c]
+    }
+
+    #[test]
+    fn open_windows_show_partial_aggregates_until_the_watermark_closes_them() {
+        let mut c = PipelineConfig::default();
+        c.watermark.idle_timeout_ms = 1_000_000_000;
+        let mut p = Pipeline::new(c).unwrap();
+        // Every source partition has a reading, so the watermark is T0 + 3s - 10s.
+        let outs = p.apply(&step(vec![
+            reading(0, 0, "A", T0 + 1_000, 40.0),
+            reading(1, 0, "B", T0 + 2_000, 70.0),
+            reading(0, 1, "A", T0 + 2_500, 50.0),
+            reading(2, 0, "C", T0 + 3_000, 60.0),
+        ]));
+        assert!(outs.iter().all(|o| o.stream.topic != "sensor_aggregates"));
+        let open = p.open_windows_of("A", Millis::MIN, Millis::MAX);
+        assert_eq!(open.len(), 1);
+        let a = &open[0].result;
+        assert_eq!((a.key.as_str(), a.start, a.end), ("A", T0, T0 + 60_000));
+        assert_eq!((a.count, a.revision), (2, 0));
+        assert_eq!(column(a, "temperature_c_avg"), 45.0);
+        assert_eq!(column(a, "temperature_c_max"), 50.0);
+        // The range filters on the window start; other keys are not answered.
+        assert!(p.open_windows_of("A", T0 + 1, Millis::MAX).is_empty());
+        assert!(p.open_windows_of("A", Millis::MIN, T0).is_empty());
+        assert_eq!(p.open_windows_of("B", T0, T0 + 1)[0].result.count, 1);
+        assert!(p.open_windows_of("Z", Millis::MIN, Millis::MAX).is_empty());
+
+        // The watermark passes T0 + 60s: the window closes with exactly the partial result,
+        // and is no longer open (the next window of A is).
+        let outs = p.apply(&step(vec![
+            reading(0, 2, "A", T0 + 75_000, 30.0),
+            reading(1, 1, "B", T0 + 75_000, 70.0),
+            reading(2, 1, "C", T0 + 75_000, 60.0),
+        ]));
+        let closed: Vec<&OutputRecord> = outs
+            .iter()
+            .filter(|o| {
+                o.stream.topic == "sensor_aggregates" && o.key.as_deref() == Some(b"A".as_slice())
+            })
+            .collect();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].value, open[0].json);
+        let open = p.open_windows_of("A", Millis::MIN, Millis::MAX);
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].result.start, open[0].result.count),
+            (T0 + 60_000, 1)
+        );
+        assert_eq!(column(&open[0].result, "temperature_c_avg"), 30.0);
     }
 }

@@ -189,6 +189,21 @@ impl WindowOperator {
         self.windows.values()
     }
 
+    /// The current partial result of every window of `key` that the watermark has not
+    /// closed yet (never emitted) and whose start is in `[from, to)`, by start. Walks every
+    /// window held (they are ordered by end, not key): a query costs one pass, no copy of the
+    /// state.
+    pub fn open_results(&self, key: &str, from: Millis, to: Millis) -> Vec<WindowResult> {
+        let mut out: Vec<WindowResult> = self
+            .windows
+            .values()
+            .filter(|w| w.emitted.is_none() && w.key == key && (from..to).contains(&w.start))
+            .map(|w| self.result(w, 0))
+            .collect();
+        out.sort_by_key(|r| (r.start, r.end));
+        out
+    }
+
     /// Restores open windows and the watermark from a snapshot.
     pub fn restore(&mut self, windows: Vec<WindowState>, watermark: Option<Millis>) {
         self.windows = windows

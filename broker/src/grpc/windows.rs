@@ -1,15 +1,22 @@
 //! The `Windows` service: `Query` answers one key's window results over a range of window
-//! starts, read from the pipeline's aggregates output topic.
+//! starts: the closed ones read from the pipeline's aggregates output topic, the open ones
+//! from the running pipeline's live state.
 //!
-//! Why the topic and not the processor's sled state: the state is owned by the pipeline's
-//! driver thread and holds only windows still open or within their allowed lateness, while
-//! the topic holds every result the processor committed, exactly once, including those whose
-//! state is long dropped. Records are timestamped with their window's start, so the time
-//! index finds where windows starting at or after `start_ms` begin; the scan from there to
-//! the high watermark runs on a blocking thread (file reads).
+//! Why closed windows come from the topic and not the processor's state: the state holds only
+//! windows still open or within their allowed lateness, while the topic holds every result
+//! the processor committed, exactly once, including those whose state is long dropped.
+//! Records are timestamped with their window's start, so the time index finds where windows
+//! starting at or after `start_ms` begin; the scan from there to the high watermark runs on a
+//! blocking thread (file reads).
+//!
+//! Open windows exist only in the state, which the pipeline's driver owns: the query goes to
+//! the driver ([`crate::processing::PipelineQueries`]), which answers between two steps. The
+//! state is asked first and the topic second, so a window that closes in between is found
+//! in the topic and its (stale) open copy is dropped: each window is answered once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use runnel_proto::v1::{self, windows_server::Windows};
 use tonic::{Request, Response, Status};
@@ -26,6 +33,9 @@ const DEFAULT_MAX_WINDOWS: usize = 1000;
 const MAX_WINDOWS_CAP: usize = 10_000;
 /// Bytes read from the log per step of the scan.
 const READ_BYTES: usize = 1 << 20;
+/// How long the pipeline's driver has to answer for its open windows (it answers between
+/// steps, so this bounds one step, not the query).
+const OPEN_WINDOWS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct WindowsService {
@@ -110,8 +120,42 @@ impl Windows for WindowsService {
             0 => DEFAULT_MAX_WINDOWS,
             n => n.min(MAX_WINDOWS_CAP),
         };
+        // The live state first (see the module comment for why the order matters).
+        let open = self
+            .broker
+            .queries
+            .open_windows(
+                &pipeline.name,
+                &req.key,
+                req.start_ms,
+                end_ms,
+                OPEN_WINDOWS_TIMEOUT,
+            )
+            .await
+            .map_err(|e| GrpcError::NotYet(e.to_string()))?
+            .unwrap_or_default();
+        let open: Vec<v1::WindowResult> = open
+            .into_iter()
+            .map(|w| v1::WindowResult {
+                key: w.result.key,
+                window_start_ms: w.result.start,
+                window_end_ms: w.result.end,
+                revision: 0,
+                count: w.result.count,
+                values: w.result.columns.into_iter().collect(),
+                json: w.json,
+                partition: -1,
+                offset: -1,
+                open: true,
+            })
+            .collect();
         let Some(topic) = self.broker.topics.get(&pipeline.outputs.aggregates.topic) else {
-            return Ok(Response::new(v1::QueryWindowsResponse::default()));
+            return Ok(Response::new(answer(
+                Vec::new(),
+                open,
+                req.all_revisions,
+                max,
+            )));
         };
         let q = Query {
             key: req.key.into_bytes(),
@@ -128,25 +172,91 @@ impl Windows for WindowsService {
         })
         .await
         .map_err(|e| GrpcError::Storage(format!("query task failed: {e}")))??;
-        let mut windows: Vec<v1::WindowResult> = if req.all_revisions {
-            found
-        } else {
-            // The latest revision of each window (a later revision replaces an earlier one).
-            let mut latest: BTreeMap<(i64, i64), v1::WindowResult> = BTreeMap::new();
-            for w in found {
-                let k = (w.window_start_ms, w.window_end_ms);
-                if latest.get(&k).is_none_or(|old| old.revision <= w.revision) {
-                    latest.insert(k, w);
-                }
+        Ok(Response::new(answer(found, open, req.all_revisions, max)))
+    }
+}
+
+/// The answer from the closed results found in the topic and the open windows of the state
+/// (read before the topic): an open window that has a result in the topic closed meanwhile
+/// and is left out.
+fn answer(
+    closed: Vec<v1::WindowResult>,
+    open: Vec<v1::WindowResult>,
+    all_revisions: bool,
+    max: usize,
+) -> v1::QueryWindowsResponse {
+    let mut windows: Vec<v1::WindowResult> = if all_revisions {
+        closed
+    } else {
+        // The latest revision of each window (a later revision replaces an earlier one).
+        let mut latest: BTreeMap<(i64, i64), v1::WindowResult> = BTreeMap::new();
+        for w in closed {
+            let k = (w.window_start_ms, w.window_end_ms);
+            if latest.get(&k).is_none_or(|old| old.revision <= w.revision) {
+                latest.insert(k, w);
             }
-            latest.into_values().collect()
-        };
-        windows.sort_by_key(|w| (w.window_start_ms, w.window_end_ms, w.revision, w.offset));
-        let truncated = windows.len() > max;
-        windows.truncate(max);
-        Ok(Response::new(v1::QueryWindowsResponse {
-            windows,
-            truncated,
-        }))
+        }
+        latest.into_values().collect()
+    };
+    let stored: BTreeSet<(i64, i64)> = windows
+        .iter()
+        .map(|w| (w.window_start_ms, w.window_end_ms))
+        .collect();
+    windows.extend(
+        open.into_iter()
+            .filter(|w| !stored.contains(&(w.window_start_ms, w.window_end_ms))),
+    );
+    windows.sort_by_key(|w| (w.window_start_ms, w.window_end_ms, w.revision, w.offset));
+    let truncated = windows.len() > max;
+    windows.truncate(max);
+    v1::QueryWindowsResponse { windows, truncated }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: i64, revision: u64, offset: i64, open: bool) -> v1::WindowResult {
+        v1::WindowResult {
+            key: "k".into(),
+            window_start_ms: start,
+            window_end_ms: start + 10,
+            revision,
+            offset,
+            open,
+            ..v1::WindowResult::default()
+        }
+    }
+
+    fn shape(r: &v1::QueryWindowsResponse) -> Vec<(i64, u64, bool)> {
+        r.windows
+            .iter()
+            .map(|w| (w.window_start_ms, w.revision, w.open))
+            .collect()
+    }
+
+    #[test]
+    fn an_open_window_found_closed_in_the_topic_is_answered_once_closed() {
+        let closed = vec![
+            window(0, 0, 1, false),
+            window(0, 1, 3, false),
+            window(10, 0, 2, false),
+        ];
+        // Window 10 closed between the state read and the topic scan; 20 is still open.
+        let open = vec![window(10, 0, -1, true), window(20, 0, -1, true)];
+        let latest = answer(closed.clone(), open.clone(), false, 100);
+        assert_eq!(
+            shape(&latest),
+            [(0, 1, false), (10, 0, false), (20, 0, true)]
+        );
+        assert!(!latest.truncated);
+        let all = answer(closed.clone(), open.clone(), true, 100);
+        assert_eq!(
+            shape(&all),
+            [(0, 0, false), (0, 1, false), (10, 0, false), (20, 0, true)]
+        );
+        let cut = answer(closed, open, false, 2);
+        assert_eq!(shape(&cut), [(0, 1, false), (10, 0, false)]);
+        assert!(cut.truncated);
     }
 }
