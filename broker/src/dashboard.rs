@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::broker::Broker;
 use crate::partition::Partition;
 use crate::processing::{read_range, StoredRecord, WallClock};
-use crate::processor_status::PipelineStatus;
+use crate::processor_status::{PipelineStatus, PipelineStatuses};
 
 /// Alerts shown, newest first.
 const ALERTS_SHOWN: usize = 25;
@@ -175,6 +175,40 @@ pub fn snapshot(broker: &Broker) -> Snapshot {
         node_id: broker.node_id(),
         topics,
         groups,
+        pipelines,
+    }
+}
+
+/// The snapshot of a standalone processor (`runnel process`): its pipelines only. The logs
+/// are on the cluster, so the topic-derived fields are what the pipeline itself knows:
+/// `input_lag` and `source_high_watermark` are 0, late and dead-lettered records are its
+/// checkpointed counts, and no alerts or windows are listed (read them from the cluster).
+pub fn processor_snapshot(statuses: &PipelineStatuses) -> Snapshot {
+    let pipelines = statuses
+        .snapshot()
+        .into_iter()
+        .map(|status| {
+            let latency = statuses.latency_percentiles(&status.name);
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            PipelineSummary {
+                input_lag: 0,
+                source_high_watermark: 0,
+                late_records: count(status.stats.late),
+                dlq_records: count(status.stats.dlq),
+                alert_latency_p50_ms: latency.map(|l| l.0),
+                alert_latency_p99_ms: latency.map(|l| l.1),
+                alerts: Vec::new(),
+                windows: Vec::new(),
+                status,
+            }
+        })
+        .collect();
+    Snapshot {
+        now_ms: WallClock.now_ms(),
+        cluster_id: String::new(),
+        node_id: -1,
+        topics: Vec::new(),
+        groups: Vec::new(),
         pipelines,
     }
 }

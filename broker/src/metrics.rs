@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use runnel_processor::driver::Clock;
 
 use crate::broker::Broker;
+use crate::processor_status::PipelineStatuses;
 
 /// Labels of a per-partition series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -298,9 +299,36 @@ impl Metrics {
             "Time one group-commit fsync of a partition log took",
             self.fsync_seconds.clone(),
         );
+        self.register_processor(&mut registry, &broker.pipelines);
+        registry.register(
+            "raft_commit_latency_seconds",
+            "Cluster mode: from a proposal on the leader to its commit (a majority has it durable), per partition",
+            Declared(self.raft_commit_seconds.clone()),
+        );
+        register_state(&mut registry, broker);
+        register_replication(&mut registry, broker);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+
+    /// The exposition of a standalone processor (`runnel process`): the processor series
+    /// only, the same names and labels as a broker's.
+    pub fn render_processor(&self, pipelines: &PipelineStatuses) -> String {
+        let mut registry = Registry::with_prefix("runnel");
+        self.register_processor(&mut registry, pipelines);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+
+    /// The processor's recorded series and its pipelines' state.
+    fn register_processor(&self, registry: &mut Registry, pipelines: &PipelineStatuses) {
         registry.register(
             "processor_alerts",
-            "Alerts appended by the embedded processor since start, per pipeline and rule",
+            "Alerts appended by the processor since start, per pipeline and rule",
             self.processor_alerts.clone(),
         );
         registry.register(
@@ -313,18 +341,7 @@ impl Metrics {
             "Time one processor checkpoint (state and offsets to sled, flushed) took",
             self.processor_checkpoint_seconds.clone(),
         );
-        registry.register(
-            "raft_commit_latency_seconds",
-            "Cluster mode: from a proposal on the leader to its commit (a majority has it durable), per partition",
-            Declared(self.raft_commit_seconds.clone()),
-        );
-        register_state(&mut registry, broker);
-        register_replication(&mut registry, broker);
-        register_pipelines(&mut registry, broker);
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &registry);
-        out
+        register_pipelines(registry, pipelines);
     }
 }
 
@@ -406,7 +423,7 @@ fn register_state(registry: &mut Registry, broker: &Broker) {
 
 /// Per-pipeline counters (checkpointed with the pipeline, so they survive restarts) and
 /// gauges, read from the last observation of each pipeline.
-fn register_pipelines(registry: &mut Registry, broker: &Broker) {
+fn register_pipelines(registry: &mut Registry, pipelines: &PipelineStatuses) {
     let events = Family::<PipelineLabels, Counter>::default();
     let late = Family::<PipelineLabels, Counter>::default();
     let dlq = Family::<PipelineLabels, Counter>::default();
@@ -416,7 +433,7 @@ fn register_pipelines(registry: &mut Registry, broker: &Broker) {
         Family::<PipelineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let running = Family::<PipelineLabels, Gauge>::default();
     let now = crate::processing::WallClock.now_ms();
-    for p in broker.pipelines.snapshot() {
+    for p in pipelines.snapshot() {
         let l = PipelineLabels {
             pipeline: p.name.clone(),
         };

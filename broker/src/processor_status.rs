@@ -4,6 +4,10 @@
 //!
 //! Nothing here feeds back into processing: it is observation only, so it may be lost or
 //! reset on restart (the pipeline's own counters are checkpointed with its state).
+//!
+//! A broker keeps the statuses and its [`Metrics`] as two fields; the standalone processor
+//! (`runnel process`), which has no broker, keeps them in an [`Observed`] and serves them on
+//! its own HTTP listener (`net::http::serve_processor_http`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -14,6 +18,16 @@ use runnel_processor::pipeline::Stats;
 use runnel_processor::time::Millis;
 use runnel_processor::Pipeline;
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+
+/// What a standalone processor shows operators: its Prometheus series and the status of each
+/// pipeline (the same types, names and labels a broker serves).
+#[derive(Default)]
+pub struct Observed {
+    pub metrics: Metrics,
+    pub pipelines: PipelineStatuses,
+}
 
 /// How many recent alert latencies are kept for percentiles.
 const RECENT_LATENCIES: usize = 1_000;

@@ -8,8 +8,13 @@
 //! journal topic `__runnel_journal.<pipeline>` lives on the cluster, appends are acks=all and
 //! never repeated when their outcome is unknown, and recovery reads each output partition's
 //! tail for this pipeline's last `runnel.seq`. No transactions, no idempotent producer.
+//!
+//! Operators see it as they see a broker's processor: an HTTP listener (`--http-addr`, on by
+//! default) serves the processor series at `/metrics` and the pipelines' status at
+//! `/api/dashboard`, which `runnel status` prints.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +28,14 @@ use crate::codec::builder::Record;
 use crate::config::ProcessorConfig;
 use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
 use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
-use crate::processing::{configured_pipelines, driver_config, WallClock};
+use crate::processing::{
+    configured_pipelines, driver_config, observe_alerts, OnCheckpoint, TimedStore, WallClock,
+};
+use crate::processor_status::Observed;
+
+/// Where `runnel process` serves `/metrics` unless told otherwise: beside `runnel serve`'s
+/// default (9094), so both can run on one host.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9095";
 
 /// How long a pipeline may take to finish its step and checkpoint after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -40,6 +52,8 @@ const CACHE_RECORDS: usize = 20_000;
 pub struct KafkaLog {
     client: Arc<Client>,
     cache: Arc<Mutex<HashMap<(String, i32), Cached>>>,
+    /// Alerts appended are counted here.
+    observed: Arc<Observed>,
 }
 
 /// Every record of a partition with an offset in `[lo, hi)`, as last fetched. Records below
@@ -55,9 +69,15 @@ struct Cached {
 impl KafkaLog {
     /// The processor's view of the cluster `client` talks to.
     pub fn new(client: Arc<Client>) -> Self {
+        Self::observed_by(client, Arc::default())
+    }
+
+    /// [`KafkaLog::new`], counting the alerts it appends into `observed`.
+    pub fn observed_by(client: Arc<Client>, observed: Arc<Observed>) -> Self {
         Self {
             client,
             cache: Arc::default(),
+            observed,
         }
     }
 
@@ -274,6 +294,7 @@ impl OutputLog for KafkaLog {
                 .await
                 .map_err(io)?;
         }
+        observe_alerts(&self.observed.metrics, &self.observed.pipelines, records);
         Ok(())
     }
 
@@ -303,6 +324,8 @@ pub struct StandaloneConfig {
     /// The `[processor]` section: the pipelines and the driver settings (its `enabled` and
     /// `state_dir` are not used here).
     pub processor: ProcessorConfig,
+    /// Where `/metrics` and `/api/dashboard` are served; `None`: no HTTP listener.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// Runs every configured pipeline against the cluster until `stop` resolves, then lets each
@@ -323,13 +346,31 @@ pub async fn run(
         tracing::warn!("cluster at {} not reachable yet: {e}", config.bootstrap);
     }
     let (tx, rx) = watch::channel(false);
+    let observed = Arc::new(Observed::default());
+    // Bound before any pipeline starts: an address in use is an error at start, not a
+    // processor that runs unseen.
+    let http = match config.http_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen for HTTP on {addr} (--http-addr): {e}")
+            })?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            Some(tokio::spawn(crate::net::serve_processor_http(
+                listener,
+                observed.clone(),
+                rx.clone(),
+            )))
+        }
+        None => None,
+    };
     let handle = tokio::runtime::Handle::current();
     let tasks: Vec<_> = configured_pipelines(&config.processor)
         .into_iter()
         .map(|p| {
             let (c, rx, h, cfg) = (client.clone(), rx.clone(), handle.clone(), config.clone());
+            let o = observed.clone();
             // sled checkpoints block: each pipeline gets a blocking thread, as embedded.
-            tokio::task::spawn_blocking(move || h.block_on(run_pipeline(c, cfg, p, rx)))
+            tokio::task::spawn_blocking(move || h.block_on(run_pipeline(c, cfg, p, o, rx)))
         })
         .collect();
     tracing::info!(
@@ -343,6 +384,9 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    if let Some(h) = http {
+        let _ = h.await;
+    }
     Ok(())
 }
 
@@ -352,21 +396,30 @@ async fn run_pipeline(
     client: Arc<Client>,
     config: StandaloneConfig,
     pipeline: PipelineConfig,
+    observed: Arc<Observed>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = pipeline.name.clone();
     let dir = config.state_dir.join(&name);
+    let on_checkpoint: OnCheckpoint = {
+        let (o, name) = (observed.clone(), name.clone());
+        Arc::new(move |took: Duration| {
+            o.metrics.checkpoint(&name, took.as_secs_f64());
+            o.pipelines.checkpointed(&name, took);
+        })
+    };
     let store = match SledStore::open(&dir, &name) {
-        Ok(s) => s,
+        Ok(s) => TimedStore::new(s, on_checkpoint),
         Err(e) => {
             tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
             return;
         }
     };
     let driver = driver_config(&config.processor);
+    observed.pipelines.register(&pipeline);
     loop {
         let stop = shutdown.clone();
-        let log = KafkaLog::new(client.clone());
+        let log = KafkaLog::observed_by(client.clone(), observed.clone());
         let lifetime = async {
             let mut d = Driver::recover(
                 log.clone(),
@@ -378,7 +431,15 @@ async fn run_pipeline(
             )
             .await?;
             tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
-            d.run(|| *stop.borrow()).await
+            d.run_observed(
+                || *stop.borrow(),
+                |d| {
+                    observed
+                        .pipelines
+                        .observe(d.pipeline(), d.checkpoint_stats())
+                },
+            )
+            .await
         };
         let mut stopping = shutdown.clone();
         let outcome = tokio::select! {
@@ -394,6 +455,10 @@ async fn run_pipeline(
                 return;
             }
         };
+        observed.pipelines.stopped(
+            &name,
+            outcome.as_ref().err().map(std::string::ToString::to_string),
+        );
         match outcome {
             Ok(()) => return,
             Err(e) if *shutdown.borrow() => {
@@ -428,6 +493,27 @@ pub struct ProcessArgs {
     /// [default: ./runnel.toml if it exists]
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Where to serve HTTP for operators: /metrics (Prometheus: events in, late, dead letters,
+    /// windows open, watermark lag, checkpoint durations, alerts per rule) and
+    /// /api/dashboard (what `runnel status --http-addr ADDR` prints). On by default, beside
+    /// `serve`'s 9094 so both fit on one host; `off` for none. An address in use fails the
+    /// start
+    #[arg(long, env = "RUNNEL_PROCESS_HTTP_ADDR", value_name = "HOST:PORT|off",
+          default_value = DEFAULT_HTTP_ADDR, value_parser = parse_http_addr)]
+    pub http_addr: HttpAddr,
+}
+
+/// `--http-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddr(pub Option<SocketAddr>);
+
+fn parse_http_addr(s: &str) -> Result<HttpAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(HttpAddr(None));
+    }
+    s.parse()
+        .map(|a| HttpAddr(Some(a)))
+        .map_err(|e| format!("`{s}` is neither HOST:PORT nor `off`: {e}"))
 }
 
 impl ProcessArgs {
@@ -449,6 +535,7 @@ impl ProcessArgs {
             bootstrap: self.bootstrap.clone(),
             state_dir,
             processor: file.processor,
+            http_addr: self.http_addr.0,
         })
     }
 }
@@ -601,10 +688,20 @@ mod tests {
         let c = w.args.to_config().unwrap();
         assert_eq!(c.processor.max_step_records, 7);
         assert_eq!(c.state_dir, PathBuf::from("/from/file"));
+        assert_eq!(c.http_addr, Some(DEFAULT_HTTP_ADDR.parse().unwrap()));
         let w =
             Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p, "--state-dir", "s"])
                 .unwrap();
         assert_eq!(w.args.to_config().unwrap().state_dir, PathBuf::from("s"));
+        for (flag, want) in [
+            ("off", None),
+            ("OFF", None),
+            ("127.0.0.1:0", Some("127.0.0.1:0".parse().unwrap())),
+        ] {
+            let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--http-addr", flag]).unwrap();
+            assert_eq!(w.args.http_addr, HttpAddr(want), "{flag}");
+        }
+        assert!(Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--http-addr", "nope"]).is_err());
         std::fs::write(&path, "[processor]\nmax_step_records = 0\n").unwrap();
         let w = Wrap::try_parse_from(["x", "--bootstrap", "h:1", "--config", p]).unwrap();
         assert!(w.args.to_config().is_err());

@@ -1,5 +1,7 @@
 //! The HTTP listener: Prometheus metrics at `/metrics` (no auth, as Prometheus expects by
-//! default), the live dashboard at `/` and its data at `/api/dashboard`.
+//! default), the live dashboard at `/` and its data at `/api/dashboard`. The standalone
+//! processor (`runnel process`) serves the same `/metrics` and `/api/dashboard` for its
+//! pipelines ([`serve_processor_http`]), so Prometheus and `runnel status` work against it too.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::processor_status::Observed;
 
 /// OpenMetrics text, which Prometheus negotiates and parses.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -72,6 +75,52 @@ pub async fn serve_http(
             )
                 .into_response()
         });
+    serve(listener, app, shutdown).await;
+}
+
+/// Serves a standalone processor's `/metrics` (the processor series) and `/api/dashboard`
+/// (its pipelines, read by `runnel status`) on `listener` until `shutdown` flips to true.
+pub async fn serve_processor_http(
+    listener: TcpListener,
+    observed: Arc<Observed>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let metrics_observed = Arc::clone(&observed);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let o = Arc::clone(&metrics_observed);
+                async move {
+                    let body = o.metrics.render_processor(&o.pipelines);
+                    ([(header::CONTENT_TYPE, OPENMETRICS)], body)
+                }
+            }),
+        )
+        .route(
+            "/api/dashboard",
+            get(move || {
+                let o = Arc::clone(&observed);
+                async move {
+                    let s = crate::dashboard::processor_snapshot(&o.pipelines);
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        serde_json::to_vec(&s).unwrap_or_default(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: this is `runnel process`'s HTTP port; metrics at /metrics, status at /api/dashboard\n",
+            )
+                .into_response()
+        });
+    serve(listener, app, shutdown).await;
+}
+
+async fn serve(listener: TcpListener, app: Router, shutdown: watch::Receiver<bool>) {
     let mut stop = shutdown;
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { super::stopped(&mut stop).await })

@@ -4,7 +4,7 @@ mod connection;
 mod http;
 pub mod peers;
 
-pub use http::serve_http;
+pub use http::{serve_http, serve_processor_http};
 
 use std::sync::Arc;
 

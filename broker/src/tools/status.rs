@@ -56,7 +56,9 @@ async fn fetch(url: &str) -> anyhow::Result<Snapshot> {
     let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
         .await
         .with_context(|| format!("no answer from {url} within 10 s"))?
-        .with_context(|| format!("cannot reach {url}: is `runnel serve` running there?"))?;
+        .with_context(|| {
+            format!("cannot reach {url}: is `runnel serve` or `runnel process` running there?")
+        })?;
     let status = response.status();
     let body = response
         .into_body()
@@ -76,6 +78,13 @@ async fn fetch(url: &str) -> anyhow::Result<Snapshot> {
 /// The text report.
 pub fn render(s: &Snapshot, later: Option<&Snapshot>) -> String {
     let mut o = String::new();
+    if s.node_id < 0 {
+        // `runnel process`: no node, no topics or groups of its own; its input lag is not
+        // known to it (the cluster has the logs).
+        let _ = writeln!(o, "standalone processor (runnel process)");
+        render_pipelines(&mut o, s, false);
+        return o;
+    }
     let _ = writeln!(o, "node {} of cluster {}", s.node_id, s.cluster_id);
     let _ = writeln!(o, "\ntopics ({})", s.topics.len());
     let _ = writeln!(
@@ -94,6 +103,14 @@ pub fn render(s: &Snapshot, later: Option<&Snapshot>) -> String {
     for g in &s.groups {
         let _ = writeln!(o, "  {:<40} {:<20} lag {}", g.group, g.state, g.lag);
     }
+    render_pipelines(&mut o, s, true);
+    if let Some(l) = later {
+        let _ = writeln!(o, "\nrates: {}", crate::demo::status_line(s, l));
+    }
+    o
+}
+
+fn render_pipelines(o: &mut String, s: &Snapshot, with_lag: bool) {
     let _ = writeln!(o, "\npipelines ({})", s.pipelines.len());
     for p in &s.pipelines {
         let st = &p.status;
@@ -108,10 +125,15 @@ pub fn render(s: &Snapshot, later: Option<&Snapshot>) -> String {
             st.outputs.late,
             st.outputs.dlq
         );
+        let lag = if with_lag {
+            format!(" · input lag {}", p.input_lag)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "    processed {} · alerts {} · late {} · dlq {} · windows open {} · input lag {} · checkpoints {}",
-            st.stats.records, st.stats.alerts, st.stats.late, st.stats.dlq, st.windows_open, p.input_lag, st.checkpoints
+            "    processed {} · alerts {} · late {} · dlq {} · windows open {}{lag} · checkpoints {}",
+            st.stats.records, st.stats.alerts, st.stats.late, st.stats.dlq, st.windows_open, st.checkpoints
         );
         if let (Some(p50), Some(p99)) = (p.alert_latency_p50_ms, p.alert_latency_p99_ms) {
             let _ = writeln!(o, "    alert latency p50 {p50} ms, p99 {p99} ms");
@@ -120,8 +142,4 @@ pub fn render(s: &Snapshot, later: Option<&Snapshot>) -> String {
             let _ = writeln!(o, "    last error: {e}");
         }
     }
-    if let Some(l) = later {
-        let _ = writeln!(o, "\nrates: {}", crate::demo::status_line(s, l));
-    }
-    o
 }

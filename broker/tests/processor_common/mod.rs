@@ -71,6 +71,11 @@ pub fn write_config(dir: &Path, enabled: bool) -> PathBuf {
 pub struct Proc(Child);
 
 impl Proc {
+    /// Spawns `cmd`, killed when dropped.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(cmd.spawn().expect("spawn runnel"))
+    }
+
     pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -135,6 +140,8 @@ pub fn spawn_process(bootstrap: SocketAddr, state_dir: &Path) -> Proc {
             .arg(state_dir)
             .arg("--config")
             .arg(&config)
+            // No fixed port in tests (the listener has its own test).
+            .args(["--http-addr", "off"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
