@@ -5,14 +5,22 @@
 //! each append (Kafka semantics for a one-replica partition); with replication it will follow
 //! the Raft commit index instead. Durability is separate again: `flushed` is the LEO known to
 //! be fsynced, and acks=all waits for it.
+//!
+//! The protocols themselves (publishing the HW over the log, the flushed offset and its
+//! waiters) live in `runnel-sync` ([`Watermarked`], [`GroupCommit`]), where loom checks them;
+//! this file is their async shell: a `watch` that wakes long-polls when the HW moves, a
+//! `oneshot` per acks=all waiter, a `Notify` and a task for the flusher.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{watch, Notify};
+use runnel_sync::{
+    GroupCommit, RwLockReadGuard, RwLockWriteGuard, StorageFailed, Waiter, Watermarked,
+};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::codec::batch::{self, BatchHeader};
 use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
@@ -73,21 +81,33 @@ struct State {
     producers: ProducerTable,
 }
 
+/// An acks=all (or Raft log sync) waiter: answered through its oneshot, abandoned once the
+/// caller timed out and dropped the receiver.
+struct DurableWaiter(oneshot::Sender<Result<(), StorageFailed>>);
+
+impl Waiter for DurableWaiter {
+    fn answer(self, outcome: Result<(), StorageFailed>) {
+        let _ = self.0.send(outcome);
+    }
+    fn is_abandoned(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    log: RwLock<State>,
+    /// The log and the high watermark over it (the HW's source of truth).
+    log: Watermarked<State>,
     leader_epoch: i32,
+    /// Follows the HW in `log`, only to wake long-polling readers.
     high_watermark: watch::Sender<i64>,
-    flushed: watch::Sender<i64>,
+    /// The flushed offset, the truncation count and the acks=all waiters.
+    durability: GroupCommit<DurableWaiter>,
     flush_wanted: Notify,
-    storage_failed: AtomicBool,
     /// Whether this node serves the partition's reads and writes: always on a single node;
     /// for a replica, while its Raft group says this node leads.
     leading: AtomicBool,
-    /// Bumped by every truncation, so a flush planned before it cannot publish offsets that
-    /// now hold other (unsynced) batches.
-    truncations: AtomicU64,
     settings: PartitionSettings,
     /// Where the flusher records each fsync's duration (shared by every partition).
     fsync_seconds: Histogram,
@@ -123,13 +143,11 @@ impl Partition {
         let p = Arc::new(Self {
             topic: topic.to_owned(),
             index,
-            log: RwLock::new(State { log, producers }),
+            log: Watermarked::new(State { log, producers }, end),
             leader_epoch: 0,
             high_watermark: watch::Sender::new(end),
-            flushed: watch::Sender::new(flushed),
+            durability: GroupCommit::new(flushed),
             flush_wanted: Notify::new(),
-            storage_failed: AtomicBool::new(false),
-            truncations: AtomicU64::new(0),
             leading: AtomicBool::new(!settings.replicated),
             settings,
             fsync_seconds,
@@ -138,12 +156,29 @@ impl Partition {
         Ok(p)
     }
 
-    fn read_log(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.log.read().unwrap_or_else(|e| e.into_inner())
+    fn read_log(&self) -> RwLockReadGuard<'_, State> {
+        self.log.read()
     }
 
-    fn write_log(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.log.write().unwrap_or_else(|e| e.into_inner())
+    fn write_log(&self) -> RwLockWriteGuard<'_, State> {
+        self.log.write()
+    }
+
+    /// Raise the HW (never lowers it; every offset below `hw` must be in the log already) and
+    /// wake the long-polls if it moved.
+    fn publish_high_watermark(&self, hw: i64) {
+        if self.log.publish(hw) {
+            // The watch takes the HW as it is inside its own lock, so racing publishers
+            // cannot move it back.
+            self.high_watermark.send_if_modified(|h| {
+                let now = self.log.high_watermark();
+                let moved = now > *h;
+                if moved {
+                    *h = now;
+                }
+                moved
+            });
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -151,7 +186,7 @@ impl Partition {
     }
 
     pub fn is_failed(&self) -> bool {
-        self.storage_failed.load(Ordering::Acquire)
+        self.durability.is_failed()
     }
 
     /// Append one validated batch (`header` is its parsed header), unless it is a retry of an
@@ -175,9 +210,9 @@ impl Partition {
                 ..*header
             };
             state.producers.record(&stored);
-            // Single node: everything appended is committed. Publish under the lock so HW
-            // updates are ordered with appends.
-            self.high_watermark.send_replace(state.log.log_end_offset());
+            // Single node: everything appended is committed. Publish under the lock, after
+            // the append (the order the loom model checks).
+            self.publish_high_watermark(state.log.log_end_offset());
             Appended {
                 base_offset: info.base_offset,
                 last_offset: info.last_offset,
@@ -233,11 +268,12 @@ impl Partition {
     /// for the batches that will replace them.
     pub fn replica_truncate(&self, offset: i64) -> Result<(), LogError> {
         let mut state = self.write_log();
-        self.truncations.fetch_add(1, Ordering::AcqRel);
-        state.log.truncate_to(offset)?;
+        let cut = state.log.truncate_to(offset);
+        // Even a failed cut may have removed part of the tail: no sync planned before it is
+        // published, and the flushed offset is never above what the log now holds.
+        self.durability.truncated(state.log.log_end_offset());
+        cut?;
         state.producers = rebuild_producers(state.log.as_ref())?;
-        let end = state.log.log_end_offset();
-        self.flushed.send_modify(|f| *f = (*f).min(end));
         Ok(())
     }
 
@@ -255,39 +291,32 @@ impl Partition {
     /// Replica: the group committed everything below `hw`; consumers may now read it. Never
     /// moves backwards (a committed entry is never truncated).
     pub fn set_high_watermark(&self, hw: i64) {
-        self.high_watermark.send_if_modified(|h| {
-            let moved = hw > *h;
-            if moved {
-                *h = hw;
-            }
-            moved
-        });
+        self.publish_high_watermark(hw);
     }
 
     /// Wait until every offset below `end` is fsynced.
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
         self.flush_wanted.notify_one();
-        let mut rx = self.flushed.subscribe();
-        let outcome =
-            tokio::time::timeout(timeout, rx.wait_for(|f| *f >= end || self.is_failed())).await;
-        match outcome {
-            Ok(Ok(_)) if !self.is_failed() => Ok(()),
-            Ok(_) => Err(DurabilityError::StorageFailed),
+        let (reply, rx) = oneshot::channel();
+        self.durability.wait(end, DurableWaiter(reply));
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            // Failed, or the partition was dropped unflushed.
+            Ok(Ok(Err(StorageFailed)) | Err(_)) => Err(DurabilityError::StorageFailed),
             Err(_) => Err(DurabilityError::TimedOut),
         }
     }
 
     /// Whole batches from `offset`, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
-        let hw = *self.high_watermark.borrow();
-        self.read_log().log.read(offset, hw, max_bytes)
+        self.read_below(offset, i64::MAX, max_bytes)
     }
 
     /// Whole batches from `offset`, below `hw` (a high watermark read earlier, never above the
     /// current one), so that a Fetch answer's records and its high watermark agree.
     pub fn read_below(&self, offset: i64, hw: i64, max_bytes: usize) -> Result<Bytes, LogError> {
-        let hw = hw.min(*self.high_watermark.borrow());
-        self.read_log().log.read(offset, hw, max_bytes)
+        self.log
+            .read_below(hw, |state, hw| state.log.read(offset, hw, max_bytes))
     }
 
     /// Segment count and bytes on disk (for metrics).
@@ -300,7 +329,7 @@ impl Partition {
         let log = &state.log;
         Offsets {
             log_start: log.log_start_offset(),
-            high_watermark: *self.high_watermark.borrow(),
+            high_watermark: self.log.high_watermark(),
             log_end: log.log_end_offset(),
         }
     }
@@ -326,28 +355,36 @@ impl Partition {
             .enforce_retention(now_ms, &self.settings.retention)
     }
 
-    /// One group-commit round: take a plan under the lock, fsync outside it, publish.
+    /// One group-commit round: take a plan under the lock, fsync outside it, publish (the
+    /// protocol of `runnel_sync::GroupCommit`, modelled in its loom tests).
     async fn flush_once(&self) {
-        let truncations = self.truncations.load(Ordering::Acquire);
-        let plan = self.read_log().log.flush_plan();
-        if plan.up_to <= *self.flushed.borrow() {
-            return;
-        }
-        let up_to = plan.up_to;
+        let (plan, ticket) = {
+            // Under the read lock no truncation can come between the plan and its ticket.
+            let state = self.read_log();
+            let plan = state.log.flush_plan();
+            let Some(ticket) = self.durability.plan(plan.up_to) else {
+                return;
+            };
+            (plan, ticket)
+        };
         let started = std::time::Instant::now();
         let synced = tokio::task::spawn_blocking(move || plan.sync()).await;
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         match synced {
             Ok(Ok(())) => {
-                let mut state = self.write_log();
-                if self.truncations.load(Ordering::Acquire) != truncations {
-                    // The log was cut meanwhile: what this sync covered may have been replaced.
-                    // The next round plans again.
-                    self.flush_wanted.notify_one();
-                    return;
-                }
-                state.log.mark_flushed(up_to);
-                self.flushed.send_modify(|f| *f = (*f).max(up_to));
+                let answers = {
+                    let mut state = self.write_log();
+                    let answers = self.durability.synced(ticket);
+                    if answers.published() {
+                        state.log.mark_flushed(ticket.up_to());
+                    } else {
+                        // The log was cut meanwhile: what this sync covered may have been
+                        // replaced. The next round plans again.
+                        self.flush_wanted.notify_one();
+                    }
+                    answers
+                };
+                answers.deliver();
             }
             Ok(Err(e)) => self.fail(&format!("fsync failed: {e}")),
             Err(e) => self.fail(&format!("fsync task failed: {e}")),
@@ -358,8 +395,7 @@ impl Partition {
     /// durable writes on this partition rather than report success we cannot vouch for.
     fn fail(&self, why: &str) {
         tracing::error!(topic = %self.topic, partition = self.index, "{why}; partition refuses durable writes until restart");
-        self.storage_failed.store(true, Ordering::Release);
-        self.flushed.send_modify(|_| {});
+        self.durability.fail().deliver();
     }
 }
 
