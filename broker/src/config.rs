@@ -82,6 +82,10 @@ pub struct ClusterNode {
     pub kafka: String,
     /// Where the other nodes reach it for replication.
     pub raft: SocketAddr,
+    /// Where gRPC clients reach it (`host:port`), named in the leader hint a follower gives a
+    /// gRPC publisher (`runnel-leader` metadata). Optional: without it the hint is the node id.
+    #[serde(default)]
+    pub grpc: Option<String>,
 }
 
 impl Default for ClusterConfig {

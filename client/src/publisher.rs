@@ -9,6 +9,10 @@
 //! Acknowledgements arrive in order. If the stream fails, every unacknowledged record gets the
 //! error (its outcome is unknown: it may be stored) and the next batch opens a new stream;
 //! records are never re-sent automatically, so nothing is duplicated behind the caller's back.
+//!
+//! Cluster mode: a node that does not lead the partition ends the stream with UNAVAILABLE
+//! and `runnel-leader: <node id> <grpc addr>`; the next stream opens on that address (the
+//! failed records still get the error, which keeps its metadata).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,7 +24,7 @@ use runnel_proto::v1::{self, ingest_client::IngestClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
 
@@ -140,6 +144,9 @@ struct Batcher {
     in_flight: VecDeque<(u64, Vec<Ack>)>,
     /// Flush requests waiting for the batch with this id (and all before it).
     flushes: Vec<(u64, oneshot::Sender<()>)>,
+    /// The partition leader a node named when it refused the stream: the next stream opens
+    /// there.
+    redirect: Option<String>,
 }
 
 fn payload_len(r: &v1::Record) -> usize {
@@ -152,7 +159,18 @@ fn payload_len(r: &v1::Record) -> usize {
 }
 
 fn status_copy(s: &tonic::Status) -> ClientError {
-    ClientError::Status(tonic::Status::new(s.code(), s.message().to_owned()))
+    ClientError::Status(tonic::Status::with_metadata(
+        s.code(),
+        s.message().to_owned(),
+        s.metadata().clone(),
+    ))
+}
+
+/// The gRPC address of a `runnel-leader: <node id> <grpc addr>` hint, if the status has one.
+fn leader_address(s: &tonic::Status) -> Option<String> {
+    let hint = s.metadata().get("runnel-leader")?.to_str().ok()?;
+    let (_, addr) = hint.split_once(' ')?;
+    Some(addr.trim().to_owned()).filter(|a| !a.is_empty())
 }
 
 impl Batcher {
@@ -217,6 +235,15 @@ impl Batcher {
     }
 
     async fn open(&mut self) -> Result<Stream, tonic::Status> {
+        if let Some(addr) = self.redirect.take() {
+            // Lazy: a dead address fails this stream's open, like any other.
+            match Endpoint::from_shared(format!("http://{addr}")) {
+                Ok(e) => {
+                    self.client = IngestClient::new(e.tcp_nodelay(true).connect_lazy());
+                }
+                Err(e) => tracing::warn!("ignoring leader hint {addr}: {e}"),
+            }
+        }
         let (requests, rx) = mpsc::channel(self.config.max_in_flight.max(1));
         let acks = self
             .client
@@ -251,6 +278,9 @@ impl Batcher {
     fn fail_stream(&mut self, status: &tonic::Status) {
         tracing::warn!("publish stream failed: {status}");
         self.stream = None;
+        if let Some(addr) = leader_address(status) {
+            self.redirect = Some(addr);
+        }
         for (_, waiters) in self.in_flight.drain(..) {
             for w in waiters {
                 let _ = w.send(Err(status_copy(status)));
@@ -299,6 +329,7 @@ async fn run(
         next_id: 0,
         in_flight: VecDeque::new(),
         flushes: Vec::new(),
+        redirect: None,
     };
     let mut closing = false;
     loop {
@@ -352,5 +383,27 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_hint_names_the_next_address() {
+        let mut s = tonic::Status::unavailable("not the leader");
+        assert_eq!(leader_address(&s), None);
+        s.metadata_mut()
+            .insert("runnel-leader", "2 10.0.0.2:9093".parse().unwrap());
+        assert_eq!(leader_address(&s).as_deref(), Some("10.0.0.2:9093"));
+        let copied = status_copy(&s);
+        let ClientError::Status(c) = copied else {
+            panic!("a status")
+        };
+        assert_eq!(leader_address(&c).as_deref(), Some("10.0.0.2:9093"));
+        s.metadata_mut()
+            .insert("runnel-leader", "2".parse().unwrap());
+        assert_eq!(leader_address(&s), None, "an id alone is no address");
     }
 }

@@ -22,6 +22,9 @@ pub struct Node {
     pub kafka: SocketAddr,
     /// Prometheus metrics at `/metrics`.
     pub http: SocketAddr,
+    /// The gRPC API (also given to every node as this node's `grpc` in `[cluster] nodes`, so a
+    /// follower's leader hint names it).
+    pub grpc: SocketAddr,
     pub dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -47,10 +50,12 @@ impl Cluster {
         let mut raft = BTreeMap::new();
         let mut kafka = BTreeMap::new();
         let mut http = BTreeMap::new();
+        let mut grpc = BTreeMap::new();
         for id in &ids {
             raft.insert(*id, free_loopback_addr()?);
             kafka.insert(*id, free_loopback_addr()?);
             http.insert(*id, free_loopback_addr()?);
+            grpc.insert(*id, free_loopback_addr()?);
         }
         let mut proxies = BTreeMap::new();
         for from in &ids {
@@ -73,8 +78,8 @@ impl Cluster {
                         proxies[&(*id, *other)].addr()
                     };
                     format!(
-                        "  {{ id = {other}, kafka = \"{}\", raft = \"{r}\" }},\n",
-                        kafka[other]
+                        "  {{ id = {other}, kafka = \"{}\", raft = \"{r}\", grpc = \"{}\" }},\n",
+                        kafka[other], grpc[other]
                     )
                 })
                 .collect();
@@ -82,11 +87,12 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "data_dir = \"{}\"\nkafka_addr = \"{}\"\ngrpc_addr = \"127.0.0.1:0\"\n\
+                    "data_dir = \"{}\"\nkafka_addr = \"{}\"\ngrpc_addr = \"{}\"\n\
                      http_addr = \"{}\"\nnode_id = {id}\n\n[processor]\nenabled = false\n\n\
                      [cluster]\nnodes = [\n{entries}]\n",
                     dir.display(),
                     kafka[id],
+                    grpc[id],
                     http[id]
                 ),
             )?;
@@ -94,6 +100,7 @@ impl Cluster {
                 id: *id,
                 kafka: kafka[id],
                 http: http[id],
+                grpc: grpc[id],
                 log: root.path().join(format!("node{id}.log")),
                 syncs: root.path().join(format!("node{id}.syncs")),
                 dir,

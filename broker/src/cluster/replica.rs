@@ -124,6 +124,23 @@ pub enum ReplicaError {
     Stopped,
 }
 
+/// How a replicated produce that was not acknowledged ended, for Kafka Produce and gRPC
+/// Publish alike (`Replica::settle`).
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The leader refused the batch before proposing it (`Stopped` included: the group task
+    /// ended before answering).
+    #[error(transparent)]
+    Refused(ReplicaError),
+    /// Another entry was committed where this one was: it was not stored and never will be.
+    #[error("leadership changed before the batch was committed; it was not stored")]
+    NotStored,
+    /// No definite answer (commit wait timed out, leadership lost, group stopped): the batch
+    /// may or may not be stored.
+    #[error("{0}; the records may or may not be stored")]
+    Unknown(CommitError),
+}
+
 /// A batch the leader took: where it went, and (unless it was a retry already in the log)
 /// the entry to wait for.
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +221,26 @@ impl Replica {
                 outcome
             }
         }
+    }
+
+    /// The shared end of a replicated produce (Kafka Produce and gRPC Publish): await what
+    /// [`Replica::propose`] queued, then, when `commit_wait` is set (acks=all), wait for the
+    /// entry to commit. Without it (acks=1) the answer comes on the leader's append: the
+    /// records are visible to consumers only once committed, and may still be replaced.
+    pub async fn settle(
+        &self,
+        proposed: impl std::future::Future<Output = Result<Proposed, ReplicaError>>,
+        commit_wait: Option<Duration>,
+    ) -> Result<Proposed, SettleError> {
+        let p = proposed.await.map_err(SettleError::Refused)?;
+        if let Some(wait) = commit_wait {
+            match self.wait_committed(&p, wait).await {
+                Ok(()) => {}
+                Err(CommitError::Replaced) => return Err(SettleError::NotStored),
+                Err(e) => return Err(SettleError::Unknown(e)),
+            }
+        }
+        Ok(p)
     }
 
     /// Whether this node leads the partition now.

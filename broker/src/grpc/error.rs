@@ -1,5 +1,6 @@
 //! Why a gRPC call failed, and the status code and message a person sees for it.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::partition::{AppendError, DurabilityError};
@@ -37,7 +38,65 @@ pub enum GrpcError {
     /// Something that will exist shortly (retry): a pipeline's output topic before it starts.
     #[error("{0}")]
     NotYet(String),
+    /// Cluster mode: this node cannot take writes for the partition (it follows, or lost the
+    /// leadership before the commit and the entry was replaced). Nothing of the batch is
+    /// stored; the status carries `runnel-outcome: not-stored` and, when known,
+    /// `runnel-leader: <node id> [<grpc addr>]`.
+    #[error("{topic}/{partition}: {why}; nothing was stored ({})", leader_text(.leader))]
+    NotLeader {
+        topic: String,
+        partition: i32,
+        why: String,
+        leader: Option<LeaderHint>,
+    },
+    /// Cluster mode: no definite outcome (the commit wait timed out, the leader stepped down,
+    /// the replica stopped). The status carries `runnel-outcome: unknown`.
+    #[error("{topic}/{partition}: {why}; the records may or may not be stored")]
+    OutcomeUnknown {
+        topic: String,
+        partition: i32,
+        why: String,
+        timed_out: bool,
+    },
 }
+
+/// Where the partition's leader is, as far as this node knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub node_id: i32,
+    /// Its gRPC address, if `[cluster] nodes` gives one.
+    pub grpc: Option<String>,
+}
+
+impl LeaderHint {
+    /// The `runnel-leader` metadata value: `<node id>` or `<node id> <grpc addr>`.
+    pub fn metadata_value(&self) -> String {
+        match &self.grpc {
+            Some(a) => format!("{} {a}", self.node_id),
+            None => self.node_id.to_string(),
+        }
+    }
+}
+
+fn leader_text(leader: &Option<LeaderHint>) -> String {
+    match leader {
+        Some(LeaderHint {
+            node_id,
+            grpc: Some(a),
+        }) => format!("the leader is node {node_id} at {a}"),
+        Some(LeaderHint {
+            node_id,
+            grpc: None,
+        }) => format!("the leader is node {node_id}"),
+        None => "no leader is known yet; retry shortly".to_owned(),
+    }
+}
+
+/// Metadata key of a follower's leader hint: `<node id>` or `<node id> <grpc addr>`.
+pub const LEADER_METADATA: &str = "runnel-leader";
+/// Metadata key saying whether a failed replicated publish stored nothing (`not-stored`) or
+/// may have stored its records (`unknown`).
+pub const OUTCOME_METADATA: &str = "runnel-outcome";
 
 impl GrpcError {
     pub fn code(&self) -> Code {
@@ -52,7 +111,11 @@ impl GrpcError {
             GrpcError::StorageFailed { .. } | GrpcError::ShuttingDown | GrpcError::NotYet(_) => {
                 Code::Unavailable
             }
-            GrpcError::DurabilityTimeout { .. } => Code::DeadlineExceeded,
+            GrpcError::DurabilityTimeout { .. }
+            | GrpcError::OutcomeUnknown {
+                timed_out: true, ..
+            } => Code::DeadlineExceeded,
+            GrpcError::NotLeader { .. } | GrpcError::OutcomeUnknown { .. } => Code::Unavailable,
             GrpcError::Storage(_) => Code::Internal,
         }
     }
@@ -81,10 +144,13 @@ impl GrpcError {
             AppendError::Sequence(e) => {
                 GrpcError::Storage(format!("unexpected sequence error: {e}"))
             }
-            AppendError::Replicated => GrpcError::NotYet(format!(
-                "{topic}/{partition} is replicated; gRPC publishing to replicated partitions is \
-                 not supported yet (use the Kafka protocol)"
-            )),
+            // A replicated partition this node holds no replica of.
+            AppendError::Replicated => GrpcError::NotLeader {
+                topic: topic.to_owned(),
+                partition,
+                why: "this node has no replica of the partition".to_owned(),
+                leader: None,
+            },
             AppendError::Log(e) => {
                 tracing::error!(topic, partition, "grpc append failed: {e}");
                 GrpcError::StorageFailed {
@@ -111,7 +177,24 @@ impl GrpcError {
 
 impl From<GrpcError> for Status {
     fn from(e: GrpcError) -> Self {
-        Status::new(e.code(), e.to_string())
+        let mut status = Status::new(e.code(), e.to_string());
+        let meta = status.metadata_mut();
+        match &e {
+            GrpcError::NotLeader { leader, .. } => {
+                meta.insert(OUTCOME_METADATA, MetadataValue::from_static("not-stored"));
+                if let Some(v) = leader
+                    .as_ref()
+                    .and_then(|l| MetadataValue::try_from(l.metadata_value()).ok())
+                {
+                    meta.insert(LEADER_METADATA, v);
+                }
+            }
+            GrpcError::OutcomeUnknown { .. } => {
+                meta.insert(OUTCOME_METADATA, MetadataValue::from_static("unknown"));
+            }
+            _ => {}
+        }
+        status
     }
 }
 
@@ -126,5 +209,48 @@ mod tests {
         assert_eq!(s.message(), "topic \"nope\" does not exist");
         let s = Status::from(GrpcError::from_topic("x", TopicError::AlreadyExists));
         assert_eq!(s.code(), Code::AlreadyExists);
+    }
+
+    #[test]
+    fn a_follower_names_the_leader_in_metadata() {
+        let s = Status::from(GrpcError::NotLeader {
+            topic: "t".into(),
+            partition: 2,
+            why: "this node is not the partition's leader".into(),
+            leader: Some(LeaderHint {
+                node_id: 3,
+                grpc: Some("10.0.0.3:9093".into()),
+            }),
+        });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.metadata().get(LEADER_METADATA).unwrap(),
+            "3 10.0.0.3:9093"
+        );
+        assert_eq!(s.metadata().get(OUTCOME_METADATA).unwrap(), "not-stored");
+        assert!(
+            s.message().contains("node 3 at 10.0.0.3:9093"),
+            "{}",
+            s.message()
+        );
+        assert!(
+            s.message().contains("nothing was stored"),
+            "{}",
+            s.message()
+        );
+    }
+
+    #[test]
+    fn an_unknown_outcome_says_so() {
+        let s = Status::from(GrpcError::OutcomeUnknown {
+            topic: "t".into(),
+            partition: 0,
+            why: "timed out waiting for the commit".into(),
+            timed_out: true,
+        });
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        assert!(s.message().contains("may or may not be stored"));
+        assert_eq!(s.metadata().get(OUTCOME_METADATA).unwrap(), "unknown");
+        assert!(s.metadata().get(LEADER_METADATA).is_none());
     }
 }

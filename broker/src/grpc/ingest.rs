@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::future::BoxFuture;
 use futures_util::Stream;
 use runnel_proto::v1::{self, ingest_server::Ingest};
 use tokio::sync::{mpsc, watch};
@@ -21,12 +22,15 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{record_from_proto, record_from_sensor};
-use super::error::GrpcError;
+use super::error::{GrpcError, LeaderHint};
 use super::partitioner::partition_for_key;
 use crate::broker::Broker;
+use crate::cluster::replica::{Proposed, Replica, ReplicaError, SettleError};
+use crate::cluster::Cluster;
 use crate::codec::batch::{self, HEADER_LEN};
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::partition::Partition;
+use crate::raft::driver::CommitError;
 
 /// Batches a stream may have appended but not yet acknowledged (waiting for their fsync).
 /// Bounded so a client that stops reading acknowledgements stops being read from.
@@ -51,16 +55,34 @@ impl IngestService {
     }
 }
 
-/// A batch that is appended and waits for durability before it is acknowledged.
+/// A batch that is appended (or proposed) and waits before it is acknowledged.
 struct Appended {
     batch_id: u64,
     positions: Vec<v1::RecordPosition>,
     /// (partition, end offset) pairs to wait for when acks = all; empty otherwise.
     durable: Vec<(Arc<Partition>, i64)>,
+    /// Cluster mode: every chunk's proposal to its partition's Raft group, in request order.
+    /// Positions are filled in when they settle.
+    proposals: Vec<Proposal>,
+}
+
+/// One chunk proposed to a replicated partition's leader.
+struct Proposal {
+    replica: Replica,
+    /// Request indexes of its records, in order.
+    indexes: Vec<usize>,
+    proposed: BoxFuture<'static, Result<Proposed, ReplicaError>>,
+    /// (records, bytes), counted once it is acknowledged.
+    counts: (u64, u64),
+    /// `Some` for acks = all: answer only once committed.
+    commit_wait: Option<Duration>,
 }
 
 impl IngestService {
     /// Validate and append one batch. Nothing is appended unless every record is acceptable.
+    /// In cluster mode the chunks are proposed to their partitions' Raft groups instead (the
+    /// path Kafka Produce takes, `Replica::propose`), after checking that this node leads
+    /// every partition the batch touches.
     fn append(
         &self,
         topic_name: &str,
@@ -107,8 +129,10 @@ impl IngestService {
             groups.entry(slot).or_default().push((i, r));
         }
         let max = topic.config.max_message_bytes;
-        // Encode everything first: a record too large for the topic refuses the whole request.
-        let mut plan: Vec<(Arc<Partition>, Vec<Chunk>)> = Vec::new();
+        let cluster = self.broker.cluster();
+        // Encode everything first: a record too large for the topic refuses the whole request,
+        // and so does a partition this node does not lead.
+        let mut plan: Vec<(Arc<Partition>, Option<Replica>, Vec<Chunk>)> = Vec::new();
         for (slot, recs) in groups {
             let part = topic
                 .partitions
@@ -121,40 +145,56 @@ impl IngestService {
                     partition: part.index,
                 });
             }
-            plan.push((part, encode_chunks(recs, max, topic_name)?));
+            let replica = cluster.and_then(|c| c.replica(topic_name, part.index));
+            if let (Some(c), Some(r)) = (cluster, &replica) {
+                if !r.is_leader() {
+                    return Err(GrpcError::NotLeader {
+                        topic: topic_name.to_owned(),
+                        partition: part.index,
+                        why: "this node is not the partition's leader".into(),
+                        leader: leader_hint(c, topic_name, part.index),
+                    });
+                }
+            }
+            plan.push((part, replica, encode_chunks(recs, max, topic_name)?));
         }
         let total: usize = plan
             .iter()
-            .flat_map(|(_, c)| c.iter().map(|(i, _)| i.len()))
+            .flat_map(|(_, _, c)| c.iter().map(|(i, _)| i.len()))
             .sum();
         let mut positions = vec![v1::RecordPosition::default(); total];
         let mut durable = Vec::new();
-        for (part, chunks) in plan {
+        let mut proposals = Vec::new();
+        let commit_wait = (acks != v1::Acks::Leader).then(|| self.wait_limit());
+        for (part, replica, chunks) in plan {
             let mut end = 0;
             for (indexes, bytes) in chunks {
                 let header = batch::validate(&bytes)
                     .map_err(|e| GrpcError::Storage(format!("built an invalid batch: {e}")))?;
                 let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+                let counts = (u64::try_from(header.record_count).unwrap_or(0), size);
+                if let Some(replica) = &replica {
+                    // Queued now, so chunks (and pipelined stream batches) keep request order.
+                    let proposed = Box::pin(replica.propose(bytes, header));
+                    proposals.push(Proposal {
+                        replica: replica.clone(),
+                        indexes,
+                        proposed,
+                        counts,
+                        commit_wait,
+                    });
+                    continue;
+                }
                 let appended = part
                     .append(bytes, &header)
                     .map_err(|e| GrpcError::from_append(topic_name, part.index, e))?;
-                self.broker.metrics.produced(
-                    topic_name,
-                    part.index,
-                    u64::try_from(header.record_count).unwrap_or(0),
-                    size,
-                );
-                for (offset, i) in (appended.base_offset..).zip(indexes) {
-                    if let Some(pos) = positions.get_mut(i) {
-                        *pos = v1::RecordPosition {
-                            partition: part.index,
-                            offset,
-                        };
-                    }
-                }
+                self.broker
+                    .metrics
+                    .produced(topic_name, part.index, counts.0, counts.1);
+                fill_positions(&mut positions, part.index, appended.base_offset, indexes);
                 end = appended.last_offset + 1;
             }
-            if acks != v1::Acks::Leader {
+            if replica.is_none() && acks != v1::Acks::Leader {
                 durable.push((part, end));
             }
         }
@@ -162,6 +202,7 @@ impl IngestService {
             batch_id,
             positions,
             durable,
+            proposals,
         })
     }
 
@@ -170,12 +211,160 @@ impl IngestService {
     }
 }
 
-/// Wait until every partition the batch touched is fsynced past it, then answer.
-async fn acknowledge(a: Appended, limit: Duration) -> Result<v1::PublishResponse, GrpcError> {
+fn fill_positions(
+    positions: &mut [v1::RecordPosition],
+    partition: i32,
+    base_offset: i64,
+    indexes: Vec<usize>,
+) {
+    for (offset, i) in (base_offset..).zip(indexes) {
+        if let Some(pos) = positions.get_mut(i) {
+            *pos = v1::RecordPosition { partition, offset };
+        }
+    }
+}
+
+/// The partition's leader as this node knows it (not this node), with its gRPC address when
+/// `[cluster] nodes` gives one.
+fn leader_hint(cluster: &Cluster, topic: &str, partition: i32) -> Option<LeaderHint> {
+    let (leader, _epoch) = cluster.leader_of(topic, partition)?;
+    if leader == cluster.node_id {
+        return None;
+    }
+    Some(LeaderHint {
+        node_id: leader,
+        grpc: cluster.config.node(leader).and_then(|n| n.grpc.clone()),
+    })
+}
+
+/// A replicated chunk's failure as the client sees it, and whether it is definite (nothing of
+/// the chunk is stored).
+fn settle_error(
+    cluster: Option<&Arc<Cluster>>,
+    replica: &Replica,
+    e: SettleError,
+) -> (GrpcError, bool) {
+    let topic = replica.partition.topic.to_string();
+    let partition = replica.partition.index;
+    let hint = || cluster.and_then(|c| leader_hint(c, &topic, partition));
+    match e {
+        SettleError::Refused(ReplicaError::NotLeader) => (
+            GrpcError::NotLeader {
+                why: "this node stopped leading the partition".into(),
+                leader: hint(),
+                topic,
+                partition,
+            },
+            true,
+        ),
+        SettleError::NotStored => (
+            GrpcError::NotLeader {
+                why: "leadership changed before the batch was committed".into(),
+                leader: hint(),
+                topic,
+                partition,
+            },
+            true,
+        ),
+        SettleError::Refused(ReplicaError::Storage(m)) => {
+            tracing::error!(%topic, partition, "grpc proposal failed: {m}");
+            (GrpcError::StorageFailed { topic, partition }, true)
+        }
+        // gRPC batches are never idempotent (producer id -1): no sequence errors.
+        SettleError::Refused(ReplicaError::Sequence(e)) => (
+            GrpcError::Storage(format!("unexpected sequence error: {e}")),
+            true,
+        ),
+        // The group task ended without answering: the proposal may have been made.
+        SettleError::Refused(ReplicaError::Stopped) => (
+            GrpcError::OutcomeUnknown {
+                topic,
+                partition,
+                why: "the replica stopped".into(),
+                timed_out: false,
+            },
+            false,
+        ),
+        SettleError::Unknown(c) => (
+            GrpcError::OutcomeUnknown {
+                topic,
+                partition,
+                why: c.to_string(),
+                timed_out: matches!(c, CommitError::TimedOut),
+            },
+            false,
+        ),
+    }
+}
+
+/// Wait until every partition the batch touched is fsynced past it (standalone) or every
+/// proposal settled (cluster mode: committed for acks = all), then answer. A request whose
+/// proposals all failed definitely stored nothing and says so; one where some were stored or
+/// any outcome is unknown answers with an unknown outcome.
+async fn acknowledge(
+    mut a: Appended,
+    limit: Duration,
+    broker: &Broker,
+) -> Result<v1::PublishResponse, GrpcError> {
     for (part, end) in &a.durable {
         part.wait_durable(*end, limit)
             .await
             .map_err(|e| GrpcError::from_durability(&part.topic, part.index, e))?;
+    }
+    let mut stored = 0usize;
+    let mut failure: Option<(GrpcError, bool)> = None;
+    let mut all_definite = true;
+    for p in std::mem::take(&mut a.proposals) {
+        let Proposal {
+            replica,
+            indexes,
+            proposed,
+            counts,
+            commit_wait,
+        } = p;
+        let part = &replica.partition;
+        match replica.settle(proposed, commit_wait).await {
+            Ok(done) => {
+                stored += 1;
+                broker
+                    .metrics
+                    .produced(&part.topic, part.index, counts.0, counts.1);
+                fill_positions(
+                    &mut a.positions,
+                    part.index,
+                    done.appended.base_offset,
+                    indexes,
+                );
+            }
+            Err(e) => {
+                let (err, definite) = settle_error(broker.cluster(), &replica, e);
+                all_definite &= definite;
+                failure.get_or_insert((err, definite));
+            }
+        }
+    }
+    if let Some((err, _)) = failure {
+        if all_definite && stored == 0 {
+            return Err(err);
+        }
+        let (topic, partition, timed_out) = match &err {
+            GrpcError::OutcomeUnknown {
+                topic,
+                partition,
+                timed_out,
+                ..
+            } => (topic.clone(), *partition, *timed_out),
+            GrpcError::NotLeader {
+                topic, partition, ..
+            } => (topic.clone(), *partition, false),
+            _ => (String::new(), -1, false),
+        };
+        return Err(GrpcError::OutcomeUnknown {
+            topic,
+            partition,
+            why: format!("part of the batch failed ({err})"),
+            timed_out,
+        });
     }
     Ok(v1::PublishResponse {
         batch_id: a.batch_id,
@@ -272,7 +461,7 @@ impl Ingest for IngestService {
         let records = convert_records(req.records)?;
         let appended = self.append(&req.topic, req.partition, records, req.acks, req.batch_id)?;
         Ok(Response::new(
-            acknowledge(appended, self.wait_limit()).await?,
+            acknowledge(appended, self.wait_limit(), &self.broker).await?,
         ))
     }
 
@@ -314,10 +503,11 @@ impl Ingest for IngestService {
             }
         });
         let limit = self.wait_limit();
+        let broker = self.broker.clone();
         tokio::spawn(async move {
             while let Some(next) = pending_rx.recv().await {
                 let ack = match next {
-                    Ok(a) => acknowledge(a, limit).await.map_err(Status::from),
+                    Ok(a) => acknowledge(a, limit, &broker).await.map_err(Status::from),
                     Err(s) => Err(s),
                 };
                 let failed = ack.is_err();
@@ -342,7 +532,7 @@ impl Ingest for IngestService {
             .collect::<Result<Vec<_>, _>>()?;
         let appended = self.append(&req.topic, None, records, req.acks, req.batch_id)?;
         Ok(Response::new(
-            acknowledge(appended, self.wait_limit()).await?,
+            acknowledge(appended, self.wait_limit(), &self.broker).await?,
         ))
     }
 }

@@ -15,12 +15,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{code, encode_body, Reply, RequestContext, RequestError};
 use crate::broker::Broker;
-use crate::cluster::replica::{Proposed, Replica, ReplicaError};
+use crate::cluster::replica::{Proposed, Replica, ReplicaError, SettleError};
 use crate::cluster::Cluster;
 use crate::codec::batch;
 use crate::metrics::Metrics;
 use crate::partition::{AppendError, DurabilityError, Partition};
-use crate::raft::driver::CommitError;
 use crate::topics::{Topic, TopicError};
 use futures_util::future::BoxFuture;
 use kafka_protocol::messages::TopicName;
@@ -295,44 +294,35 @@ fn handle_replicated(
                         counts,
                     } => {
                         let r = empty_response(index);
-                        match proposed.await {
+                        let commit_wait = (acks == -1).then_some(wait);
+                        match replica.settle(proposed, commit_wait).await {
+                            Ok(p) => {
+                                if !p.appended.duplicate {
+                                    metrics.produced(
+                                        &replica.partition.topic,
+                                        index,
+                                        counts.0,
+                                        counts.1,
+                                    );
+                                }
+                                r.with_base_offset(p.appended.base_offset)
+                                    .with_log_start_offset(replica.partition.offsets().log_start)
+                            }
                             Err(e) => {
                                 let code = match &e {
-                                    ReplicaError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
-                                    ReplicaError::Sequence(s) => s.kafka_code(),
-                                    ReplicaError::Storage(_) => code::KAFKA_STORAGE_ERROR,
-                                    ReplicaError::Stopped => code::NOT_LEADER_OR_FOLLOWER,
+                                    SettleError::Refused(
+                                        ReplicaError::NotLeader | ReplicaError::Stopped,
+                                    )
+                                    | SettleError::NotStored => code::NOT_LEADER_OR_FOLLOWER,
+                                    SettleError::Refused(ReplicaError::Sequence(s)) => {
+                                        s.kafka_code()
+                                    }
+                                    SettleError::Refused(ReplicaError::Storage(_)) => {
+                                        code::KAFKA_STORAGE_ERROR
+                                    }
+                                    SettleError::Unknown(_) => code::REQUEST_TIMED_OUT,
                                 };
                                 with_error(r, code, &e.to_string())
-                            }
-                            Ok(p) => {
-                                let outcome = if acks == -1 {
-                                    replica.wait_committed(&p, wait).await
-                                } else {
-                                    Ok(())
-                                };
-                                match outcome {
-                                    Ok(()) => {
-                                        if !p.appended.duplicate {
-                                            metrics.produced(
-                                                &replica.partition.topic,
-                                                index,
-                                                counts.0,
-                                                counts.1,
-                                            );
-                                        }
-                                        r.with_base_offset(p.appended.base_offset)
-                                            .with_log_start_offset(
-                                                replica.partition.offsets().log_start,
-                                            )
-                                    }
-                                    Err(CommitError::Replaced) => with_error(
-                                        r,
-                                        code::NOT_LEADER_OR_FOLLOWER,
-                                        "leadership changed before the batch was committed; it was not stored",
-                                    ),
-                                    Err(e) => with_error(r, code::REQUEST_TIMED_OUT, &e.to_string()),
-                                }
                             }
                         }
                     }
