@@ -48,12 +48,12 @@ fn compose_cluster_configs_agree_with_each_other_and_with_compose() {
             .cluster
             .nodes
             .iter()
-            .map(|n| (n.id, n.kafka.clone(), n.raft))
+            .map(|n| (n.id, n.kafka.clone(), n.raft, n.grpc.clone()))
             .collect();
         let want: Vec<_> = first
             .nodes
             .iter()
-            .map(|n| (n.id, n.kafka.clone(), n.raft))
+            .map(|n| (n.id, n.kafka.clone(), n.raft, n.grpc.clone()))
             .collect();
         assert_eq!(same, want, "every node lists the same [cluster] nodes");
     }
@@ -73,6 +73,17 @@ fn compose_cluster_configs_agree_with_each_other_and_with_compose() {
             block.contains(&published),
             "{service}: compose must publish {published} (advertised {})",
             me.kafka
+        );
+        // The leader hint names `grpc`: compose must publish that host port to the gRPC port.
+        let grpc = me
+            .grpc
+            .as_deref()
+            .expect("deploy configs name their gRPC address");
+        let grpc_in = c.grpc_addr().expect("gRPC listener configured").port();
+        let published = format!("\"{}:{grpc_in}\"", port(grpc));
+        assert!(
+            block.contains(&published),
+            "{service}: compose must publish {published} (gRPC hint {grpc})"
         );
         // The node binds its raft address: compose must give the container that IP.
         let ip = me.raft.ip().to_string();
