@@ -6,7 +6,9 @@
 //! to the late-data output. A reading of a hopping window whose windows have partly expired
 //! updates the live ones and is also reported late (so nothing is dropped silently).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +159,56 @@ pub enum WindowEvent {
     Late(LateReading),
 }
 
+/// A fresh window of `key` with empty accumulators for every aggregated field.
+fn new_state(
+    aggregations: &[AggregationConfig],
+    sketch_alpha: f64,
+    key: &str,
+    start: Millis,
+    end: Millis,
+) -> WindowState {
+    let mut fields = BTreeMap::new();
+    for a in aggregations {
+        let wants_sketch = a
+            .functions
+            .iter()
+            .any(|f| matches!(f, AggFn::Percentile(_)));
+        fields
+            .entry(a.field.clone())
+            .or_insert_with(|| FieldAcc::new(wants_sketch.then_some(sketch_alpha)));
+    }
+    WindowState {
+        key: key.to_owned(),
+        start,
+        end,
+        count: 0,
+        fields,
+        emitted: None,
+    }
+}
+
+/// The result of window `w` at `revision` under `aggregations`.
+fn result_of(aggregations: &[AggregationConfig], w: &WindowState, revision: u32) -> WindowResult {
+    let mut columns = BTreeMap::new();
+    for a in aggregations {
+        if let Some(acc) = w.fields.get(&a.field) {
+            for &f in &a.functions {
+                if let Some(v) = acc.get(f) {
+                    columns.insert(format!("{}_{f}", a.field), v);
+                }
+            }
+        }
+    }
+    WindowResult {
+        key: w.key.clone(),
+        start: w.start,
+        end: w.end,
+        revision,
+        count: w.count,
+        columns,
+    }
+}
+
 /// The keyed event-time window operator.
 #[derive(Debug, Clone)]
 pub struct WindowOperator {
@@ -166,6 +218,11 @@ pub struct WindowOperator {
     /// Keyed by `(end, key, start)` so closing and purging scan a prefix in end order.
     windows: BTreeMap<(Millis, String, Millis), WindowState>,
     watermark: Option<Millis>,
+    /// Every window with `end <= emitted_through` has been emitted (`emitted.is_some()`), so
+    /// closing on a watermark advance starts after it instead of at the first window. `None`
+    /// (a new or restored operator) means no such bound is known: the next close scans from
+    /// the first window, once.
+    emitted_through: Option<Millis>,
 }
 
 impl WindowOperator {
@@ -181,6 +238,7 @@ impl WindowOperator {
             sketch_alpha: config.sketch_relative_accuracy,
             windows: BTreeMap::new(),
             watermark: None,
+            emitted_through: None,
         }
     }
 
@@ -211,6 +269,7 @@ impl WindowOperator {
             .map(|w| ((w.end, w.key.clone(), w.start), w))
             .collect();
         self.watermark = watermark;
+        self.emitted_through = None;
     }
 
     fn expired(&self, end: Millis) -> bool {
@@ -222,46 +281,8 @@ impl WindowOperator {
         self.watermark.is_some_and(|wm| end <= wm)
     }
 
-    fn new_state(&self, key: &str, start: Millis, end: Millis) -> WindowState {
-        let mut fields = BTreeMap::new();
-        for a in &self.aggregations {
-            let wants_sketch = a
-                .functions
-                .iter()
-                .any(|f| matches!(f, AggFn::Percentile(_)));
-            fields
-                .entry(a.field.clone())
-                .or_insert_with(|| FieldAcc::new(wants_sketch.then_some(self.sketch_alpha)));
-        }
-        WindowState {
-            key: key.to_owned(),
-            start,
-            end,
-            count: 0,
-            fields,
-            emitted: None,
-        }
-    }
-
     fn result(&self, w: &WindowState, revision: u32) -> WindowResult {
-        let mut columns = BTreeMap::new();
-        for a in &self.aggregations {
-            if let Some(acc) = w.fields.get(&a.field) {
-                for &f in &a.functions {
-                    if let Some(v) = acc.get(f) {
-                        columns.insert(format!("{}_{f}", a.field), v);
-                    }
-                }
-            }
-        }
-        WindowResult {
-            key: w.key.clone(),
-            start: w.start,
-            end: w.end,
-            revision,
-            count: w.count,
-            columns,
-        }
+        result_of(&self.aggregations, w, revision)
     }
 
     fn on_data(&mut self, r: SensorReading, out: &mut Collector<WindowEvent>) {
@@ -276,13 +297,15 @@ impl WindowOperator {
                 continue;
             }
             let closed = self.closed(end);
-            let k = (end, r.key.clone(), start);
-            if !self.windows.contains_key(&k) {
-                let s = self.new_state(&r.key, start, end);
-                self.windows.insert(k.clone(), s);
-            }
-            let Some(w) = self.windows.get_mut(&k) else {
-                continue;
+            let w = match self.windows.entry((end, r.key.clone(), start)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(new_state(
+                    &self.aggregations,
+                    self.sketch_alpha,
+                    &r.key,
+                    start,
+                    end,
+                )),
             };
             w.count = w.count.saturating_add(1);
             for (field, acc) in &mut w.fields {
@@ -295,8 +318,7 @@ impl WindowOperator {
                 // Late but within the allowed lateness: re-emit now with the next revision.
                 let rev = w.emitted.map_or(0, |e| e.saturating_add(1));
                 w.emitted = Some(rev);
-                let w = w.clone();
-                out.data(WindowEvent::Result(self.result(&w, rev)));
+                out.data(WindowEvent::Result(result_of(&self.aggregations, w, rev)));
             }
         }
         if let Some((window_start, window_end)) = first_expired {
@@ -310,19 +332,27 @@ impl WindowOperator {
         }
     }
 
+    /// Emits (revision 0) every window not emitted yet whose end is `<= upto` (every one for
+    /// `None`), in `(end, key, start)` order. Starts after `emitted_through`: windows ending
+    /// at or before it are all emitted already (a window created behind the watermark is
+    /// emitted when created), so the cost is the windows closed plus one lookup.
     fn emit_closed(&mut self, upto: Option<Millis>, out: &mut Collector<WindowEvent>) {
-        let mut emit = Vec::new();
-        for w in self.windows.values_mut() {
+        let from = match self.emitted_through.and_then(|e| e.checked_add(1)) {
+            Some(next) => Bound::Included((next, String::new(), Millis::MIN)),
+            None if self.emitted_through.is_some() => return, // emitted through Millis::MAX
+            None => Bound::Unbounded,
+        };
+        for (_, w) in self.windows.range_mut((from, Bound::Unbounded)) {
             if upto.is_some_and(|wm| w.end > wm) {
                 break;
             }
             if w.emitted.is_none() {
                 w.emitted = Some(0);
-                emit.push(w.clone());
+                out.data(WindowEvent::Result(result_of(&self.aggregations, w, 0)));
             }
         }
-        for w in emit {
-            out.data(WindowEvent::Result(self.result(&w, 0)));
+        if let Some(wm) = upto {
+            self.emitted_through = Some(self.emitted_through.map_or(wm, |e| e.max(wm)));
         }
     }
 
@@ -332,10 +362,15 @@ impl WindowOperator {
         }
         self.watermark = Some(wm);
         self.emit_closed(Some(wm), out);
-        // Purge windows whose lateness has passed: (end + lateness <= wm).
+        // Purge windows whose lateness has passed (end + lateness <= wm): a prefix in end
+        // order, so pop it instead of scanning every open window.
         let lateness = self.spec.lateness;
-        self.windows
-            .retain(|(end, _, _), _| end.saturating_add(lateness) > wm);
+        while let Some(e) = self.windows.first_entry() {
+            if e.key().0.saturating_add(lateness) > wm {
+                break;
+            }
+            e.remove();
+        }
     }
 }
 
