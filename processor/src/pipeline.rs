@@ -102,7 +102,9 @@ pub struct Pipeline {
     windows: WindowOperator,
     rules: RuleEngine,
     sequencer: OutputSequencer,
-    next_offsets: BTreeMap<(String, u32), i64>,
+    /// Next offset per source topic and partition (nested so a record's topic is looked up
+    /// as `&str`, without allocating).
+    next_offsets: BTreeMap<String, BTreeMap<u32, i64>>,
     steps_applied: u64,
     checkpoint_id: u64,
     processing_time: Millis,
@@ -151,11 +153,10 @@ impl Pipeline {
             let s: PipelineSnapshot =
                 serde_json::from_slice(&v).map_err(|e| corrupt(KEY_PIPELINE, &e))?;
             p.watermarks = s.watermarks;
-            p.next_offsets = s
-                .next_offsets
-                .into_iter()
-                .map(|(t, part, o)| ((t, part), o))
-                .collect();
+            p.next_offsets = BTreeMap::new();
+            for (t, part, o) in s.next_offsets {
+                p.next_offsets.entry(t).or_default().insert(part, o);
+            }
             p.stats = s.stats;
             p.processing_time = s.processing_time;
         }
@@ -204,7 +205,7 @@ impl Pipeline {
     pub fn next_offsets(&self) -> Vec<(String, u32, i64)> {
         self.next_offsets
             .iter()
-            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .flat_map(|(t, parts)| parts.iter().map(move |(p, o)| (t.clone(), *p, *o)))
             .collect()
     }
 
@@ -222,10 +223,12 @@ impl Pipeline {
         self.rules.on_processing_time(now, &mut alerts);
         self.emit_alerts(&mut alerts, &mut out);
         for rec in &step.records {
-            let next = self
-                .next_offsets
-                .entry((rec.topic.clone(), rec.partition))
-                .or_insert(rec.offset);
+            // Looked up by `&str`: the topic is cloned once per topic, not per record.
+            let parts = match self.next_offsets.get_mut(rec.topic.as_str()) {
+                Some(p) => p,
+                None => self.next_offsets.entry(rec.topic.clone()).or_default(),
+            };
+            let next = parts.entry(rec.partition).or_insert(rec.offset);
             if rec.offset < *next {
                 self.stats.duplicate_inputs = self.stats.duplicate_inputs.saturating_add(1);
                 continue;
@@ -258,7 +261,7 @@ impl Pipeline {
     fn on_reading(&mut self, rec: &InputRecord, r: SensorReading, out: &mut Vec<OutputRecord>) {
         let mut w = Collector::new();
         let mut a = Collector::new();
-        self.rules.process(Message::Data(r.clone()), &mut a);
+        self.rules.on_reading(&r, &mut a);
         self.windows.process(Message::Data(r), &mut w);
         for e in w.drain_data() {
             match e {

@@ -257,6 +257,12 @@ impl RuleEngine {
         }
     }
 
+    /// Evaluates every rule on one reading (the [`Operator`]'s `Data`, by reference, so the
+    /// caller need not clone the reading).
+    pub fn on_reading(&mut self, r: &SensorReading, out: &mut Collector<Alert>) {
+        self.on_data(r, out);
+    }
+
     fn on_data(&mut self, r: &SensorReading, out: &mut Collector<Alert>) {
         let now = self.now;
         let watermark = self.watermark;
@@ -276,7 +282,10 @@ impl RuleEngine {
                 }
                 Rule::ZScore(c, baselines) => {
                     let Some(x) = r.value(&c.field) else { continue };
-                    let b = baselines.entry(r.key.clone()).or_default();
+                    let b = match baselines.get_mut(r.key.as_str()) {
+                        Some(b) => b,
+                        None => baselines.entry(r.key.clone()).or_default(),
+                    };
                     if b.n >= c.warmup {
                         let z = b.score(x);
                         if b.active {
@@ -302,18 +311,26 @@ impl RuleEngine {
                     pt_timers,
                 } => {
                     let t = r.event_time;
-                    let is_new = !keys.contains_key(&r.key);
-                    let s = keys.entry(r.key.clone()).or_insert(Silence {
-                        last_event: t,
-                        last_arrival: now,
-                        fired: false,
-                    });
+                    let is_new = !keys.contains_key(r.key.as_str());
+                    let s = match keys.get_mut(r.key.as_str()) {
+                        Some(s) => s,
+                        None => keys.entry(r.key.clone()).or_insert(Silence {
+                            last_event: t,
+                            last_arrival: now,
+                            fired: false,
+                        }),
+                    };
+                    // Owned keys of this reading's pending timers, taken out of the sets and
+                    // reused for the timers re-added below (one key allocation, not four).
+                    let mut probe = (s.last_event.saturating_add(cfg.after_ms), r.key.clone());
+                    let mut event_key = None;
+                    let mut pt_key = None;
                     if !s.fired && !is_new {
                         // Drop this key's pending timers; they are re-added for the new state.
-                        event_timers
-                            .remove(&(s.last_event.saturating_add(cfg.after_ms), r.key.clone()));
+                        event_key = event_timers.take(&probe).map(|(_, k)| k);
                         if let Some(p) = cfg.processing_time_after_ms {
-                            pt_timers.remove(&(s.last_arrival.saturating_add(p), r.key.clone()));
+                            probe.0 = s.last_arrival.saturating_add(p);
+                            pt_key = pt_timers.take(&probe).map(|(_, k)| k);
                         }
                     }
                     if t > s.last_event {
@@ -329,10 +346,16 @@ impl RuleEngine {
                     }
                     s.last_arrival = now;
                     if !s.fired {
+                        let mut spare = Some(probe.1);
+                        let mut owned = |taken: Option<String>| {
+                            taken
+                                .or_else(|| spare.take())
+                                .unwrap_or_else(|| r.key.clone())
+                        };
                         event_timers
-                            .insert((s.last_event.saturating_add(cfg.after_ms), r.key.clone()));
+                            .insert((s.last_event.saturating_add(cfg.after_ms), owned(event_key)));
                         if let Some(p) = cfg.processing_time_after_ms {
-                            pt_timers.insert((now.saturating_add(p), r.key.clone()));
+                            pt_timers.insert((now.saturating_add(p), owned(pt_key)));
                         }
                     }
                 }

@@ -54,12 +54,16 @@ impl WatermarkTracker {
     }
 
     fn clock_mut(&mut self, topic: &str, partition: u32) -> &mut Clock {
-        let key = (topic.to_owned(), partition);
-        let i = match self.clocks.binary_search_by(|(k, _)| k.cmp(&key)) {
+        // Compared as `(&str, u32)`: no allocation unless the partition is new.
+        let i = match self
+            .clocks
+            .binary_search_by(|((t, p), _)| (t.as_str(), *p).cmp(&(topic, partition)))
+        {
             Ok(i) => i,
             Err(i) => {
                 // A partition beyond the configured count: track it from now on.
-                self.clocks.insert(i, (key, Clock::default()));
+                self.clocks
+                    .insert(i, ((topic.to_owned(), partition), Clock::default()));
                 i
             }
         };
