@@ -223,7 +223,14 @@ pub struct WindowOperator {
     /// (a new or restored operator) means no such bound is known: the next close scans from
     /// the first window, once.
     emitted_through: Option<Millis>,
+    /// `(key, start)` of the windows purged since [`WindowOperator::take_purged`] was last
+    /// called, so a checkpoint deletes exactly those; `None` once more were purged than
+    /// [`MAX_PURGED`] (the caller then scans its store instead).
+    purged: Option<Vec<(String, Millis)>>,
 }
+
+/// Purged windows remembered for the next checkpoint before falling back to a scan.
+const MAX_PURGED: usize = 1 << 18;
 
 impl WindowOperator {
     /// An operator for `config`'s window and aggregations.
@@ -239,6 +246,7 @@ impl WindowOperator {
             windows: BTreeMap::new(),
             watermark: None,
             emitted_through: None,
+            purged: Some(Vec::new()),
         }
     }
 
@@ -270,6 +278,12 @@ impl WindowOperator {
             .collect();
         self.watermark = watermark;
         self.emitted_through = None;
+    }
+
+    /// The `(key, start)` of every window purged since the last call, or `None` if too many
+    /// were to remember them (then some purged windows are not listed).
+    pub fn take_purged(&mut self) -> Option<Vec<(String, Millis)>> {
+        self.purged.replace(Vec::new())
     }
 
     fn expired(&self, end: Millis) -> bool {
@@ -369,7 +383,14 @@ impl WindowOperator {
             if e.key().0.saturating_add(lateness) > wm {
                 break;
             }
-            e.remove();
+            let w = e.remove();
+            if let Some(p) = &mut self.purged {
+                if p.len() < MAX_PURGED {
+                    p.push((w.key, w.start));
+                } else {
+                    self.purged = None;
+                }
+            }
         }
     }
 }
