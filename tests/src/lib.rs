@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod link_proxy;
 pub mod proxy;
 pub mod raw;
+pub mod replicated;
 
 /// How long a freshly started broker may take to accept TCP connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use runnel_broker::codec::batch;
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::kafka_client::fetch::{decode_fetched, FetchedPartition};
 use runnel_broker::kafka_client::{Client, ClientConfig, KafkaClientError};
 use runnel_tests::cluster::Cluster;
 use runnel_tests::link_proxy::Mode;
+use runnel_tests::replicated::{decode, read_partition};
 
 const TOPIC: &str = "replicated";
 const PARTITIONS: i32 = 3;
@@ -120,24 +120,6 @@ async fn producer(
     }
 }
 
-/// Records of a Fetch answer from `offset` on: (offset, value); and the next offset to ask
-/// (past control batches). Every offset the answer holds is kept, so a record served above
-/// the high watermark is seen by the caller.
-fn decode(f: &FetchedPartition, offset: i64) -> (Vec<(i64, String)>, i64) {
-    let d = decode_fetched(f.records.clone(), offset, i64::MAX, usize::MAX).expect("valid batches");
-    let records = d
-        .records
-        .into_iter()
-        .map(|r| {
-            (
-                r.offset,
-                String::from_utf8(r.value.unwrap_or_default()).unwrap(),
-            )
-        })
-        .collect();
-    (records, d.next_offset)
-}
-
 /// Tails every partition from its leader, checking it never goes backwards.
 async fn consumer(bootstrap: String, stop: Arc<Mutex<bool>>, ledger: Arc<Mutex<Ledger>>) {
     let c = client(&bootstrap);
@@ -199,29 +181,6 @@ async fn some_leader(c: &Cluster, rng: &mut Rng) -> i32 {
     match l.get(&p) {
         Some(id) => *id,
         None => i32::try_from(1 + rng.below(3)).unwrap(),
-    }
-}
-
-/// Read a whole partition from its leader.
-async fn read_partition(c: &Client, partition: i32) -> (Vec<(i64, String)>, i64) {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "could not read partition {partition}"
-        );
-        let Ok(Some(f)) = c.fetch(TOPIC, partition, offset, 100).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (records, to) = decode(&f, offset);
-        out.extend(records);
-        offset = to;
-        if offset >= f.high_watermark {
-            return (out, f.high_watermark);
-        }
     }
 }
 
@@ -356,7 +315,7 @@ where
     let mut seen: HashMap<String, (i32, i64)> = HashMap::new();
     let mut hws = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let (log, hw) = read_partition(&reader, p).await;
+        let (log, hw) = read_partition(&reader, TOPIC, p, Duration::from_secs(60)).await;
         hws.insert(p, hw);
         let mut last = -1;
         for (offset, value) in log {

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_broker::grpc::partitioner::partition_for_key;
-use runnel_broker::kafka_client::fetch::{decode_fetched, FetchedPartition};
 use runnel_broker::kafka_client::{Client as KafkaClient, ClientConfig};
 use runnel_client::{v1, Client, ClientError};
 use runnel_tests::cluster::Cluster;
+use runnel_tests::replicated::read_partition;
 
 const TOPIC: &str = "grpc-replicated";
 const KEYED: &str = "grpc-keyed";
@@ -133,45 +133,6 @@ async fn publisher(
                     }
                 };
             }
-        }
-    }
-}
-
-/// Records of a Fetch answer from `offset` on: (offset, value), and the next offset to ask.
-fn decode(f: &FetchedPartition, offset: i64) -> (Vec<(i64, String)>, i64) {
-    let d = decode_fetched(f.records.clone(), offset, i64::MAX, usize::MAX).expect("valid batches");
-    let records = d
-        .records
-        .into_iter()
-        .map(|r| {
-            (
-                r.offset,
-                String::from_utf8(r.value.unwrap_or_default()).unwrap(),
-            )
-        })
-        .collect();
-    (records, d.next_offset)
-}
-
-/// Read a whole partition (up to its high watermark) from its leader.
-async fn read_partition(c: &KafkaClient, topic: &str, partition: i32) -> Vec<(i64, String)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic}/{partition}"
-        );
-        let Ok(Some(f)) = c.fetch(topic, partition, offset, 100).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (records, to) = decode(&f, offset);
-        out.extend(records);
-        offset = to;
-        if offset >= f.high_watermark {
-            return out;
         }
     }
 }
@@ -329,7 +290,9 @@ async fn grpc_publish_survives_leader_kills() {
     ledger.failed.extend(follower_failed);
 
     // Read everything back from the leader.
-    let stored = read_partition(&admin, TOPIC, 0).await;
+    let stored = read_partition(&admin, TOPIC, 0, Duration::from_secs(30))
+        .await
+        .0;
     let mut seen: HashMap<String, i64> = HashMap::new();
     for (offset, value) in &stored {
         assert!(
@@ -356,7 +319,9 @@ async fn grpc_publish_survives_leader_kills() {
     }
     for p in 0..KEYED_PARTITIONS {
         let p = i32::try_from(p).unwrap();
-        let log = read_partition(&admin, KEYED, p).await;
+        let log = read_partition(&admin, KEYED, p, Duration::from_secs(30))
+            .await
+            .0;
         for (key, kp, ko) in keyed.iter().filter(|(_, kp, _)| *kp == p) {
             assert!(
                 log.iter().any(|(o, v)| o == ko && v == key),
