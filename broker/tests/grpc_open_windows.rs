@@ -38,27 +38,7 @@ fn temperature(step: i64) -> f64 {
 }
 
 async fn publish_steps(c: &Client, devices: &[String], steps: std::ops::Range<i64>) {
-    for step in steps {
-        let at = T0 + step * STEP_MS;
-        let readings = devices
-            .iter()
-            .map(|d| v1::SensorReading {
-                device_id: d.clone(),
-                event_time: Some(prost_types::Timestamp {
-                    seconds: at / 1000,
-                    nanos: 0,
-                }),
-                temperature_c: temperature(step),
-                vibration_g: 0.1,
-                status: "ok".into(),
-                site: "s1".into(),
-                line: "l1".into(),
-            })
-            .collect();
-        c.publish_sensor_readings("sensor_events", readings, v1::Acks::All)
-            .await
-            .expect("publish readings");
-    }
+    publish_sensor_steps(c, devices, steps, T0, STEP_MS, temperature).await;
 }
 
 /// (start, open, count, avg) of each window answered, in answer order.

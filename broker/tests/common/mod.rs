@@ -179,3 +179,37 @@ pub async fn broker(dir: &std::path::Path) -> runnel_broker::server::Running {
         .await
         .expect("broker starts")
 }
+
+/// Publishes over gRPC (acks=all), for each step, one `SensorReading` per device to
+/// `sensor_events`: event time `t0 + step * step_ms`, temperature `temperature(step)`.
+pub async fn publish_sensor_steps(
+    c: &runnel_client::Client,
+    devices: &[String],
+    steps: std::ops::Range<i64>,
+    t0: i64,
+    step_ms: i64,
+    temperature: fn(i64) -> f64,
+) {
+    use runnel_client::v1;
+    for step in steps {
+        let at = t0 + step * step_ms;
+        let readings = devices
+            .iter()
+            .map(|d| v1::SensorReading {
+                device_id: d.clone(),
+                event_time: Some(prost_types::Timestamp {
+                    seconds: at / 1000,
+                    nanos: 0,
+                }),
+                temperature_c: temperature(step),
+                vibration_g: 0.1,
+                status: "ok".into(),
+                site: "s1".into(),
+                line: "l1".into(),
+            })
+            .collect();
+        c.publish_sensor_readings("sensor_events", readings, v1::Acks::All)
+            .await
+            .expect("publish readings");
+    }
+}
