@@ -237,6 +237,20 @@ struct Expect {
     no_acks: Vec<(Instant, Instant)>,
 }
 
+/// Creates `TOPIC` (3 partitions, the cluster's replication factor 3), retrying while the
+/// cluster elects its metadata leader; fails the test `name` after 60 s with node 1's log.
+async fn create_topic(cluster: &Cluster, c: &Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.ensure_topic(TOPIC, 3).await {
+        assert!(
+            Instant::now() < deadline,
+            "[{name}] no topic: {e}\n{}",
+            cluster.log_tail(1, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Start a cluster, create the topic, run producers and a consumer while `faults` runs, heal,
 /// and check everything the module docs list.
 async fn scenario<F, Fut>(name: &str, faults: F)
@@ -255,15 +269,7 @@ where
     let cluster = Cluster::start(bin, 3).expect("start the cluster");
     let bs = cluster.bootstrap();
     let admin = client(&bs);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = admin.ensure_topic(TOPIC, 3).await {
-        assert!(
-            Instant::now() < deadline,
-            "[{name}] no topic: {e}\n{}",
-            cluster.log_tail(1, 30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&cluster, &admin, name).await;
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(Mutex::new(false));
@@ -647,11 +653,7 @@ async fn group_offsets_survive_the_loss_of_the_coordinator() {
     let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
     let bs = cluster.bootstrap();
     let c = client(&bs);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = c.ensure_topic(TOPIC, 3).await {
-        assert!(Instant::now() < deadline, "no topic: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&cluster, &c, "groups").await;
     for i in 0..300 {
         let p = i % PARTITIONS;
         let batch = encode_batch(
@@ -807,11 +809,7 @@ async fn a_live_group_keeps_consuming_across_the_loss_of_its_coordinator() {
     let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
     let bs = cluster.bootstrap();
     let c = client(&bs);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while let Err(e) = c.ensure_topic(TOPIC, 3).await {
-        assert!(Instant::now() < deadline, "no topic: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    create_topic(&cluster, &c, "groups").await;
     let group = "live-failover-group";
     let stop = Arc::new(AtomicBool::new(false));
     let members: Vec<_> = ["live-a", "live-b"]
