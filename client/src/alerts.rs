@@ -9,11 +9,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::resume::{self, Resumable};
+use crate::ClientError;
 use runnel_proto::v1::{self, alerts_client::AlertsClient, watch_alerts_request::From};
 use tonic::transport::Channel;
-use tonic::Code;
-
-use crate::ClientError;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,15 +65,6 @@ pub struct AlertWatcher {
     buffer: VecDeque<v1::Alert>,
 }
 
-/// Failures worth a reconnect: the transport or the broker going away (or the pipeline's
-/// alerts topic not created yet), not a refusal.
-fn retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
-    )
-}
-
 impl AlertWatcher {
     pub(crate) fn new(channel: Channel, config: AlertWatcherConfig) -> Self {
         Self {
@@ -97,6 +87,20 @@ impl AlertWatcher {
         self.stream = None;
     }
 
+    /// The next alert, waiting for one to be written if needed.
+    pub async fn next(&mut self) -> Result<v1::Alert, ClientError> {
+        resume::next(self, "alert stream ended").await
+    }
+}
+
+impl Resumable for AlertWatcher {
+    type Message = v1::WatchAlertsResponse;
+    type Item = v1::Alert;
+
+    fn stream(&mut self) -> &mut Option<tonic::Streaming<v1::WatchAlertsResponse>> {
+        &mut self.stream
+    }
+
     async fn open(&mut self) -> Result<tonic::Streaming<v1::WatchAlertsResponse>, tonic::Status> {
         let from = match (&self.position, &self.config.from) {
             (Some(p), _) | (None, AlertsFrom::Position(p)) => From::Position(p.clone()),
@@ -115,61 +119,39 @@ impl AlertWatcher {
         Ok(self.client.watch(req).await?.into_inner())
     }
 
-    /// The next alert, waiting for one to be written if needed.
-    pub async fn next(&mut self) -> Result<v1::Alert, ClientError> {
-        let mut failures = 0u32;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if let Some(a) = self.buffer.pop_front() {
-                let pos = self.position.get_or_insert_with(Default::default);
-                if let Some(slot) = usize::try_from(a.partition)
-                    .ok()
-                    .and_then(|p| pos.next_offsets.get_mut(p))
-                {
-                    *slot = a.offset.saturating_add(1);
-                }
-                if self.buffer.is_empty() {
-                    // Also covers offsets the message skipped (control records).
-                    self.position = self.buffered_end.take();
-                }
-                return Ok(a);
-            }
-            let outcome = match self.stream.as_mut() {
-                Some(s) => s.message().await,
-                None => match self.open().await {
-                    Ok(s) => {
-                        self.stream = Some(s);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            let status = match outcome {
-                Ok(Some(msg)) => {
-                    failures = 0;
-                    backoff = Duration::from_millis(50);
-                    if msg.alerts.is_empty() {
-                        self.position = msg.resume;
-                    } else {
-                        self.buffered_end = msg.resume;
-                        self.buffer.extend(msg.alerts);
-                    }
-                    continue;
-                }
-                Ok(None) => tonic::Status::unavailable("alert stream ended"),
-                Err(s) => s,
-            };
-            self.stream = None;
-            if !retryable(&status) || failures >= self.config.max_reconnects {
-                return Err(ClientError::Status(status));
-            }
-            failures += 1;
-            tracing::debug!(
-                "alert watch dropped ({status}); resuming at {:?} in {backoff:?}",
-                self.position
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
+    fn pop(&mut self) -> Option<v1::Alert> {
+        let a = self.buffer.pop_front()?;
+        let pos = self.position.get_or_insert_with(Default::default);
+        if let Some(slot) = usize::try_from(a.partition)
+            .ok()
+            .and_then(|p| pos.next_offsets.get_mut(p))
+        {
+            *slot = a.offset.saturating_add(1);
         }
+        if self.buffer.is_empty() {
+            // Also covers offsets the message skipped (control records).
+            self.position = self.buffered_end.take();
+        }
+        Some(a)
+    }
+
+    fn absorb(&mut self, msg: v1::WatchAlertsResponse) {
+        if msg.alerts.is_empty() {
+            self.position = msg.resume;
+        } else {
+            self.buffered_end = msg.resume;
+            self.buffer.extend(msg.alerts);
+        }
+    }
+
+    fn policy(&self) -> (u32, Duration) {
+        (self.config.max_reconnects, self.config.max_backoff)
+    }
+
+    fn log_drop(&self, status: &tonic::Status, backoff: Duration) {
+        tracing::debug!(
+            "alert watch dropped ({status}); resuming at {:?} in {backoff:?}",
+            self.position
+        );
     }
 }

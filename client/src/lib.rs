@@ -15,6 +15,7 @@
 mod alerts;
 mod error;
 mod publisher;
+mod resume;
 pub mod sensor;
 pub mod simulate;
 mod subscriber;

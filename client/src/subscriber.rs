@@ -8,11 +8,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::resume::{self, Resumable};
+use crate::ClientError;
 use runnel_proto::v1::{self, subscribe_client::SubscribeClient, subscribe_request::Start};
 use tonic::transport::Channel;
-use tonic::Code;
-
-use crate::ClientError;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +61,6 @@ pub struct Subscriber {
     high_watermark: i64,
 }
 
-/// Failures worth a reconnect: the transport or the broker going away, not a refusal.
-fn retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::Internal
-    )
-}
-
 impl Subscriber {
     pub(crate) fn new(channel: Channel, config: SubscriberConfig) -> Self {
         Self {
@@ -101,6 +92,20 @@ impl Subscriber {
         }
     }
 
+    /// The next record, waiting for one to be published if needed.
+    pub async fn next(&mut self) -> Result<v1::ConsumedRecord, ClientError> {
+        resume::next(self, "subscription stream ended").await
+    }
+}
+
+impl Resumable for Subscriber {
+    type Message = v1::SubscribeResponse;
+    type Item = v1::ConsumedRecord;
+
+    fn stream(&mut self) -> &mut Option<tonic::Streaming<v1::SubscribeResponse>> {
+        &mut self.stream
+    }
+
     async fn open(&mut self) -> Result<tonic::Streaming<v1::SubscribeResponse>, tonic::Status> {
         let req = v1::SubscribeRequest {
             topic: self.config.topic.clone(),
@@ -111,53 +116,30 @@ impl Subscriber {
         Ok(self.client.subscribe(req).await?.into_inner())
     }
 
-    /// The next record, waiting for one to be published if needed.
-    pub async fn next(&mut self) -> Result<v1::ConsumedRecord, ClientError> {
-        let mut failures = 0u32;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if let Some(r) = self.buffer.pop_front() {
-                self.next_offset = Some(r.offset + 1);
-                return Ok(r);
-            }
-            let outcome = match self.stream.as_mut() {
-                Some(s) => s.message().await,
-                None => match self.open().await {
-                    Ok(s) => {
-                        self.stream = Some(s);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            let status = match outcome {
-                Ok(Some(msg)) => {
-                    failures = 0;
-                    backoff = Duration::from_millis(50);
-                    self.high_watermark = msg.high_watermark;
-                    if msg.records.is_empty() {
-                        self.next_offset = Some(msg.next_offset);
-                    }
-                    self.buffer.extend(msg.records);
-                    continue;
-                }
-                // The broker ended the stream (e.g. shutting down): resubscribe.
-                Ok(None) => tonic::Status::unavailable("subscription stream ended"),
-                Err(s) => s,
-            };
-            self.stream = None;
-            if !retryable(&status) || failures >= self.config.max_reconnects {
-                return Err(ClientError::Status(status));
-            }
-            failures += 1;
-            tracing::debug!(
-                topic = %self.config.topic,
-                partition = self.config.partition,
-                "subscription dropped ({status}); resuming at {:?} in {backoff:?}",
-                self.next_offset
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
+    fn pop(&mut self) -> Option<v1::ConsumedRecord> {
+        let r = self.buffer.pop_front()?;
+        self.next_offset = Some(r.offset + 1);
+        Some(r)
+    }
+
+    fn absorb(&mut self, msg: v1::SubscribeResponse) {
+        self.high_watermark = msg.high_watermark;
+        if msg.records.is_empty() {
+            self.next_offset = Some(msg.next_offset);
         }
+        self.buffer.extend(msg.records);
+    }
+
+    fn policy(&self) -> (u32, Duration) {
+        (self.config.max_reconnects, self.config.max_backoff)
+    }
+
+    fn log_drop(&self, status: &tonic::Status, backoff: Duration) {
+        tracing::debug!(
+            topic = %self.config.topic,
+            partition = self.config.partition,
+            "subscription dropped ({status}); resuming at {:?} in {backoff:?}",
+            self.next_offset
+        );
     }
 }
