@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use runnel_broker::grpc::convert::rfc3339_ms;
 use runnel_client::{sensor, v1, Client, PublisherConfig, StartAt, SubscriberConfig};
 use runnel_tests::kafka::runtime;
 use runnel_tests::{
@@ -138,36 +139,6 @@ fn rec_of(r: &v1::Record) -> Rec {
             .collect(),
         timestamp: r.timestamp_ms.expect("explicit timestamp"),
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for ms since the epoch (proleptic Gregorian, UTC).
-fn rfc3339_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000
-    )
-}
-
-#[test]
-fn rfc3339_matches_known_dates() {
-    assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-    assert_eq!(rfc3339_ms(1_755_434_096_789), "2025-08-17T12:34:56.789Z");
-    assert_eq!(rfc3339_ms(951_825_600_001), "2000-02-29T12:00:00.001Z");
 }
 
 /// Publishes the records over a gRPC `PublishStream` (several batches, keys spread by the
