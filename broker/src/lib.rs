@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod cli;
 pub mod cluster;
+pub mod cluster_processing;
 pub mod codec;
 pub mod config;
 pub mod dashboard;

@@ -2,6 +2,12 @@
 //!
 //! Ids are handed out from blocks; the end of the current block is made durable before any id
 //! in it is used, so after a crash allocation resumes past every id that may have been given out.
+//!
+//! Ids at and above [`RESERVED_START`] (2^62) are never handed out by `InitProducerId`: the
+//! embedded processor in cluster mode writes each pipeline's outputs as idempotent batches
+//! under a fixed id of that range ([`pipeline_producer_id`]), the same on every node and in
+//! every lifetime, so the partition's producer table can deduplicate a deposed driver's
+//! writes (see `processor/EXACTLY-ONCE.md`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,6 +15,27 @@ use std::sync::Mutex;
 use crate::topics::{write_synced, TopicError};
 
 const BLOCK: i64 = 1000;
+
+/// The first producer id reserved for the processor's pipelines; no id handed out reaches it.
+pub const RESERVED_START: i64 = 1 << 62;
+
+/// The allocator's own ids stay below this: in cluster mode an id is scaled to
+/// `id * (MAX_CLUSTER_NODE_ID + 1) + node` (`handlers/init_producer_id.rs`), which then
+/// stays below [`RESERVED_START`] too.
+pub const ALLOCATABLE_END: i64 = RESERVED_START / (crate::config::MAX_CLUSTER_NODE_ID + 1);
+
+/// The producer id a pipeline's outputs carry in cluster mode: a stable hash (FNV-1a) of its
+/// name, inside `[RESERVED_START, i64::MAX]`.
+pub fn pipeline_producer_id(pipeline: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pipeline.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // The low 62 bits, so the id is RESERVED_START + (< 2^62) <= i64::MAX.
+    let low = i64::try_from(h & ((1 << 62) - 1)).unwrap_or(0);
+    RESERVED_START | low
+}
 
 pub struct ProducerIds {
     path: PathBuf,
@@ -39,12 +66,18 @@ impl ProducerIds {
     }
 
     /// A fresh producer id.
+    /// Always below [`ALLOCATABLE_END`] (so no id handed out, scaled or not, is in the
+    /// reserved range): once that is used up, allocation fails.
     pub fn allocate(&self) -> Result<i64, TopicError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 >= ALLOCATABLE_END {
+            return Err(TopicError::Storage("producer ids exhausted".into()));
+        }
         if state.0 >= state.1 {
             let end = state
                 .0
                 .checked_add(BLOCK)
+                .map(|e| e.min(ALLOCATABLE_END))
                 .ok_or_else(|| TopicError::Storage("producer ids exhausted".into()))?;
             write_synced(&self.path, end.to_string().as_bytes())?;
             state.1 = end;
@@ -70,6 +103,43 @@ mod tests {
         assert!(
             b.allocate().unwrap() >= BLOCK,
             "a reopened allocator skips the reserved block"
+        );
+    }
+
+    #[test]
+    fn the_pipeline_range_is_never_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        // An allocator a few ids short of the reserved range.
+        write_synced(
+            &dir.path().join("producer_ids"),
+            (ALLOCATABLE_END - 2).to_string().as_bytes(),
+        )
+        .unwrap();
+        let a = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(a.allocate().unwrap(), ALLOCATABLE_END - 2);
+        let last = a.allocate().unwrap();
+        assert_eq!(last, ALLOCATABLE_END - 1);
+        // Scaled as cluster mode scales it, with the largest node id: still below.
+        let node = crate::config::MAX_CLUSTER_NODE_ID;
+        assert!(last * (node + 1) + node < RESERVED_START);
+        assert!(
+            a.allocate().is_err(),
+            "the reserved range is not handed out"
+        );
+        assert!(a.allocate().is_err());
+        // Reopened at the durable block end: still refused.
+        drop(a);
+        let b = ProducerIds::open(dir.path()).unwrap();
+        assert!(b.allocate().is_err());
+
+        for name in ["sensors", "", "machines", "a-much-longer-pipeline-name"] {
+            let id = pipeline_producer_id(name);
+            assert!(id >= RESERVED_START, "{name}: {id}");
+            assert_eq!(id, pipeline_producer_id(name), "stable");
+        }
+        assert_ne!(
+            pipeline_producer_id("sensors"),
+            pipeline_producer_id("machines")
         );
     }
 }

@@ -84,13 +84,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         let _ = broker.cluster.set(cluster);
     }
     let (shutdown, rx) = watch::channel(false);
-    let pipelines = if broker.cluster().is_some() {
-        if broker.config.processor.enabled {
-            tracing::warn!("the embedded processor does not run in cluster mode yet");
-        }
-        Vec::new()
-    } else {
-        crate::processing::spawn(&broker, &rx)
+    // In cluster mode each pipeline runs on the leader of its replicated journal.
+    let pipelines = match broker.cluster() {
+        Some(cluster) => crate::cluster_processing::spawn(&broker, cluster, &rx),
+        None => crate::processing::spawn(&broker, &rx),
     };
     let mut tasks = vec![
         tokio::spawn(crate::net::serve_kafka(

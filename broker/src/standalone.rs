@@ -7,7 +7,9 @@
 //! Exactly-once rests on the same argument as embedded (`processor/EXACTLY-ONCE.md`): the
 //! journal topic `__runnel_journal.<pipeline>` lives on the cluster, appends are acks=all and
 //! never repeated when their outcome is unknown, and recovery reads each output partition's
-//! tail for this pipeline's last `runnel.seq`. No transactions, no idempotent producer.
+//! tail for this pipeline's last `runnel.seq`. No transactions, and no idempotent producer
+//! against a foreign cluster; the embedded processor in cluster mode
+//! (`crate::cluster_processing`) uses this log with [`KafkaLog::idempotent`].
 //!
 //! Operators see it as they see a broker's processor: an HTTP listener (`--http-addr`, on by
 //! default) serves the processor series at `/metrics` and the pipelines' status at
@@ -24,7 +26,7 @@ use runnel_processor::state::sled_store::SledStore;
 use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
 use tokio::sync::watch;
 
-use crate::codec::builder::Record;
+use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::config::ProcessorConfig;
 use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
 use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
@@ -54,7 +56,15 @@ pub struct KafkaLog {
     cache: Arc<Mutex<HashMap<(String, i32), Cached>>>,
     /// Alerts appended are counted here.
     observed: Arc<Observed>,
+    /// Set: outputs are written as idempotent batches of this producer id (epoch 0, base
+    /// sequence from `runnel.seq`), see [`KafkaLog::idempotent`].
+    producer_id: Option<i64>,
+    /// Set: told of every appended output instead of counting alerts into `observed`.
+    on_append: Option<OnAppend>,
 }
+
+/// Told of the records of every output append, once durable.
+pub type OnAppend = Arc<dyn Fn(&[OutputRecord]) + Send + Sync>;
 
 /// Every record of a partition with an offset in `[lo, hi)`, as last fetched. Records below
 /// the high watermark never change, and the driver re-reads each step's input as many small
@@ -78,7 +88,28 @@ impl KafkaLog {
             client,
             cache: Arc::default(),
             observed,
+            producer_id: None,
+            on_append: None,
         }
+    }
+
+    /// This log, telling `on_append` of every durable output append (the embedded processor
+    /// counts alerts into its broker's metrics this way).
+    pub fn reporting_to(mut self, on_append: OnAppend) -> Self {
+        self.on_append = Some(on_append);
+        self
+    }
+
+    /// This log, writing outputs as idempotent batches of `producer_id` at epoch 0 with base
+    /// sequence = the first record's `runnel.seq` mod 2^31. Every lifetime of a pipeline
+    /// writes record n of a stream with the same content and sequence, so the partition's
+    /// producer table answers a second write of the same batch (a deposed driver's) as a
+    /// duplicate, and a misaligned one with OUT_OF_ORDER_SEQUENCE (the lifetime ends and
+    /// recovery re-reads the tails). Only for a cluster that reserves `producer_id` (Runnel
+    /// in cluster mode, `crate::producer_ids`).
+    pub fn idempotent(mut self, producer_id: i64) -> Self {
+        self.producer_id = Some(producer_id);
+        self
     }
 
     /// Records from `from` (at most `max`) if the cache holds `from`.
@@ -286,15 +317,22 @@ impl OutputLog for KafkaLog {
                 timestamp: r.timestamp,
             })
             .collect();
+        let batches = match self.producer_id {
+            Some(pid) => idempotent_batches(pid, records, &recs),
+            None => produce::encode_batches(&recs, APPEND_RECORDS, APPEND_BYTES),
+        };
         // In order, one at a time: a batch is sent only after the one before it is durable,
         // so a failure leaves a prefix of the stream written, as the tail scan expects.
-        for batch in produce::encode_batches(&recs, APPEND_RECORDS, APPEND_BYTES) {
+        for batch in batches {
             self.client
                 .produce(&stream.topic, p, batch)
                 .await
                 .map_err(io)?;
         }
-        observe_alerts(&self.observed.metrics, &self.observed.pipelines, records);
+        match &self.on_append {
+            Some(f) => f(records),
+            None => observe_alerts(&self.observed.metrics, &self.observed.pipelines, records),
+        }
         Ok(())
     }
 
@@ -312,6 +350,55 @@ impl OutputLog for KafkaLog {
             .await?;
         Ok(recs.into_iter().map(|r| r.headers).collect())
     }
+}
+
+/// Kafka sequences wrap from `i32::MAX` to 0.
+const SEQ_SPACE: u64 = 1 << 31;
+
+/// `records` (with their encodings `recs`) as idempotent batches of `pid` at epoch 0: each
+/// batch holds records consecutive in `runnel.seq` (a break starts a new batch) and at most
+/// [`APPEND_RECORDS`] records and about [`APPEND_BYTES`] bytes; its base sequence is its
+/// first record's `runnel.seq` mod 2^31.
+fn idempotent_batches(pid: i64, records: &[OutputRecord], recs: &[Record]) -> Vec<bytes::Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0usize;
+    let encode = |from: usize, to: usize| {
+        let first = records.get(from).map_or(0, |r| r.seq % SEQ_SPACE);
+        let info = ProducerInfo {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: i32::try_from(first).unwrap_or(0),
+        };
+        encode_batch(&recs[from..to], info).freeze()
+    };
+    for (i, (r, enc)) in records.iter().zip(recs).enumerate() {
+        let s = approx_bytes(enc);
+        let n = i.saturating_sub(start);
+        let consecutive = i == 0 || records[i - 1].seq.checked_add(1) == Some(r.seq);
+        if n > 0 && (!consecutive || n >= APPEND_RECORDS || size.saturating_add(s) > APPEND_BYTES) {
+            out.push(encode(start, i));
+            start = i;
+            size = 0;
+        }
+        size = size.saturating_add(s);
+    }
+    if start < recs.len() {
+        out.push(encode(start, recs.len()));
+    }
+    out
+}
+
+/// An upper bound of one record's encoded size.
+fn approx_bytes(r: &Record) -> usize {
+    let f = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    r.headers
+        .iter()
+        .map(|(k, v)| k.len().saturating_add(f(v)).saturating_add(10))
+        .fold(0usize, usize::saturating_add)
+        .saturating_add(f(&r.key))
+        .saturating_add(f(&r.value))
+        .saturating_add(30)
 }
 
 /// What `runnel process` runs.
@@ -593,6 +680,65 @@ mod tests {
             headers: vec![],
             timestamp: offset,
         }
+    }
+
+    fn out(seq: u64) -> OutputRecord {
+        OutputRecord {
+            stream: StreamId {
+                topic: "t".into(),
+                partition: 0,
+            },
+            seq,
+            key: None,
+            value: seq.to_be_bytes().to_vec(),
+            headers: vec![],
+            timestamp: 0,
+        }
+    }
+
+    /// (base sequence, records, producer id, epoch) of each idempotent batch of `seqs`.
+    fn idempotent_shape(seqs: &[u64]) -> Vec<(i32, i32, i64, i16)> {
+        let records: Vec<OutputRecord> = seqs.iter().map(|s| out(*s)).collect();
+        let recs: Vec<Record> = records
+            .iter()
+            .map(|r| Record {
+                value: Some(r.value.clone()),
+                ..Record::default()
+            })
+            .collect();
+        idempotent_batches(7, &records, &recs)
+            .iter()
+            .map(|b| {
+                let h = crate::codec::batch::parse_header(b).unwrap();
+                (
+                    h.base_sequence,
+                    h.last_offset_delta + 1,
+                    h.producer_id,
+                    h.producer_epoch,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn idempotent_batches_follow_runnel_seq() {
+        assert_eq!(idempotent_shape(&[3, 4, 5]), vec![(3, 3, 7, 0)]);
+        // A break in the sequence starts a new batch.
+        assert_eq!(
+            idempotent_shape(&[3, 4, 9, 10]),
+            vec![(3, 2, 7, 0), (9, 2, 7, 0)]
+        );
+        // At most APPEND_RECORDS per batch.
+        let many: Vec<u64> = (0..1_001).collect();
+        let n = i32::try_from(APPEND_RECORDS).unwrap();
+        assert_eq!(
+            idempotent_shape(&many),
+            vec![(0, n, 7, 0), (n, n, 7, 0), (2 * n, 1, 7, 0)]
+        );
+        // Sequences are runnel.seq mod 2^31 (Kafka's wrap at i32::MAX).
+        let high = (1u64 << 31) + 5;
+        assert_eq!(idempotent_shape(&[high]), vec![(5, 1, 7, 0)]);
+        assert!(idempotent_shape(&[]).is_empty());
     }
 
     #[test]

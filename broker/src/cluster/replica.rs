@@ -16,7 +16,7 @@ use crate::producers::{SequenceCheck, SequenceError};
 use crate::raft::driver::{CommitError, Group, Host};
 use crate::raft::segment_log::{BatchStore, SegmentRaftLog};
 use crate::raft::wire::GroupKey;
-use crate::raft::{HardState, Index, Message, NodeId, Role, Term};
+use crate::raft::{HardState, Index, Message, NodeId, RaftLog, Role, Term};
 
 /// The Raft log of a replica: the partition's segment files.
 pub type PartitionRaftLog = SegmentRaftLog<PartitionStore>;
@@ -246,5 +246,87 @@ impl Replica {
     /// Whether this node leads the partition now.
     pub fn is_leader(&self) -> bool {
         self.group.leadership().role == Role::Leader
+    }
+
+    /// [`Replica::propose`], but only while this node leads at exactly `term`: a writer that
+    /// took leadership at `term` (the embedded processor's journal) never appends after it
+    /// was deposed, even if this node has since led again at a later term.
+    pub fn propose_in_term(
+        &self,
+        term: Term,
+        mut batch: BytesMut,
+        header: BatchHeader,
+    ) -> impl std::future::Future<Output = Result<Proposed, ReplicaError>> + Send + 'static {
+        let p = self.partition.clone();
+        let queued = self.group.submit(move |core| {
+            may_propose_in(core.role(), core.term(), term)?;
+            let base = p.offsets().log_end;
+            batch::set_base_offset(&mut batch, base);
+            let index = core.propose(batch.freeze()).map_err(|e| match e {
+                crate::raft::ProposeError::NotLeader { .. } => ReplicaError::NotLeader,
+                crate::raft::ProposeError::Failed(e) => ReplicaError::Storage(e.to_string()),
+            })?;
+            Ok(Proposed {
+                appended: Appended {
+                    base_offset: base,
+                    last_offset: base + i64::from(header.last_offset_delta),
+                    duplicate: false,
+                },
+                entry: Some((index, term)),
+            })
+        });
+        async move {
+            match queued {
+                Some(rx) => rx.await.map_err(|_| ReplicaError::Stopped)?,
+                None => Err(ReplicaError::Stopped),
+            }
+        }
+    }
+
+    /// `Some(term)` once this node leads and an entry of its own term is committed (so the
+    /// high watermark covers everything a former leader committed); `None` otherwise.
+    pub async fn settled_leader_term(&self) -> Option<Term> {
+        self.group
+            .with_core(|core| {
+                let settled = core.role() == Role::Leader
+                    && core.log().term(core.commit()) == Some(core.term());
+                settled.then(|| core.term())
+            })
+            .await
+            .flatten()
+    }
+}
+
+/// Whether a core in `role` at `term` may take a proposal meant for `want`.
+fn may_propose_in(role: Role, term: Term, want: Term) -> Result<(), ReplicaError> {
+    if role == Role::Leader && term == want {
+        Ok(())
+    } else {
+        Err(ReplicaError::NotLeader)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposals_in_a_term_need_leadership_at_that_term() {
+        assert!(may_propose_in(Role::Leader, 5, 5).is_ok());
+        for (role, term, want) in [
+            (Role::Leader, 6, 5),
+            (Role::Leader, 4, 5),
+            (Role::Follower, 5, 5),
+            (Role::Candidate, 5, 5),
+            (Role::PreCandidate, 5, 5),
+        ] {
+            assert!(
+                matches!(
+                    may_propose_in(role, term, want),
+                    Err(ReplicaError::NotLeader)
+                ),
+                "{role:?} at {term}, wanted {want}"
+            );
+        }
     }
 }

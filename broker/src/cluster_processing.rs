@@ -1,0 +1,395 @@
+//! The embedded processor in cluster mode: every configured pipeline runs on exactly one node
+//! at a time — the leader of its journal topic `__runnel_journal.<pipeline>` (one partition,
+//! replicated) — and keeps its outputs exactly-once when that node dies.
+//!
+//! - **Placement.** Each node runs one task per pipeline ([`spawn`]) that waits until its
+//!   replica of the journal leads at some term `T` with an entry of `T` committed (so the high
+//!   watermark covers every journal entry a former leader committed), then runs the driver
+//!   until leadership at `T` is lost (checked between steps) or a journal append fails.
+//! - **Journal.** Read from the local replica up to the high watermark; appended only through
+//!   [`Replica::propose_in_term`] at `T` and awaited until committed. Raft fences a deposed
+//!   driver: its entry is refused, never commits, or — if the new leader has it — is committed
+//!   before the new driver reads the journal.
+//! - **Inputs and outputs** go over the Kafka protocol to the cluster itself ([`KafkaLog`]),
+//!   so they may live on partitions this node holds no replica of. Outputs are idempotent
+//!   batches of a producer id reserved for the pipeline (`crate::producer_ids`), epoch 0,
+//!   sequence = `runnel.seq`: a deposed driver still writing the same records is answered
+//!   "duplicate" by the partition's producer table, a misaligned batch is refused, and the
+//!   argument of `processor/EXACTLY-ONCE.md` is otherwise unchanged.
+//! - **Checkpoints** stay in the local sled store; a node with an older (or no) checkpoint
+//!   replays the replicated journal from it (from step 0 if none).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_processor::driver::{journal_topic, Driver, InputLog, LogIoError, OutputLog};
+use runnel_processor::state::sled_store::SledStore;
+use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::cluster::replica::Replica;
+use crate::cluster::Cluster;
+use crate::codec::batch;
+use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+use crate::kafka_client::{Client, ClientConfig};
+use crate::processing::{
+    configured_pipelines, driver_config, observe_alerts, read_range, OnCheckpoint, TimedStore,
+    WallClock,
+};
+use crate::producer_ids::pipeline_producer_id;
+use crate::raft::{Role, Term};
+use crate::standalone::KafkaLog;
+use crate::topics::TopicError;
+
+/// How long a journal append may wait for its commit before the lifetime ends.
+const JOURNAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// How often a node that does not run a pipeline checks whether it leads its journal now.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(50);
+/// Pause after a failed lifetime or a failed journal creation.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The processor's log in cluster mode: the journal through the local replica, everything
+/// else through the Kafka protocol.
+#[derive(Clone)]
+struct ClusterLog {
+    kafka: KafkaLog,
+    journal: String,
+    replica: Replica,
+    /// The term this lifetime leads the journal at.
+    term: Term,
+}
+
+impl ClusterLog {
+    fn is_journal(&self, topic: &str) -> bool {
+        topic == self.journal
+    }
+
+    async fn append_journal(&self, records: &[OutputRecord]) -> Result<(), LogIoError> {
+        let recs: Vec<Record> = records
+            .iter()
+            .map(|r| Record {
+                key: r.key.clone(),
+                value: Some(r.value.clone()),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+                timestamp: r.timestamp,
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let bytes = encode_batch(&recs, ProducerInfo::default());
+        let header = batch::validate(&bytes).map_err(io)?;
+        let proposed = self
+            .replica
+            .propose_in_term(self.term, bytes, header)
+            .await
+            .map_err(|e| LogIoError(format!("journal append at term {}: {e}", self.term)))?;
+        self.replica
+            .wait_committed(&proposed, JOURNAL_COMMIT_WAIT)
+            .await
+            .map_err(|e| LogIoError(format!("journal commit at term {}: {e}", self.term)))
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> LogIoError {
+    LogIoError(e.to_string())
+}
+
+impl InputLog for ClusterLog {
+    async fn partitions(&self, topic: &str) -> Result<Option<u32>, LogIoError> {
+        if self.is_journal(topic) {
+            return Ok(Some(1));
+        }
+        self.kafka.partitions(topic).await
+    }
+
+    async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
+        if self.is_journal(topic) {
+            if partition != 0 {
+                return Ok((0, 0));
+            }
+            let o = self.replica.partition.offsets();
+            return Ok((o.log_start, o.high_watermark));
+        }
+        self.kafka.offsets(topic, partition).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        max_records: usize,
+    ) -> Result<Vec<InputRecord>, LogIoError> {
+        if !self.is_journal(topic) {
+            return self.kafka.read(topic, partition, from, max_records).await;
+        }
+        if partition != 0 {
+            return Ok(Vec::new());
+        }
+        let recs = read_range(&self.replica.partition, from, max_records)?;
+        Ok(recs
+            .into_iter()
+            .map(|r| InputRecord {
+                topic: topic.to_owned(),
+                partition,
+                offset: r.offset,
+                key: r.key,
+                value: r.value,
+                timestamp: r.timestamp,
+            })
+            .collect())
+    }
+
+    async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
+        self.kafka.wait_for_input(positions, timeout_ms).await;
+    }
+}
+
+impl OutputLog for ClusterLog {
+    async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), LogIoError> {
+        if self.is_journal(topic) {
+            // Created (replicated) before this lifetime began.
+            return Ok(());
+        }
+        self.kafka.ensure_topic(topic, partitions).await
+    }
+
+    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+        if self.is_journal(&stream.topic) {
+            return self.append_journal(records).await;
+        }
+        self.kafka.append(stream, records).await
+    }
+
+    async fn tail(
+        &self,
+        stream: &StreamId,
+        max_records: usize,
+    ) -> Result<Vec<Vec<(String, Vec<u8>)>>, LogIoError> {
+        if !self.is_journal(&stream.topic) {
+            return self.kafka.tail(stream, max_records).await;
+        }
+        let part = &self.replica.partition;
+        let o = part.offsets();
+        let n = i64::try_from(max_records).unwrap_or(i64::MAX);
+        let from = o.high_watermark.saturating_sub(n).max(o.log_start);
+        let recs = read_range(part, from, max_records)?;
+        Ok(recs.into_iter().map(|r| r.headers).collect())
+    }
+}
+
+/// The replication factor of a journal topic: up to 3.
+fn journal_replication(nodes: usize) -> i16 {
+    i16::try_from(nodes.clamp(1, 3)).unwrap_or(1)
+}
+
+/// The Kafka bootstrap list of the cluster this node belongs to.
+fn bootstrap(cluster: &Cluster) -> String {
+    cluster
+        .config
+        .nodes
+        .iter()
+        .map(|n| n.kafka.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Creates the journal topic through the metadata group unless it exists, and returns this
+/// node's replica of it (`None`: this node holds none, so never runs the pipeline).
+async fn journal_replica(
+    cluster: &Cluster,
+    broker: &Broker,
+    journal: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Option<Replica>> {
+    loop {
+        if broker.topics.get(journal).is_some() {
+            return Some(cluster.replica(journal, 0));
+        }
+        let rf = journal_replication(cluster.config.nodes.len());
+        match cluster.create_topic(journal, 1, rf, &[]).await {
+            Ok(()) | Err(TopicError::AlreadyExists) => continue,
+            Err(e) => tracing::warn!(topic = journal, "cannot create the journal yet: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            _ = crate::net::stopped(shutdown) => return None,
+        }
+    }
+}
+
+/// Waits until `replica` leads with an entry of its own term committed; that term, or `None`
+/// on shutdown.
+async fn settled_leadership(
+    replica: &Replica,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Term> {
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        if let Some(term) = replica.settled_leader_term().await {
+            return Some(term);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LEADERSHIP_POLL) => {}
+            _ = crate::net::stopped(shutdown) => return None,
+        }
+    }
+}
+
+/// Runs one pipeline whenever this node leads its journal, until `shutdown`.
+async fn run_placed(
+    broker: Arc<Broker>,
+    cluster: Arc<Cluster>,
+    pipeline: PipelineConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = pipeline.name.clone();
+    let journal = journal_topic(&name);
+    let replica = match journal_replica(&cluster, &broker, &journal, &mut shutdown).await {
+        None => return,
+        Some(None) => {
+            tracing::info!(pipeline = %name, "this node holds no replica of the pipeline's journal; it runs elsewhere");
+            return;
+        }
+        Some(Some(r)) => r,
+    };
+    let dir = broker
+        .config
+        .processor
+        .state_dir(&broker.config.data_dir)
+        .join(&name);
+    let on_checkpoint: OnCheckpoint = {
+        let (broker, name) = (broker.clone(), name.clone());
+        Arc::new(move |took: Duration| {
+            broker.metrics.checkpoint(&name, took.as_secs_f64());
+            broker.pipelines.checkpointed(&name, took);
+        })
+    };
+    let store = match SledStore::open(&dir, &name) {
+        Ok(s) => TimedStore::new(s, on_checkpoint),
+        Err(e) => {
+            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
+            return;
+        }
+    };
+    let config = driver_config(&broker.config.processor);
+    let client = Arc::new(Client::new(ClientConfig::new(&bootstrap(&cluster))));
+    let on_append: crate::standalone::OnAppend = {
+        let broker = broker.clone();
+        Arc::new(move |records: &[OutputRecord]| {
+            observe_alerts(&broker.metrics, &broker.pipelines, records);
+        })
+    };
+    let pid = pipeline_producer_id(&name);
+    broker.pipelines.register(&pipeline);
+    loop {
+        let Some(term) = settled_leadership(&replica, &mut shutdown).await else {
+            return;
+        };
+        tracing::info!(pipeline = %name, term, "leading the journal: running the pipeline here");
+        let mut inbox = broker.queries.inbox(&name);
+        let log = ClusterLog {
+            kafka: KafkaLog::new(client.clone())
+                .idempotent(pid)
+                .reporting_to(on_append.clone()),
+            journal: journal.clone(),
+            replica: replica.clone(),
+            term,
+        };
+        let stop = shutdown.clone();
+        let deposed = || {
+            let l = replica.group.leadership();
+            l.role != Role::Leader || l.term != term
+        };
+        let outcome = async {
+            let mut d = Driver::recover(
+                log.clone(),
+                log,
+                WallClock,
+                store.clone(),
+                pipeline.clone(),
+                config.clone(),
+            )
+            .await?;
+            tracing::info!(pipeline = %name, term, steps = d.pipeline().steps_applied(), "pipeline recovered");
+            d.run_observed(
+                || *stop.borrow() || deposed(),
+                |d| {
+                    broker.pipelines.observe(d.pipeline(), d.checkpoint_stats());
+                    inbox.answer(d.pipeline());
+                },
+            )
+            .await
+        };
+        let outcome = outcome.await;
+        drop(inbox);
+        match outcome {
+            Ok(()) if *shutdown.borrow() => {
+                broker.pipelines.stopped(&name, None);
+                return;
+            }
+            Ok(()) => {
+                tracing::info!(pipeline = %name, term, "no longer leading the journal: pipeline stopped here");
+                broker.pipelines.stopped(
+                    &name,
+                    Some(format!("runs on the journal's leader (lost term {term})")),
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(pipeline = %name, term, "pipeline stopped, recovering: {e}");
+                broker.pipelines.stopped(&name, Some(e.to_string()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            _ = crate::net::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Starts the placement task of every configured pipeline, each on a blocking thread driven
+/// by the current runtime (sled checkpoints and local journal reads block).
+pub fn spawn(
+    broker: &Arc<Broker>,
+    cluster: &Arc<Cluster>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    if !broker.config.processor.enabled {
+        return Vec::new();
+    }
+    let handle = tokio::runtime::Handle::current();
+    configured_pipelines(&broker.config.processor)
+        .into_iter()
+        .map(|p| {
+            let (b, c, rx, h) = (
+                broker.clone(),
+                cluster.clone(),
+                shutdown.clone(),
+                handle.clone(),
+            );
+            tokio::task::spawn_blocking(move || h.block_on(run_placed(b, c, p, rx)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_are_replicated_up_to_three_times() {
+        assert_eq!(journal_replication(1), 1);
+        assert_eq!(journal_replication(2), 2);
+        assert_eq!(journal_replication(3), 3);
+        assert_eq!(journal_replication(7), 3);
+    }
+}
