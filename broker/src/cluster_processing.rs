@@ -209,16 +209,37 @@ async fn journal_replica(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Option<Replica>> {
     loop {
-        if broker.topics.get(journal).is_some() {
-            return Some(cluster.replica(journal, 0));
-        }
-        let rf = journal_replication(cluster.config.nodes.len());
-        match cluster.create_topic(journal, 1, rf, &[]).await {
-            Ok(()) | Err(TopicError::AlreadyExists) => continue,
-            Err(e) => tracing::warn!(topic = journal, "cannot create the journal yet: {e}"),
-        }
+        let pause = match broker.topics.get(journal) {
+            Some(t) => {
+                let mine = t
+                    .replicas
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .is_some_and(|r| r.contains(&cluster.node_id));
+                if !mine {
+                    return Some(None);
+                }
+                if let Some(r) = cluster.replica(journal, 0) {
+                    return Some(Some(r));
+                }
+                // Applied here, its replica not started yet.
+                LEADERSHIP_POLL
+            }
+            None => {
+                let rf = journal_replication(cluster.config.nodes.len());
+                match cluster.create_topic(journal, 1, rf, &[]).await {
+                    Ok(()) => continue,
+                    // Not applied here yet.
+                    Err(TopicError::AlreadyExists) => LEADERSHIP_POLL,
+                    Err(e) => {
+                        tracing::warn!(topic = journal, "cannot create the journal yet: {e}");
+                        RETRY_PAUSE
+                    }
+                }
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = crate::net::stopped(shutdown) => return None,
         }
     }
@@ -384,6 +405,89 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A one-node cluster's replica: `propose_in_term` appends at the term it leads at and
+    /// refuses any other term, before and after a proposal went through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn propose_in_term_appends_only_at_the_leaders_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let kafka = free_port();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_owned(),
+            kafka_addr: format!("127.0.0.1:{kafka}").parse().unwrap(),
+            grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
+            node_id: 1,
+            processor: crate::config::ProcessorConfig {
+                enabled: false,
+                ..crate::config::ProcessorConfig::default()
+            },
+            cluster: crate::config::ClusterConfig {
+                nodes: vec![crate::config::ClusterNode {
+                    id: 1,
+                    kafka: format!("127.0.0.1:{kafka}"),
+                    raft: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                    grpc: None,
+                }],
+                tick_ms: 10,
+                ..crate::config::ClusterConfig::default()
+            },
+            ..crate::config::Config::default()
+        };
+        let running = crate::server::start(config).await.unwrap();
+        let cluster = running.broker.cluster().unwrap().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match cluster.create_topic("j", 1, 1, &[]).await {
+                Ok(()) => break,
+                Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let replica = cluster.replica("j", 0).unwrap();
+        let (_keep, mut stop) = watch::channel(false);
+        let term = settled_leadership(&replica, &mut stop).await.unwrap();
+        let entry = || {
+            let r = Record {
+                value: Some(b"step".to_vec()),
+                timestamp: 1,
+                ..Record::default()
+            };
+            let b = encode_batch(&[r], ProducerInfo::default());
+            let h = batch::validate(&b).unwrap();
+            (b, h)
+        };
+        let refused = |r: Result<_, crate::cluster::replica::ReplicaError>| {
+            matches!(r, Err(crate::cluster::replica::ReplicaError::NotLeader))
+        };
+        for other in [term + 1, term - 1] {
+            let (b, h) = entry();
+            assert!(
+                refused(replica.propose_in_term(other, b, h).await),
+                "{other}"
+            );
+        }
+        let end = replica.partition.offsets().log_end;
+        let (b, h) = entry();
+        let p = replica.propose_in_term(term, b, h).await.unwrap();
+        assert_eq!(p.appended.base_offset, end);
+        replica
+            .wait_committed(&p, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let (b, h) = entry();
+        assert!(refused(replica.propose_in_term(term + 1, b, h).await));
+        assert_eq!(replica.partition.offsets().high_watermark, end + 1);
+        running.shutdown().await;
+    }
 
     #[test]
     fn journals_are_replicated_up_to_three_times() {

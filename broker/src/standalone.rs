@@ -61,7 +61,17 @@ pub struct KafkaLog {
     producer_id: Option<i64>,
     /// Set: told of every appended output instead of counting alerts into `observed`.
     on_append: Option<OnAppend>,
+    /// Per partition: (high watermark, offset after the last record below it), as last
+    /// computed by [`KafkaLog::data_end`].
+    data_ends: Arc<Mutex<DataEnds>>,
 }
+
+/// (topic, partition) → (high watermark, offset after the last record below it).
+type DataEnds = HashMap<(String, i32), (i64, i64)>;
+
+/// Control batches (a replicated partition's Raft no-ops, one offset each) looked past at the
+/// end of a partition before giving up and taking the high watermark as the end of its data.
+const TRAILING_CONTROL_SCAN: usize = 64;
 
 /// Told of the records of every output append, once durable.
 pub type OnAppend = Arc<dyn Fn(&[OutputRecord]) + Send + Sync>;
@@ -90,7 +100,58 @@ impl KafkaLog {
             observed,
             producer_id: None,
             on_append: None,
+            data_ends: Arc::default(),
         }
+    }
+
+    /// The offset after the last record below `hw` (`start` if none): the high watermark
+    /// minus any trailing control batches. The driver counts a partition caught up once it
+    /// has read up to what `offsets` says, and a reader never lands on a control batch's
+    /// offset, so without this a replicated partition whose last batch is a Raft no-op would
+    /// never be caught up and the pipeline's time-ordered merge would wait on it for ever.
+    async fn data_end(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: i64,
+        hw: i64,
+    ) -> Result<i64, LogIoError> {
+        let key = (topic.to_owned(), partition);
+        if let Some((h, end)) = self
+            .data_ends
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+        {
+            if h == hw {
+                return Ok(end);
+            }
+        }
+        let mut end = hw;
+        let mut at = hw;
+        for _ in 0..TRAILING_CONTROL_SCAN {
+            if at <= start {
+                end = start;
+                break;
+            }
+            at -= 1;
+            // The first record at or after `at`: the last record, once `at` reaches it.
+            let got = match self.cached(topic, partition, at, 1) {
+                Some(hit) => hit,
+                None => {
+                    self.read_range(topic, partition, at, Some(hw), 1, false)
+                        .await?
+                }
+            };
+            if let Some(r) = got.first() {
+                end = r.offset.saturating_add(1).min(hw);
+                break;
+            }
+        }
+        if let Ok(mut m) = self.data_ends.lock() {
+            m.insert(key, (hw, end));
+        }
+        Ok(end)
     }
 
     /// This log, telling `on_append` of every durable output append (the embedded processor
@@ -242,8 +303,11 @@ impl InputLog for KafkaLog {
         self.client.partition_count(topic).await.map_err(io)
     }
 
+    /// (log start, end of data): the high watermark less trailing control batches.
     async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
-        self.offsets_of(topic, partition_index(partition)?).await
+        let p = partition_index(partition)?;
+        let (start, hw) = self.offsets_of(topic, p).await?;
+        Ok((start, self.data_end(topic, p, start, hw).await?))
     }
 
     async fn read(
@@ -275,9 +339,19 @@ impl InputLog for KafkaLog {
     }
 
     async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
+        // A reader past the last record waits for the high watermark to pass the trailing
+        // control batches, not for it to pass the reader (it already has).
+        let ends = self.data_ends.lock().map(|m| m.clone()).unwrap_or_default();
         let parts: Vec<(String, i32, i64)> = positions
             .iter()
-            .filter_map(|(t, p, o)| Some((t.clone(), i32::try_from(*p).ok()?, *o)))
+            .filter_map(|(t, p, o)| {
+                let p = i32::try_from(*p).ok()?;
+                let at = match ends.get(&(t.clone(), p)) {
+                    Some((hw, end)) if *o >= *end => (*o).max(*hw),
+                    _ => *o,
+                };
+                Some((t.clone(), p, at))
+            })
             .collect();
         if parts.is_empty() {
             tokio::time::sleep(Duration::from_millis(timeout_ms.min(100))).await;
@@ -817,6 +891,22 @@ mod tests {
                 .unwrap();
             assert!(got.is_empty());
         }
+        // The end of the data is before the trailing no-op: a reader at 3 is caught up.
+        assert_eq!(part.offsets().high_watermark, 4);
+        assert_eq!(InputLog::offsets(&log, "t", 0).await.unwrap(), (0, 3));
+        let fresh = KafkaLog::new(log.client.clone());
+        assert_eq!(InputLog::offsets(&fresh, "t", 0).await.unwrap(), (0, 3));
+        // Only control batches after a record: still its end; none at all: the log start.
+        for b in [noop(), noop()] {
+            let header = batch::validate(&b).unwrap();
+            part.append(b, &header).unwrap();
+        }
+        assert_eq!(InputLog::offsets(&fresh, "t", 0).await.unwrap(), (0, 3));
+        let empty = running.broker.topics.create("e", 1, &[], false).unwrap();
+        let b = noop();
+        let header = batch::validate(&b).unwrap();
+        empty.partitions[0].append(b, &header).unwrap();
+        assert_eq!(InputLog::offsets(&fresh, "e", 0).await.unwrap(), (0, 0));
         running.shutdown().await;
     }
 

@@ -295,6 +295,20 @@ impl Cluster {
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
 
+    /// Replace every node's `[processor]` section (`enabled = false` at start) with `section`
+    /// (TOML keys, without the header); takes effect when a node next starts.
+    pub fn set_processor(&self, section: &str) -> Result<()> {
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.config)?;
+            let (head, rest) = text
+                .split_once("[processor]\n")
+                .context("a [processor] section")?;
+            let (_, tail) = rest.split_once("\n\n").context("the section's end")?;
+            std::fs::write(&n.config, format!("{head}[processor]\n{section}\n\n{tail}"))?;
+        }
+        Ok(())
+    }
+
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: i32, lines: usize) -> String {
         let Some(n) = self.nodes.iter().find(|n| n.id == id) else {

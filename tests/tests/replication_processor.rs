@@ -1,0 +1,401 @@
+//! The embedded processor in cluster mode stays exactly-once when the node running it dies:
+//! three real `runnel serve` nodes run the built-in sensor pipeline over a seeded input
+//! (out-of-order, late, silent-device and malformed events); the node leading the pipeline's
+//! journal (the one running it) is SIGKILLed at random points at least three times and
+//! restarted each time. The output topics must equal a single-node embedded run's over the
+//! same input record for record (aggregates and alerts exactly; late data and DLQ records
+//! up to their `runnel.source.offset` header, since a replicated partition's Raft no-ops
+//! shift input offsets), every output stream's `runnel.seq` must be 0, 1, 2, … with no
+//! duplicate, and the journal must have no gap.
+//!
+//! The input is published (acks=all) before any node runs the pipeline, so the pipeline's
+//! time-ordered merge of partitions does not depend on fetch timing (`driver.rs`) and the
+//! single-node run is a valid reference. Seeds are printed (`RUNNEL_TEST_SEED` replays).
+
+#[allow(dead_code, clippy::all)]
+#[path = "../../processor/tests/common/mod.rs"]
+mod sensors;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
+use runnel_broker::config::{Config, ProcessorConfig};
+use runnel_broker::kafka_client::fetch::decode_fetched;
+use runnel_broker::kafka_client::{Client, ClientConfig};
+use runnel_processor::exactly_once::StepDescriptor;
+use runnel_tests::cluster::Cluster;
+
+const SOURCE: &str = "sensor_events";
+const JOURNAL: &str = "__runnel_journal.sensors";
+/// Compared exactly.
+const EXACT: [&str; 2] = ["sensor_aggregates", "sensor_alerts"];
+/// Compared without the `runnel.source.offset` header.
+const BY_SOURCE: [&str; 2] = ["sensor_events_late", "sensor_events_dlq"];
+const KILLS: usize = 3;
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// Small steps and frequent checkpoints so kills land between every kind of action; no
+/// time-only steps, so nothing changes once the input is consumed (as `processor_crash.rs`).
+fn processor() -> ProcessorConfig {
+    ProcessorConfig {
+        enabled: true,
+        checkpoint_every_steps: 7,
+        checkpoint_interval_ms: 100_000_000,
+        max_step_records: 15,
+        align_wait_ms: 50,
+        idle_step_ms: 100_000_000,
+        ..ProcessorConfig::default()
+    }
+}
+
+const PROCESSOR_TOML: &str = "enabled = true\ncheckpoint_every_steps = 7\n\
+     checkpoint_interval_ms = 100000000\nmax_step_records = 15\nalign_wait_ms = 50\n\
+     idle_step_ms = 100000000";
+
+fn seed() -> u64 {
+    let seed = std::env::var("RUNNEL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42);
+    eprintln!("seed {seed} (set RUNNEL_TEST_SEED to replay)");
+    seed
+}
+
+fn client(bootstrap: &str) -> Client {
+    Client::new(ClientConfig::new(bootstrap))
+}
+
+/// Publishes the seeded stream (acks=all), each partition's records in generation order.
+async fn publish(c: &Client, arrivals: &[sensors::Arrival]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.ensure_topic(SOURCE, 3).await {
+        assert!(Instant::now() < deadline, "cannot create {SOURCE}: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for chunk in arrivals.chunks(40) {
+        for p in 0..3u32 {
+            let recs: Vec<Record> = chunk
+                .iter()
+                .filter(|a| a.record.partition == p)
+                .map(|a| Record {
+                    key: a.record.key.clone(),
+                    value: a.record.value.clone(),
+                    headers: vec![],
+                    timestamp: a.record.timestamp,
+                })
+                .collect();
+            if recs.is_empty() {
+                continue;
+            }
+            let batch = encode_batch(&recs, ProducerInfo::default()).freeze();
+            let p = i32::try_from(p).unwrap();
+            c.produce(SOURCE, p, batch)
+                .await
+                .unwrap_or_else(|e| panic!("produce to {SOURCE}/{p}: {e}"));
+        }
+    }
+}
+
+/// One output record: key, value, headers, timestamp.
+type Rec = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Vec<u8>)>,
+    i64,
+);
+
+/// Every record of a topic (all partitions, by partition then offset); empty if it does not
+/// exist.
+async fn read_topic(c: &Client, topic: &str) -> Vec<Rec> {
+    let deadline = Instant::now() + PATIENCE;
+    let partitions = loop {
+        match c.partition_count(topic).await {
+            Ok(n) => break n.unwrap_or(0),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "partitions of {topic}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut out = Vec::new();
+    for p in 0..i32::try_from(partitions).unwrap() {
+        let mut offset = 0;
+        loop {
+            let f = match c.fetch(topic, p, offset, 0).await {
+                Ok(Some(f)) if f.error_code == 0 => f,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "fetch {topic}/{p} at {offset}: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if offset >= f.high_watermark {
+                break;
+            }
+            let d = decode_fetched(f.records, offset, f.high_watermark, usize::MAX)
+                .expect("valid batches");
+            for r in d.records {
+                out.push((r.key, r.value, r.headers, r.timestamp));
+            }
+            assert!(d.next_offset > offset, "{topic}/{p} stuck at {offset}");
+            offset = d.next_offset;
+        }
+    }
+    out
+}
+
+/// The journal's descriptors, in log order.
+async fn journal(c: &Client) -> Vec<StepDescriptor> {
+    read_topic(c, JOURNAL)
+        .await
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.1.expect("a journal value")).expect("a descriptor"))
+        .collect()
+}
+
+/// Input records the journal says were consumed (repeats of an index counted once).
+async fn consumed(c: &Client) -> i64 {
+    let mut seen = BTreeMap::new();
+    for d in journal(c).await {
+        let n: i64 = d.ranges.iter().map(|r| r.3 - r.2).sum();
+        seen.entry(d.index).or_insert(n);
+    }
+    seen.values().sum()
+}
+
+async fn outputs(c: &Client) -> BTreeMap<&'static str, Vec<Rec>> {
+    let mut out = BTreeMap::new();
+    for t in EXACT.into_iter().chain(BY_SOURCE) {
+        out.insert(t, read_topic(c, t).await);
+    }
+    out
+}
+
+/// Waits until the journal covers all input and the outputs stop growing.
+async fn wait_finished(c: &Client, total: i64) -> BTreeMap<&'static str, Vec<Rec>> {
+    let deadline = Instant::now() + PATIENCE;
+    while consumed(c).await < total {
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline did not consume its input"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut last = outputs(c).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = outputs(c).await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The reference: a single-node embedded run over the same input, published before the
+/// pipeline starts (the broker is restarted with the processor on).
+async fn single_node_run(
+    arrivals: &[sensors::Arrival],
+    total: i64,
+) -> BTreeMap<&'static str, Vec<Rec>> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |enabled: bool| Config {
+        data_dir: dir.path().to_owned(),
+        kafka_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: Some("127.0.0.1:0".parse().unwrap()),
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        processor: ProcessorConfig {
+            enabled,
+            ..processor()
+        },
+        ..Config::default()
+    };
+    let running = runnel_broker::server::start(config(false)).await.unwrap();
+    publish(&client(&running.kafka_addr.to_string()), arrivals).await;
+    running.shutdown().await;
+    let running = runnel_broker::server::start(config(true)).await.unwrap();
+    let out = wait_finished(&client(&running.kafka_addr.to_string()), total).await;
+    running.shutdown().await;
+    out
+}
+
+fn header<'a>(r: &'a Rec, name: &str) -> Option<&'a [u8]> {
+    r.2.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+fn without_source_offset(v: &[Rec]) -> Vec<Rec> {
+    v.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.2.retain(|(k, _)| k != "runnel.source.offset");
+            r
+        })
+        .collect()
+}
+
+/// Every stream's (topic, partition) `runnel.seq` is 0, 1, 2, …: no duplicate, no gap.
+/// Topics are read partition by partition, so a restart of the count is a new partition.
+fn assert_sequences(topic: &str, v: &[Rec]) {
+    let mut expect = 0u64;
+    for (i, r) in v.iter().enumerate() {
+        let seq: u64 = std::str::from_utf8(header(r, "runnel.seq").expect("runnel.seq"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if seq == 0 {
+            expect = 0;
+        }
+        assert_eq!(seq, expect, "{topic}: record {i} has runnel.seq {seq}");
+        expect += 1;
+    }
+}
+
+/// Journal indices 0, 1, 2, … in log order (a repeat only as an identical copy), and per
+/// input partition ranges that never overlap.
+fn assert_journal(entries: &[StepDescriptor]) {
+    let mut by_index: BTreeMap<u64, &StepDescriptor> = BTreeMap::new();
+    let mut next = 0u64;
+    for d in entries {
+        if let Some(first) = by_index.get(&d.index) {
+            assert_eq!(
+                *first, d,
+                "journal index {} written twice differently",
+                d.index
+            );
+            continue;
+        }
+        assert_eq!(
+            d.index, next,
+            "journal gap: index {} after {}",
+            d.index, next
+        );
+        by_index.insert(d.index, d);
+        next += 1;
+    }
+    let mut ends: BTreeMap<(String, u32), i64> = BTreeMap::new();
+    for d in by_index.values() {
+        for (t, p, from, to) in &d.ranges {
+            let end = ends.entry((t.clone(), *p)).or_insert(0);
+            assert!(
+                *from >= *end,
+                "step {}: {t}/{p} from {from} < {end}",
+                d.index
+            );
+            assert!(to >= from);
+            *end = *to;
+        }
+    }
+    eprintln!(
+        "journal: {} steps, {} entries",
+        by_index.len(),
+        entries.len()
+    );
+}
+
+/// The node leading the journal (running the pipeline).
+async fn pipeline_node(c: &Client) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(l) = c.leaders(JOURNAL).await {
+            if let Some(Some(id)) = l.first() {
+                return *id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the journal has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_survives_sigkills_of_its_node_exactly_once() {
+    let Some(bin) = runnel_tests::runnel_bin() else {
+        assert!(!runnel_tests::in_ci(), "no runnel binary under CI");
+        eprintln!("SKIPPED: no runnel binary");
+        return;
+    };
+    let started = Instant::now();
+    let seed = seed();
+    let arrivals = sensors::generate(seed, 6, 1_500);
+    let total = i64::try_from(arrivals.len()).unwrap();
+
+    let expected = single_node_run(&arrivals, total).await;
+    for (t, v) in &expected {
+        assert!(!v.is_empty(), "{t} is empty in the single-node run");
+        eprintln!("single node: {t}: {} records", v.len());
+    }
+    eprintln!("reference done after {:?}", started.elapsed());
+
+    // The input, published to the cluster with the processor off; then every node restarts
+    // with it on.
+    let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
+    let c = client(&cluster.bootstrap());
+    publish(&c, &arrivals).await;
+    cluster.set_processor(PROCESSOR_TOML).unwrap();
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start_node(id).unwrap();
+    }
+
+    let mut rng = sensors::Rng::new(seed ^ 0x00c1_5e7e);
+    let mut kills = 0;
+    let mut progress = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while kills < KILLS {
+        assert!(Instant::now() < deadline, "no progress between kills");
+        // Kill only once the pipeline has moved on since the last kill (it runs again).
+        let now = consumed(&c).await;
+        if now >= total {
+            break;
+        }
+        if now <= progress {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
+        let node = pipeline_node(&c).await;
+        let before = consumed(&c).await;
+        if before >= total {
+            break;
+        }
+        cluster.kill(node);
+        kills += 1;
+        eprintln!(
+            "kill {kills}: node {node} at {before}/{total} input records ({:?})",
+            started.elapsed()
+        );
+        progress = before;
+        tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
+        cluster.start_node(node).unwrap();
+    }
+    assert!(
+        kills >= KILLS,
+        "the pipeline finished after {kills} kills; it must be killed {KILLS} times"
+    );
+
+    let got = wait_finished(&c, total).await;
+    eprintln!("cluster run finished after {:?}", started.elapsed());
+    for t in EXACT {
+        assert_sequences(t, &got[t]);
+        assert_eq!(got[t].len(), expected[t].len(), "{t}: record count");
+        for (i, (g, e)) in got[t].iter().zip(&expected[t]).enumerate() {
+            assert!(g == e, "{t}: record {i} differs:\n got {g:?}\nwant {e:?}");
+        }
+    }
+    for t in BY_SOURCE {
+        assert_sequences(t, &got[t]);
+        assert_eq!(
+            without_source_offset(&got[t]),
+            without_source_offset(&expected[t]),
+            "{t}"
+        );
+    }
+    assert_journal(&journal(&c).await);
+}
