@@ -341,6 +341,32 @@ async fn idempotent_retries_are_deduplicated_across_restarts() {
         next.producer_id.0, pid,
         "producer ids are never reused across restarts"
     );
+    let bump = |id: i64| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0)
+    };
+    let bumped = c.call(&bump(next.producer_id.0), 4).await;
+    assert_eq!(
+        (
+            bumped.error_code,
+            bumped.producer_id.0,
+            bumped.producer_epoch
+        ),
+        (0, next.producer_id.0, 1),
+        "KIP-360: a producer's own id gets its epoch bumped"
+    );
+    let reserved = runnel_broker::producer_ids::pipeline_producer_id("sensors");
+    let refused = c.call(&bump(reserved), 4).await;
+    assert_eq!(refused.error_code, 0);
+    assert!(
+        (0..runnel_broker::producer_ids::RESERVED_START).contains(&refused.producer_id.0)
+            && refused.producer_epoch == 0,
+        "a pipeline's reserved id is never bumped for a client: a fresh id instead, got {:?}",
+        (refused.producer_id.0, refused.producer_epoch)
+    );
     b.shutdown().await;
 }
 

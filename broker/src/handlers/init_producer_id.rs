@@ -6,6 +6,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use super::{code, RequestContext};
 use crate::broker::Broker;
+use crate::producer_ids::RESERVED_START;
 
 pub async fn handle(
     broker: &Broker,
@@ -18,8 +19,12 @@ pub async fn handle(
     if req.transactional_id.is_some() {
         return resp.with_error_code(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }
-    // KIP-360 (v3+): a producer that still has an id may ask for its epoch to be bumped.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+    // KIP-360 (v3+): a producer that still has an id may ask for its epoch to be bumped. Not
+    // an id reserved for a pipeline's outputs: bumping it would fence the pipeline's epoch-0
+    // writes, so such a request gets a fresh id instead (as Kafka answers every
+    // non-transactional InitProducerId).
+    let own = (0..RESERVED_START).contains(&req.producer_id.0);
+    if own && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         return resp
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
