@@ -4,10 +4,12 @@
 //! Both formats are read through one view of named fields ([`Field`]), so the key, time and
 //! numeric checks (and their DLQ reasons) are the same whatever the encoding.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
 use prost::Message;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use thiserror::Error;
 
 use crate::config::{PipelineConfig, ValueFormat};
@@ -29,7 +31,7 @@ pub struct SensorReading {
     /// Event time.
     pub event_time: Millis,
     /// Numeric fields named in the config, all finite and within `max_abs_value`.
-    pub values: BTreeMap<String, f64>,
+    pub values: Values,
     /// Source partition.
     pub partition: u32,
     /// Source offset.
@@ -39,7 +41,45 @@ pub struct SensorReading {
 impl SensorReading {
     /// Value of `field` (present for every configured field after validation).
     pub fn value(&self, field: &str) -> Option<f64> {
-        self.values.get(field).copied()
+        self.values.get(field)
+    }
+}
+
+/// The numeric fields of a reading, by name. The names are shared by every reading of a
+/// parser (one `Arc`), so a reading allocates only its values.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Values {
+    /// Field names, sorted and distinct.
+    names: Arc<[String]>,
+    /// `values[i]` belongs to `names[i]`.
+    values: Vec<f64>,
+}
+
+impl Values {
+    /// Value of `field`.
+    pub fn get(&self, field: &str) -> Option<f64> {
+        let i = self.names.iter().position(|n| n == field)?;
+        self.values.get(i).copied()
+    }
+
+    /// `(name, value)` pairs, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.values.iter().copied())
+    }
+}
+
+/// From `(name, value)` pairs; a repeated name keeps its last value.
+impl FromIterator<(String, f64)> for Values {
+    fn from_iter<I: IntoIterator<Item = (String, f64)>>(iter: I) -> Self {
+        let map: std::collections::BTreeMap<String, f64> = iter.into_iter().collect();
+        let (names, values): (Vec<String>, Vec<f64>) = map.into_iter().unzip();
+        Self {
+            names: names.into(),
+            values,
+        }
     }
 }
 
@@ -110,15 +150,238 @@ enum Field<'a> {
     Other,
 }
 
-fn json_field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Field<'a> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Field::Missing,
-        Some(Value::String(s)) => Field::Str(s),
-        Some(Value::Number(n)) => n.as_f64().map_or(Field::Other, |float| Field::Number {
-            int: n.as_i64(),
-            float,
-        }),
-        Some(_) => Field::Other,
+/// A configured field's JSON value, kept without building a `serde_json::Value` tree: strings
+/// borrow from the input unless they hold escapes.
+#[derive(Debug)]
+enum JsonField<'de> {
+    Null,
+    Str(Cow<'de, str>),
+    Number { int: Option<i64>, float: f64 },
+    Other,
+}
+
+/// The configured fields of one JSON object: `slots[i]` is the last value of `names[i]`
+/// (a repeated key keeps its last value, as `serde_json::Map` did).
+struct Picked<'n, 'de> {
+    names: &'n [String],
+    slots: Vec<Option<JsonField<'de>>>,
+}
+
+impl<'de> Picked<'_, 'de> {
+    fn field(&self, name: &str) -> Field<'_> {
+        let slot = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.slots.get(i))
+            .and_then(Option::as_ref);
+        match slot {
+            None | Some(JsonField::Null) => Field::Missing,
+            Some(JsonField::Str(s)) => Field::Str(s),
+            Some(JsonField::Number { int, float }) => Field::Number {
+                int: *int,
+                float: *float,
+            },
+            Some(JsonField::Other) => Field::Other,
+        }
+    }
+}
+
+/// Seed reading a whole JSON value: `Some` for an object (its configured fields), `None` for
+/// any other value. Every part of the input is still parsed and checked exactly as a
+/// `serde_json::Value` would be (strings as UTF-8, numbers as numbers, nesting limit), so the
+/// same inputs are invalid with the same messages; only nothing is kept but the named fields.
+struct Wanted<'n>(&'n [String]);
+
+impl<'de, 'n> DeserializeSeed<'de> for Wanted<'n> {
+    type Value = Option<Picked<'n, 'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 'n> Visitor<'de> for Wanted<'n> {
+    type Value = Option<Picked<'n, 'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: Vec<Option<JsonField<'de>>> = Vec::with_capacity(self.0.len());
+        slots.resize_with(self.0.len(), || None);
+        while let Some(key) = map.next_key_seed(StrSeed)? {
+            match self.0.iter().position(|n| *n == *key) {
+                Some(i) => {
+                    let v = map.next_value_seed(FieldSeed)?;
+                    if let Some(slot) = slots.get_mut(i) {
+                        *slot = Some(v);
+                    }
+                }
+                None => map.next_value_seed(Checked)?,
+            }
+        }
+        Ok(Some(Picked {
+            names: self.0,
+            slots,
+        }))
+    }
+}
+
+/// A string, borrowed from the input when it holds no escape.
+struct StrSeed;
+
+impl<'de> DeserializeSeed<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
+/// A configured field's value.
+struct FieldSeed;
+
+impl<'de> DeserializeSeed<'de> for FieldSeed {
+    type Value = JsonField<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed {
+    type Value = JsonField<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(JsonField::Other)
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(JsonField::Number {
+            int: Some(n),
+            float: crate::num::i64_to_f64(n),
+        })
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(JsonField::Number {
+            int: i64::try_from(n).ok(),
+            float: crate::num::u64_to_f64(n),
+        })
+    }
+    fn visit_f64<E>(self, x: f64) -> Result<Self::Value, E> {
+        // serde_json only produces finite floats; `Value` reads anything else as null.
+        Ok(if x.is_finite() {
+            JsonField::Number {
+                int: None,
+                float: x,
+            }
+        } else {
+            JsonField::Null
+        })
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(JsonField::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(JsonField::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(JsonField::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(JsonField::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(JsonField::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_key_seed(Checked)?.is_some() {
+            map.next_value_seed(Checked)?;
+        }
+        Ok(JsonField::Other)
+    }
+}
+
+/// Any JSON value, parsed and checked as `serde_json::Value` would parse it (strings decoded
+/// as UTF-8, numbers converted), and dropped.
+struct Checked;
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Checked)?.is_some() {
+            map.next_value_seed(Checked)?;
+        }
+        Ok(())
     }
 }
 
@@ -144,19 +407,33 @@ pub struct Parser {
     key_field: String,
     time_field: String,
     max_key_len: usize,
-    numeric: BTreeSet<String>,
+    /// The configured numeric fields, sorted and distinct.
+    numeric: Arc<[String]>,
+    /// Every field read from a JSON value: key, time and numeric fields, distinct.
+    wanted: Vec<String>,
     max_abs: f64,
 }
 
 impl Parser {
     /// A parser for `config`.
     pub fn new(config: &PipelineConfig) -> Self {
+        let numeric: Arc<[String]> = config.numeric_fields().into_iter().collect();
+        let mut wanted = vec![config.source.key_field.clone()];
+        for name in [&config.source.time_field]
+            .into_iter()
+            .chain(numeric.iter())
+        {
+            if !wanted.contains(name) {
+                wanted.push(name.clone());
+            }
+        }
         Self {
+            wanted,
             format: config.source.format,
             key_field: config.source.key_field.clone(),
             time_field: config.source.time_field.clone(),
             max_key_len: config.source.max_key_len,
-            numeric: config.numeric_fields(),
+            numeric,
             max_abs: config.max_abs_value,
         }
     }
@@ -166,10 +443,14 @@ impl Parser {
         let bytes = rec.value.as_deref().ok_or(Rejection::NullValue)?;
         match self.format {
             ValueFormat::Json => {
-                let v: Value = serde_json::from_slice(bytes)
+                let wanted = Wanted(&self.wanted);
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let picked = wanted
+                    .deserialize(&mut de)
+                    .and_then(|p| de.end().map(|()| p))
                     .map_err(|e| Rejection::InvalidJson(e.to_string()))?;
-                let obj = v.as_object().ok_or(Rejection::NotAnObject)?;
-                self.reading(rec, |name| json_field(obj, name))
+                let fields = picked.ok_or(Rejection::NotAnObject)?;
+                self.reading(rec, |name| fields.field(name))
             }
             ValueFormat::Protobuf => {
                 let m = proto::SensorReading::decode(bytes)
@@ -223,8 +504,8 @@ impl Parser {
         if !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&event_time) {
             return Err(bad_time("outside years 0001-9999".into()));
         }
-        let mut values = BTreeMap::new();
-        for name in &self.numeric {
+        let mut values = Vec::with_capacity(self.numeric.len());
+        for name in self.numeric.iter() {
             let x = match field(name) {
                 Field::Missing => return Err(Rejection::MissingField(name.clone())),
                 Field::Number { float, .. } => float,
@@ -241,12 +522,15 @@ impl Parser {
                     value: x,
                 });
             }
-            values.insert(name.clone(), x);
+            values.push(x);
         }
         Ok(SensorReading {
             key: key.to_owned(),
             event_time,
-            values,
+            values: Values {
+                names: Arc::clone(&self.numeric),
+                values,
+            },
             partition: rec.partition,
             offset: rec.offset,
         })
@@ -468,12 +752,95 @@ mod tests {
         assert_eq!(zero.value("temperature_c"), Some(0.0));
     }
 
+    /// The reading or rejection of the former parser, which built a whole `serde_json::Value`
+    /// and looked the fields up in it: the reference the field-picking parser must match.
+    fn reference_parse(p: &Parser, rec: &InputRecord) -> Result<SensorReading, Rejection> {
+        use serde_json::Value;
+        let bytes = rec.value.as_deref().ok_or(Rejection::NullValue)?;
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| Rejection::InvalidJson(e.to_string()))?;
+        let obj = v.as_object().ok_or(Rejection::NotAnObject)?;
+        p.reading(rec, |name| match obj.get(name) {
+            None | Some(Value::Null) => Field::Missing,
+            Some(Value::String(s)) => Field::Str(s),
+            Some(Value::Number(n)) => n.as_f64().map_or(Field::Other, |float| Field::Number {
+                int: n.as_i64(),
+                float,
+            }),
+            Some(_) => Field::Other,
+        })
+    }
+
+    /// JSON-ish text: fragments of valid and broken objects around the configured names.
+    fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let frag = prop_oneof![
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just(",".to_string()),
+            Just(":".to_string()),
+            Just("\"device_id\"".to_string()),
+            Just("\"device\\u005fid\"".to_string()),
+            Just("\"ts\"".to_string()),
+            Just("\"temperature_c\"".to_string()),
+            Just("\"vibration_g\"".to_string()),
+            Just("\"other\"".to_string()),
+            Just("\"2025-08-17T12:34:56.789Z\"".to_string()),
+            Just("\"\\ud800\"".to_string()),
+            Just("\"a\\nb\"".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("1e400".to_string()),
+            Just("-0".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("9223372036854775808".to_string()),
+            Just(" ".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|x| x.to_string()),
+            "[a-z_]{0,3}".prop_map(|s| format!("\"{s}\"")),
+        ];
+        prop_oneof![
+            proptest::collection::vec(frag.clone(), 0..24).prop_map(|v| v.concat()),
+            // Mostly well-formed objects over the configured names.
+            proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("device_id"),
+                        Just("ts"),
+                        Just("temperature_c"),
+                        Just("vibration_g"),
+                        Just("x")
+                    ],
+                    frag
+                ),
+                0..8
+            )
+            .prop_map(|kv| {
+                let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", body.join(","))
+            }),
+        ]
+    }
+
     proptest::proptest! {
         /// Any bytes, in either format: a reading or a rejection, never a panic.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let _ = protobuf_parser().parse(&rec_bytes(bytes.clone()));
             let _ = Parser::new(&PipelineConfig::default()).parse(&rec_bytes(bytes));
+        }
+
+        /// JSON: the field-picking parser gives exactly the reading or rejection (reason text
+        /// included) of the `serde_json::Value` one, on valid and invalid input alike.
+        #[test]
+        fn json_matches_the_value_parser(text in json_text(), raw in proptest::collection::vec(proptest::num::u8::ANY, 0..8)) {
+            let p = Parser::new(&PipelineConfig::default());
+            for bytes in [text.clone().into_bytes(), [text.as_bytes(), &raw].concat()] {
+                let r = rec_bytes(bytes);
+                proptest::prop_assert_eq!(p.parse(&r), reference_parse(&p, &r));
+            }
         }
     }
 }

@@ -1,7 +1,5 @@
 //! Data-driven rule tests: `testdata/rules.txt` (threshold hysteresis, z-score, silence).
 
-use std::collections::BTreeMap;
-
 use runnel_processor::config::{PipelineConfig, RuleConfig};
 use runnel_processor::message::{Collector, Message, Operator};
 use runnel_processor::parse::SensorReading;
@@ -23,7 +21,9 @@ fn run_case(rules_json: &str, inputs: &[&str]) -> Vec<Alert> {
                 Message::Data(SensorReading {
                     key: (*key).into(),
                     event_time: t.parse().expect("time"),
-                    values: BTreeMap::from([("temperature_c".into(), v.parse().expect("value"))]),
+                    values: [("temperature_c".into(), v.parse().expect("value"))]
+                        .into_iter()
+                        .collect(),
                     partition: 0,
                     offset: 0,
                 }),
