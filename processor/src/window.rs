@@ -101,8 +101,8 @@ impl FieldAcc {
     }
 }
 
-/// State of one open window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// State of one open window. Equality compares the state, not the `changed` mark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WindowState {
     /// Key.
     pub key: String,
@@ -116,6 +116,23 @@ pub struct WindowState {
     pub fields: BTreeMap<String, FieldAcc>,
     /// Revision of the last emitted result, `None` before the first emission.
     pub emitted: Option<u32>,
+    /// Changed since [`WindowOperator::take_changed`] last saw it (not stored: a restored
+    /// window is what the store holds).
+    #[serde(skip)]
+    changed: bool,
+}
+
+impl PartialEq for WindowState {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.key,
+            self.start,
+            self.end,
+            self.count,
+            &self.fields,
+            self.emitted,
+        ) == (&o.key, o.start, o.end, o.count, &o.fields, o.emitted)
+    }
 }
 
 /// One emitted window result.
@@ -184,6 +201,7 @@ fn new_state(
         count: 0,
         fields,
         emitted: None,
+        changed: true,
     }
 }
 
@@ -280,6 +298,19 @@ impl WindowOperator {
         self.emitted_through = None;
     }
 
+    /// Calls `f` with every window changed (created, updated or emitted) since the last call,
+    /// or with every window if `all`, in `(end, key, start)` order, and clears the marks: a
+    /// checkpoint writes only what changed since the previous one. Costs one pass over the
+    /// open windows' marks plus `f` for the changed ones.
+    pub fn take_changed(&mut self, all: bool, mut f: impl FnMut(&WindowState)) {
+        for w in self.windows.values_mut() {
+            if all || w.changed {
+                f(w);
+            }
+            w.changed = false;
+        }
+    }
+
     /// The `(key, start)` of every window purged since the last call, or `None` if too many
     /// were to remember them (then some purged windows are not listed).
     pub fn take_purged(&mut self) -> Option<Vec<(String, Millis)>> {
@@ -322,6 +353,7 @@ impl WindowOperator {
                 )),
             };
             w.count = w.count.saturating_add(1);
+            w.changed = true;
             for (field, acc) in &mut w.fields {
                 if let Some(x) = r.value(field) {
                     acc.add(x);
@@ -362,6 +394,7 @@ impl WindowOperator {
             }
             if w.emitted.is_none() {
                 w.emitted = Some(0);
+                w.changed = true;
                 out.data(WindowEvent::Result(result_of(&self.aggregations, w, 0)));
             }
         }
