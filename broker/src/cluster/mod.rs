@@ -178,6 +178,22 @@ impl PeerHandler for Router {
         }
     }
 
+    fn on_peer_down(&self, peer: NodeId) {
+        let Some(c) = self.cluster.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        // Every group led by `peer` may elect a new leader without waiting out its timeout.
+        tracing::debug!(peer, "peer down: telling every group");
+        let _ = c.meta.submit(move |core| core.leader_unreachable(peer));
+        for (_, r) in c.replica_list() {
+            let _ = r.group.submit(move |core| {
+                let before = (core.role(), core.leader());
+                core.leader_unreachable(peer);
+                tracing::trace!(peer, ?before, "leader-unreachable hint");
+            });
+        }
+    }
+
     fn on_request(&self, _from: NodeId, payload: Bytes) -> BoxFuture<'static, Bytes> {
         let cluster = self.cluster.get().and_then(Weak::upgrade);
         Box::pin(async move {

@@ -80,6 +80,13 @@ pub trait PeerHandler: Send + Sync + 'static {
 
     /// A request from `from`; the returned future's output is sent back as the response.
     fn on_request(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Bytes>;
+
+    /// A connection with `peer` (either direction) was closed, or dialing it was refused or
+    /// reset: its process is likely gone (a killed process's kernel closes its sockets at
+    /// once). A hint only — a reset link looks the same — and never sent for a connection that
+    /// just goes quiet (a paused process, a silent partition), nor for a connect that timed
+    /// out. Must not block.
+    fn on_peer_down(&self, _peer: NodeId) {}
 }
 
 /// Why a request got no response.
@@ -402,11 +409,20 @@ async fn outbound(
                     Ok(()) => return, // every sender is gone: the network was dropped
                     Err(e) => tracing::debug!("disconnected: {e}"),
                 }
+                shared.handler.on_peer_down(peer);
                 if since.elapsed() >= BACKOFF_MAX {
                     backoff.reset();
                 }
             }
-            Err(e) => tracing::debug!("connect failed: {e}"),
+            Err(e) => {
+                tracing::debug!("connect failed: {e}");
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    shared.handler.on_peer_down(peer);
+                }
+            }
         }
         // Until the next attempt, whatever is queued would be stale by the time it is sent:
         // drop Raft messages (Raft retries) and fail requests at once.
@@ -614,6 +630,7 @@ async fn inbound(shared: Arc<Shared>, socket: TcpStream, addr: SocketAddr) {
         Ok(()) => tracing::debug!(peer = from, "peer disconnected"),
         Err(e) => tracing::debug!(peer = from, "peer disconnected: {e}"),
     }
+    shared.handler.on_peer_down(from);
 }
 
 async fn serve_inbound(

@@ -256,6 +256,44 @@ impl<L: RaftLog> RaftNode<L> {
         Ok(())
     }
 
+    /// The transport saw the connection to `peer` closed or refused (its process died, or a
+    /// link was reset). A hint, never proof: if `peer` is this follower's leader, the leader
+    /// lease counts as expired now (pre-votes are granted again) and this node stands for
+    /// election after a short delay instead of a whole election timeout. The delay orders the
+    /// surviving voters by their position after `peer` in the voter list (1, then
+    /// `1 + gap`, ... ticks), so two followers told at once do not split the vote. Safety does
+    /// not depend on it: a wrong hint costs at most an election (peers still in their lease
+    /// refuse the pre-vote). Ignored on any other role or peer; repeating it changes nothing.
+    pub fn leader_unreachable(&mut self, peer: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(peer) || peer == self.cfg.id {
+            return;
+        }
+        let delay = self.hinted_delay(peer);
+        let deadline = self.cfg.election_tick.saturating_add(delay);
+        self.election_elapsed = self.election_elapsed.max(self.cfg.election_tick);
+        self.randomized_timeout = self.randomized_timeout.min(deadline);
+        self.finish();
+    }
+
+    /// Ticks to wait before campaigning once the leader `lost` is known unreachable: the
+    /// voters after `lost` (cyclically) go first, [`Config::election_tick`] / 5 ticks (at
+    /// least 2) apart.
+    fn hinted_delay(&self, lost: NodeId) -> u32 {
+        let gap = (self.cfg.election_tick / 5).max(2);
+        let voters = &self.cfg.voters;
+        let start = voters.iter().position(|v| *v == lost).unwrap_or(0);
+        let rank = voters
+            .iter()
+            .cycle()
+            .skip(start.saturating_add(1))
+            .take(voters.len())
+            .filter(|v| **v != lost)
+            .position(|v| *v == self.cfg.id)
+            .unwrap_or(0);
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        rank.saturating_mul(gap).saturating_add(1)
+    }
+
     /// Appends `payload` as a new entry if this node is the leader; returns its index (its term
     /// is [`RaftNode::term`]). The entry is committed once [`Output::Committed`] reaches it —
     /// or never, if leadership is lost first.

@@ -6,6 +6,9 @@
 //! last one. Nodes crash, restart and pause; clients propose entries and an entry counts as
 //! acknowledged once its leader reports it committed. Invariants are checked after every step
 //! (see [`Sim::check_step`]); then the faults heal and a leader must commit within a bound.
+//! The transport's "peer down" hint ([`RaftNode::leader_unreachable`]) reaches the others
+//! after a crash (usually, after a delay) and also arrives spuriously about live nodes, as a
+//! reset link would cause.
 //!
 //! Every run is a pure function of its seed. A failure names the seed and the command that
 //! replays it; `RAFT_SEED=<seed>` also prints a trace of the run's last events.
@@ -234,6 +237,10 @@ struct Faults {
     crash_after_commit: u64,
     /// Small appends split a leader's no-op from the entries before it.
     max_append_entries: usize,
+    /// Chance that a crash is reported to each other node (the transport's peer-down hint)...
+    crash_hint: u64,
+    /// ... and a hint about a random live peer (a reset link), per node per time unit.
+    spurious_hint: u64,
 }
 
 /// Rates are per million per time unit (or per message).
@@ -252,6 +259,8 @@ impl Faults {
             crash_after_propose: rng.choose(&[0, 10_000, 50_000]),
             crash_after_commit: rng.choose(&[0, 20_000, 100_000]),
             max_append_entries: rng.choose(&[1, 2, 64]),
+            crash_hint: rng.choose(&[0, 700_000, 1_000_000]),
+            spurious_hint: rng.choose(&[0, 1_000, 10_000]),
         }
     }
 }
@@ -290,6 +299,8 @@ struct Sim {
     stats: Stats,
     /// Crashed at the next step, before their disks sync.
     crash_soon: Vec<NodeId>,
+    /// Peer-down hints to deliver: (time, to, about).
+    hints: Vec<(u64, NodeId, NodeId)>,
 }
 
 /// What one run did, for the summary line.
@@ -306,6 +317,7 @@ struct Stats {
     truncations: usize,
     delivered: usize,
     lost_messages: usize,
+    hints: usize,
 }
 
 impl Stats {
@@ -321,6 +333,7 @@ impl Stats {
         self.truncations += other.truncations;
         self.delivered += other.delivered;
         self.lost_messages += other.lost_messages;
+        self.hints += other.hints;
     }
 }
 
@@ -366,6 +379,7 @@ impl Sim {
             trace: Vec::new(),
             stats: Stats::default(),
             crash_soon: Vec::new(),
+            hints: Vec::new(),
         };
         for id in sim.ids.clone() {
             sim.restart(id);
@@ -439,6 +453,7 @@ impl Sim {
             self.fail("message storm: more than 50000 messages in flight");
         }
         self.deliver();
+        self.deliver_hints();
         for id in std::mem::take(&mut self.crash_soon) {
             if self.is_up(id) && !self.healed {
                 self.crash(id);
@@ -636,8 +651,35 @@ impl Sim {
         }
     }
 
+    /// Hands due peer-down hints to their nodes; a paused node gets them when it resumes, a
+    /// crashed one never.
+    fn deliver_hints(&mut self) {
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.hints)
+            .into_iter()
+            .partition(|&(at, to, _)| at <= now && (!self.is_up(to) || self.is_running(to)));
+        self.hints = later;
+        for (_, to, about) in due {
+            if self.is_up(to) {
+                self.stats.hints += 1;
+                self.note(|| format!("n{to} told n{about} is unreachable"));
+                self.call(to, |n| {
+                    n.leader_unreachable(about);
+                    Ok(())
+                });
+            }
+        }
+    }
+
     fn inject_faults(&mut self) {
         let ids = self.ids.clone();
+        for &id in &ids {
+            if self.is_up(id) && self.rng.chance(self.faults.spurious_hint) {
+                let about = self.rng.choose(&ids);
+                let at = self.now + self.rng.below(self.faults.max_delay + 1);
+                self.hints.push((at, id, about));
+            }
+        }
         let down = ids.iter().filter(|&&id| !self.is_up(id)).count();
         for &id in &ids {
             if !self.is_up(id) {
@@ -732,6 +774,12 @@ impl Sim {
         let new = slot.hs_durable;
         self.check_hard_state_monotonic(id, old, new);
         self.proposals.retain(|p| p.node != id); // outcome unknown: never acknowledged
+        for other in self.ids.clone() {
+            if other != id && self.rng.chance(self.faults.crash_hint) {
+                let at = self.now + self.rng.below(self.faults.max_delay + 1);
+                self.hints.push((at, other, id));
+            }
+        }
         self.note(|| format!("n{id} CRASHED: {disk_note}; {hs_note}"));
     }
 
@@ -756,6 +804,7 @@ impl Sim {
         self.healed = true;
         self.heal_seq = self.next_payload;
         self.cut.clear();
+        self.faults.spurious_hint = 0;
         self.faults.drop = 0;
         self.faults.max_delay = self.faults.max_delay.min(5);
         for id in self.ids.clone() {

@@ -1,6 +1,7 @@
 //! Focused tests of the Raft core on a tiny hand-driven cluster: election, pre-vote against a
 //! returning partitioned node, conflict truncation, the own-term commit rule (also as the Raft
-//! paper's Figure 8, step by step), durable votes, and hostile input.
+//! paper's Figure 8, step by step), durable votes, the transport's leader-unreachable hint,
+//! and hostile input.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -262,6 +263,88 @@ fn raft_leader_lease_keeps_a_node_that_cannot_hear_the_leader_from_deposing_it()
     // Without check-quorum's lease node 2 grants them, and the leader is deposed.
     let roles = one_way_cut_from_leader(false);
     assert!(roles.iter().all(|(_, term)| *term > 1), "{roles:?}");
+}
+
+/// The leader (node 1) dies; `told` nodes get the transport's peer-down hint on every tick
+/// (as repeated refused reconnects would give it). Returns each node's (role, term, leader)
+/// after `ticks` ticks.
+fn leader_dies(told: &[NodeId], ticks: usize) -> Vec<(Role, Term, Option<NodeId>)> {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.cut.insert(1);
+    for _ in 0..ticks {
+        for &id in told {
+            c.nodes.get_mut(&id).unwrap().leader_unreachable(1);
+        }
+        c.tick_all(1);
+    }
+    [2, 3]
+        .iter()
+        .map(|id| {
+            let n = c.node(*id);
+            (n.role(), n.term(), n.leader())
+        })
+        .collect()
+}
+
+#[test]
+fn raft_followers_told_the_leader_is_unreachable_elect_within_a_few_ticks() {
+    // election_tick is 10: without the hint nobody stands before tick 10.
+    let untold = leader_dies(&[], 5);
+    assert_eq!(untold[0], (Role::Follower, 1, Some(1)));
+    assert_eq!(untold[1], (Role::Follower, 1, Some(1)));
+
+    // Both told at once: node 2 (next after 1 in the voter list) stands first and wins in the
+    // very next term, no split vote, although the hint keeps coming.
+    let told = leader_dies(&[2, 3], 5);
+    assert_eq!(told[0], (Role::Leader, 2, Some(2)), "{told:?}");
+    assert_eq!(told[1], (Role::Follower, 2, Some(2)), "{told:?}");
+
+    // Only node 3 told (node 2's link to the dead leader lingers): node 2 is still in its
+    // lease and refuses the pre-vote, so node 3 waits for node 2's own timeout.
+    let one = leader_dies(&[3], 5);
+    assert_eq!(one[1].1, 1, "node 3 never raised its term alone: {one:?}");
+    let one = leader_dies(&[3], 25);
+    assert!(
+        one.iter()
+            .any(|(role, term, _)| *role == Role::Leader && *term == 2),
+        "{one:?}"
+    );
+}
+
+#[test]
+fn raft_a_wrong_unreachable_hint_does_not_depose_a_live_leader() {
+    // Node 3's link from the leader resets and stays down; node 2 still hears the leader.
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.cut_links.insert((1, 3));
+    for _ in 0..100 {
+        c.nodes.get_mut(&3).unwrap().leader_unreachable(1);
+        c.tick_all(1);
+    }
+    assert_eq!((c.node(1).role(), c.node(1).term()), (Role::Leader, 1));
+    assert_eq!(c.node(2).leader(), Some(1));
+    assert_eq!(c.node(3).term(), 1, "node 3's pre-votes were refused");
+
+    // The link comes back: node 3 follows the leader again.
+    c.cut_links.clear();
+    c.tick_all(4);
+    assert_eq!(
+        (c.node(3).role(), c.node(3).leader()),
+        (Role::Follower, Some(1))
+    );
+
+    // A hint about a node that is not the leader, or to the leader itself, changes nothing.
+    for _ in 0..30 {
+        c.nodes.get_mut(&2).unwrap().leader_unreachable(3);
+        c.nodes.get_mut(&1).unwrap().leader_unreachable(2);
+        c.tick_all(1);
+    }
+    for id in 1..=3 {
+        assert_eq!((c.node(id).term(), c.node(id).leader()), (1, Some(1)));
+    }
 }
 
 #[test]
