@@ -295,6 +295,23 @@ impl Replica {
             .await
             .flatten()
     }
+
+    /// Leader only, read in one step of the group's task: the current term, the log's
+    /// `(term, first offset)` runs ([`SegmentRaftLog::epoch_starts`]) and its end offset, for
+    /// OffsetForLeaderEpoch.
+    pub async fn epoch_history(&self) -> Result<(Term, Vec<(Term, i64)>, i64), ReplicaError> {
+        self.group
+            .with_core(|core| {
+                if core.role() != Role::Leader {
+                    return Err(ReplicaError::NotLeader);
+                }
+                let log = core.log();
+                let end = log.store().0.offsets().log_end;
+                Ok((core.term(), log.epoch_starts(), end))
+            })
+            .await
+            .unwrap_or(Err(ReplicaError::Stopped))
+    }
 }
 
 /// Whether a core in `role` at `term` may take a proposal meant for `want`.

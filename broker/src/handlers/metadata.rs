@@ -93,11 +93,6 @@ fn broker_entry(id: i32, host: String, port: u16) -> MetadataResponseBroker {
         .with_port(i32::from(port))
 }
 
-/// Leader epochs are reported as -1 (unknown) until OffsetForLeaderEpoch is implemented with
-/// replication: librdkafka then never tries epoch validation (KIP-320), which would otherwise
-/// need that API. Batches still carry the epoch the log stamped.
-pub(crate) const REPORTED_LEADER_EPOCH: i32 = -1;
-
 fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
@@ -107,7 +102,8 @@ fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
                 .with_error_code(code::NONE)
                 .with_partition_index(p.index)
                 .with_leader_id(node)
-                .with_leader_epoch(REPORTED_LEADER_EPOCH)
+                // The epoch every batch of this node's log is stamped with.
+                .with_leader_epoch(p.leader_epoch())
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })
@@ -121,7 +117,9 @@ fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
 }
 
 /// Cluster mode: each partition's Raft leader as its leader (LEADER_NOT_AVAILABLE while there
-/// is none, so clients retry) and its replicas as replicas and ISR.
+/// is none, so clients retry), the leader's term as its epoch, and its replicas as replicas
+/// and ISR. A node that knows the leader knows it in its own current term, so that term is the
+/// leader's epoch; with no leader known the epoch is -1 (unknown).
 fn describe_replicated(topic: &Topic, cluster: &Cluster) -> MetadataResponseTopic {
     let assignment = topic.replicas.clone().unwrap_or_default();
     let partitions = topic
@@ -135,18 +133,19 @@ fn describe_replicated(topic: &Topic, cluster: &Cluster) -> MetadataResponseTopi
                 .unwrap_or_default();
             let r = MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_epoch(REPORTED_LEADER_EPOCH)
                 .with_isr_nodes(replicas.clone())
                 .with_replica_nodes(replicas);
             // This node knows the leader only of the partitions it replicates; for the others
             // it asks no one and says "not available", so the client asks again elsewhere.
             match cluster.leader_of(&topic.name, p.index) {
-                Some((leader, _epoch)) => r
+                Some((leader, epoch)) => r
                     .with_error_code(code::NONE)
-                    .with_leader_id(BrokerId(leader)),
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch),
                 None => r
                     .with_error_code(code::LEADER_NOT_AVAILABLE)
-                    .with_leader_id(BrokerId(-1)),
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1),
             }
         })
         .collect();

@@ -19,6 +19,7 @@ mod list_offsets;
 mod metadata;
 mod offset_commit;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -31,8 +32,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    SyncGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -59,6 +60,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4), // KIP-320 position validation after a leader change
 ];
 
 /// The advertised version range of an API, if Runnel supports it.
@@ -146,6 +148,7 @@ pub enum Request {
     OffsetFetch(OffsetFetchRequest),
     DescribeGroups(DescribeGroupsRequest),
     ListGroups(ListGroupsRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 impl Request {
@@ -170,6 +173,7 @@ impl Request {
             Request::OffsetFetch(_) => "OffsetFetch",
             Request::DescribeGroups(_) => "DescribeGroups",
             Request::ListGroups(_) => "ListGroups",
+            Request::OffsetForLeaderEpoch(_) => "OffsetForLeaderEpoch",
         }
     }
 }
@@ -242,6 +246,7 @@ pub fn decode_request(mut frame: BytesMut) -> Result<Decoded, RequestError> {
         ApiKey::OffsetFetch => Request::OffsetFetch(decode(f, api, version)?),
         ApiKey::DescribeGroups => Request::DescribeGroups(decode(f, api, version)?),
         ApiKey::ListGroups => Request::ListGroups(decode(f, api, version)?),
+        ApiKey::OffsetForLeaderEpoch => Request::OffsetForLeaderEpoch(decode(f, api, version)?),
         _ => return Err(RequestError::UnknownApi(peek.api_key)),
     };
     Ok(Decoded::Request(ctx, request))
@@ -347,6 +352,10 @@ async fn dispatch(
             ctx,
             &list_groups::handle(broker, ctx, req).await,
         )),
+        Request::OffsetForLeaderEpoch(req) => now(encode_body(
+            ctx,
+            &offset_for_leader_epoch::handle(broker, ctx, req).await,
+        )),
     }
 }
 
@@ -396,6 +405,10 @@ pub mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    /// A request's `current_leader_epoch` is older than the leader's.
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    /// A request's `current_leader_epoch` is newer than the leader's.
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 

@@ -323,6 +323,16 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         self.store
     }
 
+    /// `(term, first offset)` of each run of entries of one term, ascending in both: the
+    /// Kafka leader-epoch history (KIP-101) that OffsetForLeaderEpoch answers from. Every run
+    /// holds at least one entry, so the offsets strictly increase.
+    pub fn epoch_starts(&self) -> Vec<(Term, i64)> {
+        self.terms
+            .iter()
+            .filter_map(|&(term, first)| Some((term, self.end_offset(first.checked_sub(1)?)?)))
+            .collect()
+    }
+
     /// Records entry `index` of `term` ending at offset `end`.
     fn push(&mut self, index: Index, term: Term, end: i64) {
         if self.terms.last().is_none_or(|&(t, _)| t != term) {
@@ -783,6 +793,38 @@ mod tests {
         terms: Vec<Option<Term>>,
         entries: Vec<Entry>,
         ends: Vec<Option<i64>>,
+    }
+
+    #[test]
+    fn epoch_starts_are_each_terms_first_offset_and_follow_truncation() {
+        let mut log = SegmentRaftLog::open(MemLog::new()).unwrap();
+        assert_eq!(log.epoch_starts(), vec![]);
+        append_spec(&mut log, MIXED);
+        // Offsets: term 1 = no-op@0, 3 records, 1 record; term 2 = no-op@5, 5 records;
+        // term 3 = no-op@11; term 5 = no-op@12, ...; term 7 = no-op@20, 1 record.
+        assert_eq!(
+            log.epoch_starts(),
+            vec![(1, 0), (2, 5), (3, 11), (5, 12), (7, 20)]
+        );
+        // Brute force: the first offset of each term, read from the stored batches.
+        let mut seen: Vec<(Term, i64)> = Vec::new();
+        for h in batch::headers(&read_all(&log)) {
+            let h = h.unwrap();
+            let t = Term::try_from(h.partition_leader_epoch).unwrap();
+            if seen.last().is_none_or(|&(last, _)| last != t) {
+                seen.push((t, h.base_offset));
+            }
+        }
+        assert_eq!(log.epoch_starts(), seen);
+        // Cutting term 7 and the tail of term 5 drops the run of 7 only.
+        log.truncate(10).unwrap();
+        assert_eq!(log.epoch_starts(), vec![(1, 0), (2, 5), (3, 11), (5, 12)]);
+        // A reopened log rebuilds the same history from the batch headers.
+        let reopened = SegmentRaftLog::open(log.into_store()).unwrap();
+        assert_eq!(
+            reopened.epoch_starts(),
+            vec![(1, 0), (2, 5), (3, 11), (5, 12)]
+        );
     }
 
     #[test]
