@@ -22,7 +22,7 @@ const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(
     broker: &Broker,
-    _: &RequestContext,
+    ctx: &RequestContext,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let topics = req
@@ -54,7 +54,8 @@ pub async fn handle(
                         Ok(found) => r
                             .with_offset(found.offset)
                             .with_timestamp(found.timestamp)
-                            .with_leader_epoch(found.epoch),
+                            // The field exists from v4; encoding it earlier is an error.
+                            .with_leader_epoch(if ctx.version >= 4 { found.epoch } else { -1 }),
                         Err(e) => {
                             tracing::error!(topic = %part.topic, partition = part.index, "offset lookup failed: {e}");
                             r.with_error_code(code::KAFKA_STORAGE_ERROR)

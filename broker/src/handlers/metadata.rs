@@ -79,6 +79,13 @@ pub async fn handle(
         }
         _ => broker.topics.list().iter().map(|t| describe(t)).collect(),
     };
+    let mut topics = topics;
+    if ctx.version < 7 {
+        // `leader_epoch` exists from v7; encoding it earlier is an error.
+        for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            p.leader_epoch = -1;
+        }
+    }
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
