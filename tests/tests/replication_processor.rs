@@ -2,7 +2,9 @@
 //! three real `runnel serve` nodes run the built-in sensor pipeline over a seeded input
 //! (out-of-order, late, silent-device and malformed events); the node leading the pipeline's
 //! journal (the one running it) is SIGKILLed at random points at least three times and
-//! restarted each time. The output topics must equal a single-node embedded run's over the
+//! restarted each time; in a second run it is cut off from the Raft majority (Kafka traffic
+//! still flowing) or SIGSTOPped past the election timeout, so the deposed driver keeps
+//! running, with writes in flight, beside its successor. The output topics must equal a single-node embedded run's over the
 //! same input record for record (aggregates and alerts exactly; late data and DLQ records
 //! up to their `runnel.source.offset` header, since a replicated partition's Raft no-ops
 //! shift input offsets), every output stream's `runnel.seq` must be 0, 1, 2, … with no
@@ -312,8 +314,34 @@ async fn pipeline_node(c: &Client) -> i32 {
     }
 }
 
+/// What happens to the node running the pipeline.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL, restarted after up to a second.
+    Kill,
+    /// SIGSTOP past the election timeout, then SIGCONT: the driver wakes up deposed, with
+    /// its steps and writes in flight.
+    Pause,
+    /// Its Raft links cut for a few seconds (Kafka traffic still flows): the deposed driver
+    /// keeps running beside the new one until its journal append fails, and its output
+    /// writes reach the other nodes.
+    Isolate,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_survives_sigkills_of_its_node_exactly_once() {
+    faulted_run(&[Fault::Kill; KILLS]).await;
+}
+
+/// A deposed driver that keeps running (paused, or cut off from the Raft majority) must not
+/// write anything twice: its journal appends never commit (Raft fences them by term), and its
+/// output batches carry the same idempotent sequence as the new driver's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_stays_exactly_once_when_its_node_is_cut_off_or_paused() {
+    faulted_run(&[Fault::Isolate, Fault::Pause, Fault::Isolate]).await;
+}
+
+async fn faulted_run(faults: &[Fault]) {
     let Some(bin) = runnel_tests::runnel_bin() else {
         assert!(!runnel_tests::in_ci(), "no runnel binary under CI");
         eprintln!("SKIPPED: no runnel binary");
@@ -345,12 +373,12 @@ async fn pipeline_survives_sigkills_of_its_node_exactly_once() {
     }
 
     let mut rng = sensors::Rng::new(seed ^ 0x00c1_5e7e);
-    let mut kills = 0;
+    let mut done = 0;
     let mut progress = 0;
     let deadline = Instant::now() + PATIENCE;
-    while kills < KILLS {
-        assert!(Instant::now() < deadline, "no progress between kills");
-        // Kill only once the pipeline has moved on since the last kill (it runs again).
+    while done < faults.len() {
+        assert!(Instant::now() < deadline, "no progress between faults");
+        // Strike only once the pipeline has moved on since the last fault (it runs again).
         let now = consumed(&c).await;
         if now >= total {
             break;
@@ -365,19 +393,35 @@ async fn pipeline_survives_sigkills_of_its_node_exactly_once() {
         if before >= total {
             break;
         }
-        cluster.kill(node);
-        kills += 1;
+        let fault = faults[done];
+        done += 1;
         eprintln!(
-            "kill {kills}: node {node} at {before}/{total} input records ({:?})",
+            "fault {done} ({fault:?}): node {node} at {before}/{total} input records ({:?})",
             started.elapsed()
         );
         progress = before;
-        tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
-        cluster.start_node(node).unwrap();
+        match fault {
+            Fault::Kill => {
+                cluster.kill(node);
+                tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
+                cluster.start_node(node).unwrap();
+            }
+            Fault::Pause => {
+                cluster.pause(node, true);
+                tokio::time::sleep(Duration::from_millis(3_000 + rng.below(1_000))).await;
+                cluster.pause(node, false);
+            }
+            Fault::Isolate => {
+                cluster.isolate(node, true);
+                tokio::time::sleep(Duration::from_millis(4_000 + rng.below(2_000))).await;
+                cluster.isolate(node, false);
+            }
+        }
     }
     assert!(
-        kills >= KILLS,
-        "the pipeline finished after {kills} kills; it must be killed {KILLS} times"
+        done >= faults.len(),
+        "the pipeline finished after {done} faults; it must meet all {}",
+        faults.len()
     );
 
     let got = wait_finished(&c, total).await;
