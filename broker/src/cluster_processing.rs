@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_processor::driver::{journal_topic, Driver, InputLog, LogIoError, OutputLog};
-use runnel_processor::state::sled_store::SledStore;
 use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
 use tokio::sync::watch;
 
@@ -34,7 +33,7 @@ use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::kafka_client::{Client, ClientConfig};
 use crate::processing::{
-    configured_pipelines, driver_config, observe_alerts, read_range, OnCheckpoint, TimedStore,
+    configured_pipelines, driver_config, observe_alerts, open_state_store, read_inputs, read_range,
     WallClock,
 };
 use crate::producer_ids::pipeline_producer_id;
@@ -132,18 +131,7 @@ impl InputLog for ClusterLog {
         if partition != 0 {
             return Ok(Vec::new());
         }
-        let recs = read_range(&self.replica.partition, from, max_records)?;
-        Ok(recs
-            .into_iter()
-            .map(|r| InputRecord {
-                topic: topic.to_owned(),
-                partition,
-                offset: r.offset,
-                key: r.key,
-                value: r.value,
-                timestamp: r.timestamp,
-            })
-            .collect())
+        read_inputs(&self.replica.partition, topic, partition, from, max_records)
     }
 
     async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
@@ -282,24 +270,8 @@ async fn run_placed(
         }
         Some(Some(r)) => r,
     };
-    let dir = broker
-        .config
-        .processor
-        .state_dir(&broker.config.data_dir)
-        .join(&name);
-    let on_checkpoint: OnCheckpoint = {
-        let (broker, name) = (broker.clone(), name.clone());
-        Arc::new(move |took: Duration| {
-            broker.metrics.checkpoint(&name, took.as_secs_f64());
-            broker.pipelines.checkpointed(&name, took);
-        })
-    };
-    let store = match SledStore::open(&dir, &name) {
-        Ok(s) => TimedStore::new(s, on_checkpoint),
-        Err(e) => {
-            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
-            return;
-        }
+    let Some(store) = open_state_store(&broker, &name) else {
+        return;
     };
     let config = driver_config(&broker.config.processor);
     let client = Arc::new(Client::new(ClientConfig::new(&bootstrap(&cluster))));

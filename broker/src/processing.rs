@@ -291,6 +291,28 @@ pub(crate) struct StoredRecord {
     pub timestamp: i64,
 }
 
+/// Up to `max` records of `topic`/`partition` (this node's `part`) from `from`, as the
+/// processor's input records ([`read_range`]).
+pub(crate) fn read_inputs(
+    part: &Partition,
+    topic: &str,
+    partition: u32,
+    from: i64,
+    max: usize,
+) -> Result<Vec<InputRecord>, LogIoError> {
+    Ok(read_range(part, from, max)?
+        .into_iter()
+        .map(|r| InputRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset: r.offset,
+            key: r.key,
+            value: r.value,
+            timestamp: r.timestamp,
+        })
+        .collect())
+}
+
 /// Reads `[from, hw)` of a partition, at most `max` records.
 pub(crate) fn read_range(
     part: &Partition,
@@ -340,18 +362,7 @@ impl InputLog for LocalLog {
         let Some(part) = self.partition(topic, partition)? else {
             return Ok(Vec::new());
         };
-        let recs = read_range(&part, from, max_records)?;
-        Ok(recs
-            .into_iter()
-            .map(|r| InputRecord {
-                topic: topic.to_owned(),
-                partition,
-                offset: r.offset,
-                key: r.key,
-                value: r.value,
-                timestamp: r.timestamp,
-            })
-            .collect())
+        read_inputs(&part, topic, partition, from, max_records)
     }
 
     async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
@@ -525,6 +536,30 @@ pub fn configured_pipelines(c: &ProcessorConfig) -> Vec<PipelineConfig> {
     c.pipelines()
 }
 
+/// A pipeline's sled checkpoint store in the broker's state dir, its checkpoints timed into
+/// the broker's metrics and status; `None` (logged) if it cannot be opened.
+pub(crate) fn open_state_store(broker: &Arc<Broker>, name: &str) -> Option<TimedStore> {
+    let dir = broker
+        .config
+        .processor
+        .state_dir(&broker.config.data_dir)
+        .join(name);
+    let on_checkpoint: OnCheckpoint = {
+        let (broker, name) = (broker.clone(), name.to_owned());
+        Arc::new(move |took: Duration| {
+            broker.metrics.checkpoint(&name, took.as_secs_f64());
+            broker.pipelines.checkpointed(&name, took);
+        })
+    };
+    match SledStore::open(&dir, name) {
+        Ok(s) => Some(TimedStore::new(s, on_checkpoint)),
+        Err(e) => {
+            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
+            None
+        }
+    }
+}
+
 /// Runs one pipeline until `shutdown`: recover, run live; after any error, wait a second and
 /// recover again (the same path as after a crash). Reads, appends and sled checkpoints block
 /// the calling thread, so [`spawn`] runs this on a blocking thread of its own.
@@ -534,24 +569,8 @@ pub async fn run_pipeline(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = pipeline.name.clone();
-    let dir = broker
-        .config
-        .processor
-        .state_dir(&broker.config.data_dir)
-        .join(&name);
-    let on_checkpoint: OnCheckpoint = {
-        let (broker, name) = (broker.clone(), name.clone());
-        Arc::new(move |took: Duration| {
-            broker.metrics.checkpoint(&name, took.as_secs_f64());
-            broker.pipelines.checkpointed(&name, took);
-        })
-    };
-    let store = match SledStore::open(&dir, &name) {
-        Ok(s) => TimedStore::new(s, on_checkpoint),
-        Err(e) => {
-            tracing::error!(pipeline = %name, "cannot open the processor state at {}: {e}", dir.display());
-            return;
-        }
+    let Some(store) = open_state_store(&broker, &name) else {
+        return;
     };
     let config = driver_config(&broker.config.processor);
     broker.pipelines.register(&pipeline);

@@ -434,45 +434,20 @@ const SEQ_SPACE: u64 = 1 << 31;
 /// [`APPEND_RECORDS`] records and about [`APPEND_BYTES`] bytes; its base sequence is its
 /// first record's `runnel.seq` mod 2^31.
 fn idempotent_batches(pid: i64, records: &[OutputRecord], recs: &[Record]) -> Vec<bytes::Bytes> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut size = 0usize;
-    let encode = |from: usize, to: usize| {
-        let first = records.get(from).map_or(0, |r| r.seq % SEQ_SPACE);
-        let info = ProducerInfo {
-            producer_id: pid,
-            producer_epoch: 0,
-            base_sequence: i32::try_from(first).unwrap_or(0),
-        };
-        encode_batch(&recs[from..to], info).freeze()
-    };
-    for (i, (r, enc)) in records.iter().zip(recs).enumerate() {
-        let s = approx_bytes(enc);
-        let n = i.saturating_sub(start);
-        let consecutive = i == 0 || records[i - 1].seq.checked_add(1) == Some(r.seq);
-        if n > 0 && (!consecutive || n >= APPEND_RECORDS || size.saturating_add(s) > APPEND_BYTES) {
-            out.push(encode(start, i));
-            start = i;
-            size = 0;
-        }
-        size = size.saturating_add(s);
-    }
-    if start < recs.len() {
-        out.push(encode(start, recs.len()));
-    }
-    out
-}
-
-/// An upper bound of one record's encoded size.
-fn approx_bytes(r: &Record) -> usize {
-    let f = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
-    r.headers
-        .iter()
-        .map(|(k, v)| k.len().saturating_add(f(v)).saturating_add(10))
-        .fold(0usize, usize::saturating_add)
-        .saturating_add(f(&r.key))
-        .saturating_add(f(&r.value))
-        .saturating_add(30)
+    let consecutive =
+        |i: usize| i == 0 || records[i - 1].seq.checked_add(1) == records.get(i).map(|r| r.seq);
+    produce::split_batches(recs, APPEND_RECORDS, APPEND_BYTES, |i| !consecutive(i))
+        .into_iter()
+        .map(|range| {
+            let first = records.get(range.start).map_or(0, |r| r.seq % SEQ_SPACE);
+            let info = ProducerInfo {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: i32::try_from(first).unwrap_or(0),
+            };
+            encode_batch(&recs[range], info).freeze()
+        })
+        .collect()
 }
 
 /// What `runnel process` runs.

@@ -158,13 +158,26 @@ impl Replica {
     /// batches of pipelined requests are proposed in request order.
     pub fn propose(
         &self,
+        batch: BytesMut,
+        header: BatchHeader,
+    ) -> impl std::future::Future<Output = Result<Proposed, ReplicaError>> + Send + 'static {
+        self.propose_checked(None, batch, header)
+    }
+
+    /// [`Replica::propose`], and with `in_term` only while this node leads at exactly that
+    /// term ([`Replica::propose_in_term`]).
+    fn propose_checked(
+        &self,
+        in_term: Option<Term>,
         mut batch: BytesMut,
         header: BatchHeader,
     ) -> impl std::future::Future<Output = Result<Proposed, ReplicaError>> + Send + 'static {
         let p = self.partition.clone();
         let queued = self.group.submit(move |core| {
-            if core.role() != Role::Leader {
-                return Err(ReplicaError::NotLeader);
+            match in_term {
+                Some(want) => may_propose_in(core.role(), core.term(), want)?,
+                None if core.role() != Role::Leader => return Err(ReplicaError::NotLeader),
+                None => {}
             }
             if let SequenceCheck::Duplicate(dup) = p.check_sequence(&header)? {
                 return Ok(Proposed {
@@ -254,33 +267,10 @@ impl Replica {
     pub fn propose_in_term(
         &self,
         term: Term,
-        mut batch: BytesMut,
+        batch: BytesMut,
         header: BatchHeader,
     ) -> impl std::future::Future<Output = Result<Proposed, ReplicaError>> + Send + 'static {
-        let p = self.partition.clone();
-        let queued = self.group.submit(move |core| {
-            may_propose_in(core.role(), core.term(), term)?;
-            let base = p.offsets().log_end;
-            batch::set_base_offset(&mut batch, base);
-            let index = core.propose(batch.freeze()).map_err(|e| match e {
-                crate::raft::ProposeError::NotLeader { .. } => ReplicaError::NotLeader,
-                crate::raft::ProposeError::Failed(e) => ReplicaError::Storage(e.to_string()),
-            })?;
-            Ok(Proposed {
-                appended: Appended {
-                    base_offset: base,
-                    last_offset: base + i64::from(header.last_offset_delta),
-                    duplicate: false,
-                },
-                entry: Some((index, term)),
-            })
-        });
-        async move {
-            match queued {
-                Some(rx) => rx.await.map_err(|_| ReplicaError::Stopped)?,
-                None => Err(ReplicaError::Stopped),
-            }
-        }
+        self.propose_checked(Some(term), batch, header)
     }
 
     /// `Some(term)` once this node leads and an entry of its own term is committed (so the

@@ -11,21 +11,37 @@ use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 /// Splits `records` into batches of at most `max_records` records and about `max_bytes`
 /// bytes each (a single larger record gets a batch of its own), and encodes them.
 pub fn encode_batches(records: &[Record], max_records: usize, max_bytes: usize) -> Vec<Bytes> {
+    split_batches(records, max_records, max_bytes, |_| false)
+        .into_iter()
+        .map(|r| encode_batch(&records[r], ProducerInfo::default()).freeze())
+        .collect()
+}
+
+/// The index ranges [`encode_batches`] cuts `records` into; a batch also ends before every
+/// record `i` for which `break_before(i)` holds.
+pub(crate) fn split_batches(
+    records: &[Record],
+    max_records: usize,
+    max_bytes: usize,
+    break_before: impl Fn(usize) -> bool,
+) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut size = 0usize;
     for (i, r) in records.iter().enumerate() {
         let s = record_bytes(r);
         let n = i.saturating_sub(start);
-        if n > 0 && (n >= max_records.max(1) || size.saturating_add(s) > max_bytes) {
-            out.push(encode_batch(&records[start..i], ProducerInfo::default()).freeze());
+        if n > 0
+            && (break_before(i) || n >= max_records.max(1) || size.saturating_add(s) > max_bytes)
+        {
+            out.push(start..i);
             start = i;
             size = 0;
         }
         size = size.saturating_add(s);
     }
     if start < records.len() {
-        out.push(encode_batch(&records[start..], ProducerInfo::default()).freeze());
+        out.push(start..records.len());
     }
     out
 }
