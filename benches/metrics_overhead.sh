@@ -39,8 +39,9 @@ trap 'stop; rm -rf "$WORK" "$BENCH_DATA/metrics-$$"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Broker CPU time (user + system) so far, in clock ticks, from /proc/PID/stat (fields 14, 15).
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# cpu_ticks PID: its CPU time so far, in clock ticks
+# shellcheck source=benches/rdkafka_perf.sh
+source "$ROOT/benches/rdkafka_perf.sh"
 
 # run_once on|off -> prints "records/s broker-cpu-ms-per-million-records"
 run_once() {

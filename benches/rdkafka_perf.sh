@@ -81,3 +81,13 @@ EOF
 }
 
 count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
+
+# cpu_ticks PID... -> their CPU time (user + system) so far, summed, in clock ticks
+# (/proc/PID/stat fields 14 and 15; the command name may hold spaces, so cut after its ")").
+cpu_ticks() {
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}

@@ -22,7 +22,9 @@
 #
 # What is measured (as in kafka_throughput.sh): one topic with 1 partition per run,
 #   throughput: rdkafka_performance -P -s SIZE -c COUNT -a -1 -X linger.ms=5 -> rec/s, MB/s
-#               (delivered records / (last delivery report - first produce)).
+#               (delivered records / (last delivery report - first produce)), and the brokers'
+#               CPU time (user + system, all nodes of the target) per MB of payload, from
+#               /proc/PID/stat before and after the run (robust to other load on the machine).
 #   latency:    rdkafka_performance -P -l -A FILE -r LAT_RATE -a -1 -X linger.ms=0 -> per record
 #               produce() to delivery report, p50/p99/max ms.
 # The client is given all three cluster addresses and follows the leader named in Metadata.
@@ -130,7 +132,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
         LOADS+=("round $round $target: $(cut -d' ' -f1-3 /proc/loadavg)")
         log "round $round: $target at $BOOTSTRAP (load $(cut -d' ' -f1-3 /proc/loadavg))"
         for size in $SIZES; do
-            create_topic "tp-$size" && perf_produce "$round.$target.$size" "tp-$size" "$size" "$(count_for "$size")" -1
+            if create_topic "tp-$size"; then
+                before="$(cpu_ticks "${PIDS[@]}")"
+                perf_produce "$round.$target.$size" "tp-$size" "$size" "$(count_for "$size")" -1
+                after="$(cpu_ticks "${PIDS[@]}")"
+                # Broker CPU (every node of the target) per MB of payload acknowledged.
+                R[$round.$target.$size.cpu]="$(python3 -c 'import sys
+t, hz, size, n = (float(x) for x in sys.argv[1:])
+print(f"{t / hz * 1000 / (size * n / 1e6):.2f}")' "$((after - before))" "$(getconf CLK_TCK)" "$size" "$(count_for "$size")")"
+            fi
             create_topic "lat-$size" && perf_latency "$round.$target.$size" "lat-$size" "$size" -1
         done
         stop_all
@@ -154,8 +164,8 @@ print(f"{statistics.median(v):.3f}".rstrip("0").rstrip(".") if v else "-")' "$@"
     echo "- runnel: git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), data on $(df -P "$BENCH_DATA" | awk 'NR==2{print $1}')"
     echo "- load average at each start: ${LOADS[*]}; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
-    echo "| round | record | single rec/s | single MB/s | RF-3 rec/s | RF-3 MB/s | RF-3 / single | single p50 / p99 / max ms | RF-3 p50 / p99 / max ms | single / RF-3 achieved rec/s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| round | record | single rec/s | single MB/s | RF-3 rec/s | RF-3 MB/s | RF-3 / single | broker CPU ms per MB, single / RF-3 (3 nodes) | single p50 / p99 / max ms | RF-3 p50 / p99 / max ms | single / RF-3 achieved rec/s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for size in $SIZES; do
         s=() c=() sp50=() sp99=() cp50=() cp99=()
         for ((round = 1; round <= ROUNDS; round++)); do
@@ -163,7 +173,7 @@ print(f"{statistics.median(v):.3f}".rstrip("0").rstrip(".") if v else "-")' "$@"
             ratio="$(python3 -c 'import sys
 try: print(f"{float(sys.argv[1].split()[0]) / float(sys.argv[2].split()[0]):.2f}x")
 except Exception: print("-")' "${R[$b.rps]:-x}" "${R[$a.rps]:-x}")"
-            echo "| $round | $size B | ${R[$a.rps]:--} | ${R[$a.mbs]:--} | ${R[$b.rps]:--} | ${R[$b.mbs]:--} | $ratio | ${R[$a.p50]:--} / ${R[$a.p99]:--} / ${R[$a.max]:--} | ${R[$b.p50]:--} / ${R[$b.p99]:--} / ${R[$b.max]:--} | ${R[$a.rate]:--} / ${R[$b.rate]:--} |"
+            echo "| $round | $size B | ${R[$a.rps]:--} | ${R[$a.mbs]:--} | ${R[$b.rps]:--} | ${R[$b.mbs]:--} | $ratio | ${R[$a.cpu]:--} / ${R[$b.cpu]:--} | ${R[$a.p50]:--} / ${R[$a.p99]:--} / ${R[$a.max]:--} | ${R[$b.p50]:--} / ${R[$b.p99]:--} / ${R[$b.max]:--} | ${R[$a.rate]:--} / ${R[$b.rate]:--} |"
             s+=("${R[$a.rps]:-x}"); c+=("${R[$b.rps]:-x}")
             sp50+=("${R[$a.p50]:-x}"); sp99+=("${R[$a.p99]:-x}"); cp50+=("${R[$b.p50]:-x}"); cp99+=("${R[$b.p99]:-x}")
         done
@@ -171,6 +181,6 @@ except Exception: print("-")' "${R[$b.rps]:-x}" "${R[$a.rps]:-x}")"
         mr="$(python3 -c 'import sys
 try: print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}x")
 except Exception: print("-")' "$mc" "$ms")"
-        echo "| **median** | $size B | $ms | | $mc | | $mr | p50 $(median "${sp50[@]}"), p99 $(median "${sp99[@]}") | p50 $(median "${cp50[@]}"), p99 $(median "${cp99[@]}") | |"
+        echo "| **median** | $size B | $ms | | $mc | | $mr | | p50 $(median "${sp50[@]}"), p99 $(median "${sp99[@]}") | p50 $(median "${cp50[@]}"), p99 $(median "${cp99[@]}") | |"
     done
 } | tee "$OUT"
