@@ -137,3 +137,20 @@ fn sled_checkpoint_restore_continues_identically() {
     }
     assert_eq!(got, expected);
 }
+
+/// A handle still open elsewhere in the process (as sled's flusher briefly keeps a dropped
+/// one) makes a reopen wait for it, not fail.
+#[test]
+fn sled_reopen_waits_for_a_handle_still_held_in_the_process() {
+    use runnel_processor::state::sled_store::SledStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = SledStore::open(dir.path(), "sensors").unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let second = SledStore::open(dir.path(), "sensors");
+    holder.join().unwrap();
+    assert!(second.is_ok(), "{:?}", second.err());
+}

@@ -7,6 +7,15 @@ use std::path::Path;
 
 use super::{BatchOp, KeyValue, StateError, StateStore, WriteBatch};
 
+/// Attempts after the first while another handle in this process still holds the lock.
+const LOCK_RETRIES: u32 = 50;
+
+/// Whether `open` failed only because another handle holds the database's file lock (sled
+/// reports it as an `Other` I/O error with this message).
+fn lock_taken(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 fn backend(e: sled::Error) -> StateError {
     StateError::Backend(e.to_string())
 }
@@ -20,8 +29,24 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the database at `path`, using tree `name` (one per pipeline).
+    ///
+    /// sled's background flusher can hold a just-dropped handle (and its file lock) for a
+    /// moment, so reopening in the same process may find the lock taken: that is retried,
+    /// with a doubling pause, for about [`LOCK_RETRIES`] × 100 ms before it is an error.
     pub fn open(path: &Path, name: &str) -> Result<Self, StateError> {
-        let db = sled::Config::new().path(path).open().map_err(backend)?;
+        let mut pause = std::time::Duration::from_millis(5);
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if lock_taken(&e) && attempt < LOCK_RETRIES => {
+                    attempt += 1;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        };
         let tree = db.open_tree(name).map_err(backend)?;
         Ok(Self { db, tree })
     }
