@@ -34,7 +34,7 @@ use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::kafka_client::{Client, ClientConfig};
 use crate::processing::{
     configured_pipelines, driver_config, observe_alerts, open_state_store, read_inputs, read_range,
-    WallClock,
+    to_record, WallClock,
 };
 use crate::producer_ids::pipeline_producer_id;
 use crate::raft::{Role, Term};
@@ -65,19 +65,7 @@ impl ClusterLog {
     }
 
     async fn append_journal(&self, records: &[OutputRecord]) -> Result<(), LogIoError> {
-        let recs: Vec<Record> = records
-            .iter()
-            .map(|r| Record {
-                key: r.key.clone(),
-                value: Some(r.value.clone()),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect(),
-                timestamp: r.timestamp,
-            })
-            .collect();
+        let recs: Vec<Record> = records.iter().map(to_record).collect();
         if recs.is_empty() {
             return Ok(());
         }

@@ -291,6 +291,20 @@ pub(crate) struct StoredRecord {
     pub timestamp: i64,
 }
 
+/// A pipeline output as a record to encode into a batch.
+pub(crate) fn to_record(r: &OutputRecord) -> Record {
+    Record {
+        key: r.key.clone(),
+        value: Some(r.value.clone()),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect(),
+        timestamp: r.timestamp,
+    }
+}
+
 /// Up to `max` records of `topic`/`partition` (this node's `part`) from `from`, as the
 /// processor's input records ([`read_range`]).
 pub(crate) fn read_inputs(
@@ -420,19 +434,7 @@ impl OutputLog for LocalLog {
             .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
         let mut end = 0;
         for chunk in records.chunks(APPEND_BATCH) {
-            let recs: Vec<Record> = chunk
-                .iter()
-                .map(|r| Record {
-                    key: r.key.clone(),
-                    value: Some(r.value.clone()),
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Some(v.clone())))
-                        .collect(),
-                    timestamp: r.timestamp,
-                })
-                .collect();
+            let recs: Vec<Record> = chunk.iter().map(to_record).collect();
             let bytes = encode_batch(&recs, ProducerInfo::default());
             let header = batch::validate(&bytes).map_err(io)?;
             let appended = part.append(bytes, &header).map_err(io)?;

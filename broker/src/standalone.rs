@@ -31,7 +31,8 @@ use crate::config::ProcessorConfig;
 use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
 use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
 use crate::processing::{
-    configured_pipelines, driver_config, observe_alerts, OnCheckpoint, TimedStore, WallClock,
+    configured_pipelines, driver_config, observe_alerts, to_record, OnCheckpoint, TimedStore,
+    WallClock,
 };
 use crate::processor_status::Observed;
 
@@ -378,19 +379,7 @@ impl OutputLog for KafkaLog {
 
     async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
         let p = partition_index(stream.partition)?;
-        let recs: Vec<Record> = records
-            .iter()
-            .map(|r| Record {
-                key: r.key.clone(),
-                value: Some(r.value.clone()),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect(),
-                timestamp: r.timestamp,
-            })
-            .collect();
+        let recs: Vec<Record> = records.iter().map(to_record).collect();
         let batches = match self.producer_id {
             Some(pid) => idempotent_batches(pid, records, &recs),
             None => produce::encode_batches(&recs, APPEND_RECORDS, APPEND_BYTES),
