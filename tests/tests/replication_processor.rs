@@ -37,23 +37,32 @@ const BY_SOURCE: [&str; 2] = ["sensor_events_late", "sensor_events_dlq"];
 const KILLS: usize = 3;
 const PATIENCE: Duration = Duration::from_secs(300);
 
-/// Small steps and frequent checkpoints so kills land between every kind of action; no
+/// Records per step. One step is one Raft-committed journal entry, so tiny steps keep the
+/// pipeline busy long enough (thousands of commits) for every fault to land while it runs,
+/// however fast the machine.
+const STEP_RECORDS: usize = 2;
+
+/// Small steps and frequent checkpoints so faults land between every kind of action; no
 /// time-only steps, so nothing changes once the input is consumed (as `processor_crash.rs`).
 fn processor() -> ProcessorConfig {
     ProcessorConfig {
         enabled: true,
         checkpoint_every_steps: 7,
         checkpoint_interval_ms: 100_000_000,
-        max_step_records: 15,
+        max_step_records: STEP_RECORDS,
         align_wait_ms: 50,
         idle_step_ms: 100_000_000,
         ..ProcessorConfig::default()
     }
 }
 
-const PROCESSOR_TOML: &str = "enabled = true\ncheckpoint_every_steps = 7\n\
-     checkpoint_interval_ms = 100000000\nmax_step_records = 15\nalign_wait_ms = 50\n\
-     idle_step_ms = 100000000";
+/// [`processor`] as the `[processor]` section of a node's config.
+fn processor_toml() -> String {
+    format!(
+        "enabled = true\ncheckpoint_every_steps = 7\ncheckpoint_interval_ms = 100000000\n\
+         max_step_records = {STEP_RECORDS}\nalign_wait_ms = 50\nidle_step_ms = 100000000"
+    )
+}
 
 fn seed() -> u64 {
     let seed = std::env::var("RUNNEL_TEST_SEED")
@@ -364,7 +373,7 @@ async fn faulted_run(faults: &[Fault]) {
     let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
     let c = client(&cluster.bootstrap());
     publish(&c, &arrivals).await;
-    cluster.set_processor(PROCESSOR_TOML).unwrap();
+    cluster.set_processor(&processor_toml()).unwrap();
     for id in 1..=3 {
         cluster.kill(id);
     }
