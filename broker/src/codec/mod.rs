@@ -3,5 +3,6 @@
 pub mod batch;
 pub mod builder;
 pub mod compression;
+pub mod fetch_response;
 pub mod frame;
 pub mod varint;

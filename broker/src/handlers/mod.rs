@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
@@ -120,6 +120,9 @@ pub enum Reply {
     None,
     /// A whole response frame.
     Now(BytesMut),
+    /// A whole response frame in pieces, written in order (record data is not copied into
+    /// one buffer).
+    Chunks(Vec<Bytes>),
     /// A response frame once the future completes.
     Later(Deferred),
 }
@@ -294,7 +297,13 @@ async fn dispatch(
             &api_versions::handle(broker, ctx, req).await,
         )),
         Request::Metadata(req) => now(encode_body(ctx, &metadata::handle(broker, ctx, req).await)),
-        Request::Fetch(req) => now(encode_body(ctx, &fetch::handle(broker, ctx, req).await)),
+        Request::Fetch(req) => {
+            let response = fetch::handle(broker, ctx, req).await;
+            match crate::codec::fetch_response::encode(ctx.correlation_id, ctx.version, &response) {
+                Some(chunks) => Ok(Reply::Chunks(chunks)),
+                None => now(encode_body(ctx, &response)),
+            }
+        }
         Request::ListOffsets(req) => now(encode_body(
             ctx,
             &list_offsets::handle(broker, ctx, req).await,

@@ -262,9 +262,7 @@ impl Segment {
             .min(self.size);
         let want = len_u64(budget.max(first_len)).min(limit.saturating_sub(start));
         let old_len = out.len();
-        out.resize(old_len.saturating_add(to_usize(want)?), 0);
-        let read = self.file.read_exact_at(&mut out[old_len..], start);
-        if let Err(e) = read {
+        if let Err(e) = pread_append(&self.file, out, to_usize(want)?, start) {
             out.truncate(old_len);
             return Err(io_context(format!(
                 "reading {} at {start}",
@@ -525,4 +523,21 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<(), LogError> {
         }
         _ => Ok(()),
     }
+}
+/// Append exactly `len` bytes of `file` from `offset` to `out`, reading into its spare capacity
+/// (no zero-fill first: fetch reads are large). On error `out` may hold part of the bytes.
+fn pread_append(file: &File, out: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+    let target = out.len().saturating_add(len);
+    out.reserve_exact(len);
+    let mut at = offset;
+    while out.len() < target {
+        // The spare capacity may exceed what is wanted; the excess is cut off below.
+        let n = rustix::io::pread(file, rustix::buffer::spare_capacity(out), at)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        at = at.saturating_add(len_u64(n));
+    }
+    out.truncate(target);
+    Ok(())
 }

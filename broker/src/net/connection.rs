@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -39,6 +42,11 @@ pub async fn run(
             let frame = match reply {
                 Reply::None => continue,
                 Reply::Now(frame) => frame,
+                Reply::Chunks(chunks) => {
+                    // One vectored write per call where the socket takes it.
+                    writer.write_all_buf(&mut ChunkList::from(chunks)).await?;
+                    continue;
+                }
                 Reply::Later(fut) => match fut.await? {
                     Some(frame) => frame,
                     None => continue,
@@ -73,5 +81,95 @@ pub async fn run(
     match writer_task.await {
         Ok(Err(e)) if result.is_ok() => Err(e),
         _ => result,
+    }
+}
+
+/// A frame in pieces as one [`Buf`], so it goes out in vectored writes without being joined.
+struct ChunkList {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl From<Vec<Bytes>> for ChunkList {
+    fn from(chunks: Vec<Bytes>) -> Self {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(Bytes::len).sum();
+        Self { chunks, remaining }
+    }
+}
+
+impl Buf for ChunkList {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| &c[..])
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let step = cnt.min(front.len());
+            front.advance(step);
+            self.remaining -= step;
+            cnt -= step;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading a chunk list by any mix of `chunk`/`chunks_vectored` and `advance` yields the
+        /// concatenation of its chunks.
+        #[test]
+        fn chunk_list_reads_as_the_concatenation(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..8),
+            steps in proptest::collection::vec((1usize..30, any::<bool>()), 1..40),
+        ) {
+            let joined: Vec<u8> = chunks.concat();
+            let mut list = ChunkList::from(chunks.into_iter().map(Bytes::from).collect::<Vec<_>>());
+            let mut read = Vec::new();
+            for (want, vectored) in steps {
+                if !list.has_remaining() {
+                    break;
+                }
+                let mut got = Vec::new();
+                if vectored {
+                    let mut slices = [IoSlice::new(&[]); 3];
+                    let n = list.chunks_vectored(&mut slices);
+                    for s in &slices[..n] {
+                        got.extend_from_slice(s);
+                    }
+                } else {
+                    got.extend_from_slice(list.chunk());
+                }
+                prop_assert!(!got.is_empty());
+                got.truncate(want);
+                list.advance(got.len());
+                read.extend(got);
+            }
+            let rest = list.remaining();
+            read.extend(list.copy_to_bytes(rest));
+            prop_assert_eq!(read, joined);
+        }
     }
 }
