@@ -191,6 +191,17 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 /// (for uncompressed batches) every record's framing. Returns the header; the batch occupies
 /// `header.total_len()` bytes.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = check_integrity(buf)?;
+    if header.compression()? == Compression::None {
+        check_records(&buf[HEADER_LEN..header.total_len()], header.record_count)?;
+    }
+    Ok(header)
+}
+
+/// The checks that make the batch at the start of `buf` a whole, intact batch: header, sizes,
+/// CRC-32C, a known compression type, and a record count matching the last offset delta. The
+/// records inside are not walked ([`validate`] does that).
+pub fn check_integrity(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(buf)?;
     let total = header.total_len();
     let computed = crc32c::crc32c(&buf[ATTRIBUTES_AT..total]);
@@ -200,7 +211,7 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
-    let compression = header.compression()?;
+    header.compression()?;
     if header.record_count <= 0 {
         return Err(BatchError::Empty);
     }
@@ -209,9 +220,6 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             count: header.record_count,
             last_offset_delta: header.last_offset_delta,
         });
-    }
-    if compression == Compression::None {
-        check_records(&buf[HEADER_LEN..total], header.record_count)?;
     }
     Ok(header)
 }

@@ -2,6 +2,12 @@
 
 /// Read a zigzag varint/varlong at `*at`, advancing it; `None` if truncated or over-long.
 pub fn read(buf: &[u8], at: &mut usize) -> Option<i64> {
+    // Most varints in a record (lengths, deltas, counts) are one byte.
+    let first = *buf.get(*at)?;
+    if first & 0x80 == 0 {
+        *at += 1;
+        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
     let mut value: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -46,4 +52,47 @@ pub fn skip_bytes(buf: &[u8], at: &mut usize, allow_null: bool) -> Option<()> {
     }
     *at = end;
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Zigzag varint encoding, as Kafka writes it.
+    fn encode(value: i64) -> Vec<u8> {
+        let mut n = u64::from_ne_bytes(((value << 1) ^ (value >> 63)).to_ne_bytes());
+        let mut out = Vec::new();
+        while n >= 0x80 {
+            out.push(u8::try_from(n & 0x7f).unwrap() | 0x80);
+            n >>= 7;
+        }
+        out.push(u8::try_from(n).unwrap());
+        out
+    }
+
+    #[test]
+    fn every_one_byte_varint_decodes() {
+        for value in -64..64 {
+            let bytes = encode(value);
+            assert_eq!(bytes.len(), 1);
+            let mut at = 0;
+            assert_eq!(read(&bytes, &mut at), Some(value));
+            assert_eq!(at, 1);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips_and_stops_at_the_end(value in any::<i64>(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut bytes = encode(value);
+            let len = bytes.len();
+            bytes.extend(tail);
+            let mut at = 0;
+            prop_assert_eq!(read(&bytes, &mut at), Some(value));
+            prop_assert_eq!(at, len);
+            let mut at = 0;
+            prop_assert_eq!(read(&bytes[..len - 1], &mut at), None, "truncated");
+        }
+    }
 }

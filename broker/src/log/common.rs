@@ -44,10 +44,12 @@ impl PreparedAppend {
     }
 }
 
-/// Validate every batch in `buf` (full CRC and record framing: the log never stores bytes it
-/// has not checked itself, whatever the caller did), then rewrite `baseOffset` from `log_end`
-/// onwards and `partitionLeaderEpoch`. Nothing is appended anywhere; on error the buffer is
-/// simply dropped.
+/// Check every batch in `buf` (header, sizes, CRC-32C, record count: the log never stores a
+/// batch that is not whole and intact, whatever the caller did), then rewrite `baseOffset` from
+/// `log_end` onwards and `partitionLeaderEpoch`. Nothing is appended anywhere; on error the
+/// buffer is simply dropped. Record framing inside a batch is checked once, where batches
+/// enter the broker (Produce's `validate_produce`, which picks the Kafka error code), not again
+/// here.
 pub(crate) fn prepare_append(
     mut buf: BytesMut,
     log_end: i64,
@@ -61,7 +63,7 @@ pub(crate) fn prepare_append(
     let mut next = log_end;
     let mut max_timestamp = i64::MIN;
     while at < buf.len() {
-        let header = batch::validate(&buf[at..])?;
+        let header = batch::check_integrity(&buf[at..])?;
         let len = header.total_len();
         let next_offset = next_offset_from(next, &header).ok_or_else(|| overflow(next))?;
         batch::set_base_offset(&mut buf[at..], next);
