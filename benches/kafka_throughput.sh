@@ -36,7 +36,8 @@
 #            report - first produce call).
 #   consume: rdkafka_performance -C (simple consumer, no group) reading the acks=1 topic
 #            from the beginning until COUNT records; timed from the first record received.
-#   latency: rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
+#   latency: a fdatasync probe on the data disk first (the floor under acks=all latency), then
+#            rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
 #            from produce() call to delivery report (µs) -> p50/p99/max.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
 #            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
@@ -262,9 +263,36 @@ EOF
     log "iperf3 loopback: $gbps Gbit/s ($mbs MB/s)"
 }
 
+# The floor under acks=all latency: fdatasync of a small append on the bench data disk, at
+# about the latency runs' rate (2000 appends of 120 B, 0.5 ms apart) -> R[fsync.*] in ms.
+run_fsync_probe() {
+    read -r p50 p99 max < <(python3 - "$BENCH_DATA" <<'EOF'
+import os, sys, time
+path = os.path.join(sys.argv[1], f"fsync-probe-{os.getpid()}")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+lat = []
+try:
+    for _ in range(2000):
+        os.write(fd, b"x" * 120)
+        t = time.perf_counter()
+        os.fdatasync(fd)
+        lat.append((time.perf_counter() - t) * 1e3)
+        time.sleep(0.0005)
+finally:
+    os.close(fd)
+    os.unlink(path)
+lat.sort()
+print(f"{lat[len(lat) // 2]:.3f} {lat[len(lat) * 99 // 100]:.3f} {lat[-1]:.3f}")
+EOF
+)
+    R[fsync.p50]="$p50"; R[fsync.p99]="$p99"; R[fsync.max]="$max"
+    log "fdatasync probe: p50 $p50 ms, p99 $p99 ms, max $max ms"
+}
+
 # ---------------------------------------------------------------- run
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 has_phase iperf && run_iperf
+has_phase latency && run_fsync_probe
 for t in $TARGETS; do
     if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
     run_target "$t"
@@ -321,6 +349,8 @@ except Exception:
     echo "### Produce latency at a fixed $LAT_RATE rec/s (linger.ms=0), ms from produce() to delivery report"
     echo
     echo "(achieved rate: rdkafka_performance sleeps 1/rate after each record, so the real rate is below the target; it is shown per run)"
+    echo
+    echo "The floor under acks=all: fdatasync of a 120 B append on the data disk, 2000 times 0.5 ms apart: p50 $(v fsync.p50) ms, p99 $(v fsync.p99) ms, max $(v fsync.max) ms."
     echo
     echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
