@@ -5,6 +5,12 @@
 //! Node `i` dials node `j` (for its Raft messages to `j`) through the proxy `(i, j)`, so
 //! blackholing that proxy cuts exactly the direction i → j. Kafka clients reach every node
 //! directly.
+//!
+//! Every node's stdout/stderr goes to `node<id>.log` in the cluster's temp dir, appended
+//! across restarts with a `--- start at <time> ---` marker, and the harness's own faults
+//! (kill, pause, link cuts) are marked there too. When a test panics with the cluster alive,
+//! dropping it prints the last [`PANIC_TAIL_LINES`] lines of every node's log and keeps the
+//! temp dir (its path is printed).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +21,9 @@ use anyhow::{Context, Result};
 
 use crate::free_loopback_addr;
 use crate::link_proxy::{LinkProxy, Mode};
+
+/// Lines of each node's log printed when a test panics.
+pub const PANIC_TAIL_LINES: usize = 80;
 
 /// One node: its process (when running), addresses and files.
 pub struct Node {
@@ -34,12 +43,13 @@ pub struct Node {
     paused: bool,
 }
 
-/// The cluster; every process is killed on drop.
+/// The cluster; every process is killed on drop (and, if the test panics, the logs are
+/// printed and the temp dir kept).
 pub struct Cluster {
     pub nodes: Vec<Node>,
     proxies: BTreeMap<(i32, i32), LinkProxy>,
     bin: PathBuf,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -113,7 +123,7 @@ impl Cluster {
             nodes,
             proxies,
             bin,
-            _root: root,
+            root,
         };
         for id in ids {
             c.start_node(id)?;
@@ -149,10 +159,16 @@ impl Cluster {
         if node.child.is_some() {
             return Ok(());
         }
-        let log = std::fs::OpenOptions::new()
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)?;
+        {
+            use std::io::Write;
+            let first = log.metadata()?.len() == 0;
+            let what = if first { "start" } else { "restart" };
+            writeln!(log, "--- {what} at {} ---", now_utc())?;
+        }
         let child = Command::new(&bin)
             .args(["serve", "--config"])
             .arg(&node.config)
@@ -180,6 +196,7 @@ impl Cluster {
         if let Some(mut c) = node.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            mark(&node.log, "SIGKILL");
         }
         node.paused = false;
     }
@@ -229,6 +246,9 @@ impl Cluster {
             let _ = Command::new("kill")
                 .args([sig, &c.id().to_string()])
                 .status();
+            if node.paused != pause {
+                mark(&node.log, if pause { "SIGSTOP" } else { "SIGCONT" });
+            }
             node.paused = pause;
         }
     }
@@ -237,6 +257,9 @@ impl Cluster {
     pub fn link(&self, from: i32, to: i32, mode: Mode) {
         if let Some(p) = self.proxies.get(&(from, to)) {
             p.set_mode(mode);
+            for n in self.nodes.iter().filter(|n| n.id == from || n.id == to) {
+                mark(&n.log, &format!("link {from} -> {to}: {mode:?}"));
+            }
         }
     }
 
@@ -254,6 +277,9 @@ impl Cluster {
     pub fn heal(&mut self) {
         for p in self.proxies.values() {
             p.set_mode(Mode::Pass);
+        }
+        for n in &self.nodes {
+            mark(&n.log, "heal: every link passes");
         }
         let paused: Vec<i32> = self
             .nodes
@@ -309,6 +335,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// The cluster's temp dir (configs, `node<id>/` data dirs, `node<id>.log`).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The last `lines` lines of every node's log, each under a `---- node <id> (<path>) ----`
+    /// header, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "---- node {} ({}) ----\n{}\n",
+                    n.id,
+                    n.log.display(),
+                    self.log_tail(n.id, lines)
+                )
+            })
+            .collect()
+    }
+
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: i32, lines: usize) -> String {
         let Some(n) = self.nodes.iter().find(|n| n.id == id) else {
@@ -327,7 +374,43 @@ impl Drop for Cluster {
             self.pause(id, false);
             self.kill(id);
         }
+        if std::thread::panicking() {
+            eprintln!(
+                "==== the test panicked: last {PANIC_TAIL_LINES} lines of each node's log ====\n{}",
+                self.logs_tail(PANIC_TAIL_LINES)
+            );
+            self.root.disable_cleanup(true);
+            eprintln!(
+                "==== kept the cluster's temp dir (logs, configs, data): {} ====",
+                self.root.path().display()
+            );
+        }
     }
+}
+
+/// Append a `--- <what> at <time> ---` line to a node's log (best effort: a marker that cannot
+/// be written must not fail the test). Lines are written whole in one `write` to a file opened
+/// for appending, so they do not split the node's own lines.
+fn mark(log: &Path, what: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = f.write_all(format!("--- {what} at {} ---\n", now_utc()).as_bytes());
+    }
+}
+
+/// The wall-clock time as `HH:MM:SS.mmm UTC` (the nodes' own log lines carry UTC times).
+fn now_utc() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        s / 3_600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
 }
 
 /// Remove every `.index` / `.timeindex` file under `dir`.

@@ -128,7 +128,7 @@ pub fn runnel_bin() -> Option<PathBuf> {
 /// A `runnel serve` child process on `127.0.0.1:<free port>` with a private data directory.
 ///
 /// The child is SIGKILLed when the `Broker` is dropped; if the test is panicking, the tail
-/// of the broker's log is printed first.
+/// of the broker's log is printed and its log and data directories are kept.
 pub struct Broker {
     bin: PathBuf,
     data_dir: tempfile::TempDir,
@@ -300,6 +300,13 @@ impl Drop for Broker {
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
+            self.log_dir.disable_cleanup(true);
+            self.data_dir.disable_cleanup(true);
+            eprintln!(
+                "==== kept the broker's logs in {} and its data in {} ====",
+                self.log_dir.path().display(),
+                self.data_dir.path().display()
+            );
         }
     }
 }
