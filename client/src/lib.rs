@@ -3,7 +3,8 @@
 //! - [`Client`]: a connection with one-shot calls (publish a batch, admin).
 //! - [`Publisher`]: batches records with a linger time over one publish stream, with a bounded
 //!   window of unacknowledged batches: when the broker is slower than the producer, `send`
-//!   waits instead of buffering without limit.
+//!   waits instead of buffering without limit. Given a cluster's endpoints
+//!   ([`Client::connect_any`]), it follows leader hints and moves past nodes that are down.
 //! - [`Subscriber`]: follows one partition and reconnects after a dropped stream, resuming at
 //!   the offset after the last record it returned (no gap, no duplicate).
 //! - [`sensor`]: typed helpers for the factory-sensor workload.
@@ -32,25 +33,61 @@ use tonic::transport::{Channel, Endpoint};
 use v1::{admin_client::AdminClient, ingest_client::IngestClient, windows_client::WindowsClient};
 
 /// A connection to a Runnel broker's gRPC endpoint. Cheap to clone (one HTTP/2 channel).
+///
+/// A client made with [`Client::connect_any`] also knows the cluster's other endpoints: its
+/// [`Publisher`]s move to another one when theirs fails (see the publisher's module docs).
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
+    /// Every endpoint URI given, the connected one first.
+    endpoints: Vec<String>,
+}
+
+/// `addr` as a URI: `host:port` gets `http://`.
+fn uri_of(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// An endpoint for `uri` with the client's connection settings.
+fn endpoint(uri: &str) -> Result<Endpoint, ClientError> {
+    Ok(Endpoint::from_shared(uri.to_owned())
+        .map_err(|e| ClientError::InvalidAddress(format!("{uri}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true))
 }
 
 impl Client {
     /// Connect to `addr`: `host:port` or a full `http://host:port` URI.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::InvalidAddress(format!("{uri}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await?;
-        Ok(Self { channel })
+        let uri = uri_of(addr);
+        let channel = endpoint(&uri)?.connect().await?;
+        Ok(Self {
+            channel,
+            endpoints: vec![uri],
+        })
+    }
+
+    /// Connect to the first of `addrs` (the nodes of a cluster, each as for
+    /// [`Client::connect`]) that answers, trying them in order; the others are kept as
+    /// fallbacks for publishers. Fails with the last error if none answers.
+    pub async fn connect_any<S: AsRef<str>>(addrs: &[S]) -> Result<Self, ClientError> {
+        let uris: Vec<String> = addrs.iter().map(|a| uri_of(a.as_ref())).collect();
+        let mut last = ClientError::InvalidAddress("no address given".to_owned());
+        for (i, uri) in uris.iter().enumerate() {
+            match endpoint(uri)?.connect().await {
+                Ok(channel) => {
+                    let mut endpoints = uris.clone();
+                    endpoints.rotate_left(i);
+                    return Ok(Self { channel, endpoints });
+                }
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 
     /// The underlying channel, for the generated clients in [`v1`].
@@ -118,9 +155,10 @@ impl Client {
         Ok(resp.into_inner())
     }
 
-    /// A publisher for `config.topic` over this connection.
+    /// A publisher for `config.topic` over this connection (and the client's other endpoints
+    /// when this one fails).
     pub fn publisher(&self, config: PublisherConfig) -> Publisher {
-        Publisher::new(self.channel.clone(), config)
+        Publisher::new(self.channel.clone(), self.endpoints.clone(), config)
     }
 
     /// A subscriber to one partition over this connection.

@@ -4,7 +4,42 @@
 use std::time::{Duration, Instant};
 
 use runnel_broker::kafka_client::fetch::{decode_fetched, FetchedPartition};
-use runnel_broker::kafka_client::Client;
+use runnel_broker::kafka_client::{Client, ClientConfig};
+
+/// A Kafka client for a cluster under faults: short request timeout, many quick retries and
+/// fresh metadata, so it follows leader changes within a test's patience.
+pub fn fault_tolerant_client(bootstrap: &str) -> Client {
+    let mut cfg = ClientConfig::new(bootstrap);
+    cfg.request_timeout = Duration::from_secs(5);
+    cfg.attempts = 30;
+    cfg.backoff = Duration::from_millis(50);
+    cfg.metadata_max_age = Duration::from_millis(500);
+    Client::new(cfg)
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists, retrying while the cluster
+/// elects its metadata leader (up to `patience`).
+pub async fn ensure_topic(c: &Client, topic: &str, partitions: u32, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while let Err(e) = c.ensure_topic(topic, partitions).await {
+        assert!(Instant::now() < deadline, "no topic {topic}: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The leader of `topic`/`partition` per fresh metadata, waiting up to `patience` for one.
+pub async fn leader_of(c: &Client, topic: &str, partition: usize, patience: Duration) -> i32 {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Ok(Ok(l)) = tokio::time::timeout(Duration::from_secs(3), c.leaders(topic)).await {
+            if let Some(Some(id)) = l.get(partition) {
+                return *id;
+            }
+        }
+        assert!(Instant::now() < deadline, "{topic}/{partition}: no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// The `(offset, value)` records of one fetch answer from `offset` on (CRC-checked, control
 /// batches skipped; a value that is not UTF-8 fails the test) and where to fetch next.

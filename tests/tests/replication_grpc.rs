@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_broker::grpc::partitioner::partition_for_key;
-use runnel_broker::kafka_client::{Client as KafkaClient, ClientConfig};
+use runnel_broker::kafka_client::Client as KafkaClient;
 use runnel_client::{v1, Client, ClientError};
 use runnel_tests::cluster::Cluster;
 use runnel_tests::replicated::read_partition;
@@ -41,12 +41,7 @@ struct Ledger {
 }
 
 fn kafka(bootstrap: &str) -> KafkaClient {
-    let mut cfg = ClientConfig::new(bootstrap);
-    cfg.request_timeout = Duration::from_secs(5);
-    cfg.attempts = 30;
-    cfg.backoff = Duration::from_millis(50);
-    cfg.metadata_max_age = Duration::from_millis(500);
-    KafkaClient::new(cfg)
+    runnel_tests::replicated::fault_tolerant_client(bootstrap)
 }
 
 /// A record with this value and no key.
@@ -139,16 +134,7 @@ async fn publisher(
 
 /// The partition's leader per fresh metadata, waiting for one.
 async fn leader_of(c: &KafkaClient, topic: &str, partition: usize) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Ok(l)) = tokio::time::timeout(Duration::from_secs(3), c.leaders(topic)).await {
-            if let Some(Some(id)) = l.get(partition) {
-                return *id;
-            }
-        }
-        assert!(Instant::now() < deadline, "{topic}/{partition}: no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    runnel_tests::replicated::leader_of(c, topic, partition, Duration::from_secs(20)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,19 +7,14 @@
 use std::time::{Duration, Instant};
 
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::kafka_client::{Client, ClientConfig};
+use runnel_broker::kafka_client::Client;
 use runnel_tests::cluster::Cluster;
 
 const TOPIC: &str = "metrics-repl";
 const PARTITIONS: i32 = 2;
 
 fn client(bootstrap: &str) -> Client {
-    let mut cfg = ClientConfig::new(bootstrap);
-    cfg.request_timeout = Duration::from_secs(5);
-    cfg.attempts = 30;
-    cfg.backoff = Duration::from_millis(50);
-    cfg.metadata_max_age = Duration::from_millis(500);
-    Client::new(cfg)
+    runnel_tests::replicated::fault_tolerant_client(bootstrap)
 }
 
 /// `name{topic="…",partition="p"}` as exported.
