@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
+use runnel_client::simulate::rng::Rng;
 
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 2;
@@ -49,20 +50,6 @@ async fn wait_ready(addr: SocketAddr) {
     }
 }
 
-/// A tiny deterministic PRNG so a failing run can be replayed from its printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[derive(Default)]
 struct Ledger {
     /// value -> (partition, offset) for every acknowledged record.
@@ -78,7 +65,7 @@ async fn producer(
     ledger: Arc<Mutex<Ledger>>,
     seed: u64,
 ) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let Ok(mut c) = Client::connect_to(addr).await else {
         return;
     };
@@ -205,7 +192,7 @@ async fn acknowledged_records_survive_sigkill() {
             .unwrap()
         });
     eprintln!("crash test seed {seed} (replay with CRASH_SEED={seed})");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -216,7 +203,7 @@ async fn acknowledged_records_survive_sigkill() {
     drop(c);
     for round in 0..KILLS {
         let tasks: Vec<_> = (0..PRODUCERS)
-            .map(|id| tokio::spawn(producer(addr, id, round, ledger.clone(), rng.next())))
+            .map(|id| tokio::spawn(producer(addr, id, round, ledger.clone(), rng.next_u64())))
             .collect();
         tokio::time::sleep(Duration::from_millis(100 + rng.below(600))).await;
         broker.kill().expect("SIGKILL");

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use runnel_broker::codec::batch;
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::kafka_client::{Client, ClientConfig, KafkaClientError};
+use runnel_broker::kafka_client::{Client, KafkaClientError};
+use runnel_client::simulate::rng::Rng;
 use runnel_tests::cluster::Cluster;
 use runnel_tests::link_proxy::Mode;
 use runnel_tests::replicated::{decode, read_partition};
@@ -36,18 +37,14 @@ const PRODUCERS: usize = 3;
 /// The scenarios share the machine's two cores: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A tiny deterministic PRNG so a failing run can be replayed from its printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// Delays drawn from the workspace's seeded generator (a failing run replays from its
+/// printed seed).
+trait Delays {
+    /// `from` ms plus up to `spread` ms.
+    fn ms(&mut self, from: u64, spread: u64) -> Duration;
+}
+
+impl Delays for Rng {
     fn ms(&mut self, from: u64, spread: u64) -> Duration {
         Duration::from_millis(from + self.below(spread.max(1)))
     }
@@ -68,12 +65,7 @@ struct Ledger {
 }
 
 fn client(bootstrap: &str) -> Client {
-    let mut cfg = ClientConfig::new(bootstrap);
-    cfg.request_timeout = Duration::from_secs(5);
-    cfg.attempts = 30;
-    cfg.backoff = Duration::from_millis(50);
-    cfg.metadata_max_age = Duration::from_millis(500);
-    Client::new(cfg)
+    runnel_tests::replicated::fault_tolerant_client(bootstrap)
 }
 
 async fn producer(
@@ -83,7 +75,7 @@ async fn producer(
     ledger: Arc<Mutex<Ledger>>,
 ) {
     let c = client(&bootstrap);
-    let mut rng = Rng(0x9E37_79B9 ^ u64::try_from(id + 1).unwrap());
+    let mut rng = Rng::new(0x9E37_79B9 ^ u64::try_from(id + 1).unwrap());
     for seq in 0.. {
         if *stop.lock().unwrap() {
             return;
@@ -283,7 +275,7 @@ where
     )));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let expect = faults(cluster.clone(), Rng(seed | 1)).await;
+    let expect = faults(cluster.clone(), Rng::new(seed)).await;
 
     let mut cluster = Arc::into_inner(cluster)
         .expect("the fault script keeps no handle")

@@ -22,6 +22,7 @@ use runnel_benches::{due, ms, percentile};
 use runnel_broker::codec::builder::Record;
 use runnel_broker::kafka_client::fetch::decode_fetched;
 use runnel_broker::kafka_client::{produce::encode_batches, Client, ClientConfig};
+use runnel_client::simulate::rng::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Source partitions (the built-in pipeline expects 3).
@@ -357,25 +358,6 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
-/// Small deterministic generator for reading values.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        // 53 random bits: exact in f64.
-        let bits = u32::try_from(self.next() >> 43).unwrap_or(0);
-        f64::from(bits) / f64::from(1u32 << 21)
-    }
-}
-
 /// One reading's value: JSON like the simulator's sensor readings, or a protobuf
 /// `runnel.v1.SensorReading`. A spike is over the built-in temperature threshold (85 °C).
 fn reading(format: Format, rng: &mut Rng, device: u64, ts_ms: i64, spike: bool) -> Vec<u8> {
@@ -434,7 +416,7 @@ async fn preload(kafka: SocketAddr, a: &ThroughputArgs, topic: &str) -> Result<(
             (a.events, a.format, a.common.spike_every, topic.to_owned());
         tasks.push(tokio::spawn(async move {
             let cl = client(kafka);
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::try_from(p + 1).unwrap_or(1));
+            let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15 ^ u64::try_from(p + 1).unwrap_or(1));
             let mut buf = Vec::with_capacity(BATCH_RECORDS);
             for k in 0..events {
                 let d = k % c;
@@ -759,7 +741,7 @@ async fn latency(a: LatencyArgs) -> Result<()> {
         let topic = spec.source.to_owned();
         producers.push(tokio::spawn(async move {
             let cl = client(kafka);
-            let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ u64::try_from(p + 7).unwrap_or(7));
+            let mut rng = Rng::new(0xD1B5_4A32_D192_ED03 ^ u64::try_from(p + 7).unwrap_or(7));
             let devices: Vec<u64> = (0..c).filter(|d| partition_of(*d) == p).collect();
             let mut sent = 0u64;
             let mut interval = tokio::time::interval(Duration::from_millis(tick_ms));
@@ -895,7 +877,7 @@ runnel_processor_alert_latency_seconds_bucket{le=\"+Inf\",pipeline=\"sensors\"} 
 
     #[test]
     fn readings_parse_as_what_the_pipeline_expects() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let j = reading(Format::Json, &mut rng, 12, 1_700_000_000_123, true);
         let v: serde_json::Value = serde_json::from_slice(&j).expect("json");
         assert_eq!(v["device_id"], "MTR-000012");

@@ -27,26 +27,24 @@ use super::{
     RaftLog, RaftNode, Role, StorageError, Term,
 };
 
-/// splitmix64: a tiny seeded generator, so a seed keeps its meaning whatever crates change.
+/// The workspace's splitmix64 (`runnel_client::simulate::rng`), so a seed keeps its meaning
+/// whatever crates change (the seeds ARCHITECTURE.md cites replay as written), with the
+/// simulation's helpers.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+struct Rng(runnel_client::simulate::rng::SplitMix64);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(runnel_client::simulate::rng::SplitMix64::new(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (0 if `n` is 0).
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
+        self.0.below(n)
     }
 
     /// True with probability `per_million / 1e6`.
@@ -339,7 +337,7 @@ impl Stats {
 
 impl Sim {
     fn new(seed: u64, nodes: u64, verbose: bool) -> Self {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let faults = Faults::draw(&mut rng);
         let ids: Vec<NodeId> = (1..=nodes).collect();
         let slots = ids

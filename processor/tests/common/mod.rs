@@ -13,23 +13,20 @@ use runnel_processor::{InputRecord, OutputRecord, Pipeline, PipelineConfig, Step
 pub const T0: Millis = 1_755_432_000_000;
 pub const TOPIC: &str = "sensor_events";
 
-/// SplitMix64: tiny, seeded, reproducible.
-pub struct Rng(u64);
+/// The workspace's SplitMix64 (`runnel_client::simulate::rng`): tiny, seeded, reproducible
+/// (the same streams as before it was shared), with the generator's helpers.
+pub struct Rng(runnel_client::simulate::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(runnel_client::simulate::rng::SplitMix64::new(seed))
     }
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
-    /// Uniform in [0, n).
+    /// Uniform in [0, n) (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
