@@ -16,6 +16,7 @@
 //! reads a clock, spawns, or does I/O except through a [`state::StateStore`]. No async
 //! runtime is involved. See `EXACTLY-ONCE.md` for the recovery design.
 
+pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod exactly_once;

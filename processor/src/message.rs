@@ -71,6 +71,15 @@ impl<T> Collector<T> {
             .collect()
     }
 
+    /// Removes every item and yields the data, keeping the buffer's capacity: a collector
+    /// reused across calls allocates only when it grows.
+    pub fn drain_data_iter(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.items.drain(..).filter_map(|m| match m {
+            Message::Data(d) => Some(d),
+            _ => None,
+        })
+    }
+
     /// Messages emitted so far.
     pub fn items(&self) -> &[Message<T>] {
         &self.items

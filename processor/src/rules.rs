@@ -116,6 +116,51 @@ pub enum RuleState {
     },
 }
 
+/// A silence timer `(at, key)`, owned or borrowed: the sets hold owned keys and a reading's
+/// timers are found through `dyn TimerKey` with its key borrowed, without allocating. Ordered
+/// like the owned tuple (`String` orders as `str`), as `Borrow` requires.
+trait TimerKey {
+    fn parts(&self) -> (Millis, &str);
+}
+
+impl TimerKey for (Millis, String) {
+    fn parts(&self) -> (Millis, &str) {
+        (self.0, self.1.as_str())
+    }
+}
+
+impl TimerKey for (Millis, &str) {
+    fn parts(&self) -> (Millis, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn TimerKey + 'a> for (Millis, String) {
+    fn borrow(&self) -> &(dyn TimerKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn TimerKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn TimerKey + '_ {}
+
+impl PartialOrd for dyn TimerKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn TimerKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Rule {
     Threshold(ThresholdRule, BTreeSet<String>),
@@ -320,17 +365,18 @@ impl RuleEngine {
                             fired: false,
                         }),
                     };
-                    // Owned keys of this reading's pending timers, taken out of the sets and
-                    // reused for the timers re-added below (one key allocation, not four).
-                    let mut probe = (s.last_event.saturating_add(cfg.after_ms), r.key.clone());
+                    // Owned keys of this reading's pending timers, taken out of the sets (looked
+                    // up with the key borrowed) and reused for the timers re-added below: a
+                    // known key allocates nothing.
                     let mut event_key = None;
                     let mut pt_key = None;
                     if !s.fired && !is_new {
                         // Drop this key's pending timers; they are re-added for the new state.
-                        event_key = event_timers.take(&probe).map(|(_, k)| k);
+                        let probe = (s.last_event.saturating_add(cfg.after_ms), r.key.as_str());
+                        event_key = event_timers.take(&probe as &dyn TimerKey).map(|(_, k)| k);
                         if let Some(p) = cfg.processing_time_after_ms {
-                            probe.0 = s.last_arrival.saturating_add(p);
-                            pt_key = pt_timers.take(&probe).map(|(_, k)| k);
+                            let probe = (s.last_arrival.saturating_add(p), r.key.as_str());
+                            pt_key = pt_timers.take(&probe as &dyn TimerKey).map(|(_, k)| k);
                         }
                     }
                     if t > s.last_event {
@@ -346,12 +392,7 @@ impl RuleEngine {
                     }
                     s.last_arrival = now;
                     if !s.fired {
-                        let mut spare = Some(probe.1);
-                        let mut owned = |taken: Option<String>| {
-                            taken
-                                .or_else(|| spare.take())
-                                .unwrap_or_else(|| r.key.clone())
-                        };
+                        let owned = |taken: Option<String>| taken.unwrap_or_else(|| r.key.clone());
                         event_timers
                             .insert((s.last_event.saturating_add(cfg.after_ms), owned(event_key)));
                         if let Some(p) = cfg.processing_time_after_ms {

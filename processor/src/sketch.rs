@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, DecodeError, Reader};
 use crate::num::ceil_to_i32;
 
 /// Magnitudes below this are counted in the zero bucket.
@@ -149,6 +150,65 @@ impl Sketch {
     }
 }
 
+impl Sketch {
+    /// Appends the sketch in the binary state encoding: accuracy, zero and total counts,
+    /// then each sign's buckets as (index delta, count) varints, ascending by index.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        codec::put_f64(out, self.alpha);
+        codec::put_u64(out, self.zero);
+        codec::put_u64(out, self.count);
+        for store in [&self.positive, &self.negative] {
+            codec::put_u64(out, u64::try_from(store.len()).unwrap_or(u64::MAX));
+            let mut prev: Option<i32> = None;
+            for (&i, &c) in store {
+                // The first index as is, then the (positive) gap to the previous one.
+                let v = match prev {
+                    None => i64::from(i),
+                    Some(p) => i64::from(i) - i64::from(p),
+                };
+                codec::put_i64(out, v);
+                codec::put_u64(out, c);
+                prev = Some(i);
+            }
+        }
+    }
+
+    /// Reads a sketch written by [`Sketch::encode`]. Rejects an accuracy out of range,
+    /// bucket indexes not strictly ascending or outside `i32`, and truncated input.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let alpha = r.f64("sketch accuracy")?;
+        if !(1e-6..=0.49).contains(&alpha) {
+            return Err(DecodeError::Invalid("sketch accuracy"));
+        }
+        let zero = r.u64("sketch zero count")?;
+        let count = r.u64("sketch count")?;
+        let mut stores = [BTreeMap::new(), BTreeMap::new()];
+        for store in &mut stores {
+            let n = r.len("sketch buckets")?;
+            let mut prev: Option<i32> = None;
+            for _ in 0..n {
+                let v = r.i64("sketch bucket index")?;
+                let i = match prev {
+                    None => i32::try_from(v),
+                    Some(p) if v > 0 => i32::try_from(i64::from(p).saturating_add(v)),
+                    Some(_) => return Err(DecodeError::Invalid("sketch bucket order")),
+                }
+                .map_err(|_| DecodeError::OutOfRange("sketch bucket index"))?;
+                store.insert(i, r.u64("sketch bucket count")?);
+                prev = Some(i);
+            }
+        }
+        let [positive, negative] = stores;
+        Ok(Self {
+            alpha,
+            positive,
+            negative,
+            zero,
+            count,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +261,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn binary_encoding_round_trips_exactly(
+            values in prop::collection::vec(prop_oneof![-1e9f64..1e9, Just(0.0), -1e-3f64..1e-3], 0..300),
+            alpha in prop_oneof![Just(0.01), 1e-6f64..0.49],
+        ) {
+            let mut s = Sketch::new(alpha);
+            for &v in &values { s.add(v); }
+            let mut b = Vec::new();
+            s.encode(&mut b);
+            let mut r = Reader::new(&b);
+            prop_assert_eq!(Sketch::decode(&mut r)?, s);
+            prop_assert!(r.finish().is_ok());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Sketch::decode(&mut Reader::new(&b));
+        }
+
         #[test]
         fn quantiles_within_relative_error(
             values in prop::collection::vec(-1e6f64..1e6, 1..300),

@@ -6,12 +6,14 @@
 //! to the late-data output. A reading of a hopping window whose windows have partly expired
 //! updates the live ones and is also reported late (so nothing is dropped silently).
 
-use std::collections::btree_map::Entry;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, DecodeError, Reader};
 use crate::config::{AggFn, AggregationConfig, PipelineConfig};
 use crate::message::{Collector, Message, Operator};
 use crate::num::u64_to_f64;
@@ -31,17 +33,27 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
-    /// Start times of every window containing `t`, ascending. Empty only if `t` is so close
-    /// to the ends of the `i64` range that a window bound would overflow.
-    pub fn assign(&self, t: Millis) -> Vec<Millis> {
-        let mut starts = Vec::new();
+    /// Start times of every window containing `t`, ascending, without allocating. Empty only
+    /// if `t` is so close to the ends of the `i64` range that a window bound would overflow.
+    pub fn assign(&self, t: Millis) -> Starts {
+        let mut starts = Starts {
+            next: 0,
+            left: 0,
+            slide: self.slide,
+        };
         let Some(last) = t.div_euclid(self.slide).checked_mul(self.slide) else {
             return starts;
         };
+        // Walk down from the last start as far as windows still contain `t`, counting them:
+        // they are `first, first + slide, ...` (a start whose end overflows is skipped, and
+        // only the highest starts can overflow).
         let mut s = last;
         loop {
             match s.checked_add(self.size) {
-                Some(end) if end > t => starts.push(s),
+                Some(end) if end > t => {
+                    starts.next = s;
+                    starts.left = starts.left.saturating_add(1);
+                }
                 Some(_) => break,
                 None => {}
             }
@@ -50,10 +62,39 @@ impl WindowSpec {
                 None => break,
             }
         }
-        starts.reverse();
         starts
     }
 }
+
+/// The window starts of one event time, ascending ([`WindowSpec::assign`]).
+#[derive(Debug, Clone)]
+pub struct Starts {
+    next: Millis,
+    left: usize,
+    slide: Millis,
+}
+
+impl Iterator for Starts {
+    type Item = Millis;
+
+    fn next(&mut self) -> Option<Millis> {
+        if self.left == 0 {
+            return None;
+        }
+        let s = self.next;
+        self.left -= 1;
+        // Every start counted was reached from `s` by adding `slide`, so this cannot
+        // overflow while more are left; past the last one the value is not used.
+        self.next = s.saturating_add(self.slide);
+        Some(s)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Starts {}
 
 /// Running aggregates of one numeric field in one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +174,118 @@ impl PartialEq for WindowState {
             self.emitted,
         ) == (&o.key, o.start, o.end, o.count, &o.fields, o.emitted)
     }
+}
+
+/// Version byte of the binary window encoding ([`WindowState::encode`]). A JSON window (what
+/// checkpoints held before it) starts with `{`, so the two are told apart by the first byte.
+pub const WINDOW_ENCODING_V1: u8 = 1;
+
+impl WindowState {
+    /// Appends the window in the binary checkpoint encoding (version
+    /// [`WINDOW_ENCODING_V1`]): key, bounds, count and emitted revision as varints, then
+    /// each field's name, count, sum/min/max as `f64` bits and its optional sketch. Decodes
+    /// to an equal window, `f64`s bit for bit.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(WINDOW_ENCODING_V1);
+        codec::put_str(out, &self.key);
+        codec::put_i64(out, self.start);
+        codec::put_i64(out, self.end);
+        codec::put_u64(out, self.count);
+        codec::put_u64(out, self.emitted.map_or(0, |e| u64::from(e) + 1));
+        codec::put_u64(out, u64::try_from(self.fields.len()).unwrap_or(u64::MAX));
+        for (name, acc) in &self.fields {
+            codec::put_str(out, name);
+            codec::put_u64(out, acc.count);
+            codec::put_f64(out, acc.sum);
+            codec::put_f64(out, acc.min);
+            codec::put_f64(out, acc.max);
+            match &acc.sketch {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    s.encode(out);
+                }
+            }
+        }
+    }
+
+    /// Reads a stored window: the binary encoding, or the JSON checkpoints held before it
+    /// (first byte `{`). Bad input is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, WindowDecodeError> {
+        match bytes.first() {
+            Some(b'{') => Ok(serde_json::from_slice(bytes)?),
+            _ => Ok(Self::decode_binary(bytes)?),
+        }
+    }
+
+    fn decode_binary(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        match r.u8("window version")? {
+            WINDOW_ENCODING_V1 => {}
+            v => return Err(DecodeError::UnknownVersion(v)),
+        }
+        let key = r.str("window key")?.to_owned();
+        let start = r.i64("window start")?;
+        let end = r.i64("window end")?;
+        let count = r.u64("window count")?;
+        let emitted = match r.u64("window revision")? {
+            0 => None,
+            n => {
+                Some(u32::try_from(n - 1).map_err(|_| DecodeError::OutOfRange("window revision"))?)
+            }
+        };
+        let n = r.len("window fields")?;
+        let mut fields = BTreeMap::new();
+        for _ in 0..n {
+            let name = r.str("field name")?;
+            if fields
+                .last_key_value()
+                .is_some_and(|(last, _): (&String, _)| last.as_str() >= name)
+            {
+                return Err(DecodeError::Invalid("field order"));
+            }
+            let count = r.u64("field count")?;
+            let sum = r.f64("field sum")?;
+            let min = r.f64("field min")?;
+            let max = r.f64("field max")?;
+            let sketch = match r.u8("field sketch")? {
+                0 => None,
+                1 => Some(Sketch::decode(&mut r)?),
+                _ => return Err(DecodeError::Invalid("field sketch flag")),
+            };
+            fields.insert(
+                name.to_owned(),
+                FieldAcc {
+                    count,
+                    sum,
+                    min,
+                    max,
+                    sketch,
+                },
+            );
+        }
+        r.finish()?;
+        Ok(Self {
+            key,
+            start,
+            end,
+            count,
+            fields,
+            emitted,
+            changed: false,
+        })
+    }
+}
+
+/// Why a stored window does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowDecodeError {
+    /// The binary encoding is malformed.
+    #[error("binary window: {0}")]
+    Binary(#[from] DecodeError),
+    /// The (older) JSON encoding is malformed.
+    #[error("json window: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// One emitted window result.
@@ -224,6 +377,52 @@ fn result_of(aggregations: &[AggregationConfig], w: &WindowState, revision: u32)
         revision,
         count: w.count,
         columns,
+    }
+}
+
+/// A window map key, owned or borrowed: `(end, key, start)`. The map's keys are owned; a
+/// reading's windows are looked up through `dyn WindowKey` with its key borrowed, so an update
+/// of an existing window allocates nothing. Ordered like the owned tuple (`String` orders as
+/// `str`), as `Borrow` requires.
+trait WindowKey {
+    fn parts(&self) -> (Millis, &str, Millis);
+}
+
+impl WindowKey for (Millis, String, Millis) {
+    fn parts(&self) -> (Millis, &str, Millis) {
+        (self.0, self.1.as_str(), self.2)
+    }
+}
+
+impl WindowKey for (Millis, &str, Millis) {
+    fn parts(&self) -> (Millis, &str, Millis) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn WindowKey + 'a> for (Millis, String, Millis) {
+    fn borrow(&self) -> &(dyn WindowKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn WindowKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn WindowKey + '_ {}
+
+impl PartialOrd for dyn WindowKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn WindowKey + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
     }
 }
 
@@ -342,15 +541,15 @@ impl WindowOperator {
                 continue;
             }
             let closed = self.closed(end);
-            let w = match self.windows.entry((end, r.key.clone(), start)) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => e.insert(new_state(
-                    &self.aggregations,
-                    self.sketch_alpha,
-                    &r.key,
-                    start,
-                    end,
-                )),
+            let probe = (end, r.key.as_str(), start);
+            let w = match self.windows.get_mut(&probe as &dyn WindowKey) {
+                Some(w) => w,
+                None => self
+                    .windows
+                    .entry((end, r.key.clone(), start))
+                    .or_insert_with(|| {
+                        new_state(&self.aggregations, self.sketch_alpha, &r.key, start, end)
+                    }),
             };
             w.count = w.count.saturating_add(1);
             w.changed = true;
@@ -452,6 +651,7 @@ impl Operator for WindowOperator {
 mod tests {
     use super::*;
     use crate::message::run_operator;
+    use proptest::strategy::Strategy;
 
     fn spec(size: Millis, slide: Millis) -> WindowSpec {
         WindowSpec {
@@ -461,18 +661,125 @@ mod tests {
         }
     }
 
+    /// The allocating reference `assign` replaced: descending walk, then reversed.
+    fn assign_reference(spec: WindowSpec, t: Millis) -> Vec<Millis> {
+        let mut starts = Vec::new();
+        let Some(last) = t.div_euclid(spec.slide).checked_mul(spec.slide) else {
+            return starts;
+        };
+        let mut s = last;
+        loop {
+            match s.checked_add(spec.size) {
+                Some(end) if end > t => starts.push(s),
+                Some(_) => break,
+                None => {}
+            }
+            match s.checked_sub(spec.slide) {
+                Some(prev) => s = prev,
+                None => break,
+            }
+        }
+        starts.reverse();
+        starts
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn assign_matches_the_reference(
+            size in 1i64..400,
+            slide in 1i64..400,
+            t in proptest::prop_oneof![
+                proptest::num::i64::ANY,
+                (0i64..2_000).prop_map(|d| i64::MAX - d),
+                (0i64..2_000).prop_map(|d| i64::MIN + d),
+                -5_000i64..5_000,
+            ],
+        ) {
+            let s = WindowSpec { size, slide, lateness: 0 };
+            let got: Vec<Millis> = s.assign(t).collect();
+            proptest::prop_assert_eq!(s.assign(t).len(), got.len());
+            proptest::prop_assert_eq!(got, assign_reference(s, t));
+        }
+    }
+
+    proptest::proptest! {
+        /// Windows built from random readings (any finite values, late revisions) decode to
+        /// equal windows from the binary encoding and from the JSON that older checkpoints hold.
+        #[test]
+        fn window_encodings_round_trip(
+            readings in proptest::collection::vec(
+                (0usize..3, 0i64..3_000, proptest::num::f64::NORMAL | proptest::num::f64::ZERO),
+                1..60,
+            ),
+            watermark in 0i64..3_000,
+        ) {
+            let mut w = op(2_000);
+            let mut msgs: Vec<Message<SensorReading>> = readings
+                .iter()
+                .map(|&(k, t, x)| Message::Data(reading(["a", "é", ""][k], t, x)))
+                .collect();
+            msgs.insert(msgs.len() / 2, Message::Watermark(watermark));
+            run_operator(&mut w, msgs);
+            for state in w.windows() {
+                let mut b = Vec::new();
+                state.encode(&mut b);
+                proptest::prop_assert_eq!(b[0], WINDOW_ENCODING_V1);
+                proptest::prop_assert_eq!(&WindowState::decode(&b)?, state);
+                let json = serde_json::to_vec(state).unwrap();
+                proptest::prop_assert_eq!(&WindowState::decode(&json)?, state);
+                // Every strict prefix is an error, not a panic or a different window.
+                for n in 0..b.len() {
+                    proptest::prop_assert!(WindowState::decode(&b[..n]).is_err());
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            mut b in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            version in proptest::bool::ANY,
+        ) {
+            if version && !b.is_empty() {
+                b[0] = WINDOW_ENCODING_V1;
+            }
+            let _ = WindowState::decode(&b);
+        }
+    }
+
+    #[test]
+    fn decode_errors_name_the_problem() {
+        let e = |b: &[u8]| WindowState::decode(b).unwrap_err().to_string();
+        assert_eq!(
+            e(&[]),
+            "binary window: truncated: window version needs more bytes"
+        );
+        assert_eq!(e(&[9]), "binary window: unknown encoding version 9");
+        assert!(e(b"{\"key\":").starts_with("json window: "));
+        let mut w = op(0);
+        run_operator(&mut w, [Message::Data(reading("a", 10, 1.0))]);
+        let mut b = Vec::new();
+        w.windows().next().unwrap().encode(&mut b);
+        b.push(0);
+        assert_eq!(e(&b), "binary window: 1 trailing bytes");
+    }
+
     #[test]
     fn assigns_tumbling_and_hopping() {
-        assert_eq!(spec(60, 60).assign(0), [0]);
-        assert_eq!(spec(60, 60).assign(59), [0]);
-        assert_eq!(spec(60, 60).assign(60), [60]);
-        assert_eq!(spec(60, 60).assign(-1), [-60]);
-        assert_eq!(spec(60, 20).assign(65), [20, 40, 60]);
-        assert_eq!(spec(60, 20).assign(60), [20, 40, 60]);
-        assert_eq!(spec(50, 20).assign(45), [0, 20, 40]);
-        assert_eq!(spec(50, 20).assign(55), [20, 40]);
-        assert!(spec(60, 60).assign(i64::MAX).is_empty());
-        assert!(spec(60, 60).assign(i64::MIN).len() <= 1);
+        let a = |s: WindowSpec, t| s.assign(t).collect::<Vec<_>>();
+        assert_eq!(a(spec(60, 60), 0), [0]);
+        assert_eq!(a(spec(60, 60), 59), [0]);
+        assert_eq!(a(spec(60, 60), 60), [60]);
+        assert_eq!(a(spec(60, 60), -1), [-60]);
+        assert_eq!(a(spec(60, 20), 65), [20, 40, 60]);
+        assert_eq!(a(spec(60, 20), 60), [20, 40, 60]);
+        assert_eq!(a(spec(50, 20), 45), [0, 20, 40]);
+        assert_eq!(a(spec(50, 20), 55), [20, 40]);
+        assert!(a(spec(60, 60), i64::MAX).is_empty());
+        assert!(a(spec(60, 60), i64::MIN).len() <= 1);
+        assert_eq!(
+            a(spec(60, 7), i64::MAX - 3).len(),
+            spec(60, 7).assign(i64::MAX - 3).len()
+        );
     }
 
     fn reading(key: &str, t: Millis, temp: f64) -> SensorReading {
