@@ -125,6 +125,11 @@ fn main() -> Result<()> {
             checkpoints += 1;
         }
     }
+    // A last checkpoint, so the restore below must give back exactly the live state.
+    let t = Instant::now();
+    p.checkpoint(store.as_mut())?;
+    checkpoint_s += t.elapsed().as_secs_f64();
+    checkpoints += 1;
     let (cpu, wall) = (cpu_seconds()? - cpu0, wall0.elapsed().as_secs_f64());
     let restored = Pipeline::restore(config, store.as_ref())?;
     anyhow::ensure!(
