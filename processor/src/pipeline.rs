@@ -490,7 +490,7 @@ impl Pipeline {
         // keys below deletes every key not written now) every open window.
         let purged = self.windows.take_purged().filter(|_| self.store_in_sync);
         self.windows.take_changed(purged.is_none(), |w| {
-            // Binary (`WindowState::encode`): a tenth of the JSON's bytes, mostly the sketch.
+            // Binary (`WindowState::encode`), not JSON: fewer bytes to build and to write.
             let mut v = Vec::with_capacity(256);
             w.encode(&mut v);
             entries.insert(window_key(&w.key, w.start), v);
