@@ -16,13 +16,18 @@
 //!   sequence = `runnel.seq`: a deposed driver still writing the same records is answered
 //!   "duplicate" by the partition's producer table, a misaligned batch is refused, and the
 //!   argument of `processor/EXACTLY-ONCE.md` is otherwise unchanged.
-//! - **Checkpoints** stay in the local sled store; a node with an older (or no) checkpoint
-//!   replays the replicated journal from it (from step 0 if none).
+//! - **Checkpoints** are written to the local sled store and, at most every
+//!   `snapshot_interval_ms`, also whole to the replicated topic
+//!   `__runnel_checkpoint.<pipeline>` (`crate::snapshot`, uploaded off the step loop). A node
+//!   taking the pipeline over first restores the topic's newest complete snapshot if it is
+//!   newer than its local checkpoint, then replays the replicated journal from whichever it
+//!   has (from step 0 if neither).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_processor::driver::{journal_topic, Driver, InputLog, LogIoError, OutputLog};
+use runnel_processor::state::StateStore;
 use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
 use tokio::sync::watch;
 
@@ -34,10 +39,11 @@ use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::kafka_client::{Client, ClientConfig};
 use crate::processing::{
     configured_pipelines, driver_config, observe_alerts, open_state_store, read_inputs, read_range,
-    to_record, WallClock,
+    to_record, TimedStore, WallClock,
 };
 use crate::producer_ids::pipeline_producer_id;
 use crate::raft::{Role, Term};
+use crate::snapshot::{checkpoint_topic, SnapshotTap};
 use crate::standalone::KafkaLog;
 use crate::topics::TopicError;
 
@@ -221,6 +227,75 @@ async fn journal_replica(
     }
 }
 
+/// Creates `topic` (1 partition, replicated like a journal) through the metadata group
+/// unless it exists, and waits until this node has applied it; `false` on shutdown.
+async fn ensure_replicated_topic(
+    cluster: &Cluster,
+    broker: &Broker,
+    topic: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if broker.topics.get(topic).is_some() {
+            return true;
+        }
+        let rf = journal_replication(cluster.config.nodes.len());
+        let pause = match cluster.create_topic(topic, 1, rf, &[]).await {
+            Ok(()) => continue,
+            // Not applied here yet.
+            Err(TopicError::AlreadyExists) => LEADERSHIP_POLL,
+            Err(e) => {
+                tracing::warn!(topic, "cannot create the topic yet: {e}");
+                RETRY_PAUSE
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = crate::net::stopped(shutdown) => return false,
+        }
+    }
+}
+
+/// Replaces the local checkpoint with the checkpoint topic's newest complete snapshot if
+/// that is further along the journal. Any failure leaves the local checkpoint as it is (the
+/// journal replay from it is correct, only longer).
+async fn restore_newer_snapshot(client: &Client, name: &str, store: &mut TimedStore) {
+    let topic = checkpoint_topic(name);
+    let local = match store.checkpoint_meta() {
+        Ok(m) => m.map(|m| m.steps_applied),
+        Err(e) => {
+            tracing::warn!(pipeline = %name, "local checkpoint unreadable ({e}); a snapshot replaces it");
+            None
+        }
+    };
+    let snapshot = match crate::snapshot::read_newest(client, &topic, name).await {
+        Ok(Some(s)) if local.is_none_or(|l| s.position > l) => s,
+        Ok(s) => {
+            tracing::debug!(pipeline = %name, ?local, remote = ?s.map(|s| s.position), "the local checkpoint is the newest");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(pipeline = %name, "cannot read the checkpoint topic ({e}); recovering from the local checkpoint");
+            return;
+        }
+    };
+    let position = snapshot.position;
+    let bytes: usize = snapshot
+        .entries
+        .iter()
+        .map(|(k, v)| k.len().saturating_add(v.len()))
+        .fold(0, usize::saturating_add);
+    match store.replace_all(snapshot.entries) {
+        Ok(()) => tracing::info!(
+            pipeline = %name,
+            position,
+            ?local,
+            "restored snapshot at journal {position} from checkpoint topic, {bytes} bytes"
+        ),
+        Err(e) => tracing::warn!(pipeline = %name, position, "cannot restore the snapshot: {e}"),
+    }
+}
+
 /// Waits until `replica` leads with an entry of its own term committed; that term, or `None`
 /// on shutdown.
 async fn settled_leadership(
@@ -258,9 +333,24 @@ async fn run_placed(
         }
         Some(Some(r)) => r,
     };
+    let checkpoints = checkpoint_topic(&name);
+    if !ensure_replicated_topic(&cluster, &broker, &checkpoints, &mut shutdown).await {
+        return;
+    }
     let Some(store) = open_state_store(&broker, &name) else {
         return;
     };
+    let interval = Duration::from_millis(broker.config.processor.snapshot_interval_ms);
+    let (tap, dumps) = SnapshotTap::new(interval);
+    let mut store = store.with_snapshots(tap);
+    // Its own client: an upload must not hold up the pipeline's Kafka requests.
+    let uploads = Arc::new(Client::new(ClientConfig::new(&bootstrap(&cluster))));
+    tokio::spawn(crate::snapshot::uploader(
+        uploads,
+        checkpoints,
+        dumps,
+        shutdown.clone(),
+    ));
     let config = driver_config(&broker.config.processor);
     let client = Arc::new(Client::new(ClientConfig::new(&bootstrap(&cluster))));
     let on_append: crate::standalone::OnAppend = {
@@ -276,6 +366,7 @@ async fn run_placed(
             return;
         };
         tracing::info!(pipeline = %name, term, "leading the journal: running the pipeline here");
+        restore_newer_snapshot(&client, &name, &mut store).await;
         let mut inbox = broker.queries.inbox(&name);
         let log = ClusterLog {
             kafka: KafkaLog::new(client.clone())

@@ -141,6 +141,11 @@ pub struct ProcessorConfig {
     pub align_wait_ms: u64,
     /// With no input, a time-only step is taken this often (idleness and timers advance).
     pub idle_step_ms: u64,
+    /// Cluster mode only: at most this often (ms), the checkpoint just committed is also
+    /// written whole to the replicated topic `__runnel_checkpoint.<pipeline>`, so a node
+    /// taking the pipeline over resumes from it instead of replaying the journal from its own
+    /// older (or no) checkpoint. 0: after every checkpoint whose position moved on.
+    pub snapshot_interval_ms: u64,
     /// The pipelines, each a `[[processor.pipelines]]` table; none = the built-in sensor
     /// pipeline ([`PipelineConfig::default`]). See [`ProcessorConfig::pipelines`].
     pub pipelines: Vec<PipelineConfig>,
@@ -156,6 +161,7 @@ impl Default for ProcessorConfig {
             max_step_records: 500,
             align_wait_ms: 200,
             idle_step_ms: 1_000,
+            snapshot_interval_ms: 30_000,
             pipelines: Vec::new(),
         }
     }

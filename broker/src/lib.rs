@@ -22,6 +22,7 @@ pub mod producer_ids;
 pub mod producers;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod standalone;
 pub mod tools;
 pub mod topics;

@@ -37,6 +37,7 @@ use crate::config::ProcessorConfig;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::processor_status::PipelineStatuses;
+use crate::snapshot::SnapshotTap;
 use crate::topics::TopicError;
 
 /// Bytes read from a partition per call.
@@ -473,6 +474,8 @@ pub(crate) type OnCheckpoint = Arc<dyn Fn(Duration) + Send + Sync>;
 pub(crate) struct TimedStore {
     inner: SledStore,
     on_checkpoint: OnCheckpoint,
+    /// Cluster mode: dumps committed checkpoints for the checkpoint topic.
+    snapshots: Option<Arc<SnapshotTap>>,
 }
 
 impl TimedStore {
@@ -480,7 +483,28 @@ impl TimedStore {
         Self {
             inner,
             on_checkpoint,
+            snapshots: None,
         }
+    }
+
+    /// Hands every committed checkpoint (one atomic batch each) to `tap`, on the thread that
+    /// wrote it, so the dump is exactly that checkpoint.
+    pub(crate) fn with_snapshots(mut self, tap: Arc<SnapshotTap>) -> Self {
+        self.snapshots = Some(tap);
+        self
+    }
+
+    /// Replaces the whole contents with `entries` in one atomic batch (a snapshot restore;
+    /// neither timed as a checkpoint nor handed to the tap).
+    pub(crate) fn replace_all(&mut self, entries: Vec<KeyValue>) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for (k, _) in self.inner.scan_prefix(b"")? {
+            batch.delete(k);
+        }
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        self.inner.write_batch(batch)
     }
 }
 
@@ -502,6 +526,9 @@ impl StateStore for TimedStore {
         let result = self.inner.write_batch(batch);
         if result.is_ok() {
             (self.on_checkpoint)(started.elapsed());
+            if let Some(tap) = &self.snapshots {
+                tap.after_checkpoint(&self.inner);
+            }
         }
         result
     }
