@@ -25,11 +25,13 @@ use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
 use runnel_broker::config::{Config, ProcessorConfig};
 use runnel_broker::kafka_client::fetch::decode_fetched;
 use runnel_broker::kafka_client::{Client, ClientConfig};
+use runnel_broker::snapshot::newest_complete;
 use runnel_processor::exactly_once::StepDescriptor;
 use runnel_tests::cluster::Cluster;
 
 const SOURCE: &str = "sensor_events";
 const JOURNAL: &str = "__runnel_journal.sensors";
+const CHECKPOINTS: &str = "__runnel_checkpoint.sensors";
 /// Compared exactly.
 const EXACT: [&str; 2] = ["sensor_aggregates", "sensor_alerts"];
 /// Compared without the `runnel.source.offset` header.
@@ -368,6 +370,122 @@ async fn pipeline_survives_sigkills_of_its_node_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_stays_exactly_once_when_its_node_is_cut_off_or_paused() {
     faulted_run(&[Fault::Isolate, Fault::Pause, Fault::Isolate]).await;
+}
+
+/// The replicated checkpoint topic: the node running the pipeline writes a snapshot after
+/// every checkpoint (`snapshot_interval_ms = 0`) and is then SIGKILLed for good; the node
+/// taking over has never run the pipeline (no local checkpoint), so it must restore the
+/// topic's snapshot (its log says so, with no local checkpoint and a position > 0) instead of
+/// replaying the journal from step 0, and the outputs must still equal the single-node run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_checkpoint_takes_over_from_the_replicated_snapshot() {
+    let Some(bin) = runnel_tests::runnel_bin() else {
+        assert!(!runnel_tests::in_ci(), "no runnel binary under CI");
+        eprintln!("SKIPPED: no runnel binary");
+        return;
+    };
+    let started = Instant::now();
+    let seed = seed();
+    let arrivals = sensors::generate(seed, 6, 1_500);
+    let total = i64::try_from(arrivals.len()).unwrap();
+    let expected = single_node_run(&arrivals, total).await;
+
+    let mut cluster = Cluster::start(bin, 3).expect("start the cluster");
+    let c = client(&cluster.bootstrap());
+    publish(&c, &arrivals).await;
+    cluster
+        .set_processor(&format!("{}\nsnapshot_interval_ms = 0", processor_toml()))
+        .unwrap();
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start_node(id).unwrap();
+    }
+
+    // Until the topic holds a complete snapshot past step 0, while input remains.
+    let deadline = Instant::now() + PATIENCE;
+    let position = loop {
+        let chunks: Vec<Vec<u8>> = read_topic(&c, CHECKPOINTS)
+            .await
+            .into_iter()
+            .filter_map(|r| r.1)
+            .collect();
+        let newest = newest_complete("sensors", chunks.iter().map(Vec::as_slice));
+        if let Some(s) = newest.filter(|s| s.position > 0) {
+            break s.position;
+        }
+        assert!(consumed(&c).await < total, "finished before any snapshot");
+        assert!(Instant::now() < deadline, "no snapshot written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let node = pipeline_node(&c).await;
+    let ran = |cluster: &Cluster, id: i32| {
+        cluster
+            .log_tail(id, usize::MAX)
+            .contains("running the pipeline here")
+    };
+    assert!(
+        ran(&cluster, node),
+        "node {node} leads the journal but never ran the pipeline"
+    );
+    let others: Vec<i32> = (1..=3).filter(|id| *id != node).collect();
+    for id in &others {
+        assert!(
+            !ran(&cluster, *id),
+            "node {id} ran the pipeline too: it may have a local checkpoint"
+        );
+    }
+    let before = consumed(&c).await;
+    eprintln!(
+        "snapshot at step {position}; node {node} SIGKILLed for good at {before}/{total} input \
+         records ({:?})",
+        started.elapsed()
+    );
+    assert!(before < total, "the pipeline finished before the kill");
+    cluster.kill(node);
+
+    let got = wait_finished(&c, total).await;
+    eprintln!("cluster run finished after {:?}", started.elapsed());
+    let successor = others
+        .iter()
+        .copied()
+        .find(|id| ran(&cluster, *id))
+        .expect("another node ran the pipeline");
+    let log = cluster.log_tail(successor, usize::MAX);
+    let restored = log
+        .lines()
+        .find(|l| l.contains("from checkpoint topic"))
+        .unwrap_or_else(|| panic!("node {successor} did not restore a snapshot:\n{log}"));
+    eprintln!("node {successor}: {restored}");
+    let at: u64 = restored
+        .split("restored snapshot at journal ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a position in the restore line");
+    assert!(
+        at >= position,
+        "restored step {at} < the snapshot seen at {position}"
+    );
+    assert!(restored.contains("local=None"), "{restored}");
+
+    for t in EXACT {
+        assert_sequences(t, &got[t]);
+        assert_eq!(got[t].len(), expected[t].len(), "{t}: record count");
+        for (i, (g, e)) in got[t].iter().zip(&expected[t]).enumerate() {
+            assert!(g == e, "{t}: record {i} differs:\n got {g:?}\nwant {e:?}");
+        }
+    }
+    for t in BY_SOURCE {
+        assert_sequences(t, &got[t]);
+        assert_eq!(
+            without_source_offset(&got[t]),
+            without_source_offset(&expected[t]),
+            "{t}"
+        );
+    }
+    assert_journal(&journal(&c).await);
 }
 
 async fn faulted_run(faults: &[Fault]) {
