@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_processor::driver::{Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog};
@@ -540,10 +540,7 @@ pub struct WallClock;
 
 impl Clock for WallClock {
     fn now_ms(&self) -> Millis {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
-            .unwrap_or(0)
+        runnel_processor::time::unix_now_ms()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -168,13 +168,6 @@ async fn serve_grpc(listener: TcpListener, broker: Arc<Broker>, shutdown: watch:
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(broker.config.retention_check_interval_ms.max(100));
     loop {
@@ -182,7 +175,7 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
             _ = tokio::time::sleep(period) => {}
             _ = crate::net::stopped(&mut shutdown) => return,
         }
-        let now = now_ms();
+        let now = runnel_processor::time::unix_now_ms();
         for topic in broker.topics.list() {
             for p in &topic.partitions {
                 if let Err(e) = p.enforce_retention(now) {

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use runnel_processor::state::{CheckpointMeta, KeyValue, StateStore, CHECKPOINT_META_KEY};
 use thiserror::Error;
@@ -316,20 +316,12 @@ impl SnapshotTap {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .unwrap_or(0)
-}
-
 /// Writes one snapshot's chunks to `topic`, partition 0, one record per batch (acks=all).
 pub async fn upload(client: &Client, topic: &str, s: &Snapshot) -> Result<usize, String> {
     let payload = encode_entries(&s.entries).map_err(|e| e.to_string())?;
     let upload = *uuid::Uuid::new_v4().as_bytes();
     let chunks = encode_chunks(s.position, upload, &payload).map_err(|e| e.to_string())?;
-    let timestamp = now_ms();
+    let timestamp = runnel_processor::time::unix_now_ms();
     for c in chunks {
         let rec = Record {
             key: None,

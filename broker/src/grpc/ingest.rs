@@ -433,15 +433,8 @@ fn encode_chunks(
     Ok(out)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn convert_records(records: Vec<v1::Record>) -> Result<Vec<Record>, GrpcError> {
-    let now = now_ms();
+    let now = runnel_processor::time::unix_now_ms();
     records
         .into_iter()
         .enumerate()

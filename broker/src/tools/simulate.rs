@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
@@ -332,12 +332,6 @@ struct Summary {
     silences: u64,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn u64_f64(n: u64) -> f64 {
     let hi = u32::try_from(n >> 32).unwrap_or(u32::MAX);
     let lo = u32::try_from(n & 0xffff_ffff).unwrap_or(0);
@@ -347,8 +341,10 @@ fn u64_f64(n: u64) -> f64 {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let seed = args
         .seed
-        .unwrap_or_else(|| u64::try_from(now_ms()).unwrap_or(0));
-    let start_ms = args.start_time.unwrap_or_else(now_ms);
+        .unwrap_or_else(|| u64::try_from(runnel_processor::time::unix_now_ms()).unwrap_or(0));
+    let start_ms = args
+        .start_time
+        .unwrap_or_else(runnel_processor::time::unix_now_ms);
     let config = args.config(seed, start_ms);
     let mut sim = Simulator::new(config.clone())?;
     let duration = match args.duration {
