@@ -18,6 +18,14 @@
 #   LAT_RATE [2000]  LAT_SECONDS [10]   fixed-rate latency runs (linger.ms=0)
 #   RUN_CAP [90]          hard cap (s) on any single client run
 #   BENCH_DATA [/tmp]     parent of the data dirs (must be a real disk: fsync is measured)
+#   BALLAST_MB [0]        hold this much touched anonymous memory for the whole run ("auto":
+#                         MemFree less 2 GiB). On a VM whose balloon reports free pages to the
+#                         host (virtio free page reporting, as on the machine of BENCHMARKS.md),
+#                         the first write into a reported page costs a host fault: page-cache
+#                         writes into free memory ran ~7x slower per byte (dd, 2 GB: 4.1 s of
+#                         system time vs 0.6 s re-using just-freed pages). With the ballast,
+#                         free memory is near the watermark, so new page cache recycles old page
+#                         cache, as on a long-running host, and single and cluster pay the same.
 #   OUT [target/bench/replication_throughput-<utc>.md]
 #
 # What is measured (as in kafka_throughput.sh): one topic with 1 partition per run,
@@ -65,9 +73,33 @@ stop_all() {
     done
     PIDS=()
 }
-cleanup() { stop_all; rm -rf "$WORK"; }
+BALLAST_PID=""
+cleanup() { stop_all; [[ -n "$BALLAST_PID" ]] && kill "$BALLAST_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+BALLAST_MB="${BALLAST_MB:-0}"
+if [[ "$BALLAST_MB" == auto ]]; then
+    BALLAST_MB=$(( $(awk '/^MemFree:/{print $2}' /proc/meminfo) / 1024 - 2048 ))
+    (( BALLAST_MB < 0 )) && BALLAST_MB=0
+fi
+if (( BALLAST_MB > 0 )); then
+    python3 - "$BALLAST_MB" "$WORK/ballast.ready" <<'EOF' &
+import sys, time
+mb = int(sys.argv[1])
+hold = [bytearray(1 << 20) for _ in range(mb)]   # zero-filled: every page touched
+for chunk in hold:
+    for i in range(0, len(chunk), 4096):
+        chunk[i] = 1
+open(sys.argv[2], "w").close()
+while True:
+    time.sleep(3600)
+EOF
+    BALLAST_PID=$!
+    for ((i = 0; i < 600; i++)); do [[ -e "$WORK/ballast.ready" ]] && break; sleep 0.5; done
+    [[ -e "$WORK/ballast.ready" ]] || { log "ballast of $BALLAST_MB MiB not ready"; exit 2; }
+    log "holding a ballast of $BALLAST_MB MiB (MemFree now $(awk '/^MemFree:/{print int($2/1024)}' /proc/meminfo) MiB)"
+fi
 
 # start_single DIR -> BOOTSTRAP
 start_single() {
@@ -159,7 +191,7 @@ print(f"{statistics.median(v):.3f}".rstrip("0").rstrip(".") if v else "-")' "$@"
 {
     echo "## Replicated produce ($STAMP)"
     echo
-    echo "- command: \`benches/replication_throughput.sh $RUNNEL_BIN $FAILOVER_BIN\` (ROUNDS=$ROUNDS SIZES=\"$SIZES\" COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS)"
+    echo "- command: \`benches/replication_throughput.sh $RUNNEL_BIN $FAILOVER_BIN\` (ROUNDS=$ROUNDS BALLAST_MB=$BALLAST_MB SIZES=\"$SIZES\" COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS)"
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
     echo "- runnel: git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), data on $(df -P "$BENCH_DATA" | awk 'NR==2{print $1}')"
     echo "- load average at each start: ${LOADS[*]}; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
