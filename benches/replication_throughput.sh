@@ -19,13 +19,14 @@
 #   RUN_CAP [90]          hard cap (s) on any single client run
 #   BENCH_DATA [/tmp]     parent of the data dirs (must be a real disk: fsync is measured)
 #   BALLAST_MB [0]        hold this much touched anonymous memory for the whole run ("auto":
-#                         MemFree less 2 GiB). On a VM whose balloon reports free pages to the
+#                         MemFree less 768 MiB). On a VM whose balloon reports free pages to the
 #                         host (virtio free page reporting, as on the machine of BENCHMARKS.md),
 #                         the first write into a reported page costs a host fault: page-cache
 #                         writes into free memory ran ~7x slower per byte (dd, 2 GB: 4.1 s of
 #                         system time vs 0.6 s re-using just-freed pages). With the ballast,
 #                         free memory is near the watermark, so new page cache recycles old page
 #                         cache, as on a long-running host, and single and cluster pay the same.
+#                         (Leaving GBs free is not enough: those free pages are reported ones.)
 #   OUT [target/bench/replication_throughput-<utc>.md]
 #
 # What is measured (as in kafka_throughput.sh): one topic with 1 partition per run,
@@ -80,7 +81,7 @@ trap 'exit 130' INT TERM
 
 BALLAST_MB="${BALLAST_MB:-0}"
 if [[ "$BALLAST_MB" == auto ]]; then
-    BALLAST_MB=$(( $(awk '/^MemFree:/{print $2}' /proc/meminfo) / 1024 - 2048 ))
+    BALLAST_MB=$(( $(awk '/^MemFree:/{print $2}' /proc/meminfo) / 1024 - 768 ))
     (( BALLAST_MB < 0 )) && BALLAST_MB=0
 fi
 if (( BALLAST_MB > 0 )); then
