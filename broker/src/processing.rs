@@ -540,8 +540,18 @@ pub struct WallClock;
 
 impl Clock for WallClock {
     fn now_ms(&self) -> Millis {
-        runnel_processor::time::unix_now_ms()
+        unix_now_ms()
     }
+}
+
+/// The wall clock now, in the processor's [`Millis`] (0 before 1970, `Millis::MAX` past year
+/// 292 million). The processor crate itself never reads a clock: time is its input.
+pub fn unix_now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+        })
 }
 
 /// The driver knobs from the broker's `[processor]` section.
@@ -676,6 +686,14 @@ mod tests {
     use prometheus_client::metrics::histogram::Histogram;
 
     use super::*;
+
+    #[test]
+    fn the_wall_clock_reads_as_unix_milliseconds() {
+        use runnel_processor::time::parse_rfc3339;
+        let now = unix_now_ms();
+        assert!(now > parse_rfc3339("2020-01-01T00:00:00Z").unwrap());
+        assert!(now < parse_rfc3339("2200-01-01T00:00:00Z").unwrap());
+    }
     use crate::codec::builder::{control_type, encode_control_batch, leader_change_message};
     use crate::log::memory::MemLog;
     use crate::partition::PartitionSettings;

@@ -175,7 +175,7 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
             _ = tokio::time::sleep(period) => {}
             _ = crate::net::stopped(&mut shutdown) => return,
         }
-        let now = runnel_processor::time::unix_now_ms();
+        let now = crate::processing::unix_now_ms();
         for topic in broker.topics.list() {
             for p in &topic.partitions {
                 if let Err(e) = p.enforce_retention(now) {

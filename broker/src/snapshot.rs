@@ -321,7 +321,7 @@ pub async fn upload(client: &Client, topic: &str, s: &Snapshot) -> Result<usize,
     let payload = encode_entries(&s.entries).map_err(|e| e.to_string())?;
     let upload = *uuid::Uuid::new_v4().as_bytes();
     let chunks = encode_chunks(s.position, upload, &payload).map_err(|e| e.to_string())?;
-    let timestamp = runnel_processor::time::unix_now_ms();
+    let timestamp = crate::processing::unix_now_ms();
     for c in chunks {
         let rec = Record {
             key: None,

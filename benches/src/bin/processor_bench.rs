@@ -400,7 +400,7 @@ async fn preload(kafka: SocketAddr, a: &ThroughputArgs, topic: &str) -> Result<(
     let c = a.common.devices.max(1);
     // Event time starts on a minute (the built-in window size), so a run of a given size
     // closes the same windows whenever it runs.
-    let start_ts = runnel_processor::time::unix_now_ms()
+    let start_ts = runnel_broker::processing::unix_now_ms()
         - i64::try_from(a.events / c + 120)?.saturating_mul(1000);
     let start_ts = start_ts - start_ts.rem_euclid(60_000);
     let mut tasks = Vec::new();
@@ -424,7 +424,7 @@ async fn preload(kafka: SocketAddr, a: &ThroughputArgs, topic: &str) -> Result<(
                     key: Some(format!("MTR-{d:06}").into_bytes()),
                     value: Some(reading(format, &mut rng, d, ts, spike)),
                     headers: vec![],
-                    timestamp: runnel_processor::time::unix_now_ms(),
+                    timestamp: runnel_broker::processing::unix_now_ms(),
                 });
                 if buf.len() == BATCH_RECORDS * 4 {
                     for b in encode_batches(&buf, BATCH_RECORDS, 900 * 1024) {
@@ -688,7 +688,7 @@ async fn latency(a: LatencyArgs) -> Result<()> {
     }
 
     let start = Instant::now();
-    let start_ms = runnel_processor::time::unix_now_ms();
+    let start_ms = runnel_broker::processing::unix_now_ms();
     let warm_until = start_ms + i64::try_from(a.warmup_s * 1000)?;
     let stop_consuming = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // End to end: an alert's record timestamp is its triggering reading's, which the
@@ -704,7 +704,7 @@ async fn latency(a: LatencyArgs) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let got = runnel_processor::time::unix_now_ms();
+                let got = runnel_broker::processing::unix_now_ms();
                 let hw = part.high_watermark;
                 let Ok(d) = decode_fetched(part.records, next, hw, usize::MAX) else {
                     continue;
@@ -743,7 +743,7 @@ async fn latency(a: LatencyArgs) -> Result<()> {
                 interval.tick().await;
                 let elapsed = start.elapsed();
                 let mut recs = Vec::new();
-                let ts = runnel_processor::time::unix_now_ms();
+                let ts = runnel_broker::processing::unix_now_ms();
                 while sent < total && due(sent, per_part) <= elapsed {
                     let d = devices
                         .get(usize::try_from(sent).unwrap_or(0) % devices.len().max(1))

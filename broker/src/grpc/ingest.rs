@@ -434,7 +434,7 @@ fn encode_chunks(
 }
 
 fn convert_records(records: Vec<v1::Record>) -> Result<Vec<Record>, GrpcError> {
-    let now = runnel_processor::time::unix_now_ms();
+    let now = crate::processing::unix_now_ms();
     records
         .into_iter()
         .enumerate()

@@ -341,10 +341,10 @@ fn u64_f64(n: u64) -> f64 {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let seed = args
         .seed
-        .unwrap_or_else(|| u64::try_from(runnel_processor::time::unix_now_ms()).unwrap_or(0));
+        .unwrap_or_else(|| u64::try_from(crate::processing::unix_now_ms()).unwrap_or(0));
     let start_ms = args
         .start_time
-        .unwrap_or_else(runnel_processor::time::unix_now_ms);
+        .unwrap_or_else(crate::processing::unix_now_ms);
     let config = args.config(seed, start_ms);
     let mut sim = Simulator::new(config.clone())?;
     let duration = match args.duration {
