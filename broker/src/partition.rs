@@ -319,6 +319,19 @@ impl Partition {
             .read_below(hw, |state, hw| state.log.read(offset, hw, max_bytes))
     }
 
+    /// [`Partition::read_below`] as [`crate::log::Batches`], whose pieces may still lie in
+    /// segment files (for Fetch, which sends those without copying them).
+    pub fn read_batches_below(
+        &self,
+        offset: i64,
+        hw: i64,
+        max_bytes: usize,
+    ) -> Result<crate::log::Batches, LogError> {
+        self.log.read_below(hw, |state, hw| {
+            state.log.read_batches(offset, hw, max_bytes)
+        })
+    }
+
     /// Segment count and bytes on disk (for metrics).
     pub fn disk_usage(&self) -> (usize, u64) {
         self.read_log().log.disk_usage()

@@ -222,6 +222,18 @@ fn run_op(logs: &mut Logs, model: &mut Model, op: &Op) {
                     (Err(LogError::OffsetOutOfRange { .. }), None) => {}
                     (got, want) => panic!("read({offset}) gave {got:?}, model says {want:?}"),
                 }
+                // The same batches located in the segment files (what Fetch sends).
+                match (log.read_batches(offset, max_offset, max_bytes), &expected) {
+                    (Ok(got), Some(want)) => assert_eq!(
+                        &got.to_bytes().unwrap()[..],
+                        &want[..],
+                        "read_batches({offset}, {max_offset}, {max_bytes})"
+                    ),
+                    (Err(LogError::OffsetOutOfRange { .. }), None) => {}
+                    (got, want) => {
+                        panic!("read_batches({offset}) gave {got:?}, model says {want:?}")
+                    }
+                }
             }
         }
         Op::Truncate { at } => {

@@ -1,15 +1,19 @@
-//! Fetch responses as a list of chunks: the record data read from segments is sent as it was
-//! read, never copied into one frame buffer.
+//! Fetch responses as a list of chunks: the record data is sent where it lies (segment file
+//! slices go out with `sendfile(2)`, bytes read earlier as they are), never copied into one
+//! frame buffer.
 //!
 //! The layout is Kafka's `FetchResponse` v4–v12 with response header v0 (v4–v11) or v1 (v12).
 //! Only the shape Runnel's Fetch handler produces is encoded here; anything else (a version
 //! outside 4–12, tagged fields, a diverging epoch, node endpoints) returns `None` and the caller
-//! uses the generic encoder. A property test checks that the chunks concatenate to exactly the
-//! bytes the `kafka-protocol` crate encodes for the same response.
+//! uses the generic encoder. Partition `i` (in response order) sends `records[i]` when there
+//! is one, else its own `records` field. A property test checks that the chunks concatenate
+//! to exactly the bytes the `kafka-protocol` crate encodes for the same response.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::FetchResponse;
+
+use crate::log::{Batches, Piece};
 
 /// Lowest and highest Fetch versions this encoder handles.
 const VERSIONS: std::ops::RangeInclusive<i16> = 4..=12;
@@ -19,7 +23,12 @@ const FLEXIBLE: i16 = 12;
 
 /// The whole response frame (length prefix, header, body) for `version`, as chunks to be
 /// written in order; `None` when the response needs something this encoder does not write.
-pub fn encode(correlation_id: i32, version: i16, response: &FetchResponse) -> Option<Vec<Bytes>> {
+pub fn encode(
+    correlation_id: i32,
+    version: i16,
+    response: &FetchResponse,
+    records: &[Batches],
+) -> Option<Vec<Piece>> {
     if !VERSIONS.contains(&version) || !plain(response) {
         return None;
     }
@@ -28,6 +37,7 @@ pub fn encode(correlation_id: i32, version: i16, response: &FetchResponse) -> Op
     }
     let flexible = version >= FLEXIBLE;
     let mut out = Chunks::default();
+    let mut records = records.iter();
     let head = &mut out.head;
     head.put_i32(0); // the frame length, set at the end
     head.put_i32(correlation_id);
@@ -51,7 +61,7 @@ pub fn encode(correlation_id: i32, version: i16, response: &FetchResponse) -> Op
         head.put_slice(name);
         put_len(&mut out.head, flexible, Some(topic.partitions.len()))?;
         for p in &topic.partitions {
-            partition(&mut out, version, p)?;
+            partition(&mut out, version, p, records.next())?;
         }
         if flexible {
             put_uvarint(&mut out.head, 0);
@@ -84,7 +94,12 @@ fn plain_topic(topic: &FetchableTopicResponse) -> bool {
         })
 }
 
-fn partition(out: &mut Chunks, version: i16, p: &PartitionData) -> Option<()> {
+fn partition(
+    out: &mut Chunks,
+    version: i16,
+    p: &PartitionData,
+    batches: Option<&Batches>,
+) -> Option<()> {
     let flexible = version >= FLEXIBLE;
     let head = &mut out.head;
     head.put_i32(p.partition_index);
@@ -108,9 +123,19 @@ fn partition(out: &mut Chunks, version: i16, p: &PartitionData) -> Option<()> {
     } else if p.preferred_read_replica.0 != -1 {
         return None;
     }
-    put_len(head, flexible, p.records.as_ref().map(Bytes::len))?;
-    if let Some(records) = &p.records {
-        out.push_records(records.clone());
+    match batches {
+        Some(batches) => {
+            put_len(head, flexible, Some(batches.len()))?;
+            for piece in batches.pieces() {
+                out.push_records(piece.clone());
+            }
+        }
+        None => {
+            put_len(head, flexible, p.records.as_ref().map(Bytes::len))?;
+            if let Some(records) = &p.records {
+                out.push_records(Piece::Bytes(records.clone()));
+            }
+        }
     }
     if flexible {
         put_uvarint(&mut out.head, 0);
@@ -146,37 +171,46 @@ fn put_uvarint(buf: &mut BytesMut, mut n: u64) {
 }
 
 /// Fixed fields accumulate in `head`; record data is pushed as its own chunk after the head
-/// written so far.
+/// written so far. The frame's first bytes stay mutable in `first` until the length is known.
 #[derive(Default)]
 struct Chunks {
-    done: Vec<Bytes>,
+    first: Option<BytesMut>,
+    done: Vec<Piece>,
     head: BytesMut,
     len: usize,
 }
 
 impl Chunks {
-    fn push_records(&mut self, records: Bytes) {
+    fn push_records(&mut self, records: Piece) {
         if records.is_empty() {
             return;
         }
-        let head = self.head.split().freeze();
+        let head = self.head.split();
         self.len += head.len() + records.len();
-        self.done.push(head);
+        if self.first.is_none() {
+            self.first = Some(head);
+        } else {
+            self.done.push(Piece::Bytes(head.freeze()));
+        }
         self.done.push(records);
     }
 
     /// The chunks, with the frame length written into the first.
-    fn finish(mut self) -> Option<Vec<Bytes>> {
-        let tail = self.head.split().freeze();
+    fn finish(mut self) -> Option<Vec<Piece>> {
+        let tail = self.head.split();
         self.len += tail.len();
-        if !tail.is_empty() {
-            self.done.push(tail);
-        }
+        let mut first = match self.first.take() {
+            Some(first) => {
+                if !tail.is_empty() {
+                    self.done.push(Piece::Bytes(tail.freeze()));
+                }
+                first
+            }
+            None => tail,
+        };
         let size = i32::try_from(self.len.checked_sub(4)?).ok()?;
-        let first = self.done.first_mut()?;
-        let mut framed = BytesMut::from(&first[..]);
-        framed[..4].copy_from_slice(&size.to_be_bytes());
-        *first = framed.freeze();
+        first.get_mut(..4)?.copy_from_slice(&size.to_be_bytes());
+        self.done.insert(0, Piece::Bytes(first.freeze()));
         Some(self.done)
     }
 }
@@ -189,6 +223,13 @@ mod tests {
     use kafka_protocol::messages::{ApiKey, BrokerId, ProducerId, TopicName};
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
+
+    fn bytes_of(piece: Piece) -> Bytes {
+        match piece {
+            Piece::Bytes(b) => b,
+            Piece::File(f) => f.read().unwrap(),
+        }
+    }
 
     fn generic(correlation_id: i32, version: i16, response: &FetchResponse) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -269,7 +310,8 @@ mod tests {
                     p.preferred_read_replica = BrokerId(-1);
                 }
             }
-            let chunks = encode(correlation_id, version, &response).expect("plain response");
+            let chunks = encode(correlation_id, version, &response, &[]).expect("plain response");
+            let chunks: Vec<Bytes> = chunks.into_iter().map(bytes_of).collect();
             let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
             prop_assert_eq!(joined, generic(correlation_id, version, &response));
             // Record data travels as its own chunks, uncopied.
@@ -283,6 +325,55 @@ mod tests {
                 prop_assert!(chunks.iter().any(|c| c.as_ptr() == r.as_ptr() && c.len() == r.len()));
             }
         }
+
+        /// Batches given beside the response (in pieces, some in a file) replace each
+        /// partition's `records`, and the frame is the one with those records inline.
+        #[test]
+        fn side_batches_are_sent_in_place_of_records(
+            correlation_id in any::<i32>(),
+            version in 4i16..=12,
+            mut response in response_strategy(),
+            cuts in proptest::collection::vec(any::<(bool, u16)>(), 0..16),
+        ) {
+            if version < 7 {
+                response.session_id = 0;
+            }
+            if version < 11 {
+                for p in response.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                    p.preferred_read_replica = BrokerId(-1);
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut cuts = cuts.into_iter().cycle();
+            let mut side = Vec::new();
+            let mut empty = response.clone();
+            for (i, p) in empty.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()).enumerate() {
+                let bytes = p.records.take().unwrap_or_default();
+                p.records = Some(Bytes::new());
+                // Split the records at a cut; the second part goes through a file.
+                let (to_file, at) = cuts.next().unwrap_or((false, 0));
+                let at = usize::from(at) % (bytes.len() + 1);
+                let mut batches = Batches::default();
+                batches.push(Piece::Bytes(bytes.slice(..at)));
+                let rest = bytes.slice(at..);
+                if to_file {
+                    let path = dir.path().join(format!("{i}"));
+                    std::fs::write(&path, [&b"pad"[..], &rest].concat()).unwrap();
+                    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+                    batches.push(Piece::File(crate::log::FileSlice { file, position: 3, len: rest.len() }));
+                } else {
+                    batches.push(Piece::Bytes(rest));
+                }
+                side.push(batches);
+                // Null records cannot be expressed beside the response: the side always sends bytes.
+                if let Some(orig) = response.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()).nth(i) {
+                    orig.records.get_or_insert_with(Bytes::new);
+                }
+            }
+            let chunks = encode(correlation_id, version, &empty, &side).expect("plain response");
+            let joined: Vec<u8> = chunks.into_iter().flat_map(|c| bytes_of(c).to_vec()).collect();
+            prop_assert_eq!(joined, generic(correlation_id, version, &response));
+        }
     }
 
     #[test]
@@ -291,14 +382,17 @@ mod tests {
             FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
                 .with_topic(TopicName(StrBytes::from_static_str("t")))
                 .with_partitions(vec![PartitionData::default()])]);
-        assert!(encode(1, 12, &response).is_some());
-        assert!(encode(1, 13, &response).is_none(), "topic ids");
-        assert!(encode(1, 3, &response).is_none());
+        assert!(encode(1, 12, &response, &[]).is_some());
+        assert!(encode(1, 13, &response, &[]).is_none(), "topic ids");
+        assert!(encode(1, 3, &response, &[]).is_none());
         response.responses[0].partitions[0].diverging_epoch.epoch = 3;
-        assert!(encode(1, 12, &response).is_none());
+        assert!(encode(1, 12, &response, &[]).is_none());
         response.responses[0].partitions[0].diverging_epoch.epoch = -1;
         response.session_id = 5;
-        assert!(encode(1, 6, &response).is_none(), "no session id before v7");
-        assert!(encode(1, 7, &response).is_some());
+        assert!(
+            encode(1, 6, &response, &[]).is_none(),
+            "no session id before v7"
+        );
+        assert!(encode(1, 7, &response, &[]).is_some());
     }
 }

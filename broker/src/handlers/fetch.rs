@@ -22,10 +22,45 @@ use tokio::time::Instant;
 use super::offset_for_leader_epoch::{check_current_epoch, current_epoch};
 use super::{code, RequestContext};
 use crate::broker::Broker;
-use crate::log::LogError;
+use crate::log::{Batches, LogError};
 use crate::partition::Partition;
 
-pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> FetchResponse {
+/// A Fetch answer: the response, whose partitions carry empty `records`, and each partition's
+/// batches in response order (one entry per partition), which the encoder sends in their
+/// place — from segment files where they are there, so they are never copied in the broker.
+pub struct FetchReply {
+    pub response: FetchResponse,
+    pub records: Vec<Batches>,
+}
+
+impl FetchReply {
+    /// The response with every partition's batches read into its `records` (for encoders
+    /// that need the bytes). A partition whose batches cannot be read gets
+    /// KAFKA_STORAGE_ERROR.
+    pub fn into_response(self) -> FetchResponse {
+        let FetchReply {
+            mut response,
+            records,
+        } = self;
+        let partitions = response
+            .responses
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut());
+        for (p, batches) in partitions.zip(records) {
+            match batches.to_bytes() {
+                Ok(bytes) => p.records = Some(bytes),
+                Err(e) => {
+                    tracing::error!(partition = p.partition_index, "read failed: {e}");
+                    p.error_code = code::KAFKA_STORAGE_ERROR;
+                    p.records = Some(Bytes::new());
+                }
+            }
+        }
+        response
+    }
+}
+
+pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> FetchReply {
     let deadline =
         Instant::now() + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
@@ -77,33 +112,35 @@ pub async fn handle(broker: &Broker, _: &RequestContext, req: FetchRequest) -> F
             .flatten()
             .map(|p| p.watch_high_watermark())
             .collect();
-        let (response, bytes, any_error) = read_all(&req, &resolved, &fencing, max_bytes);
+        let (reply, bytes, any_error) = read_all(&req, &resolved, &fencing, max_bytes);
         if bytes >= min_bytes.max(1)
             || any_error
             || Instant::now() >= deadline
             || watches.is_empty()
         {
-            return counted(broker, response);
+            return counted(broker, reply);
         }
         if !wait_any(&mut watches, deadline).await {
-            let (response, _, _) = read_all(&req, &resolved, &fencing, max_bytes);
-            return counted(broker, response);
+            let (reply, _, _) = read_all(&req, &resolved, &fencing, max_bytes);
+            return counted(broker, reply);
         }
     }
 }
 
 /// Records the bytes a response serves per partition (metrics), and passes it on.
-fn counted(broker: &Broker, response: FetchResponse) -> FetchResponse {
-    for t in &response.responses {
-        for p in &t.partitions {
-            let bytes = p.records.as_ref().map_or(0, Bytes::len);
-            if bytes > 0 {
-                let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-                broker.metrics.fetched(&t.topic, p.partition_index, bytes);
-            }
+fn counted(broker: &Broker, reply: FetchReply) -> FetchReply {
+    let partitions = reply
+        .response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (&t.topic, p)));
+    for ((topic, p), batches) in partitions.zip(&reply.records) {
+        if !batches.is_empty() {
+            let bytes = u64::try_from(batches.len()).unwrap_or(u64::MAX);
+            broker.metrics.fetched(topic, p.partition_index, bytes);
         }
     }
-    response
+    reply
 }
 
 /// Wait until any watch changes (true) or the deadline passes (false).
@@ -118,9 +155,10 @@ fn read_all(
     resolved: &[Vec<Option<Arc<Partition>>>],
     fencing: &[Vec<i16>],
     max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchReply, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
+    let mut records = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for ((t, parts), fenced) in req.topics.iter().zip(resolved).zip(fencing) {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -133,6 +171,8 @@ fn read_all(
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_records(Some(Bytes::new()));
+            // One entry per partition, in response order; only a successful read fills it.
+            records.push(Batches::default());
             let Some(part) = part else {
                 any_error = true;
                 partitions.push(data.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION));
@@ -159,10 +199,13 @@ fn read_all(
                 partitions.push(data);
                 continue;
             }
-            match part.read_below(p.fetch_offset, offsets.high_watermark, budget) {
-                Ok(records) => {
-                    total += records.len();
-                    partitions.push(data.with_records(Some(records)));
+            match part.read_batches_below(p.fetch_offset, offsets.high_watermark, budget) {
+                Ok(batches) => {
+                    total += batches.len();
+                    partitions.push(data);
+                    if let Some(slot) = records.last_mut() {
+                        *slot = batches;
+                    }
                 }
                 Err(LogError::OffsetOutOfRange { .. }) => {
                     any_error = true;
@@ -182,12 +225,9 @@ fn read_all(
                 .with_partitions(partitions),
         );
     }
-    (
-        FetchResponse::default()
-            .with_error_code(code::NONE)
-            .with_session_id(0)
-            .with_responses(topics),
-        total,
-        any_error,
-    )
+    let response = FetchResponse::default()
+        .with_error_code(code::NONE)
+        .with_session_id(0)
+        .with_responses(topics);
+    (FetchReply { response, records }, total, any_error)
 }

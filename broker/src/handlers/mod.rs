@@ -27,7 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
@@ -39,6 +39,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
 use crate::codec::frame::{self, FrameError};
+use crate::log::Piece;
 
 /// The APIs Runnel implements, with the versions it advertises. Nothing else is advertised.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -121,8 +122,8 @@ pub enum Reply {
     /// A whole response frame.
     Now(BytesMut),
     /// A whole response frame in pieces, written in order (record data is not copied into
-    /// one buffer).
-    Chunks(Vec<Bytes>),
+    /// one buffer; pieces in segment files are sent from there).
+    Chunks(Vec<Piece>),
     /// A response frame once the future completes.
     Later(Deferred),
 }
@@ -298,10 +299,16 @@ async fn dispatch(
         )),
         Request::Metadata(req) => now(encode_body(ctx, &metadata::handle(broker, ctx, req).await)),
         Request::Fetch(req) => {
-            let response = fetch::handle(broker, ctx, req).await;
-            match crate::codec::fetch_response::encode(ctx.correlation_id, ctx.version, &response) {
+            let reply = fetch::handle(broker, ctx, req).await;
+            let encoded = crate::codec::fetch_response::encode(
+                ctx.correlation_id,
+                ctx.version,
+                &reply.response,
+                &reply.records,
+            );
+            match encoded {
                 Some(chunks) => Ok(Reply::Chunks(chunks)),
-                None => now(encode_body(ctx, &response)),
+                None => now(encode_body(ctx, &reply.into_response())),
             }
         }
         Request::ListOffsets(req) => now(encode_body(

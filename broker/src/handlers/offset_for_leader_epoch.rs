@@ -358,7 +358,8 @@ mod tests {
                 (1, code::UNKNOWN_LEADER_EPOCH, false),
             ] {
                 let r = crate::handlers::fetch::handle(&b, &ctx(ApiKey::Fetch, 12), fetch(current))
-                    .await;
+                    .await
+                    .into_response();
                 let p = &r.responses[0].partitions[0];
                 assert_eq!(p.error_code, error, "current epoch {current}");
                 assert_eq!(

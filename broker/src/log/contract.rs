@@ -47,6 +47,10 @@ fn layouts() -> Vec<FileLogConfig> {
             index_interval_bytes: 100,
             segment_ms: None,
         },
+        FileLogConfig {
+            index_interval_bytes: 1,
+            ..FileLogConfig::default()
+        },
     ]
 }
 
@@ -90,11 +94,17 @@ fn batches_in(bytes: &[u8]) -> Vec<(i64, i64)> {
     out
 }
 
+/// Base offsets of the batches a read returns; `read_batches` must return the same bytes.
 fn bases(log: &dyn PartitionLog, offset: i64, max_offset: i64, max_bytes: usize) -> Vec<i64> {
-    batches_in(&log.read(offset, max_offset, max_bytes).unwrap())
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect()
+    let read = log.read(offset, max_offset, max_bytes).unwrap();
+    let located = log.read_batches(offset, max_offset, max_bytes).unwrap();
+    assert_eq!(located.len(), read.len());
+    assert_eq!(
+        located.to_bytes().unwrap(),
+        read,
+        "read_batches and read differ"
+    );
+    batches_in(&read).into_iter().map(|(b, _)| b).collect()
 }
 
 fn out_of_range<T: std::fmt::Debug>(result: Result<T, LogError>) -> bool {
@@ -192,7 +202,31 @@ fn read_returns_whole_batches(mut log: impl PartitionLog) {
     assert_eq!(bases(&log, 1, 2, usize::MAX), vec![0]);
     assert!(log.read(4, 4, usize::MAX).unwrap().is_empty());
     assert!(log.read(10, i64::MAX, usize::MAX).unwrap().is_empty());
+    assert!(log
+        .read_batches(10, i64::MAX, usize::MAX)
+        .unwrap()
+        .is_empty());
     assert!(out_of_range(log.read(11, i64::MAX, usize::MAX)));
+    assert!(out_of_range(log.read_batches(11, i64::MAX, usize::MAX)));
+    // Every start, bound and budget: the located batches are the read ones.
+    for offset in 0..=10 {
+        for max_offset in [offset, offset + 1, offset + 3, 7, i64::MAX] {
+            for max_bytes in [
+                0,
+                1,
+                len - 1,
+                len,
+                len + 1,
+                2 * len,
+                3 * len + 7,
+                usize::MAX,
+            ] {
+                if max_offset >= offset {
+                    bases(&log, offset, max_offset, max_bytes);
+                }
+            }
+        }
+    }
     assert!(out_of_range(log.read(i64::MAX, i64::MAX, usize::MAX)));
 }
 

@@ -21,7 +21,9 @@ use super::common::{
 use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
-use super::{AppendInfo, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use super::{
+    AppendInfo, Batches, FlushPlan, LogError, PartitionLog, Piece, RetentionPolicy, TimestampOffset,
+};
 
 /// How a [`FileLog`] lays out segments. Also used by [`super::memory::MemLog`] so that both roll
 /// segments, and therefore apply retention, identically.
@@ -179,6 +181,41 @@ impl PartitionLog for FileLog {
             reached_end = segment.read_into(0, 0, budget, max_offset, &mut out)?;
         }
         Ok(Bytes::from(out))
+    }
+
+    fn read_batches(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+    ) -> Result<Batches, LogError> {
+        let mut out = Batches::default();
+        if check_read_range(
+            offset,
+            max_offset,
+            self.log_start_offset(),
+            self.log_end_offset(),
+        )? {
+            return Ok(out);
+        }
+        let mut segments = self.segments().skip(self.segment_index(offset));
+        let Some(first) = segments.next() else {
+            return Ok(out);
+        };
+        let (start, header) = first.locate(offset)?;
+        let (slice, mut reached_end) =
+            first.slice(start, header.total_len(), max_bytes, max_offset)?;
+        out.push(Piece::File(slice));
+        for segment in segments {
+            let budget = max_bytes.saturating_sub(out.len());
+            if !reached_end || budget == 0 || segment.base_offset() >= max_offset {
+                break;
+            }
+            let (slice, end) = segment.slice(0, 0, budget, max_offset)?;
+            reached_end = end;
+            out.push(Piece::File(slice));
+        }
+        Ok(out)
     }
 
     fn log_start_offset(&self) -> i64 {

@@ -153,6 +153,19 @@ impl SegmentIndex {
         self.offsets.get(n).map(|e| u64::from(e.position))
     }
 
+    /// The last indexed batch start at or before byte `position` whose base offset is below
+    /// `max_offset`, if there is one.
+    pub fn scan_start_before(&self, position: u64, max_offset: i64) -> Option<ScanStart> {
+        let n = self.offsets.partition_point(|e| {
+            u64::from(e.position) <= position && self.absolute(e.relative_offset) < max_offset
+        });
+        let e = self.offsets.get(n.checked_sub(1)?)?;
+        Some(ScanStart {
+            offset: self.absolute(e.relative_offset),
+            position: u64::from(e.position),
+        })
+    }
+
     /// Where a search for the first batch with max timestamp >= `timestamp` can start: every
     /// batch before the returned one has a smaller max timestamp.
     pub fn time_scan_start(&self, timestamp: i64) -> ScanStart {

@@ -26,6 +26,104 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+/// Whole batches read from a log, in order: bytes in memory, or a region of a segment file.
+///
+/// A [`FileSlice`] stays valid while it is sent: segments are append-only below the high
+/// watermark (a read never goes above it, and only uncommitted data is ever truncated), and a
+/// segment deleted by retention stays readable through the open file.
+#[derive(Debug, Clone, Default)]
+pub struct Batches {
+    pieces: Vec<Piece>,
+    len: usize,
+}
+
+/// One piece of [`Batches`].
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Bytes(Bytes),
+    File(FileSlice),
+}
+
+/// `len` bytes of an open segment file from `position`, holding whole batches.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+impl FileSlice {
+    /// The bytes of the slice, read from the file.
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        let mut out = Vec::with_capacity(self.len);
+        segment::pread_append(&self.file, &mut out, self.len, self.position)?;
+        Ok(Bytes::from(out))
+    }
+}
+
+impl Piece {
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Batches {
+    /// Add a piece at the end (empty ones are dropped).
+    pub fn push(&mut self, piece: Piece) {
+        if !piece.is_empty() {
+            self.len = self.len.saturating_add(piece.len());
+            self.pieces.push(piece);
+        }
+    }
+
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// All the bytes in one buffer (file pieces are read; one piece of bytes is not copied).
+    pub fn to_bytes(&self) -> std::io::Result<Bytes> {
+        match self.pieces.as_slice() {
+            [] => Ok(Bytes::new()),
+            [Piece::Bytes(b)] => Ok(b.clone()),
+            [Piece::File(f)] => f.read(),
+            pieces => {
+                let mut out = BytesMut::with_capacity(self.len);
+                for piece in pieces {
+                    match piece {
+                        Piece::Bytes(b) => out.extend_from_slice(b),
+                        Piece::File(f) => out.extend_from_slice(&f.read()?),
+                    }
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Batches {
+    fn from(bytes: Bytes) -> Self {
+        let mut batches = Batches::default();
+        batches.push(Piece::Bytes(bytes));
+        batches
+    }
+}
+
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -112,6 +210,18 @@ pub trait PartitionLog: Send + Sync {
     /// when `offset == max_offset` or `offset == log_end_offset`.
     /// Errors with `OffsetOutOfRange` if `offset < log_start_offset` or `offset > log_end_offset`.
     fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError>;
+
+    /// The batches [`PartitionLog::read`] returns, as pieces that may still lie in segment
+    /// files (a consumer's Fetch sends those with `sendfile(2)`, never copying them through
+    /// the broker). Same arguments, errors and result bytes as `read`; the default reads them.
+    fn read_batches(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+    ) -> Result<Batches, LogError> {
+        self.read(offset, max_offset, max_bytes).map(Batches::from)
+    }
 
     /// First offset still in the log.
     fn log_start_offset(&self) -> i64;

@@ -12,11 +12,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::common::{io_context, len_u64, next_offset, to_usize, ActiveSegment, PreparedAppend};
+use super::common::{
+    io_context, len_u64, next_offset, parse_header_prefix, to_usize, ActiveSegment, PreparedAppend,
+};
 use super::index::SegmentIndex;
 use super::reader::{BatchReader, Peek};
-use super::{LogError, TimestampOffset};
-use crate::codec::batch::{self, BatchError, BatchHeader};
+use super::{FileSlice, LogError, TimestampOffset};
+use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN};
 
 /// Extension of segment data files.
 pub(crate) const LOG_EXT: &str = "log";
@@ -275,6 +277,54 @@ impl Segment {
         Ok(start.saturating_add(len_u64(used)) == self.size)
     }
 
+    /// Where the whole batches [`Segment::read_into`] would return lie in the file, found
+    /// without reading them: the offset index gives a batch start near the byte budget's end,
+    /// and only the batch headers from there on are read. Returns the slice and whether it
+    /// reaches the end of the segment.
+    pub fn slice(
+        &self,
+        start: u64,
+        first_len: usize,
+        budget: usize,
+        max_offset: i64,
+    ) -> Result<(FileSlice, bool), LogError> {
+        let limit = self
+            .index
+            .position_bound(max_offset)
+            .unwrap_or(self.size)
+            .min(self.size);
+        let want_end = start
+            .saturating_add(len_u64(budget.max(first_len)))
+            .min(limit);
+        // Every batch before an indexed start whose base offset is below `max_offset` is
+        // below it too, so the walk can begin there.
+        let mut pos = match self.index.scan_start_before(want_end, max_offset) {
+            Some(s) if s.position > start => s.position,
+            _ => start,
+        };
+        let mut window = HeaderWindow::default();
+        while pos.saturating_add(len_u64(HEADER_LEN)) <= want_end {
+            let raw = window
+                .header_at(&self.file, pos, want_end)
+                .map_err(io_context(format!(
+                    "reading {} at {pos}",
+                    self.path.display()
+                )))?;
+            let header = parse_header_prefix(raw).map_err(|e| self.corrupt(pos, &e.to_string()))?;
+            let end = pos.saturating_add(len_u64(header.total_len()));
+            if header.base_offset >= max_offset || end > want_end {
+                break;
+            }
+            pos = end;
+        }
+        let slice = FileSlice {
+            file: Arc::clone(&self.file),
+            position: start,
+            len: to_usize(pos.saturating_sub(start))?,
+        };
+        Ok((slice, pos == self.size))
+    }
+
     /// The first batch whose max timestamp is >= `timestamp`, if this segment has one.
     pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError> {
         if self.index.max_timestamp().is_none_or(|max| max < timestamp) {
@@ -358,6 +408,37 @@ impl Segment {
 
     fn corrupt(&self, position: u64, why: &str) -> LogError {
         LogError::Corrupt(format!("{} at byte {position}: {why}", self.path.display()))
+    }
+}
+
+/// Batch headers read ahead in one buffer, so walking many small batches costs one `pread`
+/// per 64 KiB rather than one per batch.
+#[derive(Default)]
+struct HeaderWindow {
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl HeaderWindow {
+    const SPAN: u64 = 64 * 1024;
+
+    /// The [`HEADER_LEN`] bytes at `pos` (`pos + HEADER_LEN <= end`), reading from `pos` up to
+    /// `end` (at most [`Self::SPAN`]) when the window does not hold them.
+    fn header_at(&mut self, file: &File, pos: u64, end: u64) -> io::Result<&[u8]> {
+        let held = pos >= self.at
+            && pos.saturating_add(len_u64(HEADER_LEN))
+                <= self.at.saturating_add(len_u64(self.bytes.len()));
+        if !held {
+            self.bytes.clear();
+            self.at = pos;
+            let want = end.saturating_sub(pos).min(Self::SPAN);
+            let want = usize::try_from(want).unwrap_or(HEADER_LEN).max(HEADER_LEN);
+            pread_append(file, &mut self.bytes, want, pos)?;
+        }
+        let from = usize::try_from(pos.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        self.bytes
+            .get(from..)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
 }
 
@@ -526,7 +607,12 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<(), LogError> {
 }
 /// Append exactly `len` bytes of `file` from `offset` to `out`, reading into its spare capacity
 /// (no zero-fill first: fetch reads are large). On error `out` may hold part of the bytes.
-fn pread_append(file: &File, out: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+pub(crate) fn pread_append(
+    file: &File,
+    out: &mut Vec<u8>,
+    len: usize,
+    offset: u64,
+) -> io::Result<()> {
     let target = out.len().saturating_add(len);
     out.reserve_exact(len);
     let mut at = offset;

@@ -9,13 +9,15 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
 use crate::codec::frame::decode_frame;
 use crate::handlers::{handle_frame, Reply, RequestError};
+use crate::log::{FileSlice, Piece};
 
 /// How many replies may be waiting to be written before the reader stops reading requests.
 const MAX_IN_FLIGHT: usize = 64;
@@ -43,8 +45,7 @@ pub async fn run(
                 Reply::None => continue,
                 Reply::Now(frame) => frame,
                 Reply::Chunks(chunks) => {
-                    // One vectored write per call where the socket takes it.
-                    writer.write_all_buf(&mut ChunkList::from(chunks)).await?;
+                    write_pieces(&mut writer, chunks).await?;
                     continue;
                 }
                 Reply::Later(fut) => match fut.await? {
@@ -82,6 +83,55 @@ pub async fn run(
         Ok(Err(e)) if result.is_ok() => Err(e),
         _ => result,
     }
+}
+
+/// Write a frame in pieces: runs of bytes in vectored writes, file slices with `sendfile(2)`
+/// (the kernel copies page cache to the socket; the bytes never enter the broker).
+async fn write_pieces(writer: &mut OwnedWriteHalf, pieces: Vec<Piece>) -> std::io::Result<()> {
+    let mut run = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) => run.push(bytes),
+            Piece::File(slice) => {
+                if !run.is_empty() {
+                    writer
+                        .write_all_buf(&mut ChunkList::from(std::mem::take(&mut run)))
+                        .await?;
+                }
+                send_file(writer.as_ref(), &slice).await?;
+            }
+        }
+    }
+    if !run.is_empty() {
+        writer.write_all_buf(&mut ChunkList::from(run)).await?;
+    }
+    Ok(())
+}
+
+/// Send all of `slice` to the socket. A file that ends before the slice does (it cannot, while
+/// the slice is below the high watermark) fails the connection rather than send a short frame.
+async fn send_file(socket: &TcpStream, slice: &FileSlice) -> std::io::Result<()> {
+    let mut position = slice.position;
+    let mut left = slice.len;
+    while left > 0 {
+        socket.writable().await?;
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(socket, &*slice.file, Some(&mut position), left)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("segment file ended {left} bytes before the fetched slice"),
+                ))
+            }
+            Ok(n) => left = left.saturating_sub(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A frame in pieces as one [`Buf`], so it goes out in vectored writes without being joined.
