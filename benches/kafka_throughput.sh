@@ -20,6 +20,7 @@
 #   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
 #   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
 #   RDKAFKA_GROUP [target/release/rdkafka_group]  the rdkafka crate's group member (built if missing)
+#   PROBE     [target/release/produce_latency]  the lean-client latency probe (built if missing)
 #   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
 #   BENCH_DATA [.tools/bench/runnel-data]  Runnel data dir parent (on disk, so fsync is real)
 #
@@ -38,7 +39,11 @@
 #            from the beginning until COUNT records; timed from the first record received.
 #   latency: a fdatasync probe on the data disk first (the floor under acks=all latency), then
 #            rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
-#            from produce() call to delivery report (µs) -> p50/p99/max.
+#            from produce() call to delivery report (µs) -> p50/p99/max; then the same rate
+#            from a lean client (benches/src/bin/produce_latency.rs: one record per Produce
+#            request to partition 0, blocking socket, <= 5 in flight, latency from when each
+#            request was due, so no coordinated omission) -> p50/p99/p99.9/max. librdkafka's
+#            own overhead shows as the gap between the two on the same broker.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
 #            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
 #            3-member group (range assignor: 2 partitions each, GROUP_COUNT/3 records each),
@@ -82,6 +87,7 @@ PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
 RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
+PROBE="${PROBE:-$ROOT/target/release/produce_latency}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/target/bench/kafka_throughput-$STAMP.md}"
@@ -160,6 +166,31 @@ start_broker() {
 # shellcheck source=benches/rdkafka_perf.sh
 source "$ROOT/benches/rdkafka_perf.sh"
 
+# probe_latency KEY TOPIC SIZE ACKS -> R[KEY.p50|p99|p999|max] (ms, from when each was due)
+probe_latency() {
+    local key="$1" topic="$2" size="$3" acks="$4" f="$WORK/$1.probe.log"
+    if [[ ! -x "$PROBE" ]]; then
+        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin produce_latency) >&2 ||
+            { log "cannot build produce_latency"; return 1; }
+    fi
+    timeout -k 5 "$RUN_CAP" "$PROBE" --bootstrap "$BOOTSTRAP" --topic "$topic" --acks "$acks" \
+        --size "$size" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" >"$f" 2>&1
+    local rc=$? line
+    line="$(grep -E '^n=' "$f" | tail -1)"
+    if [[ -z "$line" || $rc -ne 0 ]]; then
+        R[$key.p50]="failed (rc=$rc)"
+        log "probe $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local due="${line#*from due: }"; due="${due%%|*}"
+    local q
+    for q in p50 p99 p99.9 max; do
+        R[$key.${q/./}]="$(sed -E "s/.*(^| )$q=([0-9.]+)ms.*/\2/" <<<"$due")"
+    done
+    R[$key.rate]="$(sed -E 's/.*rate=([0-9]+)\/s.*/\1/' <<<"$line")"
+    log "probe $key: $line"
+}
+
 run_target() {
     local target="$1" size parts acks
     for size in 100 1024; do
@@ -179,6 +210,7 @@ run_target() {
                 has_phase latency || continue
                 local a=1; [[ $acks == all ]] && a=-1
                 perf_latency "$target.lat.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
+                probe_latency "$target.probe.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
             done
             stop_broker
         done
@@ -357,6 +389,15 @@ except Exception:
     for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
         k="lat.$size.$parts.$acks"
         echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v runnel.$k.rate) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(v mock.$k.rate) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+    done; done; done
+    echo
+    echo "### Produce latency at $LAT_RATE rec/s from a lean client (produce_latency: one record per request, partition 0, <= 5 in flight), ms from when each request was due to its answer"
+    echo
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel p99.9 | Runnel max | mock p50 | mock p99 | mock p99.9 | mock max | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
+        k="probe.$size.$parts.$acks"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.p999) | $(v runnel.$k.max) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.p999) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
     done; done; done
     echo
     echo "### Reference: in-process mock (\`-X test.mock.num.brokers=1\`), produce, partition 0, acks=1"

@@ -128,38 +128,13 @@ impl Connection {
         req: &R,
         version: i16,
     ) -> Result<i32, KafkaClientError> {
-        let api = api_name(R::KEY);
-        let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaClientError::Encode {
-            api,
-            message: "unknown api key".into(),
-        })?;
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation)
-            .with_client_id(Some(self.client_id.clone()));
-        let enc = |e: anyhow::Error| KafkaClientError::Encode {
-            api,
-            message: e.to_string(),
-        };
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, key.request_header_version(version))
-            .map_err(enc)?;
-        req.encode(&mut body, version).map_err(enc)?;
-        let len = i32::try_from(body.len()).map_err(|_| KafkaClientError::Encode {
-            api,
-            message: "request larger than 2 GiB".into(),
-        })?;
-        let mut frame = BytesMut::with_capacity(body.len().saturating_add(4));
-        frame.put_i32(len);
-        frame.extend_from_slice(&body);
+        let frame = encode_request(req, version, correlation, &self.client_id)?;
         self.stream
             .write_all(&frame)
             .await
-            .map_err(|e| self.io(api, e))?;
+            .map_err(|e| self.io(api_name(R::KEY), e))?;
         Ok(correlation)
     }
 
@@ -170,7 +145,6 @@ impl Connection {
         correlation: i32,
     ) -> Result<R::Response, KafkaClientError> {
         let api = api_name(R::KEY);
-        let key = ApiKey::try_from(R::KEY).map_err(|_| self.bad(api, "unknown api key".into()))?;
         let len = self.stream.read_i32().await.map_err(|e| self.io(api, e))?;
         let len = usize::try_from(len)
             .ok()
@@ -181,20 +155,64 @@ impl Connection {
             .read_exact(&mut buf)
             .await
             .map_err(|e| self.io(api, e))?;
-        let mut buf = Bytes::from(buf);
-        let rh = ResponseHeader::decode(&mut buf, key.response_header_version(version))
-            .map_err(|e| self.bad(api, e.to_string()))?;
-        if rh.correlation_id != correlation {
-            return Err(self.bad(
-                api,
-                format!(
-                    "correlation id {} answers request {correlation}",
-                    rh.correlation_id
-                ),
-            ));
-        }
-        R::Response::decode(&mut buf, version).map_err(|e| self.bad(api, e.to_string()))
+        decode_response::<R>(Bytes::from(buf), version, correlation)
+            .map_err(|message| self.bad(api, message))
     }
+}
+
+/// A whole request frame (length prefix, header v1/v2, body) for `req` as `version`.
+pub fn encode_request<R: Request>(
+    req: &R,
+    version: i16,
+    correlation: i32,
+    client_id: &StrBytes,
+) -> Result<BytesMut, KafkaClientError> {
+    let api = api_name(R::KEY);
+    let key = ApiKey::try_from(R::KEY).map_err(|_| KafkaClientError::Encode {
+        api,
+        message: "unknown api key".into(),
+    })?;
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(client_id.clone()));
+    let enc = |e: anyhow::Error| KafkaClientError::Encode {
+        api,
+        message: e.to_string(),
+    };
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .map_err(enc)?;
+    req.encode(&mut body, version).map_err(enc)?;
+    let len = i32::try_from(body.len()).map_err(|_| KafkaClientError::Encode {
+        api,
+        message: "request larger than 2 GiB".into(),
+    })?;
+    let mut frame = BytesMut::with_capacity(body.len().saturating_add(4));
+    frame.put_i32(len);
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// The response to `R` in `frame` (a response frame without its length prefix), which must
+/// answer request `correlation`; the error says what is wrong.
+pub fn decode_response<R: Request>(
+    mut frame: Bytes,
+    version: i16,
+    correlation: i32,
+) -> Result<R::Response, String> {
+    let key = ApiKey::try_from(R::KEY).map_err(|_| "unknown api key".to_owned())?;
+    let rh = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    if rh.correlation_id != correlation {
+        return Err(format!(
+            "correlation id {} answers request {correlation}",
+            rh.correlation_id
+        ));
+    }
+    R::Response::decode(&mut frame, version).map_err(|e| e.to_string())
 }
 
 /// The highest version of `R` the broker offers within `min..=max`.

@@ -1,0 +1,177 @@
+//! Produce latency probe (issue 2): one Kafka connection, one record per Produce request, sent
+//! at a fixed rate by a plain blocking writer thread, answers read by a second thread (a lean
+//! client: no client-side queue, batching thread or timer between the call and the socket).
+//! Up to `--max-in-flight` requests are outstanding, as with a pipelining client. Latency is
+//! measured from when each request was *due*, so a slow answer that holds back later
+//! requests counts against them too (no coordinated omission), and also as service time
+//! (written → answer read).
+//!
+//! `produce_latency --bootstrap 127.0.0.1:9092 --topic t --acks -1 --rate 2000 --seconds 10`
+//! prints one line of p50/p90/p99/p99.9/max. The topic must exist and the broker must lead the
+//! partition; works against any broker that takes Produce v3+ (Runnel, the librdkafka mock).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Parser;
+use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::protocol::StrBytes;
+use runnel_benches::{due, ms, percentile};
+use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
+use runnel_broker::kafka_client::connection::{decode_response, encode_request};
+use runnel_broker::kafka_client::produce;
+
+#[derive(Parser)]
+#[command(about = "Produce latency at a fixed rate over one connection, one record per request")]
+struct Args {
+    /// Broker address (host:port); it must lead the partition.
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    #[arg(long, default_value_t = 0)]
+    partition: i32,
+    /// 1 (leader append) or -1 (all: Runnel answers after the fsync).
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    acks: i16,
+    /// Requests per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Value bytes per record.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Produce version to send.
+    #[arg(long, default_value_t = 7)]
+    version: i16,
+    /// Requests outstanding at most (the writer waits for an answer beyond this).
+    #[arg(long, default_value_t = 5)]
+    max_in_flight: usize,
+    /// Requests at the start left out of the figures (connection and page warm-up).
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+}
+
+/// What the writer tells the reader about each request, in send order.
+struct Sent {
+    correlation: i32,
+    due: Instant,
+    written: Instant,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.rate == 0 || args.seconds == 0 || args.max_in_flight == 0 {
+        bail!("--rate, --seconds and --max-in-flight must be positive");
+    }
+    let mut writer = TcpStream::connect(&args.bootstrap)
+        .with_context(|| format!("connecting to {}", args.bootstrap))?;
+    writer.set_nodelay(true)?;
+    let mut reader = writer.try_clone()?;
+    let total = args.rate.saturating_mul(args.seconds);
+    let (tx, rx) = mpsc::sync_channel::<Sent>(args.max_in_flight);
+    let version = args.version;
+    let (topic, partition) = (args.topic.clone(), args.partition);
+    let reading = std::thread::spawn(move || -> Result<Vec<(Duration, Duration)>> {
+        let mut out = Vec::new();
+        let mut len = [0u8; 4];
+        while let Ok(sent) = rx.recv() {
+            reader.read_exact(&mut len).context("reading an answer")?;
+            let n = usize::try_from(i32::from_be_bytes(len)).context("negative frame length")?;
+            let mut frame = vec![0u8; n];
+            reader.read_exact(&mut frame).context("reading an answer")?;
+            let done = Instant::now();
+            let resp =
+                decode_response::<ProduceRequest>(Bytes::from(frame), version, sent.correlation)
+                    .map_err(anyhow::Error::msg)?;
+            match produce::outcome(&resp, &topic, partition) {
+                Some((0, _, _)) => {}
+                Some((code, _, message)) => bail!("produce answered error {code}: {message}"),
+                None => bail!("the answer does not mention the partition"),
+            }
+            out.push((
+                done.saturating_duration_since(sent.due),
+                done.saturating_duration_since(sent.written),
+            ));
+        }
+        Ok(out)
+    });
+    let value = vec![b'x'; args.size];
+    let client_id = StrBytes::from_static_str("produce-latency");
+    let start = Instant::now();
+    for i in 0..total {
+        // A thread sleep: fine-grained, unlike a timer wheel's whole milliseconds.
+        let due_at = start + due(i, args.rate);
+        if let Some(wait) = due_at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let batch = encode_batch(
+            &[Record {
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+                timestamp: i64::try_from(now_ms).unwrap_or(0),
+            }],
+            ProducerInfo::default(),
+        )
+        .freeze();
+        let req = produce::request(&args.topic, args.partition, batch, args.acks, 30_000);
+        let correlation = i32::try_from(i % u64::from(i32::MAX.unsigned_abs())).unwrap_or(0);
+        let frame = encode_request(&req, args.version, correlation, &client_id)?;
+        // Blocks while max_in_flight requests are unanswered.
+        if tx
+            .send(Sent {
+                correlation,
+                due: due_at,
+                written: Instant::now(),
+            })
+            .is_err()
+        {
+            break; // the reader stopped: its error is reported below
+        }
+        writer.write_all(&frame).context("sending a request")?;
+    }
+    drop(tx);
+    let elapsed = start.elapsed().as_secs_f64();
+    let measured = reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    let skip = usize::try_from(args.warmup).unwrap_or(usize::MAX);
+    let (mut from_due, mut service): (Vec<Duration>, Vec<Duration>) =
+        measured.into_iter().skip(skip).unzip();
+    from_due.sort_unstable();
+    service.sort_unstable();
+    let line = |name: &str, v: &[Duration]| {
+        let p = |pct| percentile(v, pct).map_or(f64::NAN, ms);
+        let p999 = v
+            .get((v.len() * 999).div_ceil(1000).saturating_sub(1))
+            .map_or(f64::NAN, |d| ms(*d));
+        format!(
+            "{name}: p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={p999:.3}ms max={:.3}ms",
+            p(50),
+            p(90),
+            p(99),
+            v.last().map_or(f64::NAN, |d| ms(*d)),
+        )
+    };
+    println!(
+        "n={} rate={:.0}/s acks={} size={} in_flight<={} | {} | {}",
+        from_due.len(),
+        f64::from(u32::try_from(total).unwrap_or(u32::MAX)) / elapsed,
+        args.acks,
+        args.size,
+        args.max_in_flight,
+        line("from due", &from_due),
+        line("service", &service)
+    );
+    Ok(())
+}
