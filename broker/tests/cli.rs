@@ -364,10 +364,7 @@ async fn simulate_a_fixed_count_over_grpc_and_kafka_and_read_it_back() {
     let dir = tempfile::tempdir().unwrap();
     // Kafka clients connect where Metadata points; a broker bound to port 0 would advertise
     // port 0, so bind a free port chosen now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = runnel_broker::net::free_loopback_addr().unwrap().port();
     let config = runnel_broker::config::Config {
         data_dir: dir.path().to_owned(),
         kafka_addr: SocketAddr::from(([127, 0, 0, 1], port)),

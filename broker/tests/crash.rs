@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +21,7 @@ const PRODUCERS: usize = 4;
 const KILLS: usize = 6;
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    runnel_broker::net::free_loopback_addr().expect("a free loopback port")
 }
 
 fn spawn_broker(dir: &std::path::Path, addr: SocketAddr) -> Child {

@@ -9,7 +9,7 @@
 //! creates a topic with the cluster's default replication factor (used by
 //! `benches/replication_throughput.sh`, since `rk_helper` asks for replication factor 1).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -81,7 +81,7 @@ struct RunArgs {
 }
 
 fn free_addr() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(runnel_broker::net::free_loopback_addr()?)
 }
 
 struct Node {

@@ -3,6 +3,9 @@
 mod connection;
 mod http;
 pub mod peers;
+mod ports;
+
+pub use ports::free_loopback_addr;
 
 pub use http::{serve_http, serve_processor_http};
 

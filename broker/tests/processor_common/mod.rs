@@ -9,7 +9,7 @@
 pub mod sensors;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,11 +44,10 @@ pub fn golden_input(seed: u64) -> Vec<sensors::Arrival> {
     sensors::generate(seed, 6, 1_500)
 }
 
+/// A free loopback address for a child `runnel` (below the ephemeral range, so no outgoing
+/// connection takes it before the child binds it).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    runnel_broker::net::free_loopback_addr().expect("a free loopback port")
 }
 
 /// Small steps and frequent checkpoints so that kills land between every kind of action;
