@@ -5,14 +5,18 @@
 //! of the alerts topic); when the stream breaks it watches again from exactly there, so the
 //! caller sees every alert once. [`AlertWatcher::position`] can be saved and passed back as
 //! [`AlertsFrom::Position`] to continue in a later process.
+//!
+//! Given a cluster's endpoints ([`crate::Client::connect_any`]), a broken watch is resumed on
+//! the next node (then the others in turn) from the same position: the alerts topic's
+//! replicas hold the same committed alerts at the same offsets.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::endpoints::{Endpoints, OPEN_TIMEOUT};
 use crate::resume::{self, Resumable};
 use crate::ClientError;
 use runnel_proto::v1::{self, alerts_client::AlertsClient, watch_alerts_request::From};
-use tonic::transport::Channel;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +59,7 @@ impl AlertWatcherConfig {
 /// Follows a pipeline's alerts. See the module docs.
 #[derive(Debug)]
 pub struct AlertWatcher {
-    client: AlertsClient<Channel>,
+    endpoints: Endpoints,
     config: AlertWatcherConfig,
     /// Just after the last alert returned; known once the first message arrived.
     position: Option<v1::AlertPosition>,
@@ -66,9 +70,9 @@ pub struct AlertWatcher {
 }
 
 impl AlertWatcher {
-    pub(crate) fn new(channel: Channel, config: AlertWatcherConfig) -> Self {
+    pub(crate) fn new(endpoints: Endpoints, config: AlertWatcherConfig) -> Self {
         Self {
-            client: AlertsClient::new(channel),
+            endpoints,
             config,
             position: None,
             buffered_end: None,
@@ -116,7 +120,15 @@ impl Resumable for AlertWatcher {
             from: Some(from),
             max_alerts: self.config.max_alerts,
         };
-        Ok(self.client.watch(req).await?.into_inner())
+        self.endpoints
+            .open(None, OPEN_TIMEOUT, |channel| {
+                let req = req.clone();
+                async move {
+                    let stream = AlertsClient::new(channel).watch(req).await?;
+                    Ok::<_, tonic::Status>(stream.into_inner())
+                }
+            })
+            .await
     }
 
     fn pop(&mut self) -> Option<v1::Alert> {
@@ -153,5 +165,9 @@ impl Resumable for AlertWatcher {
             "alert watch dropped ({status}); resuming at {:?} in {backoff:?}",
             self.position
         );
+    }
+
+    fn moved_on(&mut self) {
+        self.endpoints.advance();
     }
 }

@@ -10,10 +10,23 @@
 //! - [`sensor`]: typed helpers for the factory-sensor workload.
 //! - [`AlertWatcher`]: follows the embedded processor's alerts and resumes after a dropped
 //!   stream with no gap and no duplicate; [`Client::query_windows`]: a key's window results.
+//!
+//! Cluster mode: a client made with [`Client::connect_any`] knows every node's endpoint, and
+//! everything made from it moves on when its node fails. A [`Publisher`] follows leader hints
+//! and opens its next stream on another node; a [`Subscriber`] or an [`AlertWatcher`] whose
+//! stream breaks resumes on the next node from exactly its position (every replica holds the
+//! same committed records at the same offsets, and a node serves nothing above its high
+//! watermark, so no gap and no duplicate); [`Client::query_windows`] tries the next node when
+//! one is down (any node answers it: one that does not run the pipeline forwards the query to
+//! the one that does). Opening a stream on one node is bounded by 5 s, a window query by
+//! [`QUERY_TIMEOUT`]; readers retry
+//! with a doubling backoff up to their `max_reconnects` and then fail with an error naming
+//! every endpoint tried.
 //! - [`simulate`]: deterministic, sans-io generators of sensor, clickstream and social-post
 //!   events (with anomalies, late events and garbage) behind `runnel simulate`.
 
 mod alerts;
+mod endpoints;
 mod error;
 mod publisher;
 mod resume;
@@ -35,13 +48,18 @@ use v1::{admin_client::AdminClient, ingest_client::IngestClient, windows_client:
 /// A connection to a Runnel broker's gRPC endpoint. Cheap to clone (one HTTP/2 channel).
 ///
 /// A client made with [`Client::connect_any`] also knows the cluster's other endpoints: its
-/// [`Publisher`]s move to another one when theirs fails (see the publisher's module docs).
+/// publishers, subscribers, alert watchers and window queries move to another one when theirs
+/// fails (see the crate docs).
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
     /// Every endpoint URI given, the connected one first.
     endpoints: Vec<String>,
 }
+
+/// How long one node may take to answer [`Client::query_windows`] before the next is asked
+/// (the scan of a long range of closed windows can take a while; a paused node never answers).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `addr` as a URI: `host:port` gets `http://`.
 fn uri_of(addr: &str) -> String {
@@ -73,7 +91,7 @@ impl Client {
 
     /// Connect to the first of `addrs` (the nodes of a cluster, each as for
     /// [`Client::connect`]) that answers, trying them in order; the others are kept as
-    /// fallbacks for publishers. Fails with the last error if none answers.
+    /// fallbacks (see the crate docs). Fails with the last error if none answers.
     pub async fn connect_any<S: AsRef<str>>(addrs: &[S]) -> Result<Self, ClientError> {
         let uris: Vec<String> = addrs.iter().map(|a| uri_of(a.as_ref())).collect();
         let mut last = ClientError::InvalidAddress("no address given".to_owned());
@@ -161,19 +179,28 @@ impl Client {
         Publisher::new(self.channel.clone(), self.endpoints.clone(), config)
     }
 
-    /// A subscriber to one partition over this connection.
+    /// A subscriber to one partition over this connection (and the client's other endpoints
+    /// when this one fails).
     pub fn subscriber(&self, config: SubscriberConfig) -> Subscriber {
-        Subscriber::new(self.channel.clone(), config)
+        Subscriber::new(self.endpoints(), config)
     }
 
-    /// A watcher of a pipeline's alerts over this connection.
+    /// A watcher of a pipeline's alerts over this connection (and the client's other endpoints
+    /// when this one fails).
     pub fn alert_watcher(&self, config: AlertWatcherConfig) -> AlertWatcher {
-        AlertWatcher::new(self.channel.clone(), config)
+        AlertWatcher::new(self.endpoints(), config)
+    }
+
+    fn endpoints(&self) -> endpoints::Endpoints {
+        endpoints::Endpoints::new(self.channel.clone(), self.endpoints.clone())
     }
 
     /// The latest result of each window of `key` whose start is in `start_ms..end_ms`
     /// (`end_ms` 0: no bound), from `pipeline` (empty: the broker's first), by window start.
     /// At most `max` windows (0: the broker's default); see the `truncated` flag.
+    ///
+    /// Any node of a cluster answers (one that does not run the pipeline forwards the query to
+    /// the one that does); when this client's node is down, the next endpoint is asked.
     pub async fn query_windows(
         &self,
         pipeline: &str,
@@ -182,14 +209,19 @@ impl Client {
         end_ms: i64,
         max: u32,
     ) -> Result<v1::QueryWindowsResponse, ClientError> {
-        let resp = WindowsClient::new(self.channel.clone())
-            .query(v1::QueryWindowsRequest {
-                pipeline: pipeline.to_owned(),
-                key: key.to_owned(),
-                start_ms,
-                end_ms,
-                all_revisions: false,
-                max_windows: max,
+        let req = v1::QueryWindowsRequest {
+            pipeline: pipeline.to_owned(),
+            key: key.to_owned(),
+            start_ms,
+            end_ms,
+            all_revisions: false,
+            max_windows: max,
+        };
+        let resp = self
+            .endpoints()
+            .open(None, QUERY_TIMEOUT, |channel| {
+                let req = req.clone();
+                async move { WindowsClient::new(channel).query(req).await }
             })
             .await?;
         Ok(resp.into_inner())

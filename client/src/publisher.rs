@@ -16,8 +16,9 @@
 //!
 //! Endpoint fallback: a publisher knows the client's endpoints ([`crate::Client::connect_any`]).
 //! Opening a stream tries the hinted leader first (if the last failure named one), then the
-//! current endpoint, then the others in turn, each bounded by [`OPEN_TIMEOUT`], moving on
-//! only past retryable failures (a node down, unreachable, paused or shutting down). Nothing
+//! current endpoint, then the others in turn, each bounded by `OPEN_TIMEOUT`,
+//! moving on only past retryable failures (a node down, unreachable, paused or shutting
+//! down): the rotation in `endpoints.rs`, shared with the subscriber and the alert watcher. Nothing
 //! is sent on a stream before it opens, so trying another endpoint re-sends nothing: the
 //! no-duplicate rule above holds, and the batch fails only if no endpoint opens a stream.
 
@@ -31,14 +32,10 @@ use runnel_proto::v1::{self, ingest_client::IngestClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::resume::retryable;
+use crate::endpoints::{Endpoints, OPEN_TIMEOUT};
 use crate::ClientError;
-
-/// How long opening a publish stream on one endpoint may take before the next is tried (a
-/// paused node accepts the connection but never answers).
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`Publisher`] batches and how much it keeps in flight.
 #[derive(Debug, Clone)]
@@ -102,7 +99,7 @@ impl Publisher {
     pub(crate) fn new(channel: Channel, endpoints: Vec<String>, config: PublisherConfig) -> Self {
         let capacity = config.max_batch_records.max(1);
         let (tx, rx) = mpsc::channel(capacity);
-        let task = tokio::spawn(run(IngestClient::new(channel), endpoints, config, rx));
+        let task = tokio::spawn(run(Endpoints::new(channel, endpoints), config, rx));
         Self { tx, task }
     }
 
@@ -144,11 +141,8 @@ struct Stream {
 }
 
 struct Batcher {
-    /// Connected (lazily, after a switch) to `endpoints[current]`.
-    client: IngestClient<Channel>,
-    /// Endpoint URIs (`http://host:port`): those given, then leader hints not among them.
-    endpoints: Vec<String>,
-    current: usize,
+    /// The client's endpoints (then leader hints not among them) and the one in use.
+    endpoints: Endpoints,
     config: PublisherConfig,
     stream: Option<Stream>,
     /// Records gathering into the next batch, with their acks.
@@ -253,73 +247,22 @@ impl Batcher {
 
     /// Open a stream on the first endpoint that takes one, in the order the module docs give.
     async fn open(&mut self) -> Result<Stream, tonic::Status> {
-        let mut order = Vec::with_capacity(self.endpoints.len() + 1);
-        if let Some(addr) = self.redirect.take() {
-            let uri = format!("http://{addr}");
-            match self.endpoints.iter().position(|e| *e == uri) {
-                Some(i) => order.push(i),
-                None if Endpoint::from_shared(uri.clone()).is_ok() => {
-                    self.endpoints.push(uri);
-                    order.push(self.endpoints.len() - 1);
-                }
-                None => tracing::warn!("ignoring leader hint {addr}: not a valid address"),
-            }
-        }
-        let n = self.endpoints.len();
-        for k in 0..n {
-            let i = (self.current + k) % n;
-            if !order.contains(&i) {
-                order.push(i);
-            }
-        }
-        let mut last = tonic::Status::unavailable("no endpoint to publish to");
-        for i in order {
-            if i != self.current {
-                // Lazy: a dead address fails this open, like any other failure.
-                match Endpoint::from_shared(self.endpoints[i].clone()) {
-                    Ok(e) => {
-                        self.client = IngestClient::new(
-                            e.connect_timeout(OPEN_TIMEOUT)
-                                .tcp_nodelay(true)
-                                .connect_lazy(),
-                        );
-                        self.current = i;
-                    }
-                    Err(e) => {
-                        tracing::warn!("skipping endpoint {}: {e}", self.endpoints[i]);
-                        continue;
-                    }
-                }
-            }
-            let (requests, rx) = mpsc::channel(self.config.max_in_flight.max(1));
-            let opened = tokio::time::timeout(
-                OPEN_TIMEOUT,
-                self.client.publish_stream(ReceiverStream::new(rx)),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(tonic::Status::unavailable(format!(
-                    "no answer within {OPEN_TIMEOUT:?}"
-                )))
-            });
-            match opened {
-                Ok(acks) => {
-                    return Ok(Stream {
+        let hint = self.redirect.take();
+        let depth = self.config.max_in_flight.max(1);
+        self.endpoints
+            .open(hint.as_deref(), OPEN_TIMEOUT, |channel| {
+                let (requests, rx) = mpsc::channel(depth);
+                async move {
+                    let acks = IngestClient::new(channel)
+                        .publish_stream(ReceiverStream::new(rx))
+                        .await?;
+                    Ok::<_, tonic::Status>(Stream {
                         requests,
                         acks: acks.into_inner(),
                     })
                 }
-                Err(status) if retryable(&status) => {
-                    tracing::warn!(
-                        "cannot publish to {}: {status}; trying the next endpoint",
-                        self.endpoints[i]
-                    );
-                    last = status;
-                }
-                Err(status) => return Err(status),
-            }
-        }
-        Err(last)
+            })
+            .await
     }
 
     fn on_ack(&mut self, resp: v1::PublishResponse) {
@@ -382,16 +325,9 @@ async fn next_ack(
     }
 }
 
-async fn run(
-    client: IngestClient<Channel>,
-    endpoints: Vec<String>,
-    config: PublisherConfig,
-    mut rx: mpsc::Receiver<Command>,
-) {
+async fn run(endpoints: Endpoints, config: PublisherConfig, mut rx: mpsc::Receiver<Command>) {
     let mut b = Batcher {
-        client,
         endpoints,
-        current: 0,
         config,
         stream: None,
         records: Vec::new(),

@@ -2,6 +2,11 @@
 //! [`crate::AlertWatcher`]): hand out buffered items, read the next message, and when the
 //! stream breaks, open it again from the stream's own resume position after a doubling
 //! backoff — until a refusal that retrying cannot fix, or too many failures in a row.
+//!
+//! A stream that broke after it opened moves the next open to the client's next endpoint
+//! ([`Resumable::moved_on`]); opening itself tries every endpoint in turn
+//! (`crate::endpoints`), so a reader made from a cluster's endpoints carries on from its
+//! position on another node when its own dies.
 
 use std::time::Duration;
 
@@ -40,6 +45,8 @@ pub(crate) trait Resumable {
     fn policy(&self) -> (u32, Duration);
     /// Log a dropped stream that will be resumed after `backoff`.
     fn log_drop(&self, status: &Status, backoff: Duration);
+    /// The open stream broke: the next open starts at the next endpoint.
+    fn moved_on(&mut self);
 }
 
 /// The next item of `r`, reconnecting as its module docs say. A stream the server ends
@@ -51,14 +58,14 @@ pub(crate) async fn next<R: Resumable>(r: &mut R, ended: &str) -> Result<R::Item
         if let Some(item) = r.pop() {
             return Ok(item);
         }
-        let outcome = match r.stream().as_mut() {
-            Some(s) => s.message().await,
+        let (outcome, was_open) = match r.stream().as_mut() {
+            Some(s) => (s.message().await, true),
             None => match r.open().await {
                 Ok(s) => {
                     *r.stream() = Some(s);
                     continue;
                 }
-                Err(e) => Err(e),
+                Err(e) => (Err(e), false),
             },
         };
         let status = match outcome {
@@ -72,6 +79,9 @@ pub(crate) async fn next<R: Resumable>(r: &mut R, ended: &str) -> Result<R::Item
             Err(s) => s,
         };
         *r.stream() = None;
+        if was_open {
+            r.moved_on();
+        }
         let (max_reconnects, max_backoff) = r.policy();
         if !retryable(&status) || failures >= max_reconnects {
             return Err(ClientError::Status(status));

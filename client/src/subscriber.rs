@@ -4,14 +4,20 @@
 //! restart, network) it subscribes again from exactly there after a backoff, so the caller
 //! sees every record once, in order. Errors that retrying cannot fix (unknown topic, offset
 //! out of range, bad request) are returned.
+//!
+//! Given a cluster's endpoints ([`crate::Client::connect_any`]), a broken stream is resumed on
+//! the next node (then the others in turn): every replica holds the same committed records at
+//! the same offsets, so the next offset means the same record everywhere. A node that has not
+//! caught up to that offset yet waits for it (or, lacking the records, answers UNAVAILABLE and
+//! the next node is tried).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::endpoints::{Endpoints, OPEN_TIMEOUT};
 use crate::resume::{self, Resumable};
 use crate::ClientError;
 use runnel_proto::v1::{self, subscribe_client::SubscribeClient, subscribe_request::Start};
-use tonic::transport::Channel;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +58,7 @@ impl SubscriberConfig {
 /// Follows one partition. See the module docs.
 #[derive(Debug)]
 pub struct Subscriber {
-    client: SubscribeClient<Channel>,
+    endpoints: Endpoints,
     config: SubscriberConfig,
     /// The offset to resume from, once any record or message has been seen.
     next_offset: Option<i64>,
@@ -62,9 +68,9 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub(crate) fn new(channel: Channel, config: SubscriberConfig) -> Self {
+    pub(crate) fn new(endpoints: Endpoints, config: SubscriberConfig) -> Self {
         Self {
-            client: SubscribeClient::new(channel),
+            endpoints,
             config,
             next_offset: None,
             stream: None,
@@ -113,7 +119,15 @@ impl Resumable for Subscriber {
             start: Some(self.start()),
             max_records: self.config.max_records,
         };
-        Ok(self.client.subscribe(req).await?.into_inner())
+        self.endpoints
+            .open(None, OPEN_TIMEOUT, |channel| {
+                let req = req.clone();
+                async move {
+                    let stream = SubscribeClient::new(channel).subscribe(req).await?;
+                    Ok::<_, tonic::Status>(stream.into_inner())
+                }
+            })
+            .await
     }
 
     fn pop(&mut self) -> Option<v1::ConsumedRecord> {
@@ -141,5 +155,9 @@ impl Resumable for Subscriber {
             "subscription dropped ({status}); resuming at {:?} in {backoff:?}",
             self.next_offset
         );
+    }
+
+    fn moved_on(&mut self) {
+        self.endpoints.advance();
     }
 }

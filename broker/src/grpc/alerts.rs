@@ -143,10 +143,11 @@ impl Alerts for AlertsService {
                     .collect()
             }
         };
+        let replicated = self.broker.cluster().is_some();
         let mut positions = Vec::with_capacity(starts.len());
         let mut streams = Vec::with_capacity(starts.len());
         for (index, (part, start)) in topic.partitions.iter().zip(starts).enumerate() {
-            let next = start_offset(part, start)?;
+            let next = start_offset(part, start, replicated)?;
             positions.push(next);
             let cursor = Cursor::new(
                 self.broker.clone(),

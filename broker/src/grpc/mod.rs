@@ -1,6 +1,11 @@
 //! The gRPC API (`runnel.v1`, see `proto/`): Ingest, Subscribe and Admin services over the
 //! shared [`Broker`], Alerts and Windows over the embedded processor's output topics, plus `grpc.health.v1` and server reflection so grpcurl and Kubernetes
 //! probes work. Served beside the Kafka listener by [`crate::server::start`].
+//!
+//! In cluster mode every node serves reads from its own replicas (`Subscribe`, `Alerts.Watch`,
+//! from an offset this replica may not have committed yet: see `subscribe::offset_start`) and
+//! forwards `Windows.Query` to the node that runs the pipeline (`windows.rs`); publishes to a
+//! follower are refused with the leader's address (`ingest.rs`).
 
 pub mod admin;
 pub mod alerts;

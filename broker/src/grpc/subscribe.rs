@@ -169,8 +169,13 @@ pub(super) fn decode(
     Ok((out, next))
 }
 
-/// Where a subscription starts.
-pub(super) fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64, GrpcError> {
+/// Where a subscription starts. `replicated`: cluster mode, where this node's copy of the
+/// partition may be behind the one the reader came from (see [`offset_start`]).
+pub(super) fn start_offset(
+    part: &Partition,
+    start: Option<Start>,
+    replicated: bool,
+) -> Result<i64, GrpcError> {
     let o = part.offsets();
     match start {
         None => Ok(o.high_watermark),
@@ -181,16 +186,7 @@ pub(super) fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64
                 "unknown start position {p}"
             ))),
         },
-        Some(Start::Offset(off)) => {
-            if off < o.log_start || off > o.high_watermark {
-                Err(GrpcError::OutOfRange(format!(
-                    "offset {off} is outside the partition's range {}..={}",
-                    o.log_start, o.high_watermark
-                )))
-            } else {
-                Ok(off)
-            }
-        }
+        Some(Start::Offset(off)) => offset_start(off, o, replicated),
         Some(Start::TimestampMs(ts)) => {
             let found = part
                 .offset_for_timestamp(ts)
@@ -209,6 +205,40 @@ pub(super) fn start_offset(part: &Partition, start: Option<Start>) -> Result<i64
                 .map_or(found.offset, |r| r.offset))
         }
     }
+}
+
+/// Where a subscription asking for offset `off` starts, given the partition's offsets here.
+///
+/// Single node: `off` must be in `log_start..=high_watermark` (else OUT_OF_RANGE). Cluster
+/// mode: a reader that moved here from another node may be ahead of this replica's high
+/// watermark (a follower catching up, a new leader before its first commit, a node just
+/// restarted whose high watermark is the log start until its group reports a commit). The
+/// committed log is the same on every replica, so `off` names the same record here: if this
+/// replica has the records up to `off` (`off <= log_end`), the subscription starts there and
+/// waits until they are committed (nothing above the high watermark is ever served); if not,
+/// UNAVAILABLE, so the client tries another node or again later. Below the log start is
+/// still OUT_OF_RANGE (retention removed it on every replica).
+fn offset_start(
+    off: i64,
+    o: crate::partition::Offsets,
+    replicated: bool,
+) -> Result<i64, GrpcError> {
+    if off >= o.log_start && off <= o.high_watermark {
+        return Ok(off);
+    }
+    if replicated && off > o.high_watermark {
+        if off <= o.log_end {
+            return Ok(off);
+        }
+        return Err(GrpcError::NotYet(format!(
+            "this node's copy of the partition ends at offset {} (committed up to {}), before offset {off}; another node may have it",
+            o.log_end, o.high_watermark
+        )));
+    }
+    Err(GrpcError::OutOfRange(format!(
+        "offset {off} is outside the partition's range {}..={}",
+        o.log_start, o.high_watermark
+    )))
 }
 
 impl Cursor {
@@ -258,7 +288,7 @@ impl Subscribe for SubscribeService {
                 partition: req.partition,
                 partitions: topic.partitions.len(),
             })?;
-        let next = start_offset(&part, req.start)?;
+        let next = start_offset(&part, req.start, self.broker.cluster().is_some())?;
         let cursor = Cursor::new(
             self.broker.clone(),
             &topic,
@@ -300,6 +330,40 @@ mod tests {
     /// A Raft no-op as a replicated partition stores it.
     fn noop() -> BytesMut {
         encode_control_batch(control_type::LEADER_CHANGE, &leader_change_message(-1), -1)
+    }
+
+    #[test]
+    fn a_replica_behind_the_reader_waits_for_records_it_has_and_sends_it_on_otherwise() {
+        let o = crate::partition::Offsets {
+            log_start: 5,
+            high_watermark: 10,
+            log_end: 14,
+        };
+        let code = |r: Result<i64, GrpcError>| r.map_err(|e| e.code());
+        for replicated in [false, true] {
+            assert_eq!(code(offset_start(5, o, replicated)), Ok(5));
+            assert_eq!(code(offset_start(10, o, replicated)), Ok(10));
+            assert_eq!(
+                code(offset_start(4, o, replicated)),
+                Err(tonic::Code::OutOfRange),
+                "retention removed it everywhere"
+            );
+        }
+        assert_eq!(
+            code(offset_start(11, o, false)),
+            Err(tonic::Code::OutOfRange)
+        );
+        assert_eq!(
+            code(offset_start(11, o, true)),
+            Ok(11),
+            "stored, not yet committed here"
+        );
+        assert_eq!(code(offset_start(14, o, true)), Ok(14));
+        assert_eq!(
+            code(offset_start(15, o, true)),
+            Err(tonic::Code::Unavailable),
+            "not here: the client tries another node"
+        );
     }
 
     #[test]

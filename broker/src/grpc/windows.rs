@@ -13,17 +13,33 @@
 //! the driver ([`crate::processing::PipelineQueries`]), which answers between two steps. The
 //! state is asked first and the topic second, so a window that closes in between is found
 //! in the topic and its (stale) open copy is dropped: each window is answered once.
+//!
+//! Cluster mode: a pipeline runs on one node, the leader of its journal
+//! (`crate::cluster_processing`). A node that does not run it **forwards** the query to that
+//! node's gRPC address (the `grpc` entry of `[cluster] nodes`, as in the publish path's
+//! `runnel-leader` hint) and relays the answer, so every node answers the same open windows;
+//! the forwarded request carries `runnel-forwarded` and is never forwarded again (a node that
+//! got one but no longer runs the pipeline answers UNAVAILABLE: placement moved, retry). When
+//! no node is known to run the pipeline yet, or its node has no gRPC address configured, the
+//! answer is UNAVAILABLE (with `runnel-leader: <node id>` when a node is known), never the
+//! closed windows alone. Forwarding rather than redirecting: a query is read-only and
+//! idempotent, so a lost answer costs a retry, not an unknown outcome (the reason publishes
+//! are redirected), and every client (grpcurl included) gets the answer without following
+//! anything; the cost is one extra hop, bounded by [`FORWARD_TIMEOUT`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runnel_proto::v1::{self, windows_server::Windows};
+use runnel_processor::driver::journal_topic;
+use runnel_proto::v1::{self, windows_client::WindowsClient, windows_server::Windows};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::alerts::find_pipeline;
 use super::convert::window_from_record;
-use super::error::GrpcError;
+use super::error::{GrpcError, LeaderHint, LEADER_METADATA};
 use super::subscribe::decode;
 use crate::broker::Broker;
 use crate::partition::Partition;
@@ -37,14 +53,151 @@ const READ_BYTES: usize = 1 << 20;
 /// steps, so this bounds one step, not the query).
 const OPEN_WINDOWS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Request metadata of a query forwarded by another node: answered here, never forwarded.
+pub const FORWARDED_METADATA: &str = "runnel-forwarded";
+/// How long the pipeline's node has to answer a forwarded query.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to the pipeline's node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct WindowsService {
     broker: Arc<Broker>,
+    /// Channels to the gRPC addresses queries were forwarded to (they reconnect by themselves).
+    peers: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl WindowsService {
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+        Self {
+            broker,
+            peers: Arc::default(),
+        }
+    }
+
+    /// Where a query for `pipeline`, whose driver does not run in this process, is answered.
+    fn route(&self, pipeline: &str, forwarded: bool) -> Route {
+        let Some(cluster) = self.broker.cluster() else {
+            return Route::Here;
+        };
+        let leader = cluster
+            .leader_of(&journal_topic(pipeline), 0)
+            .map(|(id, _)| id);
+        route(
+            self.broker.config.processor.enabled,
+            forwarded,
+            cluster.node_id,
+            leader,
+            |id| cluster.config.node(id).and_then(|n| n.grpc.clone()),
+            pipeline,
+        )
+    }
+
+    /// The query answered by the node at `addr` (which runs the pipeline).
+    async fn forward(
+        &self,
+        node: i32,
+        addr: &str,
+        req: v1::QueryWindowsRequest,
+    ) -> Result<Response<v1::QueryWindowsResponse>, Status> {
+        let channel = self.channel_to(addr)?;
+        let mut request = Request::new(req);
+        request
+            .metadata_mut()
+            .insert(FORWARDED_METADATA, MetadataValue::from_static("1"));
+        request.set_timeout(FORWARD_TIMEOUT);
+        let answered =
+            tokio::time::timeout(FORWARD_TIMEOUT, WindowsClient::new(channel).query(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::unavailable(format!(
+                        "no answer within {FORWARD_TIMEOUT:?}"
+                    )))
+                });
+        match answered {
+            Ok(resp) => Ok(Response::new(resp.into_inner())),
+            Err(s) => {
+                let mut status = Status::new(
+                    s.code(),
+                    format!(
+                        "node {node} at {addr}, which runs the pipeline, did not answer the forwarded query: {}",
+                        s.message()
+                    ),
+                );
+                if let Ok(v) = MetadataValue::try_from(format!("{node} {addr}")) {
+                    status.metadata_mut().insert(LEADER_METADATA, v);
+                }
+                Err(status)
+            }
+        }
+    }
+
+    fn channel_to(&self, addr: &str) -> Result<Channel, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("invalid grpc address {addr:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        peers.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Where a query is answered when the pipeline's driver does not run in this process.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// Here, with the closed windows only, as on a single node: not a cluster (the pipeline is
+    /// still starting or stopped), or the processor is disabled (it runs nowhere).
+    Here,
+    /// By the node that runs the pipeline.
+    Forward { node: i32, addr: String },
+    /// Nowhere now (UNAVAILABLE, retry): why, and the node that runs it if known.
+    Unavailable {
+        why: String,
+        node: Option<LeaderHint>,
+    },
+}
+
+/// The routing decision, without I/O: `leader` is the node leading the pipeline's journal as
+/// this node knows it (the node that runs it), `grpc_of` a node's gRPC address.
+fn route(
+    processor_enabled: bool,
+    forwarded: bool,
+    this_node: i32,
+    leader: Option<i32>,
+    grpc_of: impl Fn(i32) -> Option<String>,
+    pipeline: &str,
+) -> Route {
+    if !processor_enabled {
+        return Route::Here;
+    }
+    let unavailable = |why: String, node: Option<LeaderHint>| Route::Unavailable { why, node };
+    if forwarded {
+        return unavailable(
+            format!("pipeline {pipeline:?} does not run on this node (any more); retry"),
+            None,
+        );
+    }
+    match leader {
+        None => unavailable(
+            format!("no node runs pipeline {pipeline:?} yet (its journal has no leader); retry shortly"),
+            None,
+        ),
+        Some(id) if id == this_node => unavailable(
+            format!("pipeline {pipeline:?} is starting on this node; retry shortly"),
+            None,
+        ),
+        Some(id) => match grpc_of(id) {
+            Some(addr) => Route::Forward { node: id, addr },
+            None => unavailable(
+                format!("pipeline {pipeline:?} runs on node {id}, which has no grpc address in [cluster] nodes; ask it"),
+                Some(LeaderHint { node_id: id, grpc: None }),
+            ),
+        },
     }
 }
 
@@ -99,6 +252,7 @@ impl Windows for WindowsService {
         &self,
         request: Request<v1::QueryWindowsRequest>,
     ) -> Result<Response<v1::QueryWindowsResponse>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED_METADATA);
         let req = request.into_inner();
         let pipeline = find_pipeline(&self.broker, &req.pipeline)?;
         if req.key.is_empty() {
@@ -132,8 +286,23 @@ impl Windows for WindowsService {
                 OPEN_WINDOWS_TIMEOUT,
             )
             .await
-            .map_err(|e| GrpcError::NotYet(e.to_string()))?
-            .unwrap_or_default();
+            .map_err(|e| GrpcError::NotYet(e.to_string()))?;
+        let open = match open {
+            Some(open) => open,
+            None => match self.route(&pipeline.name, forwarded) {
+                Route::Here => Vec::new(),
+                Route::Forward { node, addr } => return self.forward(node, &addr, req).await,
+                Route::Unavailable { why, node } => {
+                    let mut status = Status::unavailable(why);
+                    if let Some(v) =
+                        node.and_then(|n| MetadataValue::try_from(n.metadata_value()).ok())
+                    {
+                        status.metadata_mut().insert(LEADER_METADATA, v);
+                    }
+                    return Err(status);
+                }
+            },
+        };
         let open: Vec<v1::WindowResult> = open
             .into_iter()
             .map(|w| v1::WindowResult {
@@ -233,6 +402,51 @@ mod tests {
             .iter()
             .map(|w| (w.window_start_ms, w.revision, w.open))
             .collect()
+    }
+
+    #[test]
+    fn a_node_that_does_not_run_the_pipeline_forwards_to_the_one_that_does() {
+        let grpc = |id: i32| (id != 3).then(|| format!("10.0.0.{id}:9093"));
+        let r = |enabled, forwarded, leader| route(enabled, forwarded, 1, leader, grpc, "p");
+        assert_eq!(
+            r(true, false, Some(2)),
+            Route::Forward {
+                node: 2,
+                addr: "10.0.0.2:9093".into()
+            }
+        );
+        let unavailable = |r: Route| match r {
+            Route::Unavailable { node, .. } => Some(node),
+            _ => None,
+        };
+        assert_eq!(
+            unavailable(r(true, false, Some(3))),
+            Some(Some(LeaderHint {
+                node_id: 3,
+                grpc: None
+            })),
+            "no address: named, not forwarded"
+        );
+        assert_eq!(
+            unavailable(r(true, false, None)),
+            Some(None),
+            "no leader yet"
+        );
+        assert_eq!(
+            unavailable(r(true, false, Some(1))),
+            Some(None),
+            "leads but its driver is not up yet"
+        );
+        assert_eq!(
+            unavailable(r(true, true, Some(2))),
+            Some(None),
+            "a forwarded query is never forwarded again"
+        );
+        assert_eq!(
+            r(false, false, Some(2)),
+            Route::Here,
+            "no processor: as before"
+        );
     }
 
     #[test]
