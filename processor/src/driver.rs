@@ -170,6 +170,27 @@ pub fn journal_topic(pipeline: &str) -> String {
     format!("__runnel_journal.{pipeline}")
 }
 
+/// The journal ranges of a step's records: `(topic, partition, first offset, end offset)`,
+/// one per run of consecutive offsets of one partition, in the records' order.
+/// [`Driver::materialize`] turns them back into exactly these records.
+fn ranges_of(records: &[InputRecord]) -> Vec<(String, u32, i64, i64)> {
+    let mut ranges: Vec<(String, u32, i64, i64)> = Vec::new();
+    for r in records {
+        match ranges.last_mut() {
+            Some(last) if last.0 == r.topic && last.1 == r.partition && last.3 == r.offset => {
+                last.3 = r.offset.saturating_add(1);
+            }
+            _ => ranges.push((
+                r.topic.clone(),
+                r.partition,
+                r.offset,
+                r.offset.saturating_add(1),
+            )),
+        }
+    }
+    ranges
+}
+
 /// Source partition being merged.
 #[derive(Debug, Default)]
 struct Source {
@@ -451,10 +472,11 @@ where
     /// Picks the next step's records: partitions merged by (record timestamp, topic,
     /// partition), taking a record only while every partition has buffered input or has been
     /// empty for `align_wait_ms`, so with all input present the order does not depend on
-    /// fetch timing.
-    fn schedule(&mut self, now: Millis) -> Vec<(String, u32, i64, i64)> {
+    /// fetch timing. Returns the records taken, in order (the ranges of the step's journal
+    /// entry are [`ranges_of`] them).
+    fn schedule(&mut self, now: Millis) -> Vec<InputRecord> {
         let wait = Millis::try_from(self.config.align_wait_ms).unwrap_or(Millis::MAX);
-        let mut ranges: Vec<(String, u32, i64, i64)> = Vec::new();
+        let mut records: Vec<InputRecord> = Vec::new();
         let max = self.config.max_step_records.max(1);
         let mut taken = 0usize;
         while taken < max {
@@ -469,16 +491,15 @@ where
             if blocked {
                 break;
             }
+            // The partition whose next record is first by (timestamp, topic, partition),
+            // compared without cloning the keys.
+            let front = |s: &Source| s.buffer.front().map_or(Millis::MAX, |r| r.timestamp);
             let next = self
                 .sources
-                .iter()
-                .filter_map(|(k, s)| s.buffer.front().map(|r| ((r.timestamp, k.clone()), k)))
-                .min_by(|a, b| a.0.cmp(&b.0))
-                .map(|(_, k)| k.clone());
-            let Some(key) = next else { break };
-            let Some(src) = self.sources.get_mut(&key) else {
-                break;
-            };
+                .iter_mut()
+                .filter(|(_, s)| !s.buffer.is_empty())
+                .min_by(|a, b| (front(a.1), a.0).cmp(&(front(b.1), b.0)));
+            let Some((_, src)) = next else { break };
             let Some(r) = src.buffer.pop_front() else {
                 break;
             };
@@ -486,15 +507,10 @@ where
                 // Unknown until the next fetch: there may be more in the log.
                 src.caught_up = false;
             }
-            match ranges.last_mut() {
-                Some(last) if last.0 == r.topic && last.1 == r.partition && last.3 == r.offset => {
-                    last.3 = r.offset.saturating_add(1);
-                }
-                _ => ranges.push((r.topic, r.partition, r.offset, r.offset.saturating_add(1))),
-            }
+            records.push(r);
             taken = taken.saturating_add(1);
         }
-        ranges
+        records
     }
 
     /// Takes one live step if there is input (or an empty one when `idle_step_ms` passed with
@@ -502,7 +518,8 @@ where
     pub async fn step(&mut self) -> Result<StepOutcome, DriverError> {
         let now = self.clock.now_ms();
         self.fetch(now).await?;
-        let ranges = self.schedule(now);
+        let records = self.schedule(now);
+        let ranges = ranges_of(&records);
         let idle_due = now.saturating_sub(self.last_step_at)
             >= Millis::try_from(self.config.idle_step_ms).unwrap_or(Millis::MAX);
         let tick = idle_due && !self.sources.is_empty();
@@ -521,8 +538,15 @@ where
             end: false,
         };
         self.journal_append(&desc).await?;
-        // The step is rebuilt from the ranges, exactly as replay will rebuild it.
-        let step = self.materialize(&desc).await?;
+        // The step holds exactly the records its journaled ranges name, in their order: the
+        // ranges were derived from these records, and replay (`materialize`) reads the same
+        // offsets of the same immutable log back. Taken from the fetch buffers rather than
+        // read and decoded a second time.
+        let step = Step {
+            processing_time: now,
+            records,
+            end: false,
+        };
         self.apply_and_write(&step).await?;
         self.last_step_at = now;
         self.steps_since_checkpoint = self.steps_since_checkpoint.saturating_add(1);
@@ -608,5 +632,46 @@ where
         }
         let now = self.clock.now_ms();
         self.checkpoint(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(topic: &str, partition: u32, offset: i64) -> InputRecord {
+        InputRecord {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            value: None,
+            timestamp: 0,
+        }
+    }
+
+    /// A run of consecutive offsets of one partition is one range; a switch of partition or
+    /// topic, or a gap in the offsets, starts the next, so the ranges read back in order give
+    /// exactly the records.
+    #[test]
+    fn ranges_follow_the_records_in_order() {
+        let records = [
+            rec("a", 0, 5),
+            rec("a", 0, 6),
+            rec("a", 1, 6),
+            rec("a", 1, 7),
+            rec("a", 0, 7),
+            rec("a", 0, 9),
+            rec("b", 0, 10),
+        ];
+        let want: Vec<(String, u32, i64, i64)> = vec![
+            ("a".into(), 0, 5, 7),
+            ("a".into(), 1, 6, 8),
+            ("a".into(), 0, 7, 8),
+            ("a".into(), 0, 9, 10),
+            ("b".into(), 0, 10, 11),
+        ];
+        assert_eq!(ranges_of(&records), want);
+        assert!(ranges_of(&[]).is_empty());
     }
 }
