@@ -131,7 +131,7 @@ impl PipelineStatuses {
             .windows_counted_at
             .is_none_or(|at| at.elapsed() >= WINDOW_COUNT_EVERY);
         if due {
-            s.windows_open = u64::try_from(p.open_windows().count()).unwrap_or(u64::MAX);
+            s.windows_open = u64::try_from(p.open_window_count()).unwrap_or(u64::MAX);
             s.windows_counted_at = Some(Instant::now());
         }
         if checkpoint.count > s.checkpoints_in_lifetime {

@@ -223,9 +223,15 @@ impl Pipeline {
             .collect()
     }
 
-    /// Open windows (for queries).
+    /// Open windows (for queries), in `(end, key, start)` order; sorts them, so
+    /// [`Pipeline::open_window_count`] is the way to count them.
     pub fn open_windows(&self) -> impl Iterator<Item = &WindowState> {
         self.windows.windows()
+    }
+
+    /// Number of open windows, O(1).
+    pub fn open_window_count(&self) -> usize {
+        self.windows.len()
     }
 
     /// Processes one step and returns its output records, sequenced, in write order.

@@ -4,7 +4,7 @@
 //! Rules see every valid reading in arrival order, including late ones (a late 95 °C reading
 //! is still an overheating motor), so alerts are raised without waiting for the watermark.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -161,13 +161,16 @@ impl Ord for dyn TimerKey + '_ {
     }
 }
 
+/// A rule and its per-key state. The per-key maps are hash maps: every reading looks its key
+/// up in each of them, and no output depends on their order (snapshots sort them into
+/// [`RuleState`]'s ordered maps; timers, which fire in order, are ordered sets).
 #[derive(Debug, Clone)]
 enum Rule {
-    Threshold(ThresholdRule, BTreeSet<String>),
-    ZScore(ZScoreRule, BTreeMap<String, Ewma>),
+    Threshold(ThresholdRule, HashSet<String>),
+    ZScore(ZScoreRule, HashMap<String, Ewma>),
     Silence {
         cfg: SilenceRule,
-        keys: BTreeMap<String, Silence>,
+        keys: HashMap<String, Silence>,
         /// (fire at event time, key), derived from `keys`.
         event_timers: BTreeSet<(Millis, String)>,
         /// (fire at processing time, key), derived from `keys`.
@@ -191,11 +194,11 @@ impl RuleEngine {
             .rules
             .iter()
             .map(|r| match r {
-                RuleConfig::Threshold(t) => Rule::Threshold(t.clone(), BTreeSet::new()),
-                RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), BTreeMap::new()),
+                RuleConfig::Threshold(t) => Rule::Threshold(t.clone(), HashSet::new()),
+                RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), HashMap::new()),
                 RuleConfig::Silence(s) => Rule::Silence {
                     cfg: s.clone(),
-                    keys: BTreeMap::new(),
+                    keys: HashMap::new(),
                     event_timers: BTreeSet::new(),
                     pt_timers: BTreeSet::new(),
                 },
@@ -209,23 +212,29 @@ impl RuleEngine {
         }
     }
 
-    /// State of every rule, by rule name.
+    /// State of every rule, by rule name (per-key state sorted by key).
     pub fn snapshot(&self) -> Vec<(String, RuleState)> {
         self.rules
             .iter()
             .map(|r| match r {
-                Rule::Threshold(c, a) => {
-                    (c.name.clone(), RuleState::Threshold { active: a.clone() })
-                }
+                Rule::Threshold(c, a) => (
+                    c.name.clone(),
+                    RuleState::Threshold {
+                        active: a.iter().cloned().collect(),
+                    },
+                ),
                 Rule::ZScore(c, b) => (
                     c.name.clone(),
                     RuleState::Zscore {
-                        baselines: b.clone(),
+                        baselines: b.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                     },
                 ),
-                Rule::Silence { cfg, keys, .. } => {
-                    (cfg.name.clone(), RuleState::Silence { keys: keys.clone() })
-                }
+                Rule::Silence { cfg, keys, .. } => (
+                    cfg.name.clone(),
+                    RuleState::Silence {
+                        keys: keys.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    },
+                ),
             })
             .collect()
     }
@@ -244,12 +253,12 @@ impl RuleEngine {
             match r {
                 Rule::Threshold(c, a) => {
                     if let Some(RuleState::Threshold { active }) = states.get(&c.name) {
-                        a.clone_from(active);
+                        *a = active.iter().cloned().collect();
                     }
                 }
                 Rule::ZScore(c, b) => {
                     if let Some(RuleState::Zscore { baselines }) = states.get(&c.name) {
-                        b.clone_from(baselines);
+                        *b = baselines.iter().map(|(k, v)| (k.clone(), *v)).collect();
                     }
                 }
                 Rule::Silence {
@@ -258,8 +267,8 @@ impl RuleEngine {
                     event_timers,
                     pt_timers,
                 } => {
-                    if let Some(RuleState::Silence { keys: k }) = states.get(&cfg.name) {
-                        keys.clone_from(k);
+                    if let Some(RuleState::Silence { keys: stored }) = states.get(&cfg.name) {
+                        *keys = stored.iter().map(|(k, v)| (k.clone(), *v)).collect();
                     }
                     event_timers.clear();
                     pt_timers.clear();

@@ -6,9 +6,7 @@
 //! to the late-data output. A reading of a hopping window whose windows have partly expired
 //! updates the live ones and is also reported late (so nothing is dropped silently).
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -380,50 +378,15 @@ fn result_of(aggregations: &[AggregationConfig], w: &WindowState, revision: u32)
     }
 }
 
-/// A window map key, owned or borrowed: `(end, key, start)`. The map's keys are owned; a
-/// reading's windows are looked up through `dyn WindowKey` with its key borrowed, so an update
-/// of an existing window allocates nothing. Ordered like the owned tuple (`String` orders as
-/// `str`), as `Borrow` requires.
-trait WindowKey {
-    fn parts(&self) -> (Millis, &str, Millis);
-}
+/// Windows of one `(end, start)`, by key. A hash map: a reading finds its window with one
+/// hash of its key instead of string comparisons down an ordered map of every window; the
+/// `(end, key, start)` order that results are emitted in is restored by sorting the (few)
+/// windows that close together.
+type Bucket = HashMap<String, WindowState>;
 
-impl WindowKey for (Millis, String, Millis) {
-    fn parts(&self) -> (Millis, &str, Millis) {
-        (self.0, self.1.as_str(), self.2)
-    }
-}
-
-impl WindowKey for (Millis, &str, Millis) {
-    fn parts(&self) -> (Millis, &str, Millis) {
-        *self
-    }
-}
-
-impl<'a> Borrow<dyn WindowKey + 'a> for (Millis, String, Millis) {
-    fn borrow(&self) -> &(dyn WindowKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn WindowKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn WindowKey + '_ {}
-
-impl PartialOrd for dyn WindowKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn WindowKey + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.parts().cmp(&other.parts())
-    }
+/// `(end, key, start)`, the order windows are emitted and listed in.
+fn order(w: &WindowState) -> (Millis, &str, Millis) {
+    (w.end, w.key.as_str(), w.start)
 }
 
 /// The keyed event-time window operator.
@@ -432,8 +395,11 @@ pub struct WindowOperator {
     spec: WindowSpec,
     aggregations: Vec<AggregationConfig>,
     sketch_alpha: f64,
-    /// Keyed by `(end, key, start)` so closing and purging scan a prefix in end order.
-    windows: BTreeMap<(Millis, String, Millis), WindowState>,
+    /// Open windows by `(end, start)`, then key: closing and purging take a prefix in end
+    /// order.
+    windows: BTreeMap<(Millis, Millis), Bucket>,
+    /// Number of open windows (the buckets' sizes summed).
+    open: usize,
     watermark: Option<Millis>,
     /// Every window with `end <= emitted_through` has been emitted (`emitted.is_some()`), so
     /// closing on a watermark advance starts after it instead of at the first window. `None`
@@ -461,15 +427,29 @@ impl WindowOperator {
             aggregations: config.aggregations.clone(),
             sketch_alpha: config.sketch_relative_accuracy,
             windows: BTreeMap::new(),
+            open: 0,
             watermark: None,
             emitted_through: None,
             purged: Some(Vec::new()),
         }
     }
 
-    /// Open windows (for snapshots and queries), in `(end, key, start)` order.
+    /// Open windows (for snapshots, queries and tests), in `(end, key, start)` order (sorted
+    /// per call: O(n log n)).
     pub fn windows(&self) -> impl Iterator<Item = &WindowState> {
-        self.windows.values()
+        let mut all: Vec<&WindowState> = self.windows.values().flat_map(Bucket::values).collect();
+        all.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+        all.into_iter()
+    }
+
+    /// Number of open windows, O(1).
+    pub fn len(&self) -> usize {
+        self.open
+    }
+
+    /// Whether no window is open.
+    pub fn is_empty(&self) -> bool {
+        self.open == 0
     }
 
     /// The current partial result of every window of `key` that the watermark has not
@@ -480,7 +460,8 @@ impl WindowOperator {
         let mut out: Vec<WindowResult> = self
             .windows
             .values()
-            .filter(|w| w.emitted.is_none() && w.key == key && (from..to).contains(&w.start))
+            .filter_map(|b| b.get(key))
+            .filter(|w| w.emitted.is_none() && (from..to).contains(&w.start))
             .map(|w| self.result(w, 0))
             .collect();
         out.sort_by_key(|r| (r.start, r.end));
@@ -489,20 +470,24 @@ impl WindowOperator {
 
     /// Restores open windows and the watermark from a snapshot.
     pub fn restore(&mut self, windows: Vec<WindowState>, watermark: Option<Millis>) {
-        self.windows = windows
-            .into_iter()
-            .map(|w| ((w.end, w.key.clone(), w.start), w))
-            .collect();
+        self.windows = BTreeMap::new();
+        self.open = 0;
+        for w in windows {
+            let bucket = self.windows.entry((w.end, w.start)).or_default();
+            if bucket.insert(w.key.clone(), w).is_none() {
+                self.open = self.open.saturating_add(1);
+            }
+        }
         self.watermark = watermark;
         self.emitted_through = None;
     }
 
     /// Calls `f` with every window changed (created, updated or emitted) since the last call,
-    /// or with every window if `all`, in `(end, key, start)` order, and clears the marks: a
+    /// or with every window if `all`, in no particular order, and clears the marks: a
     /// checkpoint writes only what changed since the previous one. Costs one pass over the
     /// open windows' marks plus `f` for the changed ones.
     pub fn take_changed(&mut self, all: bool, mut f: impl FnMut(&WindowState)) {
-        for w in self.windows.values_mut() {
+        for w in self.windows.values_mut().flat_map(Bucket::values_mut) {
             if all || w.changed {
                 f(w);
             }
@@ -541,15 +526,15 @@ impl WindowOperator {
                 continue;
             }
             let closed = self.closed(end);
-            let probe = (end, r.key.as_str(), start);
-            let w = match self.windows.get_mut(&probe as &dyn WindowKey) {
+            let bucket = self.windows.entry((end, start)).or_default();
+            let w = match bucket.get_mut(r.key.as_str()) {
                 Some(w) => w,
-                None => self
-                    .windows
-                    .entry((end, r.key.clone(), start))
-                    .or_insert_with(|| {
+                None => {
+                    self.open = self.open.saturating_add(1);
+                    bucket.entry(r.key.clone()).or_insert_with(|| {
                         new_state(&self.aggregations, self.sketch_alpha, &r.key, start, end)
-                    }),
+                    })
+                }
             };
             w.count = w.count.saturating_add(1);
             w.changed = true;
@@ -583,19 +568,22 @@ impl WindowOperator {
     /// emitted when created), so the cost is the windows closed plus one lookup.
     fn emit_closed(&mut self, upto: Option<Millis>, out: &mut Collector<WindowEvent>) {
         let from = match self.emitted_through.and_then(|e| e.checked_add(1)) {
-            Some(next) => Bound::Included((next, String::new(), Millis::MIN)),
+            Some(next) => Bound::Included((next, Millis::MIN)),
             None if self.emitted_through.is_some() => return, // emitted through Millis::MAX
             None => Bound::Unbounded,
         };
-        for (_, w) in self.windows.range_mut((from, Bound::Unbounded)) {
-            if upto.is_some_and(|wm| w.end > wm) {
-                break;
-            }
-            if w.emitted.is_none() {
-                w.emitted = Some(0);
-                w.changed = true;
-                out.data(WindowEvent::Result(result_of(&self.aggregations, w, 0)));
-            }
+        let mut closing: Vec<&mut WindowState> = self
+            .windows
+            .range_mut((from, Bound::Unbounded))
+            .take_while(|((end, _), _)| upto.is_none_or(|wm| *end <= wm))
+            .flat_map(|(_, b)| b.values_mut())
+            .filter(|w| w.emitted.is_none())
+            .collect();
+        closing.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+        for w in closing {
+            w.emitted = Some(0);
+            w.changed = true;
+            out.data(WindowEvent::Result(result_of(&self.aggregations, w, 0)));
         }
         if let Some(wm) = upto {
             self.emitted_through = Some(self.emitted_through.map_or(wm, |e| e.max(wm)));
@@ -615,12 +603,15 @@ impl WindowOperator {
             if e.key().0.saturating_add(lateness) > wm {
                 break;
             }
-            let w = e.remove();
-            if let Some(p) = &mut self.purged {
-                if p.len() < MAX_PURGED {
-                    p.push((w.key, w.start));
-                } else {
-                    self.purged = None;
+            let bucket = e.remove();
+            self.open = self.open.saturating_sub(bucket.len());
+            for (key, w) in bucket {
+                if let Some(p) = &mut self.purged {
+                    if p.len() < MAX_PURGED {
+                        p.push((key, w.start));
+                    } else {
+                        self.purged = None;
+                    }
                 }
             }
         }
