@@ -19,6 +19,12 @@
 //! batch, later) and the index is a Raft index, not a Kafka offset: the driver maps one to the
 //! other (`segment_log`: each entry is one stored batch; a [`EntryKind::Noop`] is a control
 //! batch of one offset that Kafka clients skip).
+//!
+//! Retention compacts the log from the front ([`RaftNode::compact`]: committed entries only;
+//! the partition log *is* the state machine, so a snapshot is just "where the log starts").
+//! A leader whose follower needs a compacted entry sends [`MessageBody::Snapshot`]; the
+//! follower keeps its log if it already holds that point, or else restarts its log empty right
+//! after it ([`RaftLog::install_snapshot`]).
 
 pub mod driver;
 pub mod node;
@@ -143,7 +149,19 @@ pub enum MessageBody {
         /// The leader's commit index.
         commit: Index,
     },
-    /// The answer to an append.
+    /// The leader's log no longer holds the entries a follower needs next (retention compacted
+    /// them): "my log starts after `last_index`, of `last_term`; `payload` says where". The
+    /// answer is an [`MessageBody::AppendResponse`], a success with `index = last_index` only
+    /// once the follower's log is durably at least there.
+    Snapshot {
+        /// The index of the last entry the snapshot covers (committed).
+        last_index: Index,
+        /// Its term.
+        last_term: Term,
+        /// Opaque to the core: for a data partition, the Kafka log-start offset.
+        payload: Bytes,
+    },
+    /// The answer to an append (or to a snapshot).
     AppendResponse {
         /// On success: the follower's log matches the leader's and is durable up to here.
         /// On rejection: a hint — the leader should retry from `index + 1` (or earlier).

@@ -131,12 +131,15 @@ impl<L: RaftLog> RaftNode<L> {
                 last,
             });
         }
+        // Compacted entries were committed, even if the hard state saying so was not yet
+        // durable when the node stopped.
+        let commit = hard_state.commit.max(log.first_index().saturating_sub(1));
         let rng = cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut node = Self {
             log,
             term: hard_state.term,
             vote: hard_state.vote,
-            commit: hard_state.commit,
+            commit,
             durable: (hard_state.term, hard_state.vote),
             persisted: last,
             role: Role::Follower,
@@ -294,6 +297,17 @@ impl<L: RaftLog> RaftNode<L> {
         rank.saturating_mul(gap).saturating_add(1)
     }
 
+    /// Retention: discards the log's entries up to `index`, or up to the commit index if that
+    /// is lower (only committed, durable entries are ever discarded). The log may keep more
+    /// (see [`RaftLog::compact_to`]); returns its first index afterwards. A follower that
+    /// later needs a discarded entry from this node (as leader) gets a
+    /// [`MessageBody::Snapshot`] instead.
+    pub fn compact(&mut self, index: Index) -> Result<Index, RaftError> {
+        let upto = index.min(self.commit).min(self.persisted);
+        self.log.compact_to(upto)?;
+        Ok(self.log.first_index())
+    }
+
     /// Appends `payload` as a new entry if this node is the leader; returns its index (its term
     /// is [`RaftNode::term`]). The entry is committed once [`Output::Committed`] reaches it —
     /// or never, if leadership is lost first.
@@ -337,8 +351,7 @@ impl<L: RaftLog> RaftNode<L> {
             Role::Follower => {
                 if let Some(leader) = self.leader {
                     self.follower_maybe_commit();
-                    let index = self.matched.min(self.persisted);
-                    self.send(leader, Self::append_ok(index));
+                    self.ack(leader);
                 }
             }
             Role::PreCandidate | Role::Candidate => {}
@@ -390,12 +403,16 @@ impl<L: RaftLog> RaftNode<L> {
         if m.term > self.term {
             match m.body {
                 MessageBody::Vote { .. } if self.in_lease() => return Ok(()),
-                MessageBody::Append { .. } => self.become_follower(m.term, Some(m.from)),
+                MessageBody::Append { .. } | MessageBody::Snapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
-            if matches!(m.body, MessageBody::Append { .. })
-                && (self.cfg.check_quorum || self.cfg.pre_vote)
+            if matches!(
+                m.body,
+                MessageBody::Append { .. } | MessageBody::Snapshot { .. }
+            ) && (self.cfg.check_quorum || self.cfg.pre_vote)
             {
                 // A deposed leader (or one cut off while we moved on) learns our term and steps
                 // down; without this, a node that raised its term could be ignored forever.
@@ -440,6 +457,20 @@ impl<L: RaftLog> RaftNode<L> {
                 self.election_elapsed = 0;
                 self.handle_append(m.from, prev_index, prev_term, &entries, commit)?;
             }
+            MessageBody::Snapshot {
+                last_index,
+                last_term,
+                payload,
+            } => {
+                if self.role == Role::Leader {
+                    return Ok(());
+                }
+                if self.role != Role::Follower || self.leader != Some(m.from) {
+                    self.become_follower(self.term, Some(m.from));
+                }
+                self.election_elapsed = 0;
+                self.handle_snapshot(m.from, last_index, last_term, payload)?;
+            }
             MessageBody::AppendResponse {
                 index,
                 success,
@@ -475,7 +506,20 @@ impl<L: RaftLog> RaftNode<L> {
             }
             term_floor = e.term;
         }
-        let msg_last = expected;
+        let mut msg_last = expected;
+
+        // Entries up to `start` were compacted here, so they were committed (by this node, or
+        // by the leader whose snapshot this node installed); the current leader holds the same
+        // ones. Skip them and check the rest against the start instead.
+        let start = self.log.first_index().saturating_sub(1);
+        let (prev_index, prev_term, entries) = if prev_index < start {
+            let skip = entries.iter().take_while(|e| e.index <= start).count();
+            msg_last = msg_last.max(start);
+            let start_term = self.log.term(start).unwrap_or(0);
+            (start, start_term, entries.get(skip..).unwrap_or(&[]))
+        } else {
+            (prev_index, prev_term, entries)
+        };
 
         let last = self.log.last_index();
         match self.log.term(prev_index) {
@@ -524,8 +568,64 @@ impl<L: RaftLog> RaftNode<L> {
         self.matched = self.matched.max(msg_last).min(self.log.last_index());
         self.leader_commit = self.leader_commit.max(leader_commit);
         self.follower_maybe_commit();
-        self.send(from, Self::append_ok(self.matched.min(self.persisted)));
+        self.ack(from);
         Ok(())
+    }
+
+    /// The leader's log starts after `(index, term)`. If this node holds that entry (or it is
+    /// at or below this node's commit, where the logs are equal), its log stays; otherwise the
+    /// whole log is replaced by an empty one starting after it, answered once durable.
+    fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        index: Index,
+        term: Term,
+        payload: Bytes,
+    ) -> Result<(), RaftError> {
+        if term > self.term {
+            // No leader sends an entry of a later term than its own.
+            return Ok(());
+        }
+        let held = self.log.term(index);
+        if held == Some(term) || index <= self.commit {
+            if index <= self.commit && held.is_some_and(|t| t != term) {
+                // Contradicts a committed entry: not from a legitimate leader.
+                return Ok(());
+            }
+            // Our committed prefix equals the leader's log: if we compacted further than the
+            // leader, say so (or we would answer below our own start, which `ack` refuses).
+            let start = self.log.first_index().saturating_sub(1);
+            let known = if start <= self.commit {
+                index.max(start)
+            } else {
+                index
+            };
+            self.matched = self.matched.max(known).min(self.log.last_index());
+            self.leader_commit = self.leader_commit.max(index);
+            self.follower_maybe_commit();
+            self.ack(from);
+            return Ok(());
+        }
+        // `index` is above our commit and not in our log as the leader has it: everything we
+        // hold is either committed (and covered by the snapshot) or to be discarded.
+        self.log.install_snapshot(index, term, payload)?;
+        // Until the install is durable, the old log is what a crash brings back; only its
+        // committed prefix is known to match any leader. Nothing is acknowledged meanwhile
+        // (see `ack`).
+        self.persisted = self.persisted.min(self.commit);
+        self.matched = index;
+        self.leader_commit = self.leader_commit.max(index);
+        self.request_log_persist();
+        Ok(())
+    }
+
+    /// Tells the leader how far this node's log matches its own, durably; nothing while a
+    /// snapshot install is not yet durable (what is durable then is another log).
+    fn ack(&mut self, leader: NodeId) {
+        let index = self.matched.min(self.persisted);
+        if index >= self.log.first_index().saturating_sub(1) {
+            self.send(leader, Self::append_ok(index));
+        }
     }
 
     fn handle_append_response(
@@ -717,10 +817,24 @@ impl<L: RaftLog> RaftNode<L> {
         let last = self.log.last_index();
         let max = self.cfg.max_append_entries;
         let window = MAX_INFLIGHT_APPENDS.saturating_mul(Index::try_from(max).unwrap_or(1));
+        let first = self.log.first_index();
         let Some(pr) = self.progress.get_mut(&peer) else {
             return Ok(false);
         };
         pr.next = pr.next.clamp(1, last.saturating_add(1));
+        if pr.next < first {
+            // The entries it needs are compacted away here: send where the log starts; the
+            // entries from `first` follow (optimistically, like entries).
+            pr.next = first;
+            let last_index = first - 1;
+            let body = MessageBody::Snapshot {
+                last_index,
+                last_term: self.log.term(last_index).unwrap_or(0),
+                payload: self.log.snapshot_payload(),
+            };
+            self.send(peer, body);
+            return Ok(true);
+        }
         let prev_index = pr.next - 1;
         let entries = if pr.next <= last && pr.next <= pr.matched.saturating_add(window) {
             self.log.entries(pr.next, max)?

@@ -521,6 +521,32 @@ impl<S: BatchStore> SegmentRaftLog<S> {
 }
 
 impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
+    fn first_index(&self) -> Index {
+        1
+    }
+
+    fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+        // Keeps every entry (allowed: a log may keep more than asked) until retention of
+        // replicated partitions lands here; see the module docs.
+        let last = self.last_index();
+        if index > last {
+            return Err(StorageError::OutOfRange { index, last });
+        }
+        Ok(())
+    }
+
+    fn snapshot_payload(&self) -> Bytes {
+        Bytes::new()
+    }
+
+    fn install_snapshot(&mut self, index: Index, _: Term, _: Bytes) -> Result<(), StorageError> {
+        // Never reached while no segment log compacts: a leader sends a snapshot only for
+        // entries it compacted.
+        Err(StorageError::Io(format!(
+            "snapshot install at {index}: the segment-file log cannot restart above offset 0 yet"
+        )))
+    }
+
     fn last_index(&self) -> Index {
         Index::try_from(self.ends.len()).unwrap_or(Index::MAX)
     }

@@ -68,80 +68,89 @@ impl Rng {
 enum Op {
     Append(Entry),
     Truncate(Index),
+    /// A snapshot install: the log restarts empty after `(index, term)`.
+    Install(Index, Term, Bytes),
 }
 
 /// A node's log on a simulated disk: what the node sees, what a sync made durable, and the
 /// writes in between, which a crash keeps only a prefix of (the last one possibly torn).
+/// Compaction is durable at once (the real log writes its start record with fsync before it
+/// deletes anything), and only ever discards durable entries.
 #[derive(Debug)]
 struct SimLog {
     view: MemRaftLog,
-    durable: Vec<Entry>,
+    durable: MemRaftLog,
     unsynced: Vec<Op>,
     /// The lowest index truncated since the simulator last looked.
     lowest_truncation: Option<Index>,
+    /// Snapshot installs, over the disk's whole life (crashes included).
+    installs: usize,
 }
 
 impl SimLog {
-    fn from_entries(entries: Vec<Entry>) -> Self {
-        let mut view = MemRaftLog::new();
-        view.append(&entries)
-            .expect("recovered entries are consecutive");
+    fn new() -> Self {
+        Self::from_disk(MemRaftLog::new(), 0)
+    }
+
+    fn from_disk(disk: MemRaftLog, installs: usize) -> Self {
         Self {
-            view,
-            durable: entries,
+            view: disk.clone(),
+            durable: disk,
             unsynced: Vec::new(),
             lowest_truncation: None,
+            installs,
         }
     }
 
     /// `fsync`: everything written so far becomes durable.
     fn sync(&mut self) {
-        self.durable = self.view.all().to_vec();
+        self.durable = self.view.clone();
         self.unsynced.clear();
     }
 
     fn durable_term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
-        }
-        let pos = usize::try_from(index - 1).ok()?;
-        self.durable.get(pos).map(|e| e.term)
+        self.durable.term(index)
     }
 
     /// Power loss: the synced state, plus a prefix of the unsynced writes in order; the next
     /// write may have reached the disk torn, which recovery detects (a bad checksum) and cuts.
     fn crash(self, rng: &mut Rng) -> (Self, usize, bool, String) {
         let kept = rng.pick(self.unsynced.len() + 1);
-        let mut disk: Vec<(Entry, bool)> = self.durable.into_iter().map(|e| (e, true)).collect();
+        let mut disk = self.durable;
         for op in &self.unsynced[..kept] {
-            match op {
-                Op::Append(e) => disk.push((e.clone(), true)),
-                Op::Truncate(from) => disk.truncate(usize::try_from(from - 1).expect("fits")),
-            }
+            let replayed = match op {
+                Op::Append(e) => disk.append(std::slice::from_ref(e)),
+                Op::Truncate(from) => disk.truncate(*from),
+                Op::Install(index, term, payload) => {
+                    disk.install_snapshot(*index, *term, payload.clone())
+                }
+            };
+            replayed.expect("the writes replay as they were made");
         }
-        let mut torn = false;
-        if let Some(Op::Append(e)) = self.unsynced.get(kept) {
-            if rng.chance(500_000) {
-                disk.push((e.clone(), false));
-                torn = true;
-            }
-        }
-        // Recovery: the log ends at the last whole, valid entry.
-        let valid = disk.iter().position(|(_, ok)| !ok).unwrap_or(disk.len());
-        disk.truncate(valid);
-        let entries: Vec<Entry> = disk.into_iter().map(|(e, _)| e).collect();
+        // A torn append: recovery finds a bad checksum at the end and cuts it, so the disk is
+        // as if it had not been written.
+        let torn = matches!(self.unsynced.get(kept), Some(Op::Append(_))) && rng.chance(500_000);
         let note = format!(
-            "kept {kept}/{} unsynced writes{}, log ends at {}",
+            "kept {kept}/{} unsynced writes{}, log {}..={}",
             self.unsynced.len(),
             if torn { " + a torn one (cut)" } else { "" },
-            entries.len()
+            disk.first_index(),
+            disk.last_index()
         );
         let lost = self.unsynced.len() - kept;
-        (Self::from_entries(entries), lost, torn, note)
+        (Self::from_disk(disk, self.installs), lost, torn, note)
+    }
+
+    fn note_truncation(&mut self, from: Index) {
+        self.lowest_truncation = Some(self.lowest_truncation.map_or(from, |t| t.min(from)));
     }
 }
 
 impl RaftLog for SimLog {
+    fn first_index(&self) -> Index {
+        self.view.first_index()
+    }
+
     fn last_index(&self) -> Index {
         self.view.last_index()
     }
@@ -166,8 +175,40 @@ impl RaftLog for SimLog {
         self.view.truncate(from)?;
         if from <= last {
             self.unsynced.push(Op::Truncate(from));
-            self.lowest_truncation = Some(self.lowest_truncation.map_or(from, |t| t.min(from)));
+            self.note_truncation(from);
         }
+        Ok(())
+    }
+
+    fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+        if index < self.view.first_index() {
+            return Ok(());
+        }
+        if self.durable.term(index) != self.view.term(index) {
+            return Err(StorageError::Io(format!(
+                "compacting through {index}, which is not durable"
+            )));
+        }
+        self.durable.compact_to(index)?;
+        self.view.compact_to(index)
+    }
+
+    fn snapshot_payload(&self) -> Bytes {
+        self.view.snapshot_payload()
+    }
+
+    fn install_snapshot(
+        &mut self,
+        index: Index,
+        term: Term,
+        payload: Bytes,
+    ) -> Result<(), StorageError> {
+        self.view.install_snapshot(index, term, payload.clone())?;
+        self.unsynced.push(Op::Install(index, term, payload));
+        // Entries after `index` are gone; those up to it are replaced by the committed ones
+        // the snapshot stands for.
+        self.note_truncation(index.saturating_add(1));
+        self.installs += 1;
         Ok(())
     }
 }
@@ -299,7 +340,20 @@ struct Sim {
     crash_soon: Vec<NodeId>,
     /// Peer-down hints to deliver: (time, to, about).
     hints: Vec<(u64, NodeId, NodeId)>,
+    /// Compaction (retention) decisions: a stream of their own, so that a seed's other draws
+    /// stay where they were before compaction existed.
+    compact_rng: Rng,
+    /// Per node per time unit (per million): compact a running node at a random point of its
+    /// checked committed prefix.
+    compact: u64,
+    /// The lagging-follower scenario: this node is down from [`LAG_FROM`] until the others
+    /// have committed after healing and compacted past everything it has; it must then catch
+    /// up by a snapshot install.
+    lagger: Option<NodeId>,
 }
+
+/// When the lagging follower goes down (and stays down until after healing).
+const LAG_FROM: u64 = 100;
 
 /// What one run did, for the summary line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -316,6 +370,8 @@ struct Stats {
     delivered: usize,
     lost_messages: usize,
     hints: usize,
+    compactions: usize,
+    installs: usize,
 }
 
 impl Stats {
@@ -332,20 +388,29 @@ impl Stats {
         self.delivered += other.delivered;
         self.lost_messages += other.lost_messages;
         self.hints += other.hints;
+        self.compactions += other.compactions;
+        self.installs += other.installs;
     }
 }
 
 impl Sim {
-    fn new(seed: u64, nodes: u64, verbose: bool) -> Self {
+    fn new(seed: u64, nodes: u64, verbose: bool, lagging: bool) -> Self {
         let mut rng = Rng::new(seed);
         let faults = Faults::draw(&mut rng);
+        let mut compact_rng = Rng::new(seed ^ 0x5EED_C0A1_E5CE_0001);
+        let compact = if lagging {
+            200_000
+        } else {
+            compact_rng.choose(&[0, 2_000, 20_000, 200_000])
+        };
+        let lagger = lagging.then(|| 1 + compact_rng.below(nodes));
         let ids: Vec<NodeId> = (1..=nodes).collect();
         let slots = ids
             .iter()
             .map(|&id| {
                 let slot = Slot {
                     node: None,
-                    down_log: Some(SimLog::from_entries(Vec::new())),
+                    down_log: Some(SimLog::new()),
                     hs_durable: HardState::default(),
                     hs_written: None,
                     pending_io: Vec::new(),
@@ -378,12 +443,16 @@ impl Sim {
             stats: Stats::default(),
             crash_soon: Vec::new(),
             hints: Vec::new(),
+            compact_rng,
+            compact,
+            lagger,
         };
         for id in sim.ids.clone() {
             sim.restart(id);
         }
         let faults = format!("{:?}", sim.faults);
-        sim.note(|| format!("faults {faults}"));
+        let (compact, lagger) = (sim.compact, sim.lagger);
+        sim.note(|| format!("faults {faults}, compact {compact}, lagger {lagger:?}"));
         sim
     }
 
@@ -424,6 +493,7 @@ impl Sim {
             self.step();
         }
         let recovered = self.now - healed_at;
+        let installs_before = self.lagger.map(|id| self.release_lagger(id));
         while !self.all_caught_up() {
             if self.now - healed_at > CATCH_UP_LIMIT {
                 self.fail(&format!(
@@ -434,12 +504,25 @@ impl Sim {
             self.step();
         }
         self.check_final();
+        if let (Some(id), Some(before)) = (self.lagger, installs_before) {
+            let after = self.node(id).log().installs;
+            if after <= before {
+                self.fail(&format!(
+                    "lagging n{id} caught up without a snapshot install"
+                ));
+            }
+        }
         Stats {
             acked: self.acked.len(),
             terms: self.leaders.len(),
             committed: self.committed.len(),
             heal_ticks: recovered,
             catch_up_ticks: self.now - healed_at,
+            installs: self
+                .ids
+                .iter()
+                .map(|&id| self.node(id).log().installs)
+                .sum(),
             ..self.stats
         }
     }
@@ -466,12 +549,54 @@ impl Sim {
         if !self.healed {
             self.inject_faults();
         }
+        if let Some(id) = self.lagger.filter(|_| self.now == LAG_FROM) {
+            if self.is_up(id) {
+                self.crash(id);
+            }
+            self.slots.get_mut(&id).expect("slot").restart_at = u64::MAX;
+        }
+        self.compact_some();
         for id in self.ids.clone() {
             if self.is_running(id) {
                 self.call(id, |n| n.tick());
             }
         }
         self.check_step();
+    }
+
+    /// Retention: running nodes compact at random points of their checked committed prefix.
+    fn compact_some(&mut self) {
+        for id in self.ids.clone() {
+            if !self.is_running(id) || !self.compact_rng.chance(self.compact) {
+                continue;
+            }
+            let checked = self.slots[&id].checked;
+            let start = self.node(id).log().first_index().saturating_sub(1);
+            if checked <= start {
+                continue;
+            }
+            let to = start + 1 + self.compact_rng.below(checked - start);
+            self.stats.compactions += 1;
+            self.note(|| format!("n{id} compacts to {to}"));
+            self.call(id, |n| n.compact(to).map(|_| ()));
+        }
+    }
+
+    /// After healing in the lagging-follower scenario: every other node compacts all it has
+    /// checked committed (past all the lagger holds: a commit of the post-heal term is there),
+    /// then the lagger comes back. Returns its installs so far.
+    fn release_lagger(&mut self, lagger: NodeId) -> usize {
+        for id in self.ids.clone() {
+            if id != lagger && self.is_up(id) {
+                let checked = self.slots[&id].checked;
+                self.call(id, |n| n.compact(checked).map(|_| ()));
+            }
+        }
+        let slot = self.slots.get_mut(&lagger).expect("slot");
+        let installs = slot.down_log.as_ref().map_or(0, |log| log.installs);
+        self.restart(lagger);
+        self.note(|| format!("lagging n{lagger} is back"));
+        installs
     }
 
     fn is_up(&self, id: NodeId) -> bool {
@@ -806,7 +931,7 @@ impl Sim {
         self.faults.drop = 0;
         self.faults.max_delay = self.faults.max_delay.min(5);
         for id in self.ids.clone() {
-            if !self.is_up(id) {
+            if !self.is_up(id) && self.lagger != Some(id) {
                 self.restart(id);
             }
             self.slots.get_mut(&id).expect("slot").paused_until = 0;
@@ -870,7 +995,12 @@ impl Sim {
             self.fail(&format!("two leaders in term {term}: n{first} and n{id}"));
         }
         let log = self.node(id).log();
+        // Entries it compacted were committed here and checked then.
+        let start = log.first_index().saturating_sub(1);
         for c in self.committed.iter().filter(|c| c.seen_in < term) {
+            if c.entry.index < start {
+                continue;
+            }
             if log.term(c.entry.index) != Some(c.entry.term) {
                 let acked = self.acked.iter().any(|p| p.index == c.entry.index);
                 self.fail(&format!(
@@ -915,26 +1045,48 @@ impl Sim {
                     "n{id} commit went back from {checked} to {commit}"
                 ));
             }
-            // Committed prefixes are identical everywhere.
-            let fresh = self
-                .node(id)
-                .log()
-                .entries(checked + 1, usize::MAX)
-                .unwrap_or_default();
-            for e in fresh.into_iter().take_while(|e| e.index <= commit) {
-                match usize::try_from(e.index - 1)
+            // Committed prefixes are identical everywhere, where the logs still hold them; a
+            // compacted start is a committed entry (same term), described by its payload.
+            let log = self.node(id).log();
+            let start = log.first_index().saturating_sub(1);
+            if start > 0 && start <= commit {
+                let seen = usize::try_from(start - 1)
                     .ok()
-                    .and_then(|p| self.committed.get(p))
-                {
+                    .and_then(|p| self.committed.get(p));
+                match seen {
+                    Some(c) if Some(c.entry.term) == log.term(start) => {}
+                    _ => self.fail(&format!(
+                        "n{id} starts after {start}@{:?}, which is not the committed entry {:?}",
+                        log.term(start),
+                        seen.map(|c| &c.entry)
+                    )),
+                }
+                if log.snapshot_payload() != start.to_be_bytes().as_slice() {
+                    self.fail(&format!(
+                        "n{id}'s snapshot payload does not describe {start}"
+                    ));
+                }
+            }
+            let from = (checked + 1).max(log.first_index());
+            let fresh = match log.entries(from, usize::MAX) {
+                Ok(fresh) => fresh,
+                Err(e) => self.fail(&format!("n{id} cannot read its committed entries: {e}")),
+            };
+            for e in fresh.into_iter().take_while(|e| e.index <= commit) {
+                let pos = usize::try_from(e.index - 1).expect("fits");
+                match self.committed.get(pos) {
                     Some(c) if c.entry == e => {}
                     Some(c) => self.fail(&format!(
                         "n{id} committed {e:?} where another node committed {:?}",
                         c.entry
                     )),
-                    None => self.committed.push(Committed {
+                    None if pos == self.committed.len() => self.committed.push(Committed {
                         entry: e,
                         seen_in: term,
                     }),
+                    None => self.fail(&format!(
+                        "n{id} committed {e:?}, but entries before it were never seen committed"
+                    )),
                 }
             }
             self.slots.get_mut(&id).expect("slot").checked = commit;
@@ -972,7 +1124,8 @@ impl Sim {
             }
             for &id in &self.ids {
                 let n = self.node(id);
-                if n.commit() < p.index || n.log().term(p.index) != Some(p.term) {
+                let compacted = p.index < n.log().first_index();
+                if n.commit() < p.index || (!compacted && n.log().term(p.index) != Some(p.term)) {
                     self.fail(&format!("n{id} lacks acknowledged {}@{}", p.index, p.term));
                 }
             }
@@ -982,7 +1135,7 @@ impl Sim {
 
 /// Runs the seeds chosen by the environment for a cluster of `nodes`: `RAFT_SEED` alone (with
 /// a trace), or `RAFT_SEEDS` seeds from `RAFT_SEED_BASE` (default `default_seeds` from 0).
-fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
+fn run_seeds(test: &str, nodes: u64, default_seeds: u64, lagging: bool) {
     let env = |name: &str| {
         std::env::var(name).ok().map(|v| {
             v.parse::<u64>()
@@ -1003,7 +1156,7 @@ fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
     let mut total = Stats::default();
     let count = seeds.end - seeds.start;
     for seed in seeds {
-        let outcome = std::panic::catch_unwind(|| Sim::new(seed, nodes, verbose).run());
+        let outcome = std::panic::catch_unwind(|| Sim::new(seed, nodes, verbose, lagging).run());
         match outcome {
             Ok(stats) => {
                 total.add(&stats);
@@ -1024,20 +1177,95 @@ fn run_seeds(test: &str, nodes: u64, default_seeds: u64) {
 }
 
 mod tests {
-    use super::run_seeds;
+    use super::{run_seeds, Entry, Index, RaftLog, StorageError, Term};
+    use bytes::Bytes;
 
     #[test]
     fn three_nodes() {
-        run_seeds("three_nodes", 3, 200);
+        run_seeds("three_nodes", 3, 200, false);
     }
 
     #[test]
     fn five_nodes() {
-        run_seeds("five_nodes", 5, 100);
+        run_seeds("five_nodes", 5, 100, false);
+    }
+
+    /// One node is down from early on while the others commit and compact; after healing it
+    /// can only catch up by installing a snapshot, which the run checks it did.
+    #[test]
+    fn lagging_follower_catches_up_by_snapshot() {
+        run_seeds("lagging_follower_catches_up_by_snapshot", 3, 200, true);
     }
 
     #[test]
     fn sim_log_meets_the_log_contract() {
-        super::super::storage::contract(super::SimLog::from_entries(Vec::new()));
+        super::super::storage::contract(super::SimLog::new());
+        super::super::storage::contract_compaction(Synced(super::SimLog::new()), true);
+    }
+
+    /// A [`super::SimLog`] synced after every write: the compaction contract compacts entries
+    /// it has just written, which the simulated disk allows only once they are durable.
+    struct Synced(super::SimLog);
+
+    impl RaftLog for Synced {
+        fn first_index(&self) -> Index {
+            self.0.first_index()
+        }
+        fn last_index(&self) -> Index {
+            self.0.last_index()
+        }
+        fn term(&self, index: Index) -> Option<Term> {
+            self.0.term(index)
+        }
+        fn entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, StorageError> {
+            self.0.entries(from, max)
+        }
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            self.0.append(entries)?;
+            self.0.sync();
+            Ok(())
+        }
+        fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
+            self.0.truncate(from)?;
+            self.0.sync();
+            Ok(())
+        }
+        fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+            self.0.compact_to(index)
+        }
+        fn snapshot_payload(&self) -> Bytes {
+            self.0.snapshot_payload()
+        }
+        fn install_snapshot(
+            &mut self,
+            index: Index,
+            term: Term,
+            payload: Bytes,
+        ) -> Result<(), StorageError> {
+            self.0.install_snapshot(index, term, payload)?;
+            self.0.sync();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sim_log_refuses_to_compact_what_is_not_durable() {
+        let mut log = super::SimLog::new();
+        let e = |index| Entry {
+            term: 1,
+            index,
+            kind: super::EntryKind::Normal,
+            payload: Bytes::new(),
+        };
+        log.append(&[e(1), e(2)]).unwrap();
+        assert!(log.compact_to(1).is_err());
+        log.sync();
+        log.append(&[e(3)]).unwrap();
+        log.compact_to(2).unwrap();
+        assert!(log.compact_to(3).is_err());
+        // A crash keeps the compaction (durable at once) whatever happens to entry 3.
+        let (log, _, _, _) = log.crash(&mut super::Rng::new(1));
+        assert_eq!(log.first_index(), 3);
+        assert_eq!(log.term(2), Some(1));
     }
 }

@@ -641,6 +641,172 @@ fn raft_progress_reports_each_followers_durable_match_on_the_leader_only() {
     );
 }
 
+/// Isolates node 3, commits `entries` more entries on 1 and 2 and compacts both to their
+/// commit index: node 3 can then only catch up by a snapshot install.
+fn lagging_follower(entries: usize) -> Cluster {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.cut.insert(3);
+    for _ in 0..entries {
+        c.nodes
+            .get_mut(&1)
+            .unwrap()
+            .propose(Bytes::from_static(b"x"))
+            .unwrap();
+        c.settle();
+    }
+    c.tick_all(2);
+    for id in [1, 2] {
+        let n = c.nodes.get_mut(&id).unwrap();
+        let commit = n.commit();
+        assert_eq!(n.compact(u64::MAX).unwrap(), commit + 1);
+    }
+    c
+}
+
+#[test]
+fn raft_compaction_discards_only_committed_entries() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.tick_all(2);
+    c.cut.insert(2);
+    c.cut.insert(3);
+    let leader = c.nodes.get_mut(&1).unwrap();
+    leader.propose(Bytes::from_static(b"x")).unwrap();
+    let _ = sent(leader);
+    assert_eq!((leader.commit(), leader.log().last_index()), (1, 2));
+    // Asked for everything, it keeps what is not committed.
+    assert_eq!(leader.compact(u64::MAX).unwrap(), 2);
+    assert_eq!(leader.log().term(1), Some(1));
+    assert_eq!(leader.log().all().len(), 1);
+}
+
+#[test]
+fn raft_a_lagging_follower_catches_up_by_a_snapshot_install() {
+    let mut c = lagging_follower(5);
+    let (first, payload) = {
+        let l = c.node(1).log();
+        (l.first_index(), l.snapshot_payload())
+    };
+    assert_eq!(
+        first, 7,
+        "the no-op and 5 entries, all committed and compacted"
+    );
+    assert_eq!(c.node(3).log().last_index(), 1);
+    c.cut.remove(&3);
+    c.tick_all(4);
+    c.nodes
+        .get_mut(&1)
+        .unwrap()
+        .propose(Bytes::from_static(b"after"))
+        .unwrap();
+    c.tick_all(4);
+    let (leader, lagger) = (c.node(1), c.node(3));
+    assert_eq!(
+        lagger.log().first_index(),
+        first,
+        "installed the leader's start"
+    );
+    assert_eq!(lagger.log().snapshot_payload(), payload);
+    assert_eq!(lagger.log().term(first - 1), leader.log().term(first - 1));
+    assert_eq!(lagger.commit(), leader.commit());
+    assert_eq!(lagger.log().all(), leader.log().all());
+    assert_eq!(lagger.log().all().last().unwrap().payload, "after");
+    let progress: Vec<_> = leader.progress().collect();
+    assert!(progress.contains(&(3, leader.log().last_index())));
+}
+
+#[test]
+fn raft_a_snapshot_install_is_acknowledged_only_once_durable() {
+    let mut c = lagging_follower(3);
+    c.stalled.insert(3);
+    c.cut.remove(&3);
+    c.tick_all(4);
+    let start = c.node(1).log().first_index() - 1;
+    assert_eq!(c.node(3).log().first_index(), start + 1, "installed");
+    assert!(c.node(3).commit() < start, "not committed before durable");
+    let matched = |c: &Cluster| c.node(1).progress().find(|p| p.0 == 3).unwrap().1;
+    assert!(matched(&c) < start, "no acknowledgement before durable");
+    c.release(3);
+    c.tick_all(2);
+    assert!(matched(&c) >= start);
+    assert_eq!(c.node(3).commit(), c.node(1).commit());
+}
+
+#[test]
+fn raft_a_follower_holding_the_snapshot_point_keeps_its_log() {
+    let entries: Vec<Entry> = (1..=5).map(|i| entry(i, 1)).collect();
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        commit: 2,
+    };
+    let follower = || RaftNode::new(Config::new(2, vec![1, 2, 3]), log_of(&entries), hs).unwrap();
+    let snapshot = |last_index, last_term, term| Message {
+        from: 1,
+        to: 2,
+        term,
+        body: MessageBody::Snapshot {
+            last_index,
+            last_term,
+            payload: Bytes::from_static(b"p"),
+        },
+    };
+    let ok = |index| MessageBody::AppendResponse {
+        index,
+        success: true,
+        rejected: 0,
+    };
+
+    // It holds (4, 1): the log stays, and it says it matches up to there.
+    let mut n = follower();
+    n.step(snapshot(4, 1, 2)).unwrap();
+    let replies: Vec<_> = sent(&mut n).into_iter().map(|m| m.body).collect();
+    assert_eq!(n.log().all(), &entries[..]);
+    assert_eq!(replies, vec![ok(4)]);
+
+    // At or below its commit the logs are equal whatever it holds: nothing changes either.
+    let mut n = follower();
+    n.step(snapshot(2, 1, 2)).unwrap();
+    let replies: Vec<_> = sent(&mut n).into_iter().map(|m| m.body).collect();
+    assert_eq!(n.log().all(), &entries[..]);
+    assert_eq!(replies, vec![ok(2)]);
+
+    // (4, 2) conflicts with its uncommitted entry 4: the whole log goes.
+    let mut n = follower();
+    n.step(snapshot(4, 2, 2)).unwrap();
+    let replies: Vec<_> = sent(&mut n).into_iter().map(|m| m.body).collect();
+    assert_eq!((n.log().first_index(), n.log().last_index()), (5, 4));
+    assert_eq!(n.log().term(4), Some(2));
+    assert_eq!(n.log().snapshot_payload(), "p");
+    assert_eq!(n.commit(), 4);
+    assert_eq!(replies, vec![ok(4)]);
+
+    // Stale (an earlier term than the follower's) or claiming a later term than the sender's:
+    // refused, changing nothing.
+    for m in [snapshot(9, 1, 1), snapshot(9, 3, 2)] {
+        let mut n = follower();
+        n.step(m).unwrap();
+        let _ = sent(&mut n);
+        assert_eq!(n.log().all(), &entries[..]);
+        assert_eq!(n.commit(), 2);
+    }
+}
+
+#[test]
+fn raft_a_restart_after_compaction_counts_the_compacted_entries_committed() {
+    let mut log = log_of(&[entry(1, 1), entry(2, 1), entry(3, 2)]);
+    log.compact_to(2).unwrap();
+    let hs = HardState {
+        term: 2,
+        vote: None,
+        commit: 1, // the hard state lagged behind the compaction
+    };
+    let n = RaftNode::new(Config::new(1, vec![1, 2, 3]), log, hs).unwrap();
+    assert_eq!(n.commit(), 2);
+}
+
 /// A tiny generator for the hostile-input test.
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -674,7 +840,7 @@ fn raft_hostile_messages_never_panic_or_break_the_log() {
         let from = num(&mut rng);
         let term = num(&mut rng);
         let (a, b) = (num(&mut rng), num(&mut rng));
-        let body = match splitmix(&mut rng) % 6 {
+        let body = match splitmix(&mut rng) % 7 {
             0 => MessageBody::PreVote {
                 last_index: a,
                 last_term: b,
@@ -701,6 +867,11 @@ fn raft_hostile_messages_never_panic_or_break_the_log() {
                     commit: num(&mut rng),
                 }
             }
+            5 => MessageBody::Snapshot {
+                last_index: a,
+                last_term: b,
+                payload: Bytes::from_static(b"start"),
+            },
             _ => MessageBody::AppendResponse {
                 index: a,
                 success: b % 2 == 0,
@@ -721,10 +892,11 @@ fn raft_hostile_messages_never_panic_or_break_the_log() {
         let n = c.node(to);
         assert!(n.commit() <= n.log().last_index());
         let all = n.log().all();
+        let first = n.log().first_index();
         assert!(all
             .iter()
             .enumerate()
-            .all(|(i, e)| e.index == u64::try_from(i).unwrap() + 1));
+            .all(|(i, e)| e.index == u64::try_from(i).unwrap() + first));
         assert!(all.windows(2).all(|w| w[0].term <= w[1].term));
         c.settle();
     }

@@ -19,6 +19,7 @@
 //!   kind 3 VoteResponse     bool granted
 //!   kind 4 Append           uv prev_index, uv prev_term, uv commit, uv count, entry*count
 //!   kind 5 AppendResponse   uv index, bool success, uv rejected
+//!   kind 6 Snapshot         uv last_index, uv last_term, bytes payload
 //! entry    := uv term, uv index, kind:u8 (0 normal, 1 noop), bytes payload
 //! str      := uv len, UTF-8 bytes;  bytes := uv len, raw bytes;  bool := u8 0 | 1
 //! uv       := unsigned LEB128, at most 10 bytes
@@ -57,6 +58,7 @@ const MSG_VOTE: u8 = 2;
 const MSG_VOTE_RESPONSE: u8 = 3;
 const MSG_APPEND: u8 = 4;
 const MSG_APPEND_RESPONSE: u8 = 5;
+const MSG_SNAPSHOT: u8 = 6;
 
 const ENTRY_NORMAL: u8 = 0;
 const ENTRY_NOOP: u8 = 1;
@@ -382,6 +384,16 @@ fn put_message(out: &mut BytesMut, msg: &Message) {
             put_bool(out, *success);
             put_uv(out, *rejected);
         }
+        MessageBody::Snapshot {
+            last_index,
+            last_term,
+            payload,
+        } => {
+            out.put_u8(MSG_SNAPSHOT);
+            put_uv(out, *last_index);
+            put_uv(out, *last_term);
+            put_bytes(out, payload);
+        }
     }
 }
 
@@ -519,6 +531,11 @@ impl Reader {
                 success: self.bool("success")?,
                 rejected: self.uv("rejected index")?,
             },
+            MSG_SNAPSHOT => MessageBody::Snapshot {
+                last_index: self.uv("snapshot index")?,
+                last_term: self.uv("snapshot term")?,
+                payload: self.bytes("snapshot payload")?,
+            },
             tag => {
                 return Err(WireError::UnknownTag {
                     what: "message",
@@ -622,6 +639,13 @@ mod tests {
                     rejected,
                 }
             }),
+            (any::<u64>(), any::<u64>(), arb_bytes()).prop_map(
+                |(last_index, last_term, payload)| MessageBody::Snapshot {
+                    last_index,
+                    last_term,
+                    payload,
+                }
+            ),
         ]
     }
 
@@ -758,6 +782,57 @@ mod tests {
         let body = u32::try_from(good.len() - LEN_PREFIX).unwrap();
         good[..4].copy_from_slice(&body.to_be_bytes());
         assert_eq!(decode(&mut good, MAX), Err(WireError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn snapshot_with_extreme_indexes_round_trips() {
+        for (last_index, last_term) in [(0, 0), (u64::MAX, u64::MAX), (u64::MAX, 0), (1, u64::MAX)]
+        {
+            let frame = Frame::Raft {
+                group: GroupKey::Meta,
+                msg: Message {
+                    from: u64::MAX,
+                    to: 0,
+                    term: u64::MAX,
+                    body: MessageBody::Snapshot {
+                        last_index,
+                        last_term,
+                        payload: Bytes::from_static(&[0xff; 9]),
+                    },
+                },
+            };
+            let mut buf = enc(&frame);
+            assert_eq!(decode(&mut buf, MAX), Ok(Some(frame)));
+        }
+    }
+
+    #[test]
+    fn snapshot_payload_longer_than_the_frame_is_refused() {
+        let frame = Frame::Raft {
+            group: GroupKey::Meta,
+            msg: Message {
+                from: 1,
+                to: 2,
+                term: 3,
+                body: MessageBody::Snapshot {
+                    last_index: 4,
+                    last_term: 3,
+                    payload: Bytes::new(),
+                },
+            },
+        };
+        let mut buf = enc(&frame);
+        // The payload length is the last byte (varint 0): announce u64::MAX bytes instead.
+        buf.truncate(buf.len() - 1);
+        let mut tail = BytesMut::new();
+        put_uv(&mut tail, u64::MAX);
+        buf.extend_from_slice(&tail);
+        let body = u32::try_from(buf.len() - LEN_PREFIX).unwrap();
+        buf[..4].copy_from_slice(&body.to_be_bytes());
+        assert_eq!(
+            decode(&mut buf, MAX),
+            Err(WireError::Truncated("snapshot payload"))
+        );
     }
 
     #[test]
