@@ -277,6 +277,49 @@ impl Partition {
         Ok(())
     }
 
+    /// Replica: where retention would start the log now, deleting only whole segments below
+    /// the high watermark (committed data).
+    pub fn retention_target(&self, now_ms: i64) -> i64 {
+        let hw = self.log.high_watermark();
+        self.read_log()
+            .log
+            .retention_start(now_ms, &self.settings.retention, hw)
+    }
+
+    /// Replica: the log start after deleting every whole segment ending at or below `offset`.
+    pub fn replica_start_after_deleting_before(&self, offset: i64) -> i64 {
+        let keep_all = RetentionPolicy {
+            retention_ms: None,
+            retention_bytes: Some(0),
+        };
+        self.read_log().log.retention_start(0, &keep_all, offset)
+    }
+
+    /// Replica: delete the whole segments ending at or below `offset` (the Raft log compacted
+    /// up to there; never above the high watermark, so `log start <= HW` holds) and rebuild the
+    /// producer table from what is kept, as Kafka does after retention.
+    pub fn replica_delete_segments_before(&self, offset: i64) -> Result<i64, LogError> {
+        let mut state = self.write_log();
+        let start = state.log.delete_segments_before(offset)?;
+        state.producers = rebuild_producers(state.log.as_ref())?;
+        Ok(start)
+    }
+
+    /// Replica: a snapshot install. Everything goes and the log restarts empty at `offset`,
+    /// the leader's log start: everything below it is committed, so the high watermark moves
+    /// there too (`log start == HW == LEO`). The producer table starts empty (what is kept).
+    pub fn replica_reset(&self, offset: i64) -> Result<(), LogError> {
+        let mut state = self.write_log();
+        let reset = state.log.reset_to(offset);
+        // Like a truncation: no sync planned before this is published, and the flushed
+        // offset never above what the log holds.
+        self.durability.truncated(state.log.log_end_offset());
+        reset?;
+        state.producers = rebuild_producers(state.log.as_ref())?;
+        self.publish_high_watermark(offset);
+        Ok(())
+    }
+
     /// Replica: whole batches from `offset`, up to `max_offset`, committed or not (what the
     /// Raft log holds).
     pub fn replica_read(
@@ -356,11 +399,11 @@ impl Partition {
         self.read_log().log.offset_for_timestamp(ts)
     }
 
-    /// Delete whole segments past the retention limits; returns the new log start.
+    /// Delete whole segments past the retention limits; returns the new log start. A replica
+    /// deletes nothing here: its retention goes through its Raft group
+    /// (`cluster::Replica::enforce_retention`), which deletes through the `replica_*` calls.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
         if self.settings.replicated {
-            // The Raft log starts at the partition's first batch until snapshots exist: a
-            // replica keeps every segment (ARCHITECTURE.md, replication, "Not yet").
             return Ok(self.read_log().log.log_start_offset());
         }
         self.write_log()

@@ -178,6 +178,19 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
         let now = crate::processing::unix_now_ms();
         for topic in broker.topics.list() {
             for p in &topic.partitions {
+                if p.is_replicated() {
+                    // Through the partition's Raft group, if this node holds a replica.
+                    let replica = broker
+                        .cluster
+                        .get()
+                        .and_then(|c| c.replica(&topic.name, p.index));
+                    if let Some(replica) = replica {
+                        if let Err(e) = replica.enforce_retention(now).await {
+                            tracing::error!(topic = %topic.name, partition = p.index, "retention failed: {e}");
+                        }
+                    }
+                    continue;
+                }
                 if let Err(e) = p.enforce_retention(now) {
                     tracing::error!(topic = %topic.name, partition = p.index, "retention failed: {e}");
                 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use self::hard_state::HardStateFile;
+use self::hard_state::{HardStateFile, LogStartFile};
 use self::replica::{PartitionStore, Replica, ReplicaHost};
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
@@ -382,7 +382,13 @@ impl Cluster {
                     .with_extension("json"),
             );
             let hs = state.load().map_err(anyhow::Error::msg)?;
-            let log = SegmentRaftLog::open(PartitionStore(p.clone()))
+            let start = LogStartFile::new(
+                self.state_dir
+                    .join("raft")
+                    .join(format!("{}-{}.start", topic.id.simple(), p.index))
+                    .with_extension("json"),
+            );
+            let log = SegmentRaftLog::open(PartitionStore(p.clone(), start))
                 .map_err(|e| anyhow::anyhow!("{}/{}: {e}", topic.name, p.index))?;
             let voters = replicas.iter().map(|n| raft_id(*n)).collect();
             let seed = u64::try_from(p.index).unwrap_or(0) ^ topic.id.as_u64_pair().0;

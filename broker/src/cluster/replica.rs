@@ -7,23 +7,31 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 
-use super::hard_state::HardStateFile;
+use super::hard_state::{HardStateFile, LogStartFile};
 use crate::codec::batch::{self, BatchHeader};
 use crate::log::{AppendInfo, LogError};
 use crate::net::peers::PeerNetwork;
 use crate::partition::{Appended, Partition};
 use crate::producers::{SequenceCheck, SequenceError};
 use crate::raft::driver::{CommitError, Group, Host};
-use crate::raft::segment_log::{BatchStore, SegmentRaftLog};
+use crate::raft::segment_log::{BatchStore, LogStart, SegmentRaftLog};
 use crate::raft::wire::GroupKey;
 use crate::raft::{HardState, Index, Message, NodeId, RaftLog, Role, Term};
 
 /// The Raft log of a replica: the partition's segment files.
 pub type PartitionRaftLog = SegmentRaftLog<PartitionStore>;
 
-/// The partition seen as the Raft log's batch store: appends and truncations keep the
-/// partition's producer table in step (see `Partition::replica_*`).
-pub struct PartitionStore(pub Arc<Partition>);
+/// The partition seen as the Raft log's batch store: appends, truncations, deletions and
+/// resets keep the partition's producer table and high watermark in step (see
+/// `Partition::replica_*`); the log start record lives in its own file.
+pub struct PartitionStore(pub Arc<Partition>, pub LogStartFile);
+
+fn record_failed(e: String) -> LogError {
+    LogError::Io {
+        context: "log start record".to_string(),
+        source: std::io::Error::other(e),
+    }
+}
 
 impl BatchStore for PartitionStore {
     fn append_batch(&mut self, batch: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
@@ -40,6 +48,21 @@ impl BatchStore for PartitionStore {
     }
     fn log_end_offset(&self) -> i64 {
         self.0.offsets().log_end
+    }
+    fn load_start(&self) -> Result<Option<LogStart>, LogError> {
+        self.1.load().map_err(record_failed)
+    }
+    fn save_start(&mut self, start: &LogStart) -> Result<(), LogError> {
+        self.1.save(start).map_err(record_failed)
+    }
+    fn start_after_deleting_before(&self, offset: i64) -> i64 {
+        self.0.replica_start_after_deleting_before(offset)
+    }
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.0.replica_delete_segments_before(offset)
+    }
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.0.replica_reset(offset)
     }
 }
 
@@ -150,6 +173,36 @@ pub struct Proposed {
 }
 
 impl Replica {
+    /// Retention for a replica: the whole segments the topic's limits would delete now, below
+    /// the high watermark (so only committed entries), go through the Raft group, which
+    /// compacts its log up to there ([`crate::raft::RaftNode::compact`]). Returns the log start
+    /// afterwards.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<i64, String> {
+        let target = self.partition.retention_target(now_ms);
+        if target <= self.partition.offsets().log_start {
+            return Ok(self.partition.offsets().log_start);
+        }
+        let compacted = self
+            .group
+            .with_core(move |core| {
+                let log = core.log();
+                // The entry that ends where the first kept segment starts.
+                let index = if log.end_offset(log.last_index()) == Some(target) {
+                    Some(log.last_index())
+                } else {
+                    log.index_for_offset(target).and_then(|i| i.checked_sub(1))
+                };
+                match index {
+                    Some(index) => core.compact(index).map(|_| ()).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .ok_or_else(|| "the replica stopped".to_string())?;
+        compacted?;
+        Ok(self.partition.offsets().log_start)
+    }
+
     /// Leader only: check the batch against the producer table and propose it, its base
     /// offset set to the log end, as one Raft entry. Inside the group's task, so nothing
     /// appends between the check and the proposal.

@@ -27,6 +27,10 @@ pub(crate) fn run_contract<L: PartitionLog>(make: Make<'_, L>) {
         truncate_cuts_at_batch_boundaries(make(config.clone()));
         flush_offsets_only_move_forward(make(config.clone()));
     }
+    for config in layouts() {
+        reset_to_restarts_the_log_empty_at_an_offset(make(config));
+    }
+    retention_start_and_delete_segments_before(make(one_batch_per_segment()));
     retention_by_bytes_deletes_oldest_segments(make(one_batch_per_segment()));
     retention_by_time_deletes_expired_segments(make(one_batch_per_segment()));
     retention_never_deletes_the_active_segment(make(FileLogConfig::default()));
@@ -410,6 +414,107 @@ fn segments_roll_by_record_time(mut log: impl PartitionLog) {
         "the third batch started a segment"
     );
     assert_eq!(log.log_end_offset(), 4);
+}
+
+fn reset_to_restarts_the_log_empty_at_an_offset(mut log: impl PartitionLog) {
+    for _ in 0..4 {
+        append(&mut log, 2, 10);
+    }
+    fn at(log: &dyn PartitionLog) -> (i64, i64, i64) {
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.flushed_offset(),
+        )
+    }
+    // Past the end (a follower far behind its leader's start).
+    log.reset_to(100).unwrap();
+    assert_eq!(at(&log), (100, 100, 100));
+    assert!(out_of_range(log.read(99, i64::MAX, 1000)));
+    assert!(out_of_range(log.read(0, i64::MAX, 1000)));
+    assert!(log.read(100, i64::MAX, 1000).unwrap().is_empty());
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(log.disk_usage().1, 0);
+    let info = append(&mut log, 3, 20);
+    assert_eq!((info.base_offset, info.last_offset), (100, 102));
+    assert_eq!(bases(&log, 100, i64::MAX, 1 << 20), vec![100]);
+    assert_eq!(log.log_start_offset(), 100);
+    // Truncation and retention keep working from the new start.
+    log.truncate_to(100).unwrap();
+    assert_eq!(at(&log), (100, 100, 100));
+    let all = RetentionPolicy {
+        retention_ms: Some(0),
+        retention_bytes: Some(0),
+    };
+    assert_eq!(log.enforce_retention(i64::MAX, &all).unwrap(), 100);
+    // Below the start, and at the start itself, work too; a negative offset is refused.
+    append(&mut log, 1, 30);
+    log.reset_to(3).unwrap();
+    assert_eq!(at(&log), (3, 3, 3));
+    log.reset_to(3).unwrap();
+    assert_eq!(at(&log), (3, 3, 3));
+    assert!(out_of_range(log.reset_to(-1)));
+    assert_eq!(at(&log), (3, 3, 3));
+    assert_eq!(append(&mut log, 1, 40).base_offset, 3);
+}
+
+/// The two halves of retention for a replica: where it would start below a limit (the high
+/// watermark), then deleting up to there.
+fn retention_start_and_delete_segments_before(mut log: impl PartitionLog) {
+    // One batch per segment: [0,2) [2,4) [4,6) [6,8), the last one active.
+    for ts in [10, 20, 30, 40] {
+        append(&mut log, 2, ts);
+    }
+    let all = RetentionPolicy {
+        retention_ms: Some(0),
+        retention_bytes: Some(0),
+    };
+    let none = RetentionPolicy::default();
+    assert_eq!(
+        log.retention_start(i64::MAX, &all, i64::MAX),
+        6,
+        "never the active one"
+    );
+    assert_eq!(
+        log.retention_start(i64::MAX, &all, 4),
+        4,
+        "nothing holding the limit"
+    );
+    assert_eq!(log.retention_start(i64::MAX, &all, 3), 2);
+    assert_eq!(log.retention_start(i64::MAX, &all, 0), 0);
+    assert_eq!(log.retention_start(i64::MAX, &none, i64::MAX), 0);
+    let by_time = RetentionPolicy {
+        retention_ms: Some(100),
+        retention_bytes: None,
+    };
+    // Segments whose max timestamp is below 125 - 100 = 25: the first two.
+    assert_eq!(log.retention_start(125, &by_time, i64::MAX), 4);
+    assert_eq!(log.log_start_offset(), 0, "retention_start changes nothing");
+
+    assert_eq!(log.delete_segments_before(3).unwrap(), 2);
+    assert_eq!(log.delete_segments_before(3).unwrap(), 2);
+    assert!(out_of_range(log.read(1, i64::MAX, 1000)));
+    assert_eq!(bases(&log, 2, i64::MAX, 1 << 20), vec![2, 4, 6]);
+    assert_eq!(log.delete_segments_before(i64::MAX).unwrap(), 6);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 8));
+}
+
+#[test]
+fn file_log_reset_survives_a_reopen() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut log = FileLog::open(dir.path(), one_batch_per_segment()).unwrap();
+    for _ in 0..3 {
+        append(&mut log, 2, 10);
+    }
+    log.reset_to(50).unwrap();
+    append(&mut log, 2, 20);
+    drop(log);
+    let log = FileLog::open(dir.path(), one_batch_per_segment()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (50, 52));
+    assert!(out_of_range(log.read(49, i64::MAX, 1000)));
+    assert_eq!(bases(&log, 50, i64::MAX, 1 << 20), vec![50]);
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(files <= 3, "old segments are gone ({files} files)");
 }
 
 #[test]

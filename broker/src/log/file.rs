@@ -283,6 +283,60 @@ impl PartitionLog for FileLog {
         Ok(())
     }
 
+    /// Deletes every segment oldest first (each step leaves a contiguous suffix), then creates
+    /// the empty active segment at `offset` and fsyncs the directory.
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        while let Some(oldest) = self.sealed.first() {
+            oldest.remove_files()?;
+            self.sealed.remove(0);
+        }
+        self.active.remove_files()?;
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+        // Dropped without writing index files: `Drop` writes only the active segment's.
+        self.active = fresh;
+        sync_dir(&self.dir)?;
+        self.flushed_offset = offset;
+        self.poisoned = None;
+        Ok(())
+    }
+
+    fn retention_start(&self, now_ms: i64, policy: &RetentionPolicy, limit: i64) -> i64 {
+        let mut total = self
+            .segments()
+            .fold(0u64, |sum, s| sum.saturating_add(s.size()));
+        for s in &self.sealed {
+            if s.next_offset() > limit
+                || !expired(s.max_timestamp(), s.size(), total, now_ms, policy)
+            {
+                return s.base_offset();
+            }
+            total = total.saturating_sub(s.size());
+        }
+        self.active.base_offset()
+    }
+
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let before = self.sealed.len();
+        while let Some(oldest) = self.sealed.first() {
+            if oldest.next_offset() > offset {
+                break;
+            }
+            oldest.remove_files()?;
+            self.sealed.remove(0);
+        }
+        if self.sealed.len() != before {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.log_start_offset())
+    }
+
     /// Deletes the oldest sealed segments while [`expired`] says so; the active segment is
     /// never deleted.
     fn enforce_retention(

@@ -225,6 +225,40 @@ impl PartitionLog for MemLog {
         Ok(())
     }
 
+    fn retention_start(&self, now_ms: i64, policy: &RetentionPolicy, limit: i64) -> i64 {
+        let mut total = self
+            .segments()
+            .fold(0u64, |sum, s| sum.saturating_add(s.size));
+        for s in &self.sealed {
+            if s.next_offset() > limit || !expired(s.max_timestamp(), s.size, total, now_ms, policy)
+            {
+                return s.base_offset;
+            }
+            total = total.saturating_sub(s.size);
+        }
+        self.active.base_offset
+    }
+
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let keep = self.sealed.partition_point(|s| s.next_offset() <= offset);
+        self.sealed.drain(..keep);
+        Ok(self.log_start_offset())
+    }
+
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        self.sealed.clear();
+        self.active = MemSegment::new(offset);
+        self.flushed_offset = offset;
+        Ok(())
+    }
+
     fn enforce_retention(
         &mut self,
         now_ms: i64,

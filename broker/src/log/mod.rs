@@ -245,6 +245,24 @@ pub trait PartitionLog: Send + Sync {
     /// `offset` must be a batch boundary or the log end.
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError>;
 
+    /// Discard every batch and restart the log empty at `offset` (`>= 0`), which may be below,
+    /// inside or past the current log: afterwards `log_start_offset == log_end_offset ==
+    /// flushed_offset == offset`, and a read below `offset` is `OffsetOutOfRange`. For a Raft
+    /// follower installing its leader's snapshot (the leader's log starts at `offset`).
+    /// Durable when it returns. Old segments go oldest first, so a crash midway leaves a
+    /// suffix of the old log, or an empty log at offset 0: the caller's own durable record of
+    /// the new start says to redo it.
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError>;
+
+    /// Where the log would start if retention ran now but kept every segment holding an offset
+    /// at or after `limit` (a replica's high watermark): the base offset of the first segment
+    /// kept. Changes nothing.
+    fn retention_start(&self, now_ms: i64, policy: &RetentionPolicy, limit: i64) -> i64;
+
+    /// Delete, oldest first, the whole segments that end at or below `offset` (never the
+    /// active one); returns the new log start offset (at most `offset`).
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError>;
+
     /// Delete whole old segments past the retention limits; returns the new log start offset.
     fn enforce_retention(&mut self, now_ms: i64, policy: &RetentionPolicy)
         -> Result<i64, LogError>;

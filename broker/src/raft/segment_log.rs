@@ -20,10 +20,21 @@
 //!   rebuilt by [`SegmentRaftLog::open`] from the batch headers, so a restart (after crash
 //!   recovery cut a torn tail) gives back the same Raft log, up to the last whole batch.
 //!
+//! # Log start (retention, snapshot installs)
+//! Entries before [`RaftLog::first_index`] are gone with their segments. What the log still
+//! knows of them is a [`LogStart`] — the last entry before the start (index, term) and the
+//! offset the first kept entry starts at — which the store keeps durably
+//! ([`BatchStore::save_start`]: write a temporary file, fsync, rename, fsync the directory)
+//! **before** anything is deleted, so a crash between the two is repaired by `open` (it deletes
+//! what the record says is gone). [`RaftLog::compact_to`] deletes whole segments only, below
+//! the end of the entry asked for; [`RaftLog::install_snapshot`] (payload: the leader's
+//! log-start offset, 8 bytes big-endian) records the new start with `resetting` set, resets the
+//! store empty at that offset ([`BatchStore::reset_to`]), then clears the flag; `open` redoes a
+//! reset left half done. A store without a place for the record (the metadata group's plain
+//! partition log) refuses to compact: that group never does.
+//!
 //! # Limits
-//! - The log must start at offset 0: retention deleting segments of a replicated partition
-//!   would remove Raft entries, and there are no snapshots yet, so `open` refuses a log whose
-//!   start offset is not 0.
+//! - Without a start record, the log must start at offset 0: `open` refuses any other start.
 //! - Every stored batch must carry a Raft term (leader epoch ≥ 1): a partition written before
 //!   replication (epoch 0) is refused rather than given invented terms.
 //! - Memory: 8 bytes per entry (its end offset) plus 16 bytes per term change; 10 million
@@ -34,7 +45,7 @@ use bytes::{Bytes, BytesMut};
 use super::{Entry, EntryKind, Index, RaftLog, StorageError, Term};
 use crate::codec::batch::{self, BatchHeader};
 use crate::codec::builder::{control_record_type, control_type, encode_control_batch};
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy};
 
 /// What [`SegmentRaftLog`] needs from a partition log. Offsets are Kafka offsets.
 ///
@@ -59,7 +70,47 @@ pub trait BatchStore {
 
     /// The offset the next batch will get.
     fn log_end_offset(&self) -> i64;
+
+    /// The start record last saved, if the log ever started above offset 0.
+    fn load_start(&self) -> Result<Option<LogStart>, LogError>;
+
+    /// Makes `start` the durable start record, atomically (old or new after a crash).
+    fn save_start(&mut self, start: &LogStart) -> Result<(), LogError>;
+
+    /// The log start after deleting every whole segment that ends at or below `offset`;
+    /// changes nothing.
+    fn start_after_deleting_before(&self, offset: i64) -> i64;
+
+    /// Deletes every whole segment that ends at or below `offset`; returns the new start.
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError>;
+
+    /// Discards everything and restarts empty at `offset` ([`PartitionLog::reset_to`]).
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError>;
 }
+
+/// Where a compacted log starts; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogStart {
+    /// The last entry before the start.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+    /// The offset the first kept entry starts at (the end of entry `index`).
+    pub offset: i64,
+    /// A snapshot install began: the store must be reset to `offset`.
+    pub resetting: bool,
+}
+
+/// What every plain partition log lacks: a place for the start record.
+fn no_start_record() -> LogError {
+    LogError::Corrupt("this log keeps no start record, so it never compacts".to_string())
+}
+
+/// Deletes nothing whatever the retention settings say, apart from the limit.
+const DELETE_BELOW: RetentionPolicy = RetentionPolicy {
+    retention_ms: None,
+    retention_bytes: Some(0),
+};
 
 impl<T: PartitionLog + ?Sized> BatchStore for T {
     fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
@@ -80,6 +131,26 @@ impl<T: PartitionLog + ?Sized> BatchStore for T {
 
     fn log_end_offset(&self) -> i64 {
         PartitionLog::log_end_offset(self)
+    }
+
+    fn load_start(&self) -> Result<Option<LogStart>, LogError> {
+        Ok(None)
+    }
+
+    fn save_start(&mut self, _: &LogStart) -> Result<(), LogError> {
+        Err(no_start_record())
+    }
+
+    fn start_after_deleting_before(&self, offset: i64) -> i64 {
+        self.retention_start(0, &DELETE_BELOW, offset)
+    }
+
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        PartitionLog::delete_segments_before(self, offset)
+    }
+
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        PartitionLog::reset_to(self, offset)
     }
 }
 
@@ -102,6 +173,26 @@ impl BatchStore for Box<dyn PartitionLog> {
 
     fn log_end_offset(&self) -> i64 {
         BatchStore::log_end_offset(self.as_ref())
+    }
+
+    fn load_start(&self) -> Result<Option<LogStart>, LogError> {
+        Ok(None)
+    }
+
+    fn save_start(&mut self, _: &LogStart) -> Result<(), LogError> {
+        Err(no_start_record())
+    }
+
+    fn start_after_deleting_before(&self, offset: i64) -> i64 {
+        BatchStore::start_after_deleting_before(self.as_ref(), offset)
+    }
+
+    fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        BatchStore::delete_segments_before(self.as_mut(), offset)
+    }
+
+    fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+        BatchStore::reset_to(self.as_mut(), offset)
     }
 }
 
@@ -170,7 +261,7 @@ pub enum SegmentLogError {
     #[error("partition log: {0}")]
     Store(#[from] LogError),
     /// Retention (or anything else) moved the log start: entries before it are gone.
-    #[error("replicated partitions need log start 0 until snapshots exist (log starts at {0})")]
+    #[error("the log starts at offset {0} but has no start record (entries before it are gone)")]
     LogStartNotZero(i64),
     /// An entry's payload cannot be stored as it is.
     #[error("entry {index}: {reason}")]
@@ -220,9 +311,12 @@ struct Run {
 #[derive(Debug)]
 pub struct SegmentRaftLog<S> {
     store: S,
-    /// The offset entry 1 starts at (the log start, 0 for now).
+    /// The last entry before the log start (0 if nothing was ever compacted) and its term.
+    base: Index,
+    base_term: Term,
+    /// The offset entry `base + 1` starts at (the log start).
     start_offset: i64,
-    /// `ends[i]`: the offset just past entry `i + 1`. 8 bytes per entry.
+    /// `ends[i]`: the offset just past entry `base + i + 1`. 8 bytes per entry.
     ends: Vec<i64>,
     /// `(term, first index)` for each run of entries of one term, ascending in both.
     terms: Vec<(Term, Index)>,
@@ -235,14 +329,47 @@ impl<S: BatchStore> SegmentRaftLog<S> {
     /// headers (the store has already cut any torn tail). Refuses a log that does not start
     /// at offset 0, a batch without a Raft term (epoch < 1), terms that go down, and control
     /// batches other than a stored `Noop`.
-    pub fn open(store: S) -> Result<Self, SegmentLogError> {
+    ///
+    /// With a start record ([`BatchStore::load_start`]) the log starts there instead: a reset
+    /// or a deletion a crash interrupted is finished first.
+    pub fn open(mut store: S) -> Result<Self, SegmentLogError> {
+        let (base, base_term) = match store.load_start()? {
+            None => {
+                let start = store.log_start_offset();
+                if start != 0 {
+                    return Err(SegmentLogError::LogStartNotZero(start));
+                }
+                (0, 0)
+            }
+            Some(rec) => {
+                if rec.resetting {
+                    store.reset_to(rec.offset)?;
+                    store.save_start(&LogStart {
+                        resetting: false,
+                        ..rec
+                    })?;
+                } else if store.log_start_offset() < rec.offset {
+                    store.delete_segments_before(rec.offset)?;
+                }
+                let start = store.log_start_offset();
+                if start != rec.offset {
+                    return Err(corrupt(
+                        start,
+                        format!(
+                            "the log starts here but its start record says {}",
+                            rec.offset
+                        ),
+                    ));
+                }
+                (rec.index, rec.term)
+            }
+        };
         let start = store.log_start_offset();
-        if start != 0 {
-            return Err(SegmentLogError::LogStartNotZero(start));
-        }
         let end = store.log_end_offset();
         let mut log = SegmentRaftLog {
             store,
+            base,
+            base_term,
             start_offset: start,
             ends: Vec::new(),
             terms: Vec::new(),
@@ -291,10 +418,10 @@ impl<S: BatchStore> SegmentRaftLog<S> {
     /// The Kafka offset just past entry `index` (where entry `index + 1` starts);
     /// `end_offset(0)` is the offset entry 1 starts at (the log start). `None` past the end.
     pub fn end_offset(&self, index: Index) -> Option<i64> {
-        if index == 0 {
+        if index == self.base {
             return Some(self.start_offset);
         }
-        let pos = usize::try_from(index - 1).ok()?;
+        let pos = usize::try_from(index.checked_sub(self.base)?.checked_sub(1)?).ok()?;
         self.ends.get(pos).copied()
     }
 
@@ -304,7 +431,10 @@ impl<S: BatchStore> SegmentRaftLog<S> {
             return None;
         }
         let pos = self.ends.partition_point(|&end| end <= offset);
-        Index::try_from(pos).ok()?.checked_add(1)
+        Index::try_from(pos)
+            .ok()?
+            .checked_add(self.base)?
+            .checked_add(1)
     }
 
     /// The partition log underneath (reads, flushes).
@@ -507,8 +637,98 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         })
     }
 
+    /// Deletes the whole segments below the end of entry `index` (compacted up to there or
+    /// less), after saving the new start durably.
+    fn compact_through(&mut self, index: Index) -> Result<(), SegmentLogError> {
+        let Some(limit) = self.end_offset(index) else {
+            return Ok(());
+        };
+        let start = self.store.start_after_deleting_before(limit);
+        if start <= self.start_offset {
+            return Ok(());
+        }
+        // A segment starts at a batch boundary: the first kept entry starts at `start`.
+        let last = self.last_index();
+        let new_base = if self.end_offset(last) == Some(start) {
+            last
+        } else {
+            self.index_for_offset(start)
+                .and_then(|i| i.checked_sub(1))
+                .ok_or_else(|| corrupt(start, "segment start outside the log"))?
+        };
+        let (Some(term), Some(end)) = (self.term(new_base), self.end_offset(new_base)) else {
+            return Err(corrupt(start, "segment start outside the log"));
+        };
+        if end != start {
+            return Err(corrupt(start, "a segment starts inside a batch"));
+        }
+        self.store.save_start(&LogStart {
+            index: new_base,
+            term,
+            offset: start,
+            resetting: false,
+        })?;
+        let now = self.store.delete_segments_before(start)?;
+        if now != start {
+            return Err(corrupt(now, format!("retention stopped short of {start}")));
+        }
+        let dropped =
+            usize::try_from(new_base - self.base).map_err(|_| corrupt(start, "index overflow"))?;
+        self.ends.drain(..dropped.min(self.ends.len()));
+        let first = new_base.saturating_add(1);
+        if self.ends.is_empty() {
+            self.terms.clear();
+        } else {
+            // Keep the run holding `first` (it starts there now) and the later ones.
+            let holding = self
+                .terms
+                .partition_point(|&(_, f)| f <= first)
+                .saturating_sub(1);
+            self.terms.drain(..holding);
+            if let Some(run) = self.terms.first_mut() {
+                run.1 = run.1.max(first);
+            }
+        }
+        self.base = new_base;
+        self.base_term = term;
+        self.start_offset = start;
+        Ok(())
+    }
+
+    /// Restarts the log empty after `(index, term)` at the leader's log-start offset.
+    fn install(&mut self, index: Index, term: Term, payload: &[u8]) -> Result<(), SegmentLogError> {
+        let offset = <[u8; 8]>::try_from(payload)
+            .ok()
+            .map(i64::from_be_bytes)
+            .filter(|&o| o >= 0)
+            .ok_or_else(|| bad(index, "a snapshot payload is a log-start offset (8 bytes)"))?;
+        epoch_of(term, index)?;
+        let record = LogStart {
+            index,
+            term,
+            offset,
+            resetting: true,
+        };
+        self.store.save_start(&record)?;
+        self.store.reset_to(offset)?;
+        self.store.save_start(&LogStart {
+            resetting: false,
+            ..record
+        })?;
+        self.base = index;
+        self.base_term = term;
+        self.start_offset = offset;
+        self.ends.clear();
+        self.terms.clear();
+        Ok(())
+    }
+
     fn truncate_from(&mut self, from: Index) -> Result<(), SegmentLogError> {
-        let keep = usize::try_from(from - 1).map_err(|_| corrupt(0, "index overflow"))?;
+        let keep = from
+            .checked_sub(self.base)
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| corrupt(0, "index overflow"))?;
         let Some(offset) = self.end_offset(from - 1) else {
             return Ok(());
         };
@@ -522,40 +742,46 @@ impl<S: BatchStore> SegmentRaftLog<S> {
 
 impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
     fn first_index(&self) -> Index {
-        1
+        self.base.saturating_add(1)
     }
 
     fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
-        // Keeps every entry (allowed: a log may keep more than asked) until retention of
-        // replicated partitions lands here; see the module docs.
         let last = self.last_index();
         if index > last {
             return Err(StorageError::OutOfRange { index, last });
         }
-        Ok(())
+        if index <= self.base {
+            return Ok(());
+        }
+        Ok(self.compact_through(index)?)
     }
 
     fn snapshot_payload(&self) -> Bytes {
-        Bytes::new()
+        if self.base == 0 {
+            return Bytes::new();
+        }
+        Bytes::copy_from_slice(&self.start_offset.to_be_bytes())
     }
 
-    fn install_snapshot(&mut self, index: Index, _: Term, _: Bytes) -> Result<(), StorageError> {
-        // Never reached while no segment log compacts: a leader sends a snapshot only for
-        // entries it compacted.
-        Err(StorageError::Io(format!(
-            "snapshot install at {index}: the segment-file log cannot restart above offset 0 yet"
-        )))
+    fn install_snapshot(
+        &mut self,
+        index: Index,
+        term: Term,
+        payload: Bytes,
+    ) -> Result<(), StorageError> {
+        Ok(self.install(index, term, &payload)?)
     }
 
     fn last_index(&self) -> Index {
-        Index::try_from(self.ends.len()).unwrap_or(Index::MAX)
+        let len = Index::try_from(self.ends.len()).unwrap_or(Index::MAX);
+        self.base.saturating_add(len)
     }
 
     fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base {
+            return Some(self.base_term);
         }
-        if index > self.last_index() {
+        if index < self.base || index > self.last_index() {
             return None;
         }
         let run = self.terms.partition_point(|&(_, first)| first <= index);
@@ -566,7 +792,7 @@ impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
 
     fn entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, StorageError> {
         let last = self.last_index();
-        if from == 0 || from > last.saturating_add(1) {
+        if from < self.first_index() || from > last.saturating_add(1) {
             return Err(StorageError::OutOfRange { index: from, last });
         }
         if from > last || max == 0 {
@@ -592,7 +818,7 @@ impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
 
     fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
         let last = self.last_index();
-        if from == 0 || from > last.saturating_add(1) {
+        if from < self.first_index() || from > last.saturating_add(1) {
             return Err(StorageError::OutOfRange { index: from, last });
         }
         Ok(self.truncate_from(from)?)
@@ -676,7 +902,7 @@ mod tests {
     use crate::log::file::{FileLog, FileLogConfig};
     use crate::log::memory::MemLog;
     use crate::log::RetentionPolicy;
-    use crate::raft::storage::{contract_with, MemRaftLog};
+    use crate::raft::storage::{contract_compaction_with, contract_with, MemRaftLog};
 
     /// A batch of `records` records at `base_offset`, stored as in term `term`.
     fn batch_at(base_offset: i64, term: Term, records: usize, tag: &str) -> Bytes {
@@ -753,6 +979,177 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentRaftLog::open(file_log(dir.path())).unwrap();
         contract_with(log, contract_payload);
+    }
+
+    /// A partition log with its start record kept in memory (as `PartitionStore` keeps it in
+    /// a file).
+    struct Recorded<L> {
+        log: L,
+        start: Option<LogStart>,
+        saves: usize,
+    }
+
+    impl<L: PartitionLog> Recorded<L> {
+        fn new(log: L) -> Self {
+            Self {
+                log,
+                start: None,
+                saves: 0,
+            }
+        }
+    }
+
+    impl<L: PartitionLog> BatchStore for Recorded<L> {
+        fn append_batch(&mut self, b: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+            PartitionLog::append(&mut self.log, b, epoch)
+        }
+        fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+            PartitionLog::truncate_to(&mut self.log, offset)
+        }
+        fn read(&self, offset: i64, max_offset: i64, max: usize) -> Result<Bytes, LogError> {
+            PartitionLog::read(&self.log, offset, max_offset, max)
+        }
+        fn log_start_offset(&self) -> i64 {
+            PartitionLog::log_start_offset(&self.log)
+        }
+        fn log_end_offset(&self) -> i64 {
+            PartitionLog::log_end_offset(&self.log)
+        }
+        fn load_start(&self) -> Result<Option<LogStart>, LogError> {
+            Ok(self.start)
+        }
+        fn save_start(&mut self, start: &LogStart) -> Result<(), LogError> {
+            self.start = Some(*start);
+            self.saves += 1;
+            Ok(())
+        }
+        fn start_after_deleting_before(&self, offset: i64) -> i64 {
+            BatchStore::start_after_deleting_before(&self.log, offset)
+        }
+        fn delete_segments_before(&mut self, offset: i64) -> Result<i64, LogError> {
+            PartitionLog::delete_segments_before(&mut self.log, offset)
+        }
+        fn reset_to(&mut self, offset: i64) -> Result<(), LogError> {
+            PartitionLog::reset_to(&mut self.log, offset)
+        }
+    }
+
+    fn one_batch_per_segment() -> FileLogConfig {
+        FileLogConfig {
+            segment_bytes: 1,
+            index_interval_bytes: 1,
+            segment_ms: None,
+        }
+    }
+
+    fn start_payload(index: Index) -> Bytes {
+        Bytes::copy_from_slice(&i64::try_from(index).unwrap().to_be_bytes())
+    }
+
+    #[test]
+    fn raft_segment_log_meets_the_compaction_contract() {
+        for config in [one_batch_per_segment(), small_segments()] {
+            let store = Recorded::new(MemLog::with_config(config));
+            let log = SegmentRaftLog::open(store).unwrap();
+            contract_compaction_with(log, false, contract_payload, start_payload);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Recorded::new(FileLog::open(dir.path(), one_batch_per_segment()).unwrap());
+        let log = SegmentRaftLog::open(store).unwrap();
+        contract_compaction_with(log, false, contract_payload, start_payload);
+    }
+
+    #[test]
+    fn raft_segment_log_plain_partition_log_never_compacts() {
+        let mut log = SegmentRaftLog::open(MemLog::with_config(one_batch_per_segment())).unwrap();
+        append_spec(&mut log, MIXED);
+        assert!(log.compact_to(4).is_err(), "no place for the start record");
+        assert_eq!(log.first_index(), 1);
+        assert_eq!(
+            PartitionLog::log_start_offset(log.store()),
+            0,
+            "nothing deleted"
+        );
+    }
+
+    #[test]
+    fn raft_segment_log_start_survives_a_reopen_and_crashes_midway() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |start| {
+            let store = Recorded {
+                log: FileLog::open(dir.path(), one_batch_per_segment()).unwrap(),
+                start,
+                saves: 0,
+            };
+            SegmentRaftLog::open(store).unwrap()
+        };
+        let mut log = open(None);
+        let entries = append_spec(&mut log, MIXED);
+        log.compact_to(5).unwrap();
+        assert_eq!(log.first_index(), 6);
+        assert_eq!(log.term(5), Some(entries[4].term));
+        assert_eq!(log.store().saves, 1);
+        let kept = log.entries(6, 100).unwrap();
+        assert_eq!(kept, entries[5..].to_vec());
+        let epochs = log.epoch_starts();
+        let start = log.into_store().start;
+
+        // A reopen gives back the same log.
+        let log = open(start);
+        assert_eq!((log.first_index(), log.last_index()), (6, 12));
+        assert_eq!(log.entries(6, 100).unwrap(), kept);
+        assert_eq!(log.epoch_starts(), epochs);
+        assert_eq!(log.term(5), Some(entries[4].term));
+        assert_eq!(log.term(4), None);
+        drop(log);
+
+        // A crash after the record of a later start, before the deletion: open finishes it.
+        let record = LogStart {
+            index: 8,
+            term: entries[7].term,
+            offset: open(start).end_offset(8).unwrap(),
+            resetting: false,
+        };
+        let log = open(Some(record));
+        assert_eq!(log.first_index(), 9);
+        assert_eq!(log.store().log_start_offset(), record.offset);
+        assert_eq!(log.entries(9, 100).unwrap(), entries[8..].to_vec());
+        drop(log);
+
+        // A crash in the middle of a snapshot install: open redoes the reset.
+        let installing = LogStart {
+            index: 40,
+            term: 9,
+            offset: 77,
+            resetting: true,
+        };
+        let log = open(Some(installing));
+        assert_eq!((log.first_index(), log.last_index()), (41, 40));
+        assert_eq!(log.term(40), Some(9));
+        assert_eq!(log.store().log_start_offset(), 77);
+        assert_eq!(log.store().log_end_offset(), 77);
+        assert_eq!(log.snapshot_payload(), start_payload(77));
+        assert!(!log.store().start.unwrap().resetting);
+    }
+
+    #[test]
+    fn raft_segment_log_refuses_a_bad_snapshot_payload() {
+        let store = Recorded::new(MemLog::new());
+        let mut log = SegmentRaftLog::open(store).unwrap();
+        for payload in [
+            Bytes::new(),
+            Bytes::from_static(b"1234567"),
+            start_payload(0).slice(..4),
+        ] {
+            assert!(log.install_snapshot(5, 1, payload).is_err());
+        }
+        let negative = Bytes::copy_from_slice(&(-1i64).to_be_bytes());
+        assert!(log.install_snapshot(5, 1, negative).is_err());
+        assert!(
+            log.install_snapshot(5, 0, start_payload(5)).is_err(),
+            "term 0 is no epoch"
+        );
+        assert_eq!(log.first_index(), 1);
     }
 
     #[test]
@@ -1062,7 +1459,7 @@ mod tests {
         assert!(mem.enforce_retention(0, &policy).unwrap() > 0);
         let err = SegmentRaftLog::open(mem).unwrap_err();
         assert!(matches!(err, SegmentLogError::LogStartNotZero(_)), "{err}");
-        assert!(err.to_string().contains("need log start 0"), "{err}");
+        assert!(err.to_string().contains("has no start record"), "{err}");
 
         // A batch written before replication (leader epoch 0).
         let mut mem = MemLog::new();
