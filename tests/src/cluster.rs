@@ -190,6 +190,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Rewrites node `id`'s config file with `edit` (taking effect at its next start): e.g.
+    /// top-level settings prepended, or a `[topics]` table inserted before `[processor]`.
+    pub fn edit_config(&self, id: i32, edit: impl FnOnce(String) -> String) -> Result<()> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .context("a node of this cluster")?;
+        let text = std::fs::read_to_string(&node.config)?;
+        std::fs::write(&node.config, edit(text))?;
+        Ok(())
+    }
+
     /// SIGKILL a node (a paused one too).
     pub fn kill(&mut self, id: i32) {
         let node = self.node_mut(id);

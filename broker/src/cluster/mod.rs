@@ -385,8 +385,9 @@ impl Cluster {
             let start = LogStartFile::new(
                 self.state_dir
                     .join("raft")
-                    .join(format!("{}-{}.start", topic.id.simple(), p.index))
-                    .with_extension("json"),
+                    // Not `with_extension`: that would replace ".start" and give the hard
+                    // state's own file name.
+                    .join(format!("{}-{}.start.json", topic.id.simple(), p.index)),
             );
             let log = SegmentRaftLog::open(PartitionStore(p.clone(), start))
                 .map_err(|e| anyhow::anyhow!("{}/{}: {e}", topic.name, p.index))?;
