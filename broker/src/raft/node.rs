@@ -308,6 +308,20 @@ impl<L: RaftLog> RaftNode<L> {
         Ok(self.log.first_index())
     }
 
+    /// A message only this term's leader sends (Append, Snapshot) arrived from `from`: follow
+    /// it and restart the election timer. False on a leader, which must not act on it (two
+    /// leaders in one term cannot happen).
+    fn follow(&mut self, from: NodeId) -> bool {
+        if self.role == Role::Leader {
+            return false;
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.election_elapsed = 0;
+        true
+    }
+
     /// Appends `payload` as a new entry if this node is the leader; returns its index (its term
     /// is [`RaftNode::term`]). The entry is committed once [`Output::Committed`] reaches it —
     /// or never, if leadership is lost first.
@@ -447,29 +461,18 @@ impl<L: RaftLog> RaftNode<L> {
                 entries,
                 commit,
             } => {
-                if self.role == Role::Leader {
-                    // Two leaders in one term cannot happen; never act on it.
-                    return Ok(());
+                if self.follow(m.from) {
+                    self.handle_append(m.from, prev_index, prev_term, &entries, commit)?;
                 }
-                if self.role != Role::Follower || self.leader != Some(m.from) {
-                    self.become_follower(self.term, Some(m.from));
-                }
-                self.election_elapsed = 0;
-                self.handle_append(m.from, prev_index, prev_term, &entries, commit)?;
             }
             MessageBody::Snapshot {
                 last_index,
                 last_term,
                 payload,
             } => {
-                if self.role == Role::Leader {
-                    return Ok(());
+                if self.follow(m.from) {
+                    self.handle_snapshot(m.from, last_index, last_term, payload)?;
                 }
-                if self.role != Role::Follower || self.leader != Some(m.from) {
-                    self.become_follower(self.term, Some(m.from));
-                }
-                self.election_elapsed = 0;
-                self.handle_snapshot(m.from, last_index, last_term, payload)?;
             }
             MessageBody::AppendResponse {
                 index,
