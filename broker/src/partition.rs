@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use runnel_sync::{
     GroupCommit, RwLockReadGuard, RwLockWriteGuard, StorageFailed, Waiter, Watermarked,
@@ -191,7 +191,11 @@ impl Partition {
 
     /// Append one validated batch (`header` is its parsed header), unless it is a retry of an
     /// idempotent batch already in the log; publish the new high watermark; schedule a flush.
-    pub fn append(&self, batch: BytesMut, header: &BatchHeader) -> Result<Appended, AppendError> {
+    pub fn append(
+        &self,
+        batch: impl Into<Bytes>,
+        header: &BatchHeader,
+    ) -> Result<Appended, AppendError> {
         if self.settings.replicated {
             return Err(AppendError::Replicated);
         }
@@ -204,7 +208,7 @@ impl Partition {
                     duplicate: true,
                 });
             }
-            let info = state.log.append(batch, self.leader_epoch)?;
+            let info = state.log.append(batch.into(), self.leader_epoch)?;
             let stored = BatchHeader {
                 base_offset: info.base_offset,
                 ..*header
@@ -248,8 +252,13 @@ impl Partition {
     /// Replica: append one batch exactly as the Raft log holds it (its base offset already
     /// equal to the log end), stamped with `epoch`, and keep the producer table in step. The
     /// high watermark does not move: only a commit moves it.
-    pub fn replica_append(&self, batch: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+    pub fn replica_append(
+        &self,
+        batch: impl Into<Bytes>,
+        epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
         let info = {
+            let batch = batch.into();
             let mut state = self.write_log();
             let header = batch::parse_header(&batch)?;
             let info = state.log.append(batch, epoch)?;

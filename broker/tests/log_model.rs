@@ -194,7 +194,7 @@ fn run_op(logs: &mut Logs, model: &mut Model, op: &Op) {
             let expected_base = model.end;
             model.append(&inputs, *epoch);
             for log in logs.both() {
-                let info = log.append(buf.clone(), *epoch).unwrap();
+                let info = log.append(buf.clone().freeze(), *epoch).unwrap();
                 assert_eq!(
                     (info.base_offset, info.last_offset),
                     (expected_base, model.end - 1)
@@ -348,13 +348,13 @@ proptest! {
 
 // ---- Crash recovery and index repair ------------------------------------------------------
 
-fn small_batch(records: usize, ts: i64) -> BytesMut {
-    encode(&vec![(ts, 20); records])
+fn small_batch(records: usize, ts: i64) -> Bytes {
+    encode(&vec![(ts, 20); records]).freeze()
 }
 
 /// A batch that would be valid at `base_offset`, as the log would have written it.
 fn stored_batch(records: usize, base_offset: i64) -> BytesMut {
-    let mut b = small_batch(records, 5);
+    let mut b = encode(&vec![(5, 20); records]);
     batch::set_base_offset(&mut b, base_offset);
     b
 }

@@ -162,7 +162,7 @@ fn append(
     let (records, header) = validate(&pd, max_batch)?;
     let header = &header;
     let info = p
-        .append(BytesMut::from(&records[..]), header)
+        .append(records.clone(), header) // a reference count, not a copy
         .map_err(|e| match e {
             AppendError::Sequence(e) => (e.kafka_code(), e.to_string()),
             AppendError::Log(e) => (code::KAFKA_STORAGE_ERROR, format!("append failed: {e}")),

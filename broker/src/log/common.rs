@@ -4,13 +4,21 @@
 //! Keeping these in one place is what makes [`super::memory::MemLog`] a faithful model of
 //! [`super::file::FileLog`]: both assign offsets, roll segments and account sizes identically.
 
+use std::io::IoSlice;
+
 use bytes::{Bytes, BytesMut};
 
 use super::file::FileLogConfig;
 use super::{AppendInfo, LogError, RetentionPolicy};
 use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 
-/// One batch inside a prepared append buffer.
+/// Leading bytes of a batch that an append rewrites: `baseOffset` (0..8), `batchLength`
+/// (8..12, kept) and `partitionLeaderEpoch` (12..16). The CRC-32C covers none of them.
+pub(crate) const REWRITTEN_LEN: usize = 16;
+// `check_integrity` proves a whole header is there before a head is taken.
+const _: () = assert!(REWRITTEN_LEN <= HEADER_LEN);
+
+/// One batch inside a prepared append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchSpan {
     /// Where the batch starts inside [`PreparedAppend::bytes`].
@@ -20,9 +28,13 @@ pub(crate) struct BatchSpan {
     /// Offset the batch after this one starts at.
     pub next_offset: i64,
     pub max_timestamp: i64,
+    /// The batch's first [`REWRITTEN_LEN`] bytes as stored: its final offset and epoch.
+    pub head: [u8; REWRITTEN_LEN],
 }
 
-/// Batches that passed validation and carry their final offsets and leader epoch.
+/// Batches that passed validation, with their final offsets and leader epoch. `bytes` is the
+/// caller's buffer *as received*: the rewritten header fields live in each span's `head`, so
+/// an append needs no copy of the records ([`Self::io_slices`] for a vectored write).
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedAppend {
     pub bytes: Bytes,
@@ -31,6 +43,32 @@ pub(crate) struct PreparedAppend {
 }
 
 impl PreparedAppend {
+    /// The append as stored, in order: per batch its rewritten head, then the rest of it as
+    /// received.
+    pub fn io_slices(&self) -> Vec<IoSlice<'_>> {
+        let mut slices = Vec::with_capacity(self.batches.len().saturating_mul(2));
+        for span in &self.batches {
+            slices.push(IoSlice::new(&span.head));
+            slices.push(IoSlice::new(self.rest(span)));
+        }
+        slices
+    }
+
+    /// One batch as stored (a copy: the in-memory log keeps batches this way).
+    pub fn stored_batch(&self, span: &BatchSpan) -> Bytes {
+        let mut out = BytesMut::with_capacity(span.len);
+        out.extend_from_slice(&span.head);
+        out.extend_from_slice(self.rest(span));
+        out.freeze()
+    }
+
+    /// A batch after its rewritten head, as received.
+    fn rest<'a>(&'a self, span: &BatchSpan) -> &'a [u8] {
+        let from = span.start.saturating_add(REWRITTEN_LEN);
+        let to = span.start.saturating_add(span.len);
+        self.bytes.get(from..to).unwrap_or_default()
+    }
+
     /// Offset the log ends at once this append is in.
     pub fn next_offset(&self) -> i64 {
         self.batches
@@ -51,7 +89,7 @@ impl PreparedAppend {
 /// enter the broker (Produce's `validate_produce`, which picks the Kafka error code), not again
 /// here.
 pub(crate) fn prepare_append(
-    mut buf: BytesMut,
+    buf: Bytes,
     log_end: i64,
     leader_epoch: i32,
 ) -> Result<PreparedAppend, LogError> {
@@ -66,14 +104,17 @@ pub(crate) fn prepare_append(
         let header = batch::check_integrity(&buf[at..])?;
         let len = header.total_len();
         let next_offset = next_offset_from(next, &header).ok_or_else(|| overflow(next))?;
-        batch::set_base_offset(&mut buf[at..], next);
-        batch::set_leader_epoch(&mut buf[at..], leader_epoch);
+        let mut head = [0u8; REWRITTEN_LEN];
+        head.copy_from_slice(&buf[at..at + REWRITTEN_LEN]);
+        batch::set_base_offset(&mut head, next);
+        batch::set_leader_epoch(&mut head, leader_epoch);
         batches.push(BatchSpan {
             start: at,
             len,
             base_offset: next,
             next_offset,
             max_timestamp: header.max_timestamp,
+            head,
         });
         max_timestamp = max_timestamp.max(header.max_timestamp);
         next = next_offset;
@@ -86,7 +127,7 @@ pub(crate) fn prepare_append(
         max_timestamp,
     };
     Ok(PreparedAppend {
-        bytes: buf.freeze(),
+        bytes: buf,
         batches,
         info,
     })
@@ -290,7 +331,7 @@ mod tests {
     fn prepare_assigns_offsets_and_rejects_bad_input() {
         let mut buf = batch(3, 5);
         buf.extend_from_slice(&batch(2, 9));
-        let p = prepare_append(buf, 10, 4).unwrap();
+        let p = prepare_append(buf.freeze(), 10, 4).unwrap();
         assert_eq!(
             p.info,
             AppendInfo {
@@ -300,20 +341,22 @@ mod tests {
             }
         );
         assert_eq!(p.next_offset(), 15);
-        let second = batch::validate(&p.bytes[p.batches[1].start..]).unwrap();
+        let second = batch::validate(&p.stored_batch(&p.batches[1])).unwrap();
+        // The caller's buffer is not modified: the rewrite lives in the heads.
+        assert_eq!(batch::parse_header(&p.bytes).unwrap().base_offset, 0);
         assert_eq!((second.base_offset, second.partition_leader_epoch), (13, 4));
         assert!(matches!(
-            prepare_append(BytesMut::new(), 0, 0),
+            prepare_append(Bytes::new(), 0, 0),
             Err(LogError::InvalidBatch(_))
         ));
         let mut torn = batch(1, 0);
         torn.truncate(torn.len() - 1);
         assert!(matches!(
-            prepare_append(torn, 0, 0),
+            prepare_append(torn.freeze(), 0, 0),
             Err(LogError::InvalidBatch(_))
         ));
         assert!(matches!(
-            prepare_append(batch(1, 0), i64::MAX, 0),
+            prepare_append(batch(1, 0).freeze(), i64::MAX, 0),
             Err(LogError::Corrupt(_))
         ));
     }

@@ -83,7 +83,7 @@ fn batch_len(records: usize) -> u64 {
 }
 
 fn append(log: &mut dyn PartitionLog, records: usize, timestamp: i64) -> AppendInfo {
-    log.append(batch(records, timestamp), 1).unwrap()
+    log.append(batch(records, timestamp).freeze(), 1).unwrap()
 }
 
 /// `(base offset, next offset)` of every batch in a read result, checking each one whole.
@@ -140,7 +140,7 @@ fn empty_log(mut log: impl PartitionLog) {
 
 fn append_assigns_offsets_and_keeps_bytes(mut log: impl PartitionLog) {
     let first = batch(3, 100);
-    let info = log.append(first.clone(), 7).unwrap();
+    let info = log.append(first.clone().freeze(), 7).unwrap();
     assert_eq!(
         info,
         AppendInfo {
@@ -152,7 +152,7 @@ fn append_assigns_offsets_and_keeps_bytes(mut log: impl PartitionLog) {
     let (second, third) = (batch(2, 50), batch(1, 200));
     let mut both = second.clone();
     both.extend_from_slice(&third);
-    let info = log.append(both, 8).unwrap();
+    let info = log.append(both.freeze(), 8).unwrap();
     assert_eq!(
         info,
         AppendInfo {
@@ -257,13 +257,13 @@ fn invalid_input_appends_nothing(mut log: impl PartitionLog) {
     ];
     for input in inputs {
         assert!(matches!(
-            log.append(input, 1),
+            log.append(input.freeze(), 1),
             Err(LogError::InvalidBatch(_))
         ));
         assert_eq!(log.log_end_offset(), 2);
         assert_eq!(log.read(0, i64::MAX, usize::MAX).unwrap(), before);
     }
-    assert_eq!(log.append(good, 1).unwrap().base_offset, 2);
+    assert_eq!(log.append(good.freeze(), 1).unwrap().base_offset, 2);
 }
 
 fn offset_for_timestamp_finds_first_batch(mut log: impl PartitionLog) {

@@ -13,7 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::common::{
     check_read_range, check_truncate_range, expired, io_context, prepare_append, should_roll,
@@ -137,7 +137,7 @@ impl FileLog {
 }
 
 impl PartitionLog for FileLog {
-    fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
         if let Some(why) = &self.poisoned {
             return Err(LogError::Corrupt(format!(
                 "log refuses appends after a failed write: {why}"

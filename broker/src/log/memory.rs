@@ -111,16 +111,14 @@ impl MemLog {
 }
 
 impl PartitionLog for MemLog {
-    fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let prepared = prepare_append(batches, self.log_end_offset(), leader_epoch)?;
         if should_roll(&self.config, &self.active.roll_facts(), &prepared) {
             let fresh = MemSegment::new(self.active.next_offset());
             self.sealed.push(std::mem::replace(&mut self.active, fresh));
         }
         for span in &prepared.batches {
-            let bytes = prepared
-                .bytes
-                .slice(span.start..span.start.saturating_add(span.len));
+            let bytes = prepared.stored_batch(span);
             let max_timestamp = span.max_timestamp;
             self.active.batches.push(MemBatch {
                 base_offset: span.base_offset,

@@ -202,7 +202,7 @@ pub trait PartitionLog: Send + Sync {
     /// Append one or more whole v2 batches (already validated). Offsets are assigned from the
     /// current log end by rewriting each batch's `baseOffset`; `partitionLeaderEpoch` is set to
     /// `leader_epoch`. Either every batch is appended or none is.
-    fn append(&mut self, batches: BytesMut, leader_epoch: i32) -> Result<AppendInfo, LogError>;
+    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError>;
 
     /// Whole batches starting with the one that contains `offset`, ending before `max_offset`
     /// (exclusive; batches whose base offset is >= `max_offset` are not returned), at most

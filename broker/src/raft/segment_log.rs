@@ -114,7 +114,7 @@ const DELETE_BELOW: RetentionPolicy = RetentionPolicy {
 
 impl<T: PartitionLog + ?Sized> BatchStore for T {
     fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
-        self.append(batches, epoch)
+        self.append(batches.freeze(), epoch)
     }
 
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
@@ -1001,7 +1001,7 @@ mod tests {
 
     impl<L: PartitionLog> BatchStore for Recorded<L> {
         fn append_batch(&mut self, b: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
-            PartitionLog::append(&mut self.log, b, epoch)
+            PartitionLog::append(&mut self.log, b.freeze(), epoch)
         }
         fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
             PartitionLog::truncate_to(&mut self.log, offset)
@@ -1449,7 +1449,7 @@ mod tests {
             ..FileLogConfig::default()
         });
         for base in 0..3 {
-            mem.append(BytesMut::from(&batch_at(base, 1, 1, "r")[..]), 1)
+            mem.append(BytesMut::from(&batch_at(base, 1, 1, "r")[..]).freeze(), 1)
                 .unwrap();
         }
         let policy = RetentionPolicy {
@@ -1463,23 +1463,26 @@ mod tests {
 
         // A batch written before replication (leader epoch 0).
         let mut mem = MemLog::new();
-        mem.append(BytesMut::from(&batch_at(0, 1, 1, "old")[..]), 0)
+        mem.append(BytesMut::from(&batch_at(0, 1, 1, "old")[..]).freeze(), 0)
             .unwrap();
         let err = SegmentRaftLog::open(mem).unwrap_err();
         assert!(err.to_string().contains("not a Raft term"), "{err}");
 
         // Terms going down.
         let mut mem = MemLog::new();
-        mem.append(BytesMut::from(&batch_at(0, 1, 1, "a")[..]), 3)
+        mem.append(BytesMut::from(&batch_at(0, 1, 1, "a")[..]).freeze(), 3)
             .unwrap();
-        mem.append(BytesMut::from(&batch_at(1, 1, 1, "b")[..]), 2)
+        mem.append(BytesMut::from(&batch_at(1, 1, 1, "b")[..]).freeze(), 2)
             .unwrap();
         assert!(SegmentRaftLog::open(mem).is_err());
 
         // A control batch that is not a stored no-op.
         let mut mem = MemLog::new();
-        mem.append(encode_control_batch(control_type::COMMIT, &[], 0), 1)
-            .unwrap();
+        mem.append(
+            encode_control_batch(control_type::COMMIT, &[], 0).freeze(),
+            1,
+        )
+        .unwrap();
         let err = SegmentRaftLog::open(mem).unwrap_err();
         assert!(err.to_string().contains("not a Raft no-op"), "{err}");
     }
