@@ -624,3 +624,58 @@ fn a_gap_between_segments_is_reported() {
         Err(LogError::Corrupt(_))
     ));
 }
+
+/// The active segment reserves blocks ahead of its appends (up to the roll size), so its file
+/// is longer than its data; sealed segments are trimmed to their data; after a crash (no clean
+/// close) the reopened log has every batch, drops the reserved zeros, and appends where the
+/// data ended.
+#[test]
+fn space_reserved_ahead_of_appends_never_shows() {
+    let dir = TempDir::new().unwrap();
+    let config = FileLogConfig {
+        segment_bytes: 700,
+        index_interval_bytes: 60,
+        segment_ms: None,
+    };
+    let mut log = FileLog::open(dir.path(), config.clone()).unwrap();
+    for i in 0..20 {
+        log.append(small_batch(1 + i % 2, 7), 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let files = files_with_ext(dir.path(), "log");
+    let (active, sealed) = files.split_last().unwrap();
+    let sealed_lengths: Vec<u64> = sealed
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .collect();
+    assert_eq!(
+        fs::metadata(active).unwrap().len(),
+        700,
+        "active segment reserved to the roll size"
+    );
+    let before = snapshot(&log);
+    let end = log.log_end_offset();
+    std::mem::forget(log); // a crash: nothing trimmed, no index written
+
+    let mut log = FileLog::open(dir.path(), config.clone()).unwrap();
+    assert!(snapshot(&log) == before, "same contents after the crash");
+    let active_data = fs::metadata(active).unwrap().len();
+    assert!(active_data < 700, "the reserved tail was cut at open");
+    for (f, len) in sealed.iter().zip(&sealed_lengths) {
+        assert_eq!(
+            fs::metadata(f).unwrap().len(),
+            *len,
+            "sealed segments are exact"
+        );
+    }
+    assert_eq!(log.append(small_batch(1, 8), 0).unwrap().base_offset, end);
+    drop(log); // a clean close trims too
+    let files = files_with_ext(dir.path(), "log");
+    let last = files.last().unwrap();
+    let log = FileLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), end + 1);
+    let stored = read_all(&log);
+    assert_eq!(batch::headers(&stored).count(), 21);
+    drop(log);
+    assert!(fs::metadata(last).unwrap().len() <= 700);
+}

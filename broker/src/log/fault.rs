@@ -4,8 +4,8 @@
 //! SIGKILL never tests fsync: the page cache survives the process. With the environment
 //! variable `RUNNEL_FAULT_SYNC_JOURNAL=<file>` set (tests only; it is not a setting), every
 //! fsync of a segment file appends `<path> <length>` to that file, where `length` is the
-//! file's size just before the fsync began (everything below it was written before the fsync,
-//! so the fsync covers it). A test harness that kills the process can then cut every segment
+//! length of data the caller had written before the fsync began (so the fsync covers it; the
+//! file itself may be longer, by blocks reserved ahead of appends). A test harness that kills the process can then cut every segment
 //! to its last journaled length, losing exactly what a power cut could lose
 //! (`tests/src/cluster.rs`, `Cluster::power_loss`). Without the variable this costs one
 //! `OnceLock` read per fsync.
@@ -31,8 +31,9 @@ fn journal() -> Option<&'static Mutex<File>> {
         .as_ref()
 }
 
-/// `file.sync_data()` (or `sync_all` with `all`), journaled when the hook is on.
-pub(crate) fn sync(file: &File, all: bool) -> std::io::Result<()> {
+/// `file.sync_data()` (or `sync_all` with `all`) of a file holding `data_len` bytes of data,
+/// journaled when the hook is on.
+pub(crate) fn sync(file: &File, all: bool, data_len: u64) -> std::io::Result<()> {
     let Some(journal) = journal() else {
         return if all {
             file.sync_all()
@@ -40,7 +41,7 @@ pub(crate) fn sync(file: &File, all: bool) -> std::io::Result<()> {
             file.sync_data()
         };
     };
-    let len = file.metadata()?.len();
+    let len = data_len;
     if all {
         file.sync_all()?;
     } else {

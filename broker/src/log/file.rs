@@ -147,7 +147,7 @@ impl PartitionLog for FileLog {
         if should_roll(&self.config, &self.active.roll_facts(), &prepared) {
             self.roll()?;
         }
-        if let Err(e) = self.active.append(&prepared) {
+        if let Err(e) = self.active.append(&prepared, self.config.segment_bytes) {
             if !self.active.roll_back_failed_append() {
                 self.poisoned = Some(e.to_string());
             }
@@ -234,7 +234,7 @@ impl PartitionLog for FileLog {
     fn flush_plan(&self) -> FlushPlan {
         let up_to = self.log_end_offset();
         let files = if up_to > self.flushed_offset {
-            vec![self.active.file().clone()]
+            vec![(self.active.file().clone(), self.active.size())]
         } else {
             Vec::new()
         };
@@ -373,6 +373,7 @@ impl Drop for FileLog {
     /// Leave the active segment's indexes on disk too (best effort, unsynced): they are rebuilt
     /// on open anyway, but a complete directory is friendlier to tools.
     fn drop(&mut self) {
+        self.active.trim_quietly();
         if let Err(e) = self.active.write_index_files(false) {
             tracing::debug!(dir = %self.dir.display(), error = %e, "could not write active segment index");
         }

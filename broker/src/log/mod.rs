@@ -182,16 +182,18 @@ pub struct RetentionPolicy {
 /// every append made before it was taken (group commit).
 #[derive(Debug, Default)]
 pub struct FlushPlan {
-    pub files: Vec<Arc<File>>,
+    /// Each file with the length of data in it when the plan was taken (the file may be
+    /// longer: blocks reserved ahead of appends).
+    pub files: Vec<(Arc<File>, u64)>,
     pub up_to: i64,
 }
 
 impl FlushPlan {
-    /// fsync every file (data only: segment files are preallocated-free, so length changes are
-    /// covered by `sync_data` on Linux for appends; directories are synced on segment roll).
+    /// fsync every file, data only (`fdatasync` also makes durable the length and extent
+    /// changes needed to read the data back; directories are synced on segment roll).
     pub fn sync(&self) -> std::io::Result<()> {
-        for f in &self.files {
-            fault::sync(f, false)?;
+        for (f, len) in &self.files {
+            fault::sync(f, false, *len)?;
         }
         Ok(())
     }
