@@ -156,31 +156,14 @@ impl PartitionLog for FileLog {
         Ok(prepared.info)
     }
 
+    /// The batches [`PartitionLog::read_batches`] locates, read into one buffer.
     fn read(&self, offset: i64, max_offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
-        if check_read_range(
-            offset,
-            max_offset,
-            self.log_start_offset(),
-            self.log_end_offset(),
-        )? {
-            return Ok(Bytes::new());
-        }
-        let mut segments = self.segments().skip(self.segment_index(offset));
-        let Some(first) = segments.next() else {
-            return Ok(Bytes::new());
-        };
-        let (start, header) = first.locate(offset)?;
-        let mut out = Vec::new();
-        let mut reached_end =
-            first.read_into(start, header.total_len(), max_bytes, max_offset, &mut out)?;
-        for segment in segments {
-            let budget = max_bytes.saturating_sub(out.len());
-            if !reached_end || budget == 0 || segment.base_offset() >= max_offset {
-                break;
-            }
-            reached_end = segment.read_into(0, 0, budget, max_offset, &mut out)?;
-        }
-        Ok(Bytes::from(out))
+        self.read_batches(offset, max_offset, max_bytes)?
+            .to_bytes()
+            .map_err(io_context(format!(
+                "reading {} from offset {offset}",
+                self.dir.display()
+            )))
     }
 
     fn read_batches(

@@ -24,7 +24,7 @@ mod segment;
 use std::fs::File;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Whole batches read from a log, in order: bytes in memory, or a region of a segment file.
 ///
@@ -56,8 +56,13 @@ impl FileSlice {
     /// The bytes of the slice, read from the file.
     pub fn read(&self) -> std::io::Result<Bytes> {
         let mut out = Vec::with_capacity(self.len);
-        segment::pread_append(&self.file, &mut out, self.len, self.position)?;
+        self.read_into(&mut out)?;
         Ok(Bytes::from(out))
+    }
+
+    /// Append the bytes of the slice to `out`.
+    pub fn read_into(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        segment::pread_append(&self.file, out, self.len, self.position)
     }
 }
 
@@ -103,14 +108,14 @@ impl Batches {
             [Piece::Bytes(b)] => Ok(b.clone()),
             [Piece::File(f)] => f.read(),
             pieces => {
-                let mut out = BytesMut::with_capacity(self.len);
+                let mut out = Vec::with_capacity(self.len);
                 for piece in pieces {
                     match piece {
                         Piece::Bytes(b) => out.extend_from_slice(b),
-                        Piece::File(f) => out.extend_from_slice(&f.read()?),
+                        Piece::File(f) => f.read_into(&mut out)?,
                     }
                 }
-                Ok(out.freeze())
+                Ok(Bytes::from(out))
             }
         }
     }

@@ -18,7 +18,7 @@ use super::common::{
 use super::index::SegmentIndex;
 use super::reader::{BatchReader, Peek};
 use super::{FileSlice, LogError, TimestampOffset};
-use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN};
+use crate::codec::batch::{self, BatchHeader, HEADER_LEN};
 
 /// Extension of segment data files.
 pub(crate) const LOG_EXT: &str = "log";
@@ -313,42 +313,11 @@ impl Segment {
         }
     }
 
-    /// Append to `out` the whole batches from `start` (a batch start) whose base offsets are below
-    /// `max_offset`, using at most `budget` bytes, except that the first batch is taken whole
-    /// when it is `first_len` bytes long (pass 0 when it may be left out). Returns whether the
-    /// read reached the end of the segment, so the caller may continue in the next one.
-    pub fn read_into(
-        &self,
-        start: u64,
-        first_len: usize,
-        budget: usize,
-        max_offset: i64,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, LogError> {
-        let limit = self
-            .index
-            .position_bound(max_offset)
-            .unwrap_or(self.size)
-            .min(self.size);
-        let want = len_u64(budget.max(first_len)).min(limit.saturating_sub(start));
-        let old_len = out.len();
-        if let Err(e) = pread_append(&self.file, out, to_usize(want)?, start) {
-            out.truncate(old_len);
-            return Err(io_context(format!(
-                "reading {} at {start}",
-                self.path.display()
-            ))(e));
-        }
-        let used = whole_batches_below(&out[old_len..], max_offset)
-            .map_err(|e| self.corrupt(start, &e.to_string()))?;
-        out.truncate(old_len.saturating_add(used));
-        Ok(start.saturating_add(len_u64(used)) == self.size)
-    }
-
-    /// Where the whole batches [`Segment::read_into`] would return lie in the file, found
-    /// without reading them: the offset index gives a batch start near the byte budget's end,
-    /// and only the batch headers from there on are read. Returns the slice and whether it
-    /// reaches the end of the segment.
+    /// Where the whole batches from `start` lie in the file (the first, `first_len` long,
+    /// always; then as many as fit in `budget` bytes, each with a base offset below
+    /// `max_offset`), found without reading them: the offset index gives a batch start near
+    /// the byte budget's end, and only the batch headers from there on are read. Returns the
+    /// slice and whether it reaches the end of the segment.
     pub fn slice(
         &self,
         start: u64,
@@ -512,21 +481,6 @@ impl HeaderWindow {
             .get(from..)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
-}
-
-/// Byte length of the leading whole batches in `buf` whose base offsets are below
-/// `max_offset`. A batch cut off by the end of `buf` ends the walk; anything else that does
-/// not parse is an error.
-fn whole_batches_below(buf: &[u8], max_offset: i64) -> Result<usize, BatchError> {
-    let mut used = 0usize;
-    for header in batch::headers(buf) {
-        match header {
-            Ok(h) if h.base_offset < max_offset => used = used.saturating_add(h.total_len()),
-            Ok(_) | Err(BatchError::Truncated { .. }) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(used)
 }
 
 /// Whether the bytes at `position` (a batch header's worth, or up to `len`) are all zero: the
