@@ -99,13 +99,14 @@ impl AlertWatcher {
 
 impl Resumable for AlertWatcher {
     type Message = v1::WatchAlertsResponse;
+    type Stream = tonic::Streaming<v1::WatchAlertsResponse>;
     type Item = v1::Alert;
 
-    fn stream(&mut self) -> &mut Option<tonic::Streaming<v1::WatchAlertsResponse>> {
+    fn stream(&mut self) -> &mut Option<Self::Stream> {
         &mut self.stream
     }
 
-    async fn open(&mut self) -> Result<tonic::Streaming<v1::WatchAlertsResponse>, tonic::Status> {
+    async fn open(&mut self) -> Result<Self::Stream, tonic::Status> {
         let from = match (&self.position, &self.config.from) {
             (Some(p), _) | (None, AlertsFrom::Position(p)) => From::Position(p.clone()),
             (None, AlertsFrom::Now) => From::Start(v1::StartPosition::Latest.into()),

@@ -106,13 +106,14 @@ impl Subscriber {
 
 impl Resumable for Subscriber {
     type Message = v1::SubscribeResponse;
+    type Stream = tonic::Streaming<v1::SubscribeResponse>;
     type Item = v1::ConsumedRecord;
 
-    fn stream(&mut self) -> &mut Option<tonic::Streaming<v1::SubscribeResponse>> {
+    fn stream(&mut self) -> &mut Option<Self::Stream> {
         &mut self.stream
     }
 
-    async fn open(&mut self) -> Result<tonic::Streaming<v1::SubscribeResponse>, tonic::Status> {
+    async fn open(&mut self) -> Result<Self::Stream, tonic::Status> {
         let req = v1::SubscribeRequest {
             topic: self.config.topic.clone(),
             partition: self.config.partition,
