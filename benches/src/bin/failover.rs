@@ -7,7 +7,10 @@
 //!
 //! `failover run --runnel target/release/runnel` runs the benchmark; `failover create-topic`
 //! creates a topic with the cluster's default replication factor (used by
-//! `benches/replication_throughput.sh`, since `rk_helper` asks for replication factor 1).
+//! `benches/replication_throughput.sh`, since `rk_helper` asks for replication factor 1);
+//! `failover cluster` starts the same three nodes with RF-3 topics and keeps them running
+//! until Ctrl-C / SIGINT / SIGTERM, printing their addresses and process ids (for probes such
+//! as `produce_latency`, and for reading each node's CPU time from `/proc/PID/stat`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,12 @@ struct Args {
 enum Cmd {
     /// Start a 3-node cluster, kill the partition leader repeatedly and time each failover.
     Run(RunArgs),
+    /// Start a 3-node cluster, create RF-3 topics, print the bootstrap list and the nodes'
+    /// process ids, and run until interrupted.
+    Cluster(ClusterArgs),
+    /// Produce batches as fast as acks=all allows, with a few calls in flight, and report
+    /// records/s and (with `--pids`) the brokers' CPU time per MB of payload.
+    Load(LoadArgs),
     /// Create a topic (replication factor: the cluster's default) and wait for its leaders.
     CreateTopic {
         #[arg(long)]
@@ -44,14 +53,9 @@ enum Cmd {
     },
 }
 
+/// The nodes' `[cluster]` timing.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// The `runnel` binary (a release build).
-    #[arg(long, default_value = "target/release/runnel")]
-    runnel: PathBuf,
-    /// Leader kills.
-    #[arg(long, default_value_t = 30)]
-    kills: usize,
+struct ClusterTiming {
     /// `[cluster] tick_ms` of every node.
     #[arg(long, default_value_t = 50)]
     tick_ms: u64,
@@ -61,6 +65,162 @@ struct RunArgs {
     /// `[cluster] heartbeat_ticks`.
     #[arg(long, default_value_t = 2)]
     heartbeat_ticks: u32,
+}
+
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// The `runnel` binary (a release build).
+    #[arg(long, default_value = "target/release/runnel")]
+    runnel: PathBuf,
+    #[command(flatten)]
+    timing: ClusterTiming,
+    /// Topics to create (1 partition each, RF 3), comma-separated.
+    #[arg(long, default_value = "lat", value_delimiter = ',')]
+    topics: Vec<String>,
+    /// Parent of the nodes' data directories (a fresh directory inside it is removed at the
+    /// end).
+    #[arg(long, default_value = "/tmp")]
+    data: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Broker addresses (comma-separated); the client follows the partition's leader.
+    #[arg(long)]
+    bootstrap: String,
+    /// An existing topic; partition 0 is written.
+    #[arg(long)]
+    topic: String,
+    /// Record value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Records per batch (one batch per Produce request).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Batches in all.
+    #[arg(long, default_value_t = 2000)]
+    batches: usize,
+    /// Produce calls in flight (one client each).
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Broker process ids whose CPU time (utime + stime) is read before and after.
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+}
+
+/// utime + stime of `pid` in clock ticks, from `/proc/PID/stat`.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: count fields after its closing parenthesis.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc stat")?
+            .parse::<u64>()
+            .context("bad /proc stat field")
+    };
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    Ok(field(11)? + field(12)?)
+}
+
+/// `failover load`: fixed work, as fast as acknowledged.
+async fn load(a: LoadArgs) -> Result<()> {
+    if a.batch == 0 || a.batches == 0 || a.in_flight == 0 {
+        bail!("--batch, --batches and --in-flight must be positive");
+    }
+    let records: Vec<Record> = (0..a.batch).map(|_| record(a.size)).collect();
+    let batch = encode_batches(&records, a.batch, usize::MAX).remove(0);
+    let clients: Vec<Client> = (0..a.in_flight)
+        .map(|_| {
+            let mut c = ClientConfig::new(&a.bootstrap);
+            c.client_id = "failover-load".into();
+            c.request_timeout = Duration::from_secs(30);
+            Client::new(c)
+        })
+        .collect();
+    // Warm up: connections, metadata, the leader.
+    for c in &clients {
+        c.produce(&a.topic, 0, batch.clone()).await?;
+    }
+    let cpu = |pids: &[u32]| -> Result<Vec<u64>> { pids.iter().map(|p| cpu_ticks(*p)).collect() };
+    let before = cpu(&a.pids)?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in clients {
+        let (next, batch, topic, total) = (next.clone(), batch.clone(), a.topic.clone(), a.batches);
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                c.produce(&topic, 0, batch.clone()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = cpu(&a.pids)?;
+    let n = a.batch.saturating_mul(a.batches);
+    let count = |x: usize| f64::from(u32::try_from(x).unwrap_or(u32::MAX));
+    let mb = count(n) * count(a.size) / 1e6;
+    print!(
+        "records={n} size={} batch={} in_flight={} | {:.0} rec/s {:.1} MB/s",
+        a.size,
+        a.batch,
+        a.in_flight,
+        count(n) / secs,
+        mb / secs
+    );
+    if !a.pids.is_empty() {
+        let hz: f64 = String::from_utf8(
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .context("getconf CLK_TCK")?
+                .stdout,
+        )?
+        .trim()
+        .parse()
+        .context("CLK_TCK")?;
+        let ms_per_mb = |ticks: u64| {
+            f64::from(u32::try_from(ticks).unwrap_or(u32::MAX)) / hz * 1000.0 / mb
+        };
+        let per_node: Vec<String> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| format!("{:.2}", ms_per_mb(a.saturating_sub(*b))))
+            .collect();
+        let total = after
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(before.iter().sum::<u64>());
+        print!(
+            " | broker CPU ms per MB: {:.2} (per node {})",
+            ms_per_mb(total),
+            per_node.join(" / ")
+        );
+    }
+    println!();
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The `runnel` binary (a release build).
+    #[arg(long, default_value = "target/release/runnel")]
+    runnel: PathBuf,
+    /// Leader kills.
+    #[arg(long, default_value_t = 30)]
+    kills: usize,
+    #[command(flatten)]
+    timing: ClusterTiming,
     /// Producer: first wait before a retry (the client doubles it once before re-asking
     /// Metadata and trying again).
     #[arg(long, default_value_t = 10)]
@@ -99,7 +259,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn write(bin: &Path, root: &Path, a: &RunArgs) -> Result<Self> {
+    fn write(bin: &Path, root: &Path, a: &ClusterTiming) -> Result<Self> {
         let ids = [1, 2, 3];
         let mut nodes = Vec::new();
         let mut raft = Vec::new();
@@ -318,7 +478,7 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
 }
 
 async fn run_in(a: &RunArgs, bin: &Path, root: &Path) -> Result<()> {
-    let mut cluster = Cluster::write(bin, root, a)?;
+    let mut cluster = Cluster::write(bin, root, &a.timing)?;
     for id in [1, 2, 3] {
         cluster.start(id)?;
     }
@@ -328,11 +488,11 @@ async fn run_in(a: &RunArgs, bin: &Path, root: &Path) -> Result<()> {
         "cluster: {bootstrap}; tick_ms={} election_ticks={} (election timeout {}..{} ms) \
          heartbeat_ticks={}; producer backoff {} ms, metadata max age {} ms, {} B records, \
          acks=all; data in {}",
-        a.tick_ms,
-        a.election_ticks,
-        a.tick_ms * u64::from(a.election_ticks),
-        a.tick_ms * u64::from(a.election_ticks) * 2,
-        a.heartbeat_ticks,
+        a.timing.tick_ms,
+        a.timing.election_ticks,
+        a.timing.tick_ms * u64::from(a.timing.election_ticks),
+        a.timing.tick_ms * u64::from(a.timing.election_ticks) * 2,
+        a.timing.heartbeat_ticks,
         a.backoff_ms,
         a.metadata_max_age_ms,
         a.size,
@@ -448,10 +608,64 @@ async fn run_in(a: &RunArgs, bin: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `failover cluster`: three nodes and RF-3 topics, kept until interrupted.
+async fn serve_cluster(a: ClusterArgs) -> Result<()> {
+    let bin = std::fs::canonicalize(&a.runnel)
+        .with_context(|| format!("runnel binary {}", a.runnel.display()))?;
+    let root = tempfile_dir(&a.data)?;
+    let result = serve_cluster_in(&a, &bin, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn serve_cluster_in(a: &ClusterArgs, bin: &Path, root: &Path) -> Result<()> {
+    let mut cluster = Cluster::write(bin, root, &a.timing)?;
+    for id in [1, 2, 3] {
+        cluster.start(id)?;
+    }
+    let bootstrap = cluster.bootstrap();
+    let admin = Client::new(ClientConfig::new(&bootstrap));
+    for topic in &a.topics {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match admin.ensure_topic(topic, 1).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("waiting for the cluster: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => bail!("create topic {topic}: {e}"),
+            }
+        }
+        while leader(&admin, topic).await.is_none() {
+            if Instant::now() > deadline {
+                bail!("topic {topic} has no leader after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let pids: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.child.as_ref().map_or(0, Child::id).to_string())
+        .collect();
+    println!("bootstrap={bootstrap}");
+    println!("pids={}", pids.join(","));
+    println!("data={}", root.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Args::parse().cmd {
         Cmd::Run(a) => run(a).await,
+        Cmd::Cluster(a) => serve_cluster(a).await,
+        Cmd::Load(a) => load(a).await,
         Cmd::CreateTopic {
             bootstrap,
             topic,

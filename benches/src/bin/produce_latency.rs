@@ -7,8 +7,10 @@
 //! (written → answer read).
 //!
 //! `produce_latency --bootstrap 127.0.0.1:9092 --topic t --acks -1 --rate 2000 --seconds 10`
-//! prints one line of p50/p90/p99/p99.9/max. The topic must exist and the broker must lead the
-//! partition; works against any broker that takes Produce v3+ (Runnel, the librdkafka mock).
+//! prints one line of p50/p90/p99/p99.9/max. The topic must exist; works against any broker
+//! that takes Produce v3+ (Runnel, the librdkafka mock). With several bootstrap addresses (a
+//! cluster), the partition's leader is looked up with Metadata first (and waited for, up to
+//! 30 s) and the probe connects to it; a leader change during the run ends it with an error.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,17 +20,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
-use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 use runnel_benches::{due, ms, percentile};
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
 use runnel_broker::kafka_client::connection::{decode_response, encode_request};
+use runnel_broker::kafka_client::metadata::{self, TopicState};
 use runnel_broker::kafka_client::produce;
 
 #[derive(Parser)]
 #[command(about = "Produce latency at a fixed rate over one connection, one record per request")]
 struct Args {
-    /// Broker address (host:port); it must lead the partition.
+    /// Broker address (host:port), which must lead the partition; or a comma-separated list
+    /// of a cluster's addresses, in which case the partition's leader is found with Metadata.
     #[arg(long)]
     bootstrap: String,
     #[arg(long)]
@@ -69,8 +73,15 @@ fn main() -> Result<()> {
     if args.rate == 0 || args.seconds == 0 || args.max_in_flight == 0 {
         bail!("--rate, --seconds and --max-in-flight must be positive");
     }
-    let mut writer = TcpStream::connect(&args.bootstrap)
-        .with_context(|| format!("connecting to {}", args.bootstrap))?;
+    let target = if args.bootstrap.contains(',') {
+        let leader = find_leader(&args.bootstrap, &args.topic, args.partition)?;
+        eprintln!("partition {} of {} is led by {leader}", args.partition, args.topic);
+        leader
+    } else {
+        args.bootstrap.clone()
+    };
+    let mut writer =
+        TcpStream::connect(&target).with_context(|| format!("connecting to {target}"))?;
     writer.set_nodelay(true)?;
     let mut reader = writer.try_clone()?;
     let total = args.rate.saturating_mul(args.seconds);
@@ -79,12 +90,8 @@ fn main() -> Result<()> {
     let (topic, partition) = (args.topic.clone(), args.partition);
     let reading = std::thread::spawn(move || -> Result<Vec<(Duration, Duration)>> {
         let mut out = Vec::new();
-        let mut len = [0u8; 4];
         while let Ok(sent) = rx.recv() {
-            reader.read_exact(&mut len).context("reading an answer")?;
-            let n = usize::try_from(i32::from_be_bytes(len)).context("negative frame length")?;
-            let mut frame = vec![0u8; n];
-            reader.read_exact(&mut frame).context("reading an answer")?;
+            let frame = read_frame(&mut reader)?;
             let done = Instant::now();
             let resp =
                 decode_response::<ProduceRequest>(Bytes::from(frame), version, sent.correlation)
@@ -174,4 +181,53 @@ fn main() -> Result<()> {
         line("service", &service)
     );
     Ok(())
+}
+
+/// Read one response frame (without its length prefix) from a blocking socket.
+fn read_frame(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).context("reading an answer")?;
+    let n = usize::try_from(i32::from_be_bytes(len)).context("negative frame length")?;
+    let mut frame = vec![0u8; n];
+    stream.read_exact(&mut frame).context("reading an answer")?;
+    Ok(frame)
+}
+
+/// The address of `topic`/`partition`'s leader, asking each of the comma-separated
+/// `bootstrap` addresses for Metadata in turn until one names a leader (30 s at most).
+fn find_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<String> {
+    const VERSION: i16 = 7;
+    let client_id = StrBytes::from_static_str("produce-latency");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_error = String::from("no answer");
+    loop {
+        for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            let asked = (|| -> Result<Option<String>> {
+                let mut s = TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let req = metadata::request(&[topic]);
+                s.write_all(&encode_request(&req, VERSION, 1, &client_id)?)?;
+                let resp =
+                    decode_response::<MetadataRequest>(Bytes::from(read_frame(&mut s)?), VERSION, 1)
+                        .map_err(anyhow::Error::msg)?;
+                let m = metadata::parse(&resp);
+                let leader = match m.topics.get(topic) {
+                    Some(TopicState::Ready(leaders)) => usize::try_from(partition)
+                        .ok()
+                        .and_then(|p| leaders.get(p).copied().flatten()),
+                    _ => None,
+                };
+                Ok(leader.and_then(|id| m.brokers.get(&id).cloned()))
+            })();
+            match asked {
+                Ok(Some(leader)) => return Ok(leader),
+                Ok(None) => last_error = format!("{addr} names no leader for {topic}/{partition}"),
+                Err(e) => last_error = format!("{addr}: {e:#}"),
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("no leader for {topic}/{partition} within 30 s: {last_error}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
