@@ -189,9 +189,8 @@ async fn load(a: LoadArgs) -> Result<()> {
         .trim()
         .parse()
         .context("CLK_TCK")?;
-        let ms_per_mb = |ticks: u64| {
-            f64::from(u32::try_from(ticks).unwrap_or(u32::MAX)) / hz * 1000.0 / mb
-        };
+        let ms_per_mb =
+            |ticks: u64| f64::from(u32::try_from(ticks).unwrap_or(u32::MAX)) / hz * 1000.0 / mb;
         let per_node: Vec<String> = before
             .iter()
             .zip(&after)

@@ -75,7 +75,10 @@ fn main() -> Result<()> {
     }
     let target = if args.bootstrap.contains(',') {
         let leader = find_leader(&args.bootstrap, &args.topic, args.partition)?;
-        eprintln!("partition {} of {} is led by {leader}", args.partition, args.topic);
+        eprintln!(
+            "partition {} of {} is led by {leader}",
+            args.partition, args.topic
+        );
         leader
     } else {
         args.bootstrap.clone()
@@ -201,15 +204,22 @@ fn find_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last_error = String::from("no answer");
     loop {
-        for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        for addr in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
             let asked = (|| -> Result<Option<String>> {
                 let mut s = TcpStream::connect(addr)?;
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
                 let req = metadata::request(&[topic]);
                 s.write_all(&encode_request(&req, VERSION, 1, &client_id)?)?;
-                let resp =
-                    decode_response::<MetadataRequest>(Bytes::from(read_frame(&mut s)?), VERSION, 1)
-                        .map_err(anyhow::Error::msg)?;
+                let resp = decode_response::<MetadataRequest>(
+                    Bytes::from(read_frame(&mut s)?),
+                    VERSION,
+                    1,
+                )
+                .map_err(anyhow::Error::msg)?;
                 let m = metadata::parse(&resp);
                 let leader = match m.topics.get(topic) {
                     Some(TopicState::Ready(leaders)) => usize::try_from(partition)

@@ -11,9 +11,19 @@
 //! partition rewrites a batch's base offset to the log end and checks idempotent-producer
 //! sequences there) and learn the entry's index and term. [`Group::wait_committed`] then says
 //! whether that very entry (same index *and* term) was committed.
+//!
+//! **A commit never waits for the hard-state file.** A hard state whose term or vote changed is
+//! saved before the task goes on (the core holds its messages until then anyway). One that
+//! only moves the commit index is handed to a saver task beside the group, which writes the
+//! latest one at most once per tick: Raft needs no durable commit index (a restarted node
+//! learns it again from the leader), it only lets a restarted node publish its high watermark
+//! sooner. Saving it inline cost every commit a file replace (two fsyncs) during which the
+//! group took no input, so proposals, acknowledgements and log syncs queued behind it (RF-3
+//! produce latency of tens of ms at 2,000 requests/s, BENCHMARKS.md, Replication run 6).
+//! Both paths write the newest hard state under one lock, so the file only moves forward.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -100,7 +110,8 @@ enum Input<L: RaftLog> {
         index: Index,
         term: Term,
     },
-    LogSyncFailed(String),
+    /// A log sync or a background hard-state save failed: the group cannot go on.
+    StorageFailed(String),
     WaitCommit {
         index: Index,
         term: Term,
@@ -137,7 +148,23 @@ impl<L: RaftLog + Send + 'static> Group<L> {
         });
         let rx_leadership = leadership.subscribe();
         let stats = Arc::new(Mutex::new(GroupStats::default()));
+        let hard_state = core.hard_state();
+        let saved = Arc::new(HardStateSlot {
+            latest: Mutex::new(hard_state),
+            saved: Mutex::new(hard_state),
+        });
+        let (save_wanted, save_requests) = mpsc::channel(1);
+        tokio::spawn(save_commits(
+            host.clone(),
+            saved.clone(),
+            save_requests,
+            tx.downgrade(),
+            timing.tick,
+        ));
         let task = Task {
+            durable: (hard_state.term, hard_state.vote),
+            saved,
+            save_wanted,
             core,
             host,
             rx,
@@ -228,7 +255,63 @@ impl<L: RaftLog + Send + 'static> Group<L> {
     }
 }
 
+/// The hard state to save and the one on disk. `latest` is only ever replaced by a newer one
+/// (the core's term and commit never decrease, a vote is set once per term); a save writes
+/// `latest` while holding `saved`, so two saves never interleave and the file never goes back.
+struct HardStateSlot {
+    latest: Mutex<HardState>,
+    saved: Mutex<HardState>,
+}
+
+impl HardStateSlot {
+    /// Write the newest hard state unless it is already on disk (on a blocking thread: the
+    /// `saved` lock is held across the write).
+    fn save_latest(
+        &self,
+        save: impl FnOnce(HardState) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        let hs = *self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if hs != *saved {
+            save(hs)?;
+            *saved = hs;
+        }
+        Ok(())
+    }
+}
+
+/// Beside each group: saves the hard state when only the commit index moved, at most once per
+/// `tick`, never holding up the group. Ends when the group task does (its sender drops).
+async fn save_commits<L: RaftLog + Send + 'static, H: Host<L>>(
+    host: Arc<H>,
+    slot: Arc<HardStateSlot>,
+    mut requests: mpsc::Receiver<()>,
+    group: mpsc::WeakUnboundedSender<Input<L>>,
+    tick: Duration,
+) {
+    while requests.recv().await.is_some() {
+        let (host, slot) = (host.clone(), slot.clone());
+        let saved =
+            tokio::task::spawn_blocking(move || slot.save_latest(|hs| host.save_hard_state(hs)))
+                .await
+                .unwrap_or_else(|e| Err(format!("hard-state task failed: {e}")));
+        if let Err(e) = saved {
+            if let Some(tx) = group.upgrade() {
+                let _ = tx.send(Input::StorageFailed(e));
+            }
+            return;
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
 struct Task<L: RaftLog, H> {
+    /// Term and vote as last saved (a hard state that changes neither is saved beside the
+    /// task, see the module docs).
+    durable: (Term, Option<NodeId>),
+    saved: Arc<HardStateSlot>,
+    /// Wakes `save_commits` (capacity 1: a request already queued covers this one too).
+    save_wanted: mpsc::Sender<()>,
     core: RaftNode<L>,
     host: Arc<H>,
     rx: mpsc::UnboundedReceiver<Input<L>>,
@@ -285,7 +368,7 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                 Ok(())
             }
             Input::LogPersisted { index, term } => self.core.log_persisted(index, term),
-            Input::LogSyncFailed(e) => Err(RaftError::Storage(super::StorageError::Io(e))),
+            Input::StorageFailed(e) => Err(RaftError::Storage(super::StorageError::Io(e))),
             Input::WaitCommit { index, term, reply } => {
                 if index <= self.committed {
                     let _ = reply.send(self.outcome(index, term));
@@ -320,10 +403,23 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                 match out {
                     Output::Send(m) => self.host.send(m),
                     Output::PersistHardState(hs) => {
-                        let host = self.host.clone();
-                        tokio::task::spawn_blocking(move || host.save_hard_state(hs))
-                            .await
-                            .map_err(|e| format!("hard-state task failed: {e}"))??;
+                        *self
+                            .saved
+                            .latest
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = hs;
+                        if (hs.term, hs.vote) == self.durable {
+                            // Only the commit index moved: saved beside the group.
+                            let _ = self.save_wanted.try_send(());
+                            continue;
+                        }
+                        let (host, slot) = (self.host.clone(), self.saved.clone());
+                        tokio::task::spawn_blocking(move || {
+                            slot.save_latest(|hs| host.save_hard_state(hs))
+                        })
+                        .await
+                        .map_err(|e| format!("hard-state task failed: {e}"))??;
+                        self.durable = (hs.term, hs.vote);
                         self.core
                             .hard_state_persisted(hs)
                             .map_err(|e| e.to_string())?;
@@ -334,7 +430,7 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                         tokio::spawn(async move {
                             let input = match sync.await {
                                 Ok(()) => Input::LogPersisted { index, term },
-                                Err(e) => Input::LogSyncFailed(e),
+                                Err(e) => Input::StorageFailed(e),
                             };
                             if let Some(tx) = tx.upgrade() {
                                 let _ = tx.send(input);
@@ -448,6 +544,17 @@ mod tests {
         net: Arc<Net>,
         commits: Mutex<Vec<Index>>,
         latencies: Mutex<Vec<Duration>>,
+        /// Every hard state saved, in order.
+        saves: Mutex<Vec<HardState>>,
+        /// While set, a save that changes only the commit index blocks (a slow disk).
+        hold: (std::sync::Mutex<bool>, std::sync::Condvar),
+    }
+
+    impl TestHost {
+        fn hold_commit_saves(&self, on: bool) {
+            *self.hold.0.lock().unwrap() = on;
+            self.hold.1.notify_all();
+        }
     }
 
     impl Host<MemRaftLog> for TestHost {
@@ -460,7 +567,15 @@ mod tests {
                 g.step(msg);
             }
         }
-        fn save_hard_state(&self, _: HardState) -> Result<(), String> {
+        fn save_hard_state(&self, hs: HardState) -> Result<(), String> {
+            let last = self.saves.lock().unwrap().last().copied();
+            if last.is_some_and(|l| (l.term, l.vote) == (hs.term, hs.vote)) {
+                let mut held = self.hold.0.lock().unwrap();
+                while *held {
+                    held = self.hold.1.wait(held).unwrap();
+                }
+            }
+            self.saves.lock().unwrap().push(hs);
             Ok(())
         }
         fn sync_log(&self, _: &MemRaftLog, _: Index) -> BoxFuture<'static, Result<(), String>> {
@@ -485,6 +600,8 @@ mod tests {
                 net: net.clone(),
                 commits: Mutex::new(Vec::new()),
                 latencies: Mutex::new(Vec::new()),
+                saves: Mutex::new(Vec::new()),
+                hold: Default::default(),
             });
             let g = Group::spawn(
                 core,
@@ -594,6 +711,65 @@ mod tests {
                 g.wait_committed(si, st, Duration::from_secs(5)).await,
                 Err(CommitError::Replaced)
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_do_not_wait_for_the_hard_state_file_which_catches_up_and_never_goes_back() {
+        let (net, hosts) = cluster();
+        let (_, g) = leader(&net).await;
+        let (i, t) = propose(&g, b"first").await.expect("leader accepts");
+        g.wait_committed(i, t, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // A disk that never finishes saving a moved commit index: proposals still commit, one
+        // after the other (a group that waited for the save would take no input any more).
+        /// Releases the held saves however the test ends (a blocked thread would keep the
+        /// runtime from shutting down).
+        struct Release(Vec<Arc<TestHost>>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                for h in &self.0 {
+                    h.hold_commit_saves(false);
+                }
+            }
+        }
+        let release = Release(hosts.clone());
+        for h in &hosts {
+            h.hold_commit_saves(true);
+        }
+        let mut last = i;
+        for _ in 0..5 {
+            let (i, t) = tokio::time::timeout(Duration::from_secs(5), propose(&g, b"more"))
+                .await
+                .expect("the group took no input while a hard-state save was pending")
+                .expect("leader accepts");
+            assert_eq!(
+                g.wait_committed(i, t, Duration::from_secs(5)).await,
+                Ok(()),
+                "a commit waited for a hard-state save"
+            );
+            last = i;
+        }
+        drop(release);
+        // Released, every node's file reaches the last commit, and no save ever went back.
+        for h in &hosts {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while h.saves.lock().unwrap().last().map_or(0, |s| s.commit) < last {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the hard state never caught up: {:?}",
+                    h.saves.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let saves = h.saves.lock().unwrap();
+            for w in saves.windows(2) {
+                assert!(
+                    w[1].term >= w[0].term && w[1].commit >= w[0].commit,
+                    "saved hard state went back: {saves:?}"
+                );
+            }
         }
     }
 

@@ -81,7 +81,9 @@ pub struct HardState {
     /// Whom this node voted for in `term`.
     pub vote: Option<NodeId>,
     /// The highest index known committed (and durable locally). Persisting it is optional for
-    /// safety but keeps the committed prefix, as seen by this node, monotonic across restarts.
+    /// safety: it lets a restarted node publish its committed prefix before the leader tells it
+    /// again. The driver saves a hard state that moves only this lazily, beside the group (see
+    /// `driver`), so after a crash it may be a little behind what the node knew.
     pub commit: Index,
 }
 
