@@ -404,6 +404,7 @@ impl Cluster {
                 partition: p.clone(),
                 state,
                 commit_seconds: self.metrics.raft_commit_histogram(&topic.name, p.index),
+                leading_unsettled: std::sync::Mutex::new(None),
             });
             let replica = Replica {
                 partition: p.clone(),

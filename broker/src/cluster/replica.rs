@@ -74,6 +74,9 @@ pub struct ReplicaHost {
     pub state: HardStateFile,
     /// Propose → commit latency on the leader (`None` when metrics are off).
     pub commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// The term this node leads in, until an entry of that term is committed (then the
+    /// partition serves as leader); `None` otherwise.
+    pub leading_unsettled: std::sync::Mutex<Option<Term>>,
 }
 
 impl Host<PartitionRaftLog> for ReplicaHost {
@@ -111,10 +114,28 @@ impl Host<PartitionRaftLog> for ReplicaHost {
         if let Some(hw) = log.end_offset(commit) {
             self.partition.set_high_watermark(hw);
         }
+        let mut unsettled = self
+            .leading_unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if unsettled.is_some() && *unsettled == log.term(commit) {
+            // An entry of the leader's own term is committed, so the commit index (and the
+            // high watermark) covers everything any earlier leader committed: only now does
+            // the partition serve reads and writes as leader. Before, a new leader's commit
+            // may lag what its predecessor published (followers learn the commit a round
+            // late, and a restarted node's saved commit may be a tick old), and serving
+            // that would show consumers a high watermark that went back.
+            *unsettled = None;
+            self.partition.set_leading(true);
+        }
     }
 
     fn role_changed(&self, role: Role, term: Term, leader: Option<NodeId>) {
-        self.partition.set_leading(role == Role::Leader);
+        *self
+            .leading_unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (role == Role::Leader).then_some(term);
+        self.partition.set_leading(false);
         tracing::info!(topic = %self.partition.topic, partition = self.partition.index, ?role, term, ?leader, "replica role changed");
     }
 
