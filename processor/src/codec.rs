@@ -27,6 +27,49 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// Why a stored value (a window, a rule's state) does not decode, naming what it is: the
+/// binary encoding, or the JSON that checkpoints held before it.
+#[derive(Debug, Error)]
+pub enum StoredDecodeError {
+    /// The binary encoding is malformed.
+    #[error("binary {what}: {source}")]
+    Binary {
+        /// What was decoded (`window`, `rule state`).
+        what: &'static str,
+        /// What is wrong.
+        source: DecodeError,
+    },
+    /// The (older) JSON encoding is malformed.
+    #[error("json {what}: {source}")]
+    Json {
+        /// What was decoded.
+        what: &'static str,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+}
+
+/// Decodes a stored `what`: JSON when its first byte is `{` (checkpoints written before the
+/// binary encoding; no binary encoding starts with it, their first byte is a small version
+/// number), else `binary`.
+pub fn decode_stored<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+    binary: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+) -> Result<T, StoredDecodeError> {
+    match bytes.first() {
+        Some(b'{') => {
+            serde_json::from_slice(bytes).map_err(|source| StoredDecodeError::Json { what, source })
+        }
+        _ => binary(bytes).map_err(|source| StoredDecodeError::Binary { what, source }),
+    }
+}
+
+/// Appends a `bool` as one byte, 0 or 1.
+pub fn put_bool(out: &mut Vec<u8>, v: bool) {
+    out.push(u8::from(v));
+}
+
 /// Appends `v` as an unsigned LEB128 varint.
 pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -149,6 +192,15 @@ impl<'a> Reader<'a> {
             .ok_or(DecodeError::Truncated(what))?;
         self.bytes = rest;
         Ok(f64::from_bits(u64::from_le_bytes(*head)))
+    }
+
+    /// A `bool`: one byte, 0 or 1.
+    pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Invalid(what)),
+        }
     }
 
     /// A length-prefixed UTF-8 string.

@@ -117,7 +117,7 @@ pub struct Pipeline {
     scratch: (Collector<WindowEvent>, Collector<Alert>),
 }
 
-fn corrupt(key: &[u8], e: &serde_json::Error) -> StateError {
+fn corrupt(key: &[u8], e: &dyn std::fmt::Display) -> StateError {
     StateError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -170,20 +170,14 @@ impl Pipeline {
         }
         let mut windows = Vec::new();
         for (k, v) in store.scan_prefix(PREFIX_WINDOWS)? {
-            windows.push(WindowState::decode(&v).map_err(|e| StateError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: e.to_string(),
-            })?);
+            windows.push(WindowState::decode(&v).map_err(|e| corrupt(&k, &e))?);
         }
         p.windows.restore(windows, meta.watermark);
         let mut rules = BTreeMap::new();
         for (k, v) in store.scan_prefix(PREFIX_RULES)? {
             let name = String::from_utf8_lossy(k.get(PREFIX_RULES.len()..).unwrap_or_default())
                 .into_owned();
-            rules.insert(
-                name,
-                serde_json::from_slice::<RuleState>(&v).map_err(|e| corrupt(&k, &e))?,
-            );
+            rules.insert(name, RuleState::decode(&v).map_err(|e| corrupt(&k, &e))?);
         }
         p.rules.restore(rules, p.processing_time, meta.watermark);
         p.sequencer = OutputSequencer::restore(&meta.output_next_seq);
@@ -501,10 +495,11 @@ impl Pipeline {
             w.encode(&mut v);
             entries.insert(window_key(&w.key, w.start), v);
         });
-        for (name, state) in self.rules.snapshot() {
+        // Binary (`RuleState::encode`), not JSON, encoded from the live maps.
+        for (name, state) in self.rules.encoded_states() {
             let mut k = PREFIX_RULES.to_vec();
             k.extend_from_slice(name.as_bytes());
-            entries.insert(k, json(&state));
+            entries.insert(k, state);
         }
         let mut batch = WriteBatch::default();
         // What to delete: the windows purged since the last checkpoint, if the store holds

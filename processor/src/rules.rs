@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{self, DecodeError, Reader, StoredDecodeError};
 use crate::config::{PipelineConfig, RuleConfig, SilenceRule, ThresholdRule, ZScoreRule};
 use crate::message::{Collector, Message, Operator};
 use crate::num::Fnv64;
@@ -114,6 +115,135 @@ pub enum RuleState {
         /// Per key.
         keys: BTreeMap<String, Silence>,
     },
+}
+
+/// Version byte of the binary rule-state encoding ([`RuleState::encode`]). Rule state that
+/// checkpoints held before it is JSON, which starts with `{`.
+pub const RULE_ENCODING_V1: u8 = 1;
+
+const KIND_THRESHOLD: u8 = 0;
+const KIND_ZSCORE: u8 = 1;
+const KIND_SILENCE: u8 = 2;
+
+/// The binary encoding of one rule's state: version, kind, entry count, then each entry's
+/// key and value, keys in increasing order. The one writer behind [`RuleState::encode`] and
+/// [`RuleEngine::encoded_states`] (which encodes straight from its hash maps), so both give
+/// the same bytes for the same state.
+fn encode_entries<'a, V>(
+    out: &mut Vec<u8>,
+    kind: u8,
+    entries: impl ExactSizeIterator<Item = (&'a str, V)>,
+    put: impl Fn(&mut Vec<u8>, V),
+) {
+    out.push(RULE_ENCODING_V1);
+    out.push(kind);
+    codec::put_u64(out, u64::try_from(entries.len()).unwrap_or(u64::MAX));
+    for (key, v) in entries {
+        codec::put_str(out, key);
+        put(out, v);
+    }
+}
+
+fn put_ewma(out: &mut Vec<u8>, e: &Ewma) {
+    codec::put_u64(out, e.n);
+    codec::put_f64(out, e.mean);
+    codec::put_f64(out, e.var);
+    codec::put_bool(out, e.active);
+}
+
+fn put_silence(out: &mut Vec<u8>, s: &Silence) {
+    codec::put_i64(out, s.last_event);
+    codec::put_i64(out, s.last_arrival);
+    codec::put_bool(out, s.fired);
+}
+
+/// Reads `n` entries of increasing keys, each value with `value`.
+fn read_entries<V>(
+    r: &mut Reader<'_>,
+    mut value: impl FnMut(&mut Reader<'_>) -> Result<V, DecodeError>,
+) -> Result<BTreeMap<String, V>, DecodeError> {
+    let n = r.len("rule entries")?;
+    let mut map = BTreeMap::new();
+    for _ in 0..n {
+        let key = r.str("rule key")?;
+        if map
+            .last_key_value()
+            .is_some_and(|(last, _): (&String, _)| last.as_str() >= key)
+        {
+            return Err(DecodeError::Invalid("rule key order"));
+        }
+        let v = value(r)?;
+        map.insert(key.to_owned(), v);
+    }
+    Ok(map)
+}
+
+impl RuleState {
+    /// Appends the state in the binary checkpoint encoding (version [`RULE_ENCODING_V1`]):
+    /// kind, then each key with its value (`f64`s as bits). Decodes to an equal state.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            RuleState::Threshold { active } => encode_entries(
+                out,
+                KIND_THRESHOLD,
+                active.iter().map(|k| (k.as_str(), ())),
+                |_, ()| {},
+            ),
+            RuleState::Zscore { baselines } => encode_entries(
+                out,
+                KIND_ZSCORE,
+                baselines.iter().map(|(k, v)| (k.as_str(), v)),
+                put_ewma,
+            ),
+            RuleState::Silence { keys } => encode_entries(
+                out,
+                KIND_SILENCE,
+                keys.iter().map(|(k, v)| (k.as_str(), v)),
+                put_silence,
+            ),
+        }
+    }
+
+    /// Reads stored rule state: the binary encoding, or the JSON of older checkpoints (first
+    /// byte `{`). Bad input is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoredDecodeError> {
+        codec::decode_stored(bytes, "rule state", Self::decode_binary)
+    }
+
+    fn decode_binary(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        match r.u8("rule state version")? {
+            RULE_ENCODING_V1 => {}
+            v => return Err(DecodeError::UnknownVersion(v)),
+        }
+        let state = match r.u8("rule kind")? {
+            KIND_THRESHOLD => RuleState::Threshold {
+                active: read_entries(&mut r, |_| Ok(()))?.into_keys().collect(),
+            },
+            KIND_ZSCORE => RuleState::Zscore {
+                baselines: read_entries(&mut r, |r| {
+                    Ok(Ewma {
+                        n: r.u64("ewma count")?,
+                        mean: r.f64("ewma mean")?,
+                        var: r.f64("ewma variance")?,
+                        active: r.bool("ewma active")?,
+                    })
+                })?,
+            },
+            KIND_SILENCE => RuleState::Silence {
+                keys: read_entries(&mut r, |r| {
+                    Ok(Silence {
+                        last_event: r.i64("silence last event")?,
+                        last_arrival: r.i64("silence last arrival")?,
+                        fired: r.bool("silence fired")?,
+                    })
+                })?,
+            },
+            _ => return Err(DecodeError::Invalid("rule kind")),
+        };
+        r.finish()?;
+        Ok(state)
+    }
 }
 
 /// A silence timer `(at, key)`, owned or borrowed: the sets hold owned keys and a reading's
@@ -235,6 +365,46 @@ impl RuleEngine {
                         keys: keys.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                     },
                 ),
+            })
+            .collect()
+    }
+
+    /// Each rule's state in the binary checkpoint encoding, by rule name: the bytes
+    /// [`RuleState::encode`] gives for [`RuleEngine::snapshot`], written straight from the
+    /// hash maps (keys sorted by reference, none cloned).
+    pub fn encoded_states(&self) -> Vec<(&str, Vec<u8>)> {
+        fn sorted<V>(m: &HashMap<String, V>) -> Vec<(&str, &V)> {
+            let mut v: Vec<(&str, &V)> = m.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            v
+        }
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut out = Vec::new();
+                let name = match r {
+                    Rule::Threshold(c, a) => {
+                        let mut keys: Vec<&str> = a.iter().map(String::as_str).collect();
+                        keys.sort_unstable();
+                        encode_entries(
+                            &mut out,
+                            KIND_THRESHOLD,
+                            keys.into_iter().map(|k| (k, ())),
+                            |_, ()| {},
+                        );
+                        &c.name
+                    }
+                    Rule::ZScore(c, b) => {
+                        encode_entries(&mut out, KIND_ZSCORE, sorted(b).into_iter(), put_ewma);
+                        &c.name
+                    }
+                    Rule::Silence { cfg, keys, .. } => {
+                        let entries = sorted(keys).into_iter();
+                        encode_entries(&mut out, KIND_SILENCE, entries, put_silence);
+                        &cfg.name
+                    }
+                };
+                (name.as_str(), out)
             })
             .collect()
     }
@@ -509,5 +679,144 @@ impl Operator for RuleEngine {
             // End is not the passage of time: silence timers do not fire.
             Message::End => out.emit(Message::End),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[a-dé]{0,4}").expect("regex")
+    }
+
+    fn state() -> impl Strategy<Value = RuleState> {
+        let ewma = (any::<u64>(), any::<f64>(), any::<f64>(), any::<bool>()).prop_map(
+            |(n, mean, var, active)| Ewma {
+                n,
+                mean,
+                var,
+                active,
+            },
+        );
+        let silence = (any::<i64>(), any::<i64>(), any::<bool>()).prop_map(
+            |(last_event, last_arrival, fired)| Silence {
+                last_event,
+                last_arrival,
+                fired,
+            },
+        );
+        prop_oneof![
+            proptest::collection::btree_set(key(), 0..6)
+                .prop_map(|active| RuleState::Threshold { active }),
+            proptest::collection::btree_map(key(), ewma, 0..6)
+                .prop_map(|baselines| RuleState::Zscore { baselines }),
+            proptest::collection::btree_map(key(), silence, 0..6)
+                .prop_map(|keys| RuleState::Silence { keys }),
+        ]
+    }
+
+    /// Equal with `f64`s compared bit for bit (NaN included).
+    fn same(a: &RuleState, b: &RuleState) -> bool {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        a.encode(&mut x);
+        b.encode(&mut y);
+        x == y && std::mem::discriminant(a) == std::mem::discriminant(b)
+    }
+
+    proptest! {
+        /// The binary encoding decodes to the same state, `f64`s bit for bit; the JSON of
+        /// older checkpoints still decodes.
+        #[test]
+        fn rule_state_round_trips(s in state()) {
+            let mut b = Vec::new();
+            s.encode(&mut b);
+            let back = RuleState::decode(&b).unwrap();
+            prop_assert!(same(&back, &s), "{back:?} != {s:?}");
+            if let Ok(json) = serde_json::to_vec(&s) {
+                // JSON has no NaN or infinities: only finite states are written that way.
+                if let Ok(old) = RuleState::decode(&json) {
+                    prop_assert_eq!(old, s);
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic: a state or an error.
+        #[test]
+        fn rule_state_decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = RuleState::decode(&b);
+        }
+    }
+
+    /// The engine encodes from its hash maps exactly what encoding its sorted snapshot gives.
+    #[test]
+    fn encoded_states_are_the_snapshots_encoding() {
+        let config = PipelineConfig {
+            rules: serde_json::from_str(
+                r#"[{"kind":"threshold","name":"hot","field":"temperature_c","above":80,"hysteresis":5},
+                    {"kind":"zscore","name":"z","field":"temperature_c","warmup":2},
+                    {"kind":"silence","name":"quiet","after_ms":1000}]"#,
+            )
+            .unwrap(),
+            ..PipelineConfig::default()
+        };
+        config.validate().unwrap();
+        let mut engine = RuleEngine::new(&config);
+        let mut out = Collector::new();
+        for (i, key) in ["d", "b", "é", "a", "c", "b", "a"].into_iter().enumerate() {
+            let t = i64::try_from(i).unwrap();
+            let reading = SensorReading {
+                key: key.into(),
+                event_time: 1_000 * t,
+                values: [(
+                    "temperature_c".into(),
+                    70.0 + 5.0 * f64::from(i32::try_from(t % 4).unwrap()),
+                )]
+                .into_iter()
+                .collect(),
+                partition: 0,
+                offset: t,
+            };
+            engine.process(Message::Data(reading), &mut out);
+        }
+        let snapshot = engine.snapshot();
+        let encoded = engine.encoded_states();
+        assert_eq!(snapshot.len(), 3);
+        assert_eq!(encoded.len(), 3);
+        for ((name, state), (ename, bytes)) in snapshot.iter().zip(&encoded) {
+            assert_eq!(name, ename);
+            let mut want = Vec::new();
+            state.encode(&mut want);
+            assert_eq!(&want, bytes, "{name}");
+            assert_eq!(&RuleState::decode(bytes).unwrap(), state);
+        }
+        assert!(matches!(&snapshot[0].1, RuleState::Threshold { active } if !active.is_empty()));
+    }
+
+    #[test]
+    fn rule_state_decode_errors_name_the_problem() {
+        let e = |b: &[u8]| RuleState::decode(b).unwrap_err().to_string();
+        assert_eq!(
+            e(&[]),
+            "binary rule state: truncated: rule state version needs more bytes"
+        );
+        assert_eq!(e(&[7]), "binary rule state: unknown encoding version 7");
+        assert_eq!(
+            e(&[RULE_ENCODING_V1, 9, 0]),
+            "binary rule state: invalid rule kind"
+        );
+        // Keys out of order (b, a) would not be a canonical encoding.
+        assert_eq!(
+            e(&[RULE_ENCODING_V1, KIND_THRESHOLD, 2, 1, b'b', 1, b'a']),
+            "binary rule state: invalid rule key order"
+        );
+        assert_eq!(
+            e(&[RULE_ENCODING_V1, KIND_THRESHOLD, 0, 0]),
+            "binary rule state: 1 trailing bytes"
+        );
+        assert!(e(b"{\"kind\":").starts_with("json rule state: "));
     }
 }

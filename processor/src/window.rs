@@ -210,10 +210,7 @@ impl WindowState {
     /// Reads a stored window: the binary encoding, or the JSON checkpoints held before it
     /// (first byte `{`). Bad input is an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, WindowDecodeError> {
-        match bytes.first() {
-            Some(b'{') => Ok(serde_json::from_slice(bytes)?),
-            _ => Ok(Self::decode_binary(bytes)?),
-        }
+        codec::decode_stored(bytes, "window", Self::decode_binary)
     }
 
     fn decode_binary(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -276,15 +273,7 @@ impl WindowState {
 }
 
 /// Why a stored window does not decode.
-#[derive(Debug, thiserror::Error)]
-pub enum WindowDecodeError {
-    /// The binary encoding is malformed.
-    #[error("binary window: {0}")]
-    Binary(#[from] DecodeError),
-    /// The (older) JSON encoding is malformed.
-    #[error("json window: {0}")]
-    Json(#[from] serde_json::Error),
-}
+pub type WindowDecodeError = codec::StoredDecodeError;
 
 /// One emitted window result.
 #[derive(Debug, Clone, PartialEq)]
