@@ -10,15 +10,18 @@
 //! from its own `Pipeline` — a consistent snapshot, no shared state, and the pipeline is held
 //! up only by the one pass over its windows a query costs.
 //!
-//! Reads decode stored batches (any codec) and never pass the high watermark. Appends are
+//! Reads decode stored batches (any codec) and never pass the high watermark; the records a
+//! read decoded beyond those asked for wait in a per-partition [`ReadAhead`] for the next
+//! read, since the driver reads each source partition in order, a step's share at a time,
+//! while the log returns whole producer batches. Appends are
 //! local non-idempotent produces answered after their fsync (acks=all); a failed append is
 //! never retried blindly: the driver's lifetime ends and recovery re-reads the output tails,
 //! whose `runnel.seq` headers make every write idempotent (see `processor/EXACTLY-ONCE.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,8 +43,11 @@ use crate::processor_status::PipelineStatuses;
 use crate::snapshot::SnapshotTap;
 use crate::topics::TopicError;
 
-/// Bytes read from a partition per call.
-const READ_BYTES: usize = 1 << 20;
+/// Bytes asked of a partition per read. The log returns whole batches, the first one whole
+/// whatever its size, so this bounds the copy, not the records: a step takes a few hundred
+/// records of each partition (less than one producer batch of the bench's 500), and a read
+/// of 1 MiB copied and decoded some 40 times what the step used.
+const READ_BYTES: usize = 64 << 10;
 /// Records per appended batch.
 const APPEND_BATCH: usize = 500;
 
@@ -167,11 +173,17 @@ pub struct LocalLog {
     broker: Arc<Broker>,
     /// Also ends [`InputLog::wait_for_input`] (a query is waiting).
     wake: Option<Arc<Notify>>,
+    /// What input reads decoded beyond the records asked for (shared by clones).
+    ahead: Arc<Mutex<ReadAhead>>,
 }
 
 impl LocalLog {
     pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker, wake: None }
+        Self {
+            broker,
+            wake: None,
+            ahead: Arc::default(),
+        }
     }
 
     /// This log, whose waits for input also end when `wake` is notified.
@@ -306,6 +318,18 @@ pub(crate) fn to_record(r: &OutputRecord) -> Record {
     }
 }
 
+/// A stored record as the processor's input record.
+fn to_input(topic: &str, partition: u32, r: StoredRecord) -> InputRecord {
+    InputRecord {
+        topic: topic.to_owned(),
+        partition,
+        offset: r.offset,
+        key: r.key,
+        value: r.value,
+        timestamp: r.timestamp,
+    }
+}
+
 /// Up to `max` records of `topic`/`partition` (this node's `part`) from `from`, as the
 /// processor's input records ([`read_range`]).
 pub(crate) fn read_inputs(
@@ -317,14 +341,7 @@ pub(crate) fn read_inputs(
 ) -> Result<Vec<InputRecord>, LogIoError> {
     Ok(read_range(part, from, max)?
         .into_iter()
-        .map(|r| InputRecord {
-            topic: topic.to_owned(),
-            partition,
-            offset: r.offset,
-            key: r.key,
-            value: r.value,
-            timestamp: r.timestamp,
-        })
+        .map(|r| to_input(topic, partition, r))
         .collect())
 }
 
@@ -334,6 +351,19 @@ pub(crate) fn read_range(
     from: i64,
     max: usize,
 ) -> Result<Vec<StoredRecord>, LogIoError> {
+    Ok(read_records(part, from, max, false)?.0)
+}
+
+/// Records of a partition from `from` (or its log start, if later) below its high
+/// watermark, in order: `max` of them if there are that many, and with `whole_reads` every
+/// further record the last read decoded (reads return whole batches); and the position
+/// after them, so that the records are exactly those of the log in `[from, position)`.
+fn read_records(
+    part: &Partition,
+    from: i64,
+    max: usize,
+    whole_reads: bool,
+) -> Result<(Vec<StoredRecord>, i64), LogIoError> {
     let o = part.offsets();
     let mut at = from.max(o.log_start);
     let mut out = Vec::new();
@@ -342,14 +372,133 @@ pub(crate) fn read_range(
         if bytes.is_empty() {
             break;
         }
-        let (got, next) = decode(bytes, at, o.high_watermark, max.saturating_sub(out.len()))?;
+        let want = if whole_reads {
+            usize::MAX
+        } else {
+            max.saturating_sub(out.len())
+        };
+        let (got, next) = decode(bytes, at, o.high_watermark, want)?;
         out.extend(got);
         if next <= at {
             break;
         }
         at = next;
     }
-    Ok(out)
+    Ok((out, at))
+}
+
+/// Records input reads decoded beyond the ones asked for, per partition, kept for the read
+/// that continues where the last one stopped: the driver reads each source partition in
+/// order, a step's share at a time, and a read returns whole batches, so without this every
+/// step copied and decoded the same batch again. The log below the high watermark never
+/// changes (a single node never truncates it), so what is kept stays true.
+#[derive(Default)]
+struct ReadAhead {
+    parts: Vec<Ahead>,
+}
+
+/// The records of one partition in `[from, next)`, all of them, in order.
+struct Ahead {
+    topic: String,
+    partition: u32,
+    /// The partition they were read from: a topic deleted and created again under the same
+    /// name is another one (a `Weak`, so the old one is not kept open).
+    source: Weak<Partition>,
+    from: i64,
+    records: VecDeque<StoredRecord>,
+    next: i64,
+}
+
+impl ReadAhead {
+    fn find(&mut self, topic: &str, partition: u32, part: &Arc<Partition>) -> Option<&mut Ahead> {
+        self.parts.iter_mut().find(|a| {
+            a.partition == partition
+                && a.topic == topic
+                && std::ptr::eq(a.source.as_ptr(), Arc::as_ptr(part))
+        })
+    }
+
+    /// Up to `max` kept records from `from`, and the position after them (from which the
+    /// log is to be read for more); `None` if nothing kept starts at or covers `from`.
+    fn take(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        part: &Arc<Partition>,
+        from: i64,
+        max: usize,
+    ) -> Option<(Vec<StoredRecord>, i64)> {
+        let a = self.find(topic, partition, part)?;
+        if from < a.from || from >= a.next {
+            return None;
+        }
+        while a.records.front().is_some_and(|r| r.offset < from) {
+            a.records.pop_front();
+        }
+        let n = max.min(a.records.len());
+        let taken: Vec<StoredRecord> = a.records.drain(..n).collect();
+        a.from = a.records.front().map_or(a.next, |r| r.offset);
+        Some((taken, a.from))
+    }
+
+    /// Keeps `records`, all the records of `[from, next)`, in place of what was kept.
+    fn keep(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        part: &Arc<Partition>,
+        from: i64,
+        records: VecDeque<StoredRecord>,
+        next: i64,
+    ) {
+        let kept = Ahead {
+            topic: topic.to_owned(),
+            partition,
+            source: Arc::downgrade(part),
+            from,
+            records,
+            next,
+        };
+        match self.find(topic, partition, part) {
+            Some(a) => *a = kept,
+            None => {
+                // A partition of a deleted topic is never read again: drop it.
+                self.parts.retain(|a| a.source.strong_count() > 0);
+                self.parts.push(kept);
+            }
+        }
+    }
+}
+
+/// [`InputLog::read`] of the embedded log: what an earlier read kept in `ahead` first, then
+/// the log, keeping what the log read returned beyond `max`. Returns exactly the records
+/// [`read_range`] would.
+fn read_ahead(
+    ahead: &Mutex<ReadAhead>,
+    part: &Arc<Partition>,
+    topic: &str,
+    partition: u32,
+    from: i64,
+    max: usize,
+) -> Result<Vec<InputRecord>, LogIoError> {
+    let lock = || ahead.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut out, at) = lock()
+        .take(topic, partition, part, from, max)
+        .unwrap_or_else(|| (Vec::new(), from));
+    let want = max.saturating_sub(out.len());
+    if want > 0 {
+        let (mut got, next) = read_records(part, at, want, true)?;
+        if got.len() > want {
+            let rest: VecDeque<StoredRecord> = got.split_off(want).into();
+            let rest_from = rest.front().map_or(next, |r| r.offset);
+            lock().keep(topic, partition, part, rest_from, rest, next);
+        }
+        out.append(&mut got);
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| to_input(topic, partition, r))
+        .collect())
 }
 
 impl InputLog for LocalLog {
@@ -377,7 +526,7 @@ impl InputLog for LocalLog {
         let Some(part) = self.partition(topic, partition)? else {
             return Ok(Vec::new());
         };
-        read_inputs(&part, topic, partition, from, max_records)
+        read_ahead(&self.ahead, &part, topic, partition, from, max_records)
     }
 
     async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
@@ -844,6 +993,67 @@ mod tests {
         assert_eq!(values(&read_range(&part, 1, 2).unwrap()), want[1..3]);
         // From the trailing no-op: nothing, and no error.
         assert!(read_range(&part, 5, usize::MAX).unwrap().is_empty());
+    }
+
+    /// Reads through the read-ahead — in order a few records at a time as the driver reads,
+    /// or from any position after any other read — return exactly the log's records.
+    #[test]
+    fn read_ahead_returns_what_the_log_holds() {
+        let big = "x".repeat(READ_BYTES + 10);
+        let part = partition(vec![
+            data(&["a", "b", "c", "d", "e"]),
+            noop(),
+            data(&["f", "g", "h"]),
+            data(&[big.as_str(), "i"]),
+            noop(),
+            data(&["j", "k"]),
+        ]);
+        let end = part.offsets().high_watermark;
+        assert_eq!(end, 14);
+        let ahead = Mutex::new(ReadAhead::default());
+        let read = |part: &Arc<Partition>, from, max| -> Vec<(i64, String)> {
+            read_ahead(&ahead, part, "t", 0, from, max)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.offset, String::from_utf8(r.value.unwrap()).unwrap()))
+                .collect()
+        };
+        let plain = |from, max| values(&read_range(&part, from, max).unwrap());
+
+        let mut at = 0;
+        let mut all = Vec::new();
+        loop {
+            let got = read(&part, at, 2);
+            assert_eq!(got, plain(at, 2), "from {at}");
+            let Some(last) = got.last() else { break };
+            at = last.0 + 1;
+            all.extend(got);
+        }
+        assert_eq!(all, plain(0, usize::MAX));
+        assert_eq!(all.len(), 12);
+
+        for before in [0, 3, 6, 9, 13] {
+            for from in 0..=end + 1 {
+                for max in [0, 1, 2, 5, usize::MAX] {
+                    read(&part, before, 2);
+                    assert_eq!(
+                        read(&part, from, max),
+                        plain(from, max),
+                        "{before} {from} {max}"
+                    );
+                }
+            }
+        }
+
+        // A topic created again under the same name is another partition: nothing kept from
+        // the old one is served.
+        read(&part, 0, 1);
+        let again = partition(vec![data(&["new0", "new1", "new2"])]);
+        assert_eq!(
+            read(&again, 1, 1),
+            vec![(1, "new1".to_string())],
+            "not the old partition's offset 1"
+        );
     }
 
     #[test]
