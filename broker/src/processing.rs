@@ -997,8 +997,8 @@ mod tests {
 
     /// Reads through the read-ahead — in order a few records at a time as the driver reads,
     /// or from any position after any other read — return exactly the log's records.
-    #[test]
-    fn read_ahead_returns_what_the_log_holds() {
+    #[tokio::test]
+    async fn read_ahead_returns_what_the_log_holds() {
         let big = "x".repeat(READ_BYTES + 10);
         let part = partition(vec![
             data(&["a", "b", "c", "d", "e"]),
