@@ -9,9 +9,15 @@ use std::net::{SocketAddr, TcpListener};
 /// could take it ("Address already in use" at a node's start, seen in CI).
 const PORT_LOW: u32 = 10_000;
 const PORT_SPAN: u32 = 22_000;
+/// Each port handed out is the first of a block this long, all of it free when checked: a
+/// broker given only its Kafka port also listens on the next two (gRPC +1, HTTP +2 by
+/// default), so handing out consecutive ports let two concurrent tests' brokers collide there
+/// ("Address already in use" for gRPC, seen in CI).
+pub const PORT_BLOCK: u32 = 4;
 
-/// A free `127.0.0.1` port: the next one from a process-wide counter (starting at a per-process
-/// offset, so concurrent test processes rarely meet) that binds right now.
+/// A free `127.0.0.1` port, with the [`PORT_BLOCK`] - 1 ports after it free too: the next block
+/// from a process-wide counter (starting at a per-process offset, so concurrent test processes
+/// rarely meet) whose ports all bind right now.
 pub fn free_loopback_addr() -> std::io::Result<SocketAddr> {
     static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -21,14 +27,19 @@ pub fn free_loopback_addr() -> std::io::Result<SocketAddr> {
             .map_or(0, |d| d.subsec_nanos());
         std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % PORT_SPAN
     });
-    for _ in 0..PORT_SPAN {
+    let blocks = PORT_SPAN / PORT_BLOCK;
+    for _ in 0..blocks {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let offset = base.wrapping_add(n) % PORT_SPAN;
-        let Ok(port) = u16::try_from(PORT_LOW + offset) else {
+        let first = PORT_LOW + (base / PORT_BLOCK).wrapping_add(n) % blocks * PORT_BLOCK;
+        let Ok(port) = u16::try_from(first) else {
             continue;
         };
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            return listener.local_addr();
+        let listeners: Vec<TcpListener> = (0..PORT_BLOCK)
+            .filter_map(|i| u16::try_from(first + i).ok())
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if listeners.len() == usize::try_from(PORT_BLOCK).unwrap_or(usize::MAX) {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
     Err(std::io::Error::new(
@@ -50,8 +61,11 @@ mod tests {
         for _ in 0..200 {
             let addr = free_loopback_addr().unwrap();
             assert!(addr.port() >= 10_000 && addr.port() < 32_000, "{addr}");
-            assert!(seen.insert(addr.port()), "{addr} handed out twice");
-            TcpListener::bind(addr).expect("still free");
+            // The block after it (a broker's gRPC and HTTP ports) is free and nobody else's.
+            for port in addr.port()..addr.port() + 4 {
+                assert!(seen.insert(port), "{port} handed out twice");
+                TcpListener::bind(("127.0.0.1", port)).expect("still free");
+            }
         }
     }
 }
