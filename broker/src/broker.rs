@@ -34,6 +34,8 @@ pub struct Broker {
     pub pipelines: PipelineStatuses,
     /// Reaches the live state of the pipelines running here (gRPC `Windows.Query`).
     pub queries: crate::processing::PipelineQueries,
+    /// Offsets retention must keep on this node (the embedded processor's recovery reads).
+    pub retention_holds: crate::retention_holds::RetentionHolds,
     /// Cluster mode (`[cluster] nodes`): set once at start, before any request is served.
     pub cluster: OnceLock<Arc<Cluster>>,
 }
@@ -68,6 +70,7 @@ impl Broker {
             metrics,
             pipelines: PipelineStatuses::default(),
             queries: crate::processing::PipelineQueries::default(),
+            retention_holds: crate::retention_holds::RetentionHolds::default(),
             cluster: OnceLock::new(),
         })
     }

@@ -21,6 +21,7 @@ pub mod processor_status;
 pub mod producer_ids;
 pub mod producers;
 pub mod raft;
+pub mod retention_holds;
 pub mod server;
 pub mod snapshot;
 pub mod standalone;

@@ -287,12 +287,12 @@ impl Partition {
     }
 
     /// Replica: where retention would start the log now, deleting only whole segments below
-    /// the high watermark (committed data).
-    pub fn retention_target(&self, now_ms: i64) -> i64 {
-        let hw = self.log.high_watermark();
+    /// the high watermark (committed data) and below `floor` (a retention hold, if any).
+    pub fn retention_target(&self, now_ms: i64, floor: Option<i64>) -> i64 {
+        let limit = self.log.high_watermark().min(floor.unwrap_or(i64::MAX));
         self.read_log()
             .log
-            .retention_start(now_ms, &self.settings.retention, hw)
+            .retention_start(now_ms, &self.settings.retention, limit)
     }
 
     /// Replica: the log start after deleting every whole segment ending at or below `offset`.
@@ -408,16 +408,24 @@ impl Partition {
         self.read_log().log.offset_for_timestamp(ts)
     }
 
-    /// Delete whole segments past the retention limits; returns the new log start. A replica
-    /// deletes nothing here: its retention goes through its Raft group
+    /// Delete whole segments past the retention limits, keeping every segment that holds an
+    /// offset at or above `floor` (a retention hold, if any); returns the new log start. A
+    /// replica deletes nothing here: its retention goes through its Raft group
     /// (`cluster::Replica::enforce_retention`), which deletes through the `replica_*` calls.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<i64, LogError> {
+    pub fn enforce_retention(&self, now_ms: i64, floor: Option<i64>) -> Result<i64, LogError> {
         if self.settings.replicated {
             return Ok(self.read_log().log.log_start_offset());
         }
-        self.write_log()
+        let mut state = self.write_log();
+        let Some(floor) = floor else {
+            return state
+                .log
+                .enforce_retention(now_ms, &self.settings.retention);
+        };
+        let start = state
             .log
-            .enforce_retention(now_ms, &self.settings.retention)
+            .retention_start(now_ms, &self.settings.retention, floor);
+        state.log.delete_segments_before(start)
     }
 
     /// One group-commit round: take a plan under the lock, fsync outside it, publish (the
@@ -500,5 +508,57 @@ async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {
             return;
         }
         p.flush_once().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+    use crate::log::file::FileLogConfig;
+    use crate::log::memory::MemLog;
+
+    /// A partition whose every batch fills a segment, holding `n` one-record batches, with
+    /// every sealed segment past its retention limit.
+    fn segment_per_batch(n: usize) -> Arc<Partition> {
+        let log = MemLog::with_config(FileLogConfig {
+            segment_bytes: 1,
+            ..FileLogConfig::default()
+        });
+        let settings = PartitionSettings {
+            flush_ms: 0,
+            retention: RetentionPolicy {
+                retention_ms: None,
+                retention_bytes: Some(0),
+            },
+            replicated: false,
+        };
+        let part =
+            Partition::start("t", 0, Box::new(log), settings, Histogram::new([1.0])).unwrap();
+        for _ in 0..n {
+            let b = encode_batch(
+                &[Record {
+                    value: Some(b"v".to_vec()),
+                    ..Record::default()
+                }],
+                ProducerInfo::default(),
+            );
+            let header = batch::validate(&b).unwrap();
+            part.append(b, &header).unwrap();
+        }
+        part
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_every_segment_at_or_above_a_hold() {
+        let part = segment_per_batch(5);
+        assert_eq!(part.enforce_retention(0, Some(2)).unwrap(), 2);
+        assert_eq!(part.enforce_retention(0, Some(2)).unwrap(), 2);
+        assert_eq!(part.offsets().log_start, 2);
+        // A hold at the start keeps everything; without a hold only the active segment stays.
+        assert_eq!(part.enforce_retention(0, Some(0)).unwrap(), 2);
+        assert_eq!(part.enforce_retention(0, None).unwrap(), 4);
+        assert_eq!(part.offsets().log_end, 5);
     }
 }

@@ -774,11 +774,16 @@ pub async fn run_pipeline(
             )
             .await?;
             tracing::info!(pipeline = %name, steps = d.pipeline().steps_applied(), "pipeline recovered");
+            let mut checkpoints = d.checkpoint_stats().count;
             d.run_observed(
                 || *stop.borrow(),
                 |d| {
                     observe(&broker, d);
                     inbox.answer(d.pipeline());
+                    if d.checkpoint_stats().count != checkpoints {
+                        checkpoints = d.checkpoint_stats().count;
+                        hold_for_recovery(&broker, d.pipeline(), config.tail_scan_records);
+                    }
                 },
             )
             .await
@@ -811,6 +816,69 @@ where
     broker.pipelines.observe(d.pipeline(), d.checkpoint_stats());
 }
 
+/// The retention holder name of a pipeline.
+fn holder(pipeline: &str) -> String {
+    format!("pipeline {pipeline}")
+}
+
+/// Every topic a pipeline's recovery reads: its sources, its journal and its outputs.
+fn recovery_topics(p: &PipelineConfig) -> Vec<String> {
+    let o = &p.outputs;
+    let mut topics = p.source.topics.clone();
+    topics.push(runnel_processor::driver::journal_topic(&p.name));
+    topics.extend([&o.aggregates, &o.alerts, &o.late, &o.dlq].map(|t| t.topic.clone()));
+    topics
+}
+
+/// Until its first checkpoint is known, a pipeline's recovery may read any record of its
+/// topics: retention keeps them all.
+fn hold_everything(broker: &Broker, p: &PipelineConfig) {
+    let topics = recovery_topics(p);
+    broker
+        .retention_holds
+        .hold_everything(&holder(&p.name), topics.iter().map(String::as_str));
+}
+
+/// Right after a checkpoint: what recovery from it reads must outlive retention — each
+/// source partition from the checkpoint's input position (the journal's ranges start
+/// there), the journal from its end (entries before it are applied), and each output
+/// partition's last `tail_records` (where recovery looks for its last sequence number).
+/// Called on the driver's thread between steps, so the logs have not moved since the
+/// checkpoint. Partitions a pipeline has not read yet stay held whole.
+fn hold_for_recovery(broker: &Broker, p: &Pipeline, tail_records: usize) {
+    let holds = &broker.retention_holds;
+    let name = holder(&p.config().name);
+    let mut sources: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+    for (topic, partition, next) in p.next_offsets() {
+        if let Ok(partition) = i32::try_from(partition) {
+            sources.entry(topic).or_default().push((partition, next));
+        }
+    }
+    for (topic, from) in sources {
+        holds.hold_from(&name, &topic, from);
+    }
+    let ends = |topic: &str, back: i64| -> Vec<(i32, i64)> {
+        broker.topics.get(topic).map_or_else(Vec::new, |t| {
+            t.partitions
+                .iter()
+                .map(|part| {
+                    (
+                        part.index,
+                        part.offsets().high_watermark.saturating_sub(back).max(0),
+                    )
+                })
+                .collect()
+        })
+    };
+    let journal = runnel_processor::driver::journal_topic(&p.config().name);
+    holds.hold_from(&name, &journal, ends(&journal, 0));
+    let back = i64::try_from(tail_records).unwrap_or(i64::MAX);
+    let o = &p.config().outputs;
+    for t in [&o.aggregates, &o.alerts, &o.late, &o.dlq] {
+        holds.hold_from(&name, &t.topic, ends(&t.topic, back));
+    }
+}
+
 /// Starts every configured pipeline, each on a blocking thread driven by the current runtime.
 pub fn spawn(
     broker: &Arc<Broker>,
@@ -823,6 +891,8 @@ pub fn spawn(
     configured_pipelines(&broker.config.processor)
         .into_iter()
         .map(|p| {
+            // Before the retention loop's first pass: nothing the recovery needs goes.
+            hold_everything(broker, &p);
             let (b, rx, h) = (broker.clone(), shutdown.clone(), handle.clone());
             tokio::task::spawn_blocking(move || h.block_on(run_pipeline(b, p, rx)))
         })

@@ -178,6 +178,7 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
         let now = crate::processing::unix_now_ms();
         for topic in broker.topics.list() {
             for p in &topic.partitions {
+                let floor = broker.retention_holds.floor(&topic.name, p.index);
                 if p.is_replicated() {
                     // Through the partition's Raft group, if this node holds a replica.
                     let replica = broker
@@ -185,13 +186,13 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                         .get()
                         .and_then(|c| c.replica(&topic.name, p.index));
                     if let Some(replica) = replica {
-                        if let Err(e) = replica.enforce_retention(now).await {
+                        if let Err(e) = replica.enforce_retention(now, floor).await {
                             tracing::error!(topic = %topic.name, partition = p.index, "retention failed: {e}");
                         }
                     }
                     continue;
                 }
-                if let Err(e) = p.enforce_retention(now) {
+                if let Err(e) = p.enforce_retention(now, floor) {
                     tracing::error!(topic = %topic.name, partition = p.index, "retention failed: {e}");
                 }
             }

@@ -196,10 +196,10 @@ pub struct Proposed {
 impl Replica {
     /// Retention for a replica: the whole segments the topic's limits would delete now, below
     /// the high watermark (so only committed entries), go through the Raft group, which
-    /// compacts its log up to there ([`crate::raft::RaftNode::compact`]). Returns the log start
-    /// afterwards.
-    pub async fn enforce_retention(&self, now_ms: i64) -> Result<i64, String> {
-        let target = self.partition.retention_target(now_ms);
+    /// compacts its log up to there ([`crate::raft::RaftNode::compact`]), never past `floor`
+    /// (this node's retention hold, if any). Returns the log start afterwards.
+    pub async fn enforce_retention(&self, now_ms: i64, floor: Option<i64>) -> Result<i64, String> {
+        let target = self.partition.retention_target(now_ms, floor);
         if target <= self.partition.offsets().log_start {
             return Ok(self.partition.offsets().log_start);
         }

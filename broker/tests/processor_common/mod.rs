@@ -53,11 +53,16 @@ pub fn free_addr() -> SocketAddr {
 /// Small steps and frequent checkpoints so that kills land between every kind of action;
 /// no time-only steps, so nothing changes once the input is consumed.
 pub fn write_config(dir: &Path, enabled: bool) -> PathBuf {
+    write_config_with(dir, enabled, "")
+}
+
+/// [`write_config`] with `top` (top-level keys and sections) before the `[processor]` section.
+pub fn write_config_with(dir: &Path, enabled: bool, top: &str) -> PathBuf {
     let path = dir.join("runnel.toml");
     std::fs::write(
         &path,
         format!(
-            "[processor]\nenabled = {enabled}\ncheckpoint_every_steps = 7\n\
+            "{top}[processor]\nenabled = {enabled}\ncheckpoint_every_steps = 7\n\
              checkpoint_interval_ms = 100000000\nmax_step_records = 15\nalign_wait_ms = 50\n\
              idle_step_ms = 100000000\n"
         ),
@@ -169,16 +174,44 @@ pub type Rec = (
 );
 
 pub async fn read_all(c: &mut Client, name: &str, partition: i32) -> Vec<Rec> {
+    match read_from(c, name, partition, 0).await {
+        Ok(out) => out,
+        Err(err) => panic!("fetch {name}/{partition}: error {err}"),
+    }
+}
+
+/// The records of a partition that retention has kept: (the log start, its records from
+/// there on). Retried if retention moves the start while it reads.
+pub async fn read_kept(c: &mut Client, name: &str, partition: i32) -> (i64, Vec<Rec>) {
+    loop {
+        let (err, start) = list_offset(c, name, partition, -2).await;
+        if err == 3 {
+            return (0, Vec::new());
+        }
+        assert_eq!(err, 0, "list offsets {name}/{partition}");
+        match read_from(c, name, partition, start).await {
+            Ok(out) => return (start, out),
+            Err(1) => continue, // OFFSET_OUT_OF_RANGE: retention moved the start
+            Err(err) => panic!("fetch {name}/{partition} from {start}: error {err}"),
+        }
+    }
+}
+
+/// Every record of a partition from `from` on; an unknown topic has none; any other
+/// error code is returned.
+async fn read_from(c: &mut Client, name: &str, partition: i32, from: i64) -> Result<Vec<Rec>, i16> {
     let mut out = Vec::new();
-    let mut offset = 0;
+    let mut offset = from;
     loop {
         let (err, hw, data) = fetch(c, name, partition, offset, 0).await;
         if err == 3 {
-            return out; // unknown topic: nothing written (yet)
+            return Ok(out); // unknown topic: nothing written (yet)
         }
-        assert_eq!(err, 0, "fetch {name}/{partition} at {offset}");
+        if err != 0 {
+            return Err(err);
+        }
         if offset >= hw {
-            return out;
+            return Ok(out);
         }
         for (o, r) in decode_all(data) {
             if o >= offset {
