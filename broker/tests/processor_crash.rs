@@ -11,8 +11,7 @@
 mod common;
 mod processor_common;
 
-use std::time::Duration;
-
+use common::Client;
 use processor_common::*;
 
 const KILLS: usize = 5;
@@ -43,24 +42,14 @@ async fn outputs_after_random_sigkills_equal_the_uninterrupted_run() {
 
     // 3. The same, SIGKILLed at random points while the pipeline runs.
     let mut rng = sensors::Rng::new(seed ^ 0xdead_beef);
-    let mut kills = 0;
-    for _ in 0..KILLS {
-        let addr = free_addr();
-        let mut b = spawn_broker(&crash_dir, addr, true);
-        let mut c = connect(addr).await;
-        tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
-        let done = consumed(&mut c).await >= total;
-        b.kill();
-        if done {
-            break;
-        }
-        kills += 1;
-    }
-    eprintln!("killed the broker {kills} times mid-run");
-    assert!(
-        kills >= 2,
-        "the pipeline finished before it could be killed twice"
-    );
+    let kills = kill_mid_run(
+        KILLS,
+        &mut rng,
+        (100, 500),
+        |addr| spawn_broker(&crash_dir, addr, true),
+        async |c: &mut Client| consumed(c).await >= total,
+    )
+    .await;
     let addr = free_addr();
     let mut b = spawn_broker(&crash_dir, addr, true);
     let mut c = connect(addr).await;

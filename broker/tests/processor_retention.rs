@@ -99,24 +99,14 @@ async fn retention_keeps_what_recovery_needs_and_deletes_the_rest() {
     // 3. With retention deleting every sealed segment it may, SIGKILLed at random points.
     let crash_config = config(&crash_dir, true, true);
     let mut rng = sensors::Rng::new(seed ^ 0x5eed_7e7e);
-    let mut kills = 0;
-    for _ in 0..KILLS {
-        let addr = free_addr();
-        let mut b = spawn_broker_with(&crash_dir, addr, &crash_config);
-        let mut c = connect(addr).await;
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
-        let done = ends_reached(&mut c, &expected).await;
-        b.kill();
-        if done {
-            break;
-        }
-        kills += 1;
-    }
-    eprintln!("killed the broker {kills} times mid-run");
-    assert!(
-        kills >= 2,
-        "the pipeline finished before it could be killed twice"
-    );
+    kill_mid_run(
+        KILLS,
+        &mut rng,
+        (300, 700),
+        |addr| spawn_broker_with(&crash_dir, addr, &crash_config),
+        async |c: &mut Client| ends_reached(c, &expected).await,
+    )
+    .await;
 
     let addr = free_addr();
     let mut b = spawn_broker_with(&crash_dir, addr, &crash_config);

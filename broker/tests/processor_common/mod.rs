@@ -322,6 +322,37 @@ pub async fn publish_to(
     }
 }
 
+/// Starts a broker with `spawn` up to `max` times and SIGKILLs it after a random pause in
+/// `pause_ms` (base, spread) each time, until `done` says the run finished before the kill;
+/// returns the kills that landed mid-run, asserting there were at least two.
+pub async fn kill_mid_run(
+    max: usize,
+    rng: &mut sensors::Rng,
+    pause_ms: (u64, u64),
+    mut spawn: impl FnMut(SocketAddr) -> Proc,
+    mut done: impl AsyncFnMut(&mut Client) -> bool,
+) -> usize {
+    let mut kills = 0;
+    for _ in 0..max {
+        let addr = free_addr();
+        let mut b = spawn(addr);
+        let mut c = connect(addr).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms.0 + rng.below(pause_ms.1))).await;
+        let finished = done(&mut c).await;
+        b.kill();
+        if finished {
+            break;
+        }
+        kills += 1;
+    }
+    eprintln!("killed the broker {kills} times mid-run");
+    assert!(
+        kills >= 2,
+        "the pipeline finished before it could be killed twice"
+    );
+    kills
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     let ok = Command::new("cp")
         .arg("-a")
