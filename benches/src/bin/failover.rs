@@ -440,6 +440,21 @@ fn client(bootstrap: &str, a: &RunArgs) -> Client {
     Client::new(c)
 }
 
+/// Creates `topic` (1 partition, the cluster's default replication factor), retrying every
+/// 500 ms while the cluster is still forming, until `deadline`.
+async fn create_topic_waiting(admin: &Client, topic: &str, deadline: Instant) -> Result<()> {
+    loop {
+        match admin.ensure_topic(topic, 1).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the cluster: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => bail!("create topic {topic}: {e}"),
+        }
+    }
+}
+
 async fn leader(c: &Client, topic: &str) -> Option<i32> {
     c.leaders(topic).await.ok()?.first().copied().flatten()
 }
@@ -498,17 +513,7 @@ async fn run_in(a: &RunArgs, bin: &Path, root: &Path) -> Result<()> {
         root.display()
     );
     let admin = client(&bootstrap, a);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match admin.ensure_topic(topic, 1).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for the cluster: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => bail!("create topic: {e}"),
-        }
-    }
+    create_topic_waiting(&admin, topic, Instant::now() + Duration::from_secs(60)).await?;
     let acks = Arc::new(Mutex::new(Vec::new()));
     let producer = tokio::spawn(produce_loop(
         client(&bootstrap, a),
@@ -626,16 +631,7 @@ async fn serve_cluster_in(a: &ClusterArgs, bin: &Path, root: &Path) -> Result<()
     let admin = Client::new(ClientConfig::new(&bootstrap));
     for topic in &a.topics {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match admin.ensure_topic(topic, 1).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("waiting for the cluster: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => bail!("create topic {topic}: {e}"),
-            }
-        }
+        create_topic_waiting(&admin, topic, deadline).await?;
         while leader(&admin, topic).await.is_none() {
             if Instant::now() > deadline {
                 bail!("topic {topic} has no leader after 60 s");
