@@ -22,7 +22,7 @@ use runnel_sync::{
 };
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::codec::batch::{self, BatchHeader};
+use crate::codec::batch::{self, BatchHeader, IntactBatches};
 use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use crate::producers::{ProducerTable, SequenceCheck, SequenceError};
 
@@ -249,23 +249,29 @@ impl Partition {
         self.read_log().producers.check(header)
     }
 
-    /// Replica: append one batch exactly as the Raft log holds it (its base offset already
-    /// equal to the log end), stamped with `epoch`, and keep the producer table in step. The
-    /// high watermark does not move: only a commit moves it.
+    /// Replica: append batches exactly as the Raft log holds them (one or more consecutive
+    /// entries of one term, the first's base offset already equal to the log end), stamped
+    /// with `epoch`, and keep the producer table in step with every one of them. The high
+    /// watermark does not move: only a commit moves it.
     pub fn replica_append(
         &self,
-        batch: impl Into<Bytes>,
+        batches: IntactBatches,
         epoch: i32,
     ) -> Result<AppendInfo, LogError> {
         let info = {
-            let batch = batch.into();
             let mut state = self.write_log();
-            let header = batch::parse_header(&batch)?;
-            let info = state.log.append(batch, epoch)?;
-            state.producers.record(&BatchHeader {
-                base_offset: info.base_offset,
-                ..header
-            });
+            let headers = batch::headers(batches.bytes()).collect::<Result<Vec<_>, _>>()?;
+            let info = state.log.append_intact(batches, epoch)?;
+            // The log assigned consecutive offsets from `info.base_offset`.
+            let mut at = info.base_offset;
+            for header in headers {
+                let stored = BatchHeader {
+                    base_offset: at,
+                    ..header
+                };
+                state.producers.record(&stored);
+                at = stored.next_offset();
+            }
             info
         };
         self.flush_wanted.notify_one();
@@ -513,7 +519,6 @@ async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::codec::builder::{encode_batch, ProducerInfo, Record};
     use crate::log::file::FileLogConfig;
@@ -560,5 +565,59 @@ mod tests {
         assert_eq!(part.enforce_retention(0, Some(0)).unwrap(), 2);
         assert_eq!(part.enforce_retention(0, None).unwrap(), 4);
         assert_eq!(part.offsets().log_end, 5);
+    }
+
+    fn idempotent(sequence: i32, records: usize) -> bytes::BytesMut {
+        let recs: Vec<Record> = (0..records)
+            .map(|i| Record {
+                value: Some(format!("{sequence}/{i}").into_bytes()),
+                ..Record::default()
+            })
+            .collect();
+        let producer = ProducerInfo {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: sequence,
+        };
+        encode_batch(&recs, producer)
+    }
+
+    /// A follower appends a run of several entries of one term in one call: the producer
+    /// table must learn every batch in it, not only the first, so that a retry of any of them
+    /// is recognised once this node leads.
+    #[tokio::test]
+    async fn a_replica_append_of_several_batches_records_each_producer_batch() {
+        let settings = PartitionSettings {
+            flush_ms: 0,
+            retention: RetentionPolicy::default(),
+            replicated: true,
+        };
+        let part = Partition::start(
+            "t",
+            0,
+            Box::new(MemLog::new()),
+            settings,
+            Histogram::new([1.0]),
+        )
+        .unwrap();
+        let (first, second) = (idempotent(0, 3), idempotent(3, 2));
+        let mut run = first.clone();
+        batch::set_base_offset(&mut run, 0);
+        let mut tail = second.clone();
+        batch::set_base_offset(&mut tail, 3);
+        run.extend_from_slice(&tail);
+        let info = part
+            .replica_append(IntactBatches::check(run.freeze()).unwrap(), 1)
+            .unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (0, 4));
+        for (sent, base, last) in [(first, 0, 2), (second, 3, 4)] {
+            let header = batch::validate(&sent).unwrap();
+            match part.check_sequence(&header).unwrap() {
+                SequenceCheck::Duplicate(dup) => {
+                    assert_eq!((dup.base_offset, dup.last_offset), (base, last));
+                }
+                SequenceCheck::Append => panic!("batch at {base} not recorded"),
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 
 use super::hard_state::{HardStateFile, LogStartFile};
-use crate::codec::batch::{self, BatchHeader};
+use crate::codec::batch::{self, BatchHeader, IntactBatches};
 use crate::log::{AppendInfo, LogError};
 use crate::net::peers::PeerNetwork;
 use crate::partition::{Appended, Partition};
@@ -34,7 +34,7 @@ fn record_failed(e: String) -> LogError {
 }
 
 impl BatchStore for PartitionStore {
-    fn append_batch(&mut self, batch: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+    fn append_batch(&mut self, batch: IntactBatches, epoch: i32) -> Result<AppendInfo, LogError> {
         self.0.replica_append(batch, epoch)
     }
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
@@ -266,6 +266,12 @@ impl Replica {
             let base = p.offsets().log_end;
             batch::set_base_offset(&mut batch, base);
             let term = core.term();
+            // Stamped as the log will store it (leader epoch = Raft term), so that the Raft
+            // log's recent entries share these bytes for the Append messages instead of a
+            // copy. A term past i32 is refused by the log.
+            if let Ok(epoch) = i32::try_from(term) {
+                batch::set_leader_epoch(&mut batch, epoch);
+            }
             let index = core.propose(batch.freeze()).map_err(|e| match e {
                 crate::raft::ProposeError::NotLeader { .. } => ReplicaError::NotLeader,
                 crate::raft::ProposeError::Failed(e) => ReplicaError::Storage(e.to_string()),

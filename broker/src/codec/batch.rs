@@ -224,6 +224,56 @@ pub fn check_integrity(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Whole v2 batches known to be intact — what [`check_integrity`] checks: header, sizes,
+/// CRC-32C, a known compression type, a record count matching the last offset delta — so that
+/// the log can store them without computing the CRC again. Each batch's CRC is computed once,
+/// where the bytes enter the broker: [`IntactBatches::check`] for bytes from a peer or a file,
+/// [`IntactBatches::checked_by_caller`] for bytes the caller has just checked (Produce's
+/// [`validate_produce`]) or built itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntactBatches(bytes::Bytes);
+
+impl IntactBatches {
+    /// Checks every batch in `buf` with [`check_integrity`]; at least one batch.
+    pub fn check(buf: bytes::Bytes) -> Result<Self, BatchError> {
+        check_all(&buf)?;
+        Ok(Self(buf))
+    }
+
+    /// Bytes the caller vouches for: every batch in them passed [`check_integrity`] (or
+    /// [`validate`]) already, or the broker built them. Debug builds check again.
+    pub fn checked_by_caller(buf: bytes::Bytes) -> Self {
+        debug_assert!(
+            check_all(&buf).is_ok(),
+            "bytes vouched for as intact batches are not: {:?}",
+            check_all(&buf)
+        );
+        Self(buf)
+    }
+
+    /// The batches.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.0
+    }
+
+    /// The batches, as bytes.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.0
+    }
+}
+
+/// [`check_integrity`] on every batch of `buf`, which must hold at least one and nothing else.
+fn check_all(buf: &[u8]) -> Result<(), BatchError> {
+    if buf.is_empty() {
+        return Err(BatchError::NoBatches);
+    }
+    let mut at = 0usize;
+    while let Some(rest) = buf.get(at..).filter(|r| !r.is_empty()) {
+        at = at.saturating_add(check_integrity(rest)?.total_len());
+    }
+    Ok(())
+}
+
 /// How many times its own size a produced batch may inflate to when decompressed for checking.
 pub const MAX_INFLATION: usize = 64;
 
@@ -401,6 +451,23 @@ mod tests {
             set_leader_epoch(&mut b, epoch);
             let h = validate(&b).unwrap();
             prop_assert_eq!((h.base_offset, h.partition_leader_epoch), (off, epoch));
+        }
+
+        #[test]
+        fn intact_batches_check_every_batch(records in proptest::collection::vec(arb_record(), 1..4), pos in any::<prop::sample::Index>(), bit in 0u8..8, second in any::<bool>()) {
+            let one = encode_batch(&records, ProducerInfo::default());
+            let mut two = one.to_vec();
+            two.extend_from_slice(&one);
+            prop_assert!(IntactBatches::check(bytes::Bytes::from(two.clone())).is_ok());
+            // A flipped bit under either batch's CRC, or a torn tail, is refused.
+            let start = if second { one.len() } else { 0 };
+            let at = start + CRC_AT + pos.index(one.len() - CRC_AT);
+            let mut bad = two.clone();
+            bad[at] ^= 1 << bit;
+            prop_assert!(IntactBatches::check(bytes::Bytes::from(bad)).is_err());
+            let torn = bytes::Bytes::from(two[..two.len() - 1].to_vec());
+            prop_assert!(IntactBatches::check(torn).is_err());
+            prop_assert!(IntactBatches::check(bytes::Bytes::new()).is_err());
         }
 
         #[test]

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::file::FileLogConfig;
 use super::{AppendInfo, LogError, RetentionPolicy};
-use crate::codec::batch::{self, BatchError, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
+use crate::codec::batch::{self, BatchError, BatchHeader, IntactBatches, HEADER_LEN, LOG_OVERHEAD};
 
 /// Leading bytes of a batch that an append rewrites: `baseOffset` (0..8), `batchLength`
 /// (8..12, kept) and `partitionLeaderEpoch` (12..16). The CRC-32C covers none of them.
@@ -82,17 +82,19 @@ impl PreparedAppend {
     }
 }
 
-/// Check every batch in `buf` (header, sizes, CRC-32C, record count: the log never stores a
-/// batch that is not whole and intact, whatever the caller did), then rewrite `baseOffset` from
-/// `log_end` onwards and `partitionLeaderEpoch`. Nothing is appended anywhere; on error the
-/// buffer is simply dropped. Record framing inside a batch is checked once, where batches
-/// enter the broker (Produce's `validate_produce`, which picks the Kafka error code), not again
-/// here.
-pub(crate) fn prepare_append(
-    buf: Bytes,
+/// Rewrite `baseOffset` from `log_end` onwards and `partitionLeaderEpoch` of batches known to
+/// be intact ([`IntactBatches`]: the log never stores a batch that is not whole and intact; a
+/// plain [`super::PartitionLog::append`] checks them first, CRC-32C included). Their CRC is
+/// not computed again here; headers and sizes are still parsed, so bytes that are not whole
+/// batches are refused rather than stored. Nothing is appended anywhere; on error the buffer
+/// is simply dropped. Record framing inside a batch is checked once, where batches enter the
+/// broker (Produce's `validate_produce`, which picks the Kafka error code), not again here.
+pub(crate) fn prepare_intact(
+    batches_in: IntactBatches,
     log_end: i64,
     leader_epoch: i32,
 ) -> Result<PreparedAppend, LogError> {
+    let buf = batches_in.into_bytes();
     if buf.is_empty() {
         return Err(LogError::InvalidBatch(BatchError::NoBatches));
     }
@@ -101,7 +103,7 @@ pub(crate) fn prepare_append(
     let mut next = log_end;
     let mut max_timestamp = i64::MIN;
     while at < buf.len() {
-        let header = batch::check_integrity(&buf[at..])?;
+        let header = batch::parse_header(&buf[at..])?;
         let len = header.total_len();
         let next_offset = next_offset_from(next, &header).ok_or_else(|| overflow(next))?;
         let mut head = [0u8; REWRITTEN_LEN];
@@ -319,6 +321,11 @@ mod tests {
         encode_batch(&records, ProducerInfo::default())
     }
 
+    /// What a plain `PartitionLog::append` prepares: check, then lay out.
+    fn prepare_append(buf: Bytes, log_end: i64, epoch: i32) -> Result<PreparedAppend, LogError> {
+        prepare_intact(IntactBatches::check(buf)?, log_end, epoch)
+    }
+
     #[test]
     fn header_prefix_matches_full_parse() {
         let b = batch(3, 7);
@@ -345,6 +352,12 @@ mod tests {
         // The caller's buffer is not modified: the rewrite lives in the heads.
         assert_eq!(batch::parse_header(&p.bytes).unwrap().base_offset, 0);
         assert_eq!((second.base_offset, second.partition_leader_epoch), (13, 4));
+        // Batches already known intact are laid out the same (no second CRC pass).
+        let mut again = batch(3, 5);
+        again.extend_from_slice(&batch(2, 9));
+        let intact = prepare_intact(IntactBatches::check(again.freeze()).unwrap(), 10, 4).unwrap();
+        assert_eq!(intact.info, p.info);
+        assert_eq!(intact.batches, p.batches);
         assert!(matches!(
             prepare_append(Bytes::new(), 0, 0),
             Err(LogError::InvalidBatch(_))

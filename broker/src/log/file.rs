@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::codec::batch::IntactBatches;
+
 use super::common::{
-    check_read_range, check_truncate_range, expired, io_context, prepare_append, should_roll,
+    check_read_range, check_truncate_range, expired, io_context, prepare_intact, should_roll,
 };
 use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
@@ -137,13 +139,17 @@ impl FileLog {
 }
 
 impl PartitionLog for FileLog {
-    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+    fn append_intact(
+        &mut self,
+        batches: IntactBatches,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
         if let Some(why) = &self.poisoned {
             return Err(LogError::Corrupt(format!(
                 "log refuses appends after a failed write: {why}"
             )));
         }
-        let prepared = prepare_append(batches, self.log_end_offset(), leader_epoch)?;
+        let prepared = prepare_intact(batches, self.log_end_offset(), leader_epoch)?;
         if should_roll(&self.config, &self.active.roll_facts(), &prepared) {
             self.roll()?;
         }

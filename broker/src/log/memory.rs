@@ -7,8 +7,10 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::codec::batch::IntactBatches;
+
 use super::common::{
-    check_read_range, check_truncate_range, expired, fits, prepare_append, should_roll,
+    check_read_range, check_truncate_range, expired, fits, prepare_intact, should_roll,
     ActiveSegment,
 };
 use super::file::FileLogConfig;
@@ -111,8 +113,12 @@ impl MemLog {
 }
 
 impl PartitionLog for MemLog {
-    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
-        let prepared = prepare_append(batches, self.log_end_offset(), leader_epoch)?;
+    fn append_intact(
+        &mut self,
+        batches: IntactBatches,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let prepared = prepare_intact(batches, self.log_end_offset(), leader_epoch)?;
         if should_roll(&self.config, &self.active.roll_facts(), &prepared) {
             let fresh = MemSegment::new(self.active.next_offset());
             self.sealed.push(std::mem::replace(&mut self.active, fresh));

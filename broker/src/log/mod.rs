@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::codec::batch::IntactBatches;
+
 /// Whole batches read from a log, in order: bytes in memory, or a region of a segment file.
 ///
 /// A [`FileSlice`] stays valid while it is sent: segments are append-only below the high
@@ -208,8 +210,19 @@ impl FlushPlan {
 pub trait PartitionLog: Send + Sync {
     /// Append one or more whole v2 batches (already validated). Offsets are assigned from the
     /// current log end by rewriting each batch's `baseOffset`; `partitionLeaderEpoch` is set to
-    /// `leader_epoch`. Either every batch is appended or none is.
-    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError>;
+    /// `leader_epoch`. Either every batch is appended or none is. The log checks each batch's
+    /// integrity (CRC-32C included) itself, whatever the caller did.
+    fn append(&mut self, batches: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        self.append_intact(IntactBatches::check(batches)?, leader_epoch)
+    }
+
+    /// [`PartitionLog::append`] for batches whose integrity was checked where they entered the
+    /// broker: the CRC-32C is not computed again (headers and sizes still are).
+    fn append_intact(
+        &mut self,
+        batches: IntactBatches,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError>;
 
     /// Whole batches starting with the one that contains `offset`, ending before `max_offset`
     /// (exclusive; batches whose base offset is >= `max_offset` are not returned), at most

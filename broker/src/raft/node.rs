@@ -799,7 +799,7 @@ impl<L: RaftLog> RaftNode<L> {
             kind,
             payload,
         };
-        self.log.append(std::slice::from_ref(&entry))?;
+        self.log.append_proposed(std::slice::from_ref(&entry))?;
         self.request_log_persist();
         Ok(index)
     }

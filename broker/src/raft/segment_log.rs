@@ -40,10 +40,12 @@
 //! - Memory: 8 bytes per entry (its end offset) plus 16 bytes per term change; 10 million
 //!   batches cost ~80 MB. Snapshots will bound this together with the log start.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 
 use super::{Entry, EntryKind, Index, RaftLog, StorageError, Term};
-use crate::codec::batch::{self, BatchHeader};
+use crate::codec::batch::{self, BatchHeader, IntactBatches};
 use crate::codec::builder::{control_record_type, control_type, encode_control_batch};
 use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy};
 
@@ -53,9 +55,10 @@ use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy};
 /// idempotent-producer table in step with the log (record each appended batch, rebuild after
 /// a truncation); any `PartitionLog` implements it directly.
 pub trait BatchStore {
-    /// Appends whole, valid v2 batches at the log end with `partitionLeaderEpoch = epoch`, all or
-    /// nothing, with [`PartitionLog::append`] semantics (offsets assigned from the log end).
-    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError>;
+    /// Appends whole, intact v2 batches at the log end with `partitionLeaderEpoch = epoch`, all
+    /// or nothing, with [`PartitionLog::append_intact`] semantics (offsets assigned from the log
+    /// end; the CRC was checked once, by the Raft log or where the batch entered the broker).
+    fn append_batch(&mut self, batches: IntactBatches, epoch: i32) -> Result<AppendInfo, LogError>;
 
     /// Removes every batch whose base offset is `>= offset` (a batch boundary or the log end).
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError>;
@@ -113,8 +116,8 @@ const DELETE_BELOW: RetentionPolicy = RetentionPolicy {
 };
 
 impl<T: PartitionLog + ?Sized> BatchStore for T {
-    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
-        self.append(batches.freeze(), epoch)
+    fn append_batch(&mut self, batches: IntactBatches, epoch: i32) -> Result<AppendInfo, LogError> {
+        self.append_intact(batches, epoch)
     }
 
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
@@ -155,7 +158,7 @@ impl<T: PartitionLog + ?Sized> BatchStore for T {
 }
 
 impl BatchStore for Box<dyn PartitionLog> {
-    fn append_batch(&mut self, batches: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
+    fn append_batch(&mut self, batches: IntactBatches, epoch: i32) -> Result<AppendInfo, LogError> {
         self.as_mut().append_batch(batches, epoch)
     }
 
@@ -301,10 +304,111 @@ impl From<SegmentLogError> for StorageError {
 /// Consecutive entries of one term, appended to the store in one call.
 struct Run {
     term: Term,
-    /// Their batches, concatenated.
-    batches: BytesMut,
+    /// Their batches, in order (concatenated only when there are several).
+    batches: Vec<Bytes>,
     /// `(index, end offset)` of each.
     ends: Vec<(Index, i64)>,
+}
+
+/// Where entries given to [`RaftLog::append`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A peer's Append message: each batch's CRC is checked here, once.
+    Peer,
+    /// This node's leader ([`RaftLog::append_proposed`]): payloads were validated where they
+    /// entered the broker (or built by it), so their CRC is not computed again.
+    Proposed,
+}
+
+/// Default bound on the bytes of [`Recent`] entries a log keeps.
+pub const DEFAULT_RECENT_BYTES: usize = 4 << 20;
+
+/// The newest entries this node appended as leader, exactly as [`RaftLog::entries`] reads
+/// them back (a `Normal` payload is the stored batch, epoch and base offset included; a
+/// `Noop` has an empty payload), so that the Append messages a leader builds right after each
+/// proposal — one per follower — share its `Bytes` instead of reading the batch back from the
+/// segment files. Bounded by bytes; always a run of consecutive entries ending at the log's
+/// last entry, or empty. Emptied by a peer's append, a truncation reaching it, a snapshot
+/// install; compaction drops what it discards.
+#[derive(Debug, Default)]
+struct Recent {
+    /// Each entry with its stored batch's length (what a read's byte budget counts).
+    entries: VecDeque<(Entry, usize)>,
+    /// Sum of the stored lengths.
+    bytes: usize,
+}
+
+impl Recent {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds the entry after the last one, then drops the oldest while over `limit` bytes.
+    fn push(&mut self, entry: Entry, stored_len: usize, limit: usize) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|(last, _)| last.index.checked_add(1) != Some(entry.index))
+        {
+            self.clear();
+        }
+        self.entries.push_back((entry, stored_len));
+        self.bytes = self.bytes.saturating_add(stored_len);
+        while self.bytes > limit {
+            let Some((_, len)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(len);
+        }
+    }
+
+    /// Drops the entries from `from` on.
+    fn truncate_from(&mut self, from: Index) {
+        while let Some((e, len)) = self.entries.back() {
+            if e.index < from {
+                break;
+            }
+            self.bytes = self.bytes.saturating_sub(*len);
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops the entries up to and including `index`.
+    fn drop_through(&mut self, index: Index) {
+        while let Some((e, len)) = self.entries.front() {
+            if e.index > index {
+                break;
+            }
+            self.bytes = self.bytes.saturating_sub(*len);
+            self.entries.pop_front();
+        }
+    }
+
+    /// Entries `from..=until` as [`SegmentRaftLog::read_entries`] would read them with a
+    /// budget of `max_bytes` (whole entries while they fit, always at least one), if this
+    /// holds all of them.
+    fn read(&self, from: Index, until: Index, max_bytes: usize) -> Option<Vec<Entry>> {
+        let (first, _) = self.entries.front()?;
+        let (last, _) = self.entries.back()?;
+        if from < first.index || until > last.index || from > until {
+            return None;
+        }
+        let skip = usize::try_from(from - first.index).ok()?;
+        let mut out = Vec::new();
+        let mut budget = max_bytes;
+        for (entry, len) in self.entries.iter().skip(skip) {
+            if entry.index > until || (!out.is_empty() && *len > budget) {
+                break;
+            }
+            out.push(entry.clone());
+            budget = budget.saturating_sub(*len);
+            if budget == 0 {
+                break;
+            }
+        }
+        Some(out)
+    }
 }
 
 /// A [`RaftLog`] whose entries are the record batches of a partition log.
@@ -322,6 +426,10 @@ pub struct SegmentRaftLog<S> {
     terms: Vec<(Term, Index)>,
     /// Batch bytes one `entries` call reads at most (past the first entry).
     max_read_bytes: usize,
+    /// The newest entries appended as leader, served by `entries` without a read.
+    recent: Recent,
+    /// Bytes `recent` keeps at most (0: none).
+    recent_limit: usize,
 }
 
 impl<S: BatchStore> SegmentRaftLog<S> {
@@ -374,6 +482,8 @@ impl<S: BatchStore> SegmentRaftLog<S> {
             ends: Vec::new(),
             terms: Vec::new(),
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
+            recent: Recent::default(),
+            recent_limit: DEFAULT_RECENT_BYTES,
         };
         let mut at = start;
         while at < end {
@@ -412,6 +522,15 @@ impl<S: BatchStore> SegmentRaftLog<S> {
     /// always returned).
     pub fn with_max_read_bytes(mut self, max_read_bytes: usize) -> Self {
         self.max_read_bytes = max_read_bytes;
+        self
+    }
+
+    /// Sets the bytes of the newest entries appended as leader that are kept in memory for
+    /// [`RaftLog::entries`] ([`DEFAULT_RECENT_BYTES`]; 0 keeps none, every read goes to the
+    /// store).
+    pub fn with_recent_bytes(mut self, recent_bytes: usize) -> Self {
+        self.recent_limit = recent_bytes;
+        self.recent.clear();
         self
     }
 
@@ -471,22 +590,26 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         self.ends.push(end);
     }
 
-    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), SegmentLogError> {
+    fn append_entries(&mut self, entries: &[Entry], source: Source) -> Result<(), SegmentLogError> {
+        if source == Source::Peer {
+            // `recent` holds only a leader's own entries, newest last.
+            self.recent.clear();
+        }
         // Prepare everything first, so that a bad entry anywhere appends nothing.
         let mut expected = self.store.log_end_offset();
         let mut runs: Vec<Run> = Vec::new();
         for entry in entries {
-            let bytes = self.encode_entry(entry, expected)?;
+            let bytes = self.encode_entry(entry, expected, source)?;
             let header = batch::parse_header(&bytes).map_err(|e| bad(entry.index, e))?;
             let end = next_offset(&header)?;
             match runs.last_mut() {
                 Some(run) if run.term == entry.term => {
-                    run.batches.extend_from_slice(&bytes);
+                    run.batches.push(bytes);
                     run.ends.push((entry.index, end));
                 }
                 _ => runs.push(Run {
                     term: entry.term,
-                    batches: bytes,
+                    batches: vec![bytes],
                     ends: vec![(entry.index, end)],
                 }),
             }
@@ -501,7 +624,23 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         {
             let epoch = epoch_of(term, ends.first().map_or(0, |&(i, _)| i))?;
             let from = self.store.log_end_offset();
-            let info = self.store.append_batch(batches, epoch)?;
+            let recent = (source == Source::Proposed && self.recent_limit > 0)
+                .then(|| stored_entries(term, epoch, &batches, &ends));
+            let joined = match <[Bytes; 1]>::try_from(batches) {
+                Ok([one]) => one,
+                Err(several) => {
+                    let mut all = BytesMut::with_capacity(several.iter().map(Bytes::len).sum());
+                    for b in &several {
+                        all.extend_from_slice(b);
+                    }
+                    all.freeze()
+                }
+            };
+            // Every batch passed `encode_entry`: checked here (from a peer) or where it
+            // entered the broker (proposed), or built by this log.
+            let info = self
+                .store
+                .append_batch(IntactBatches::checked_by_caller(joined), epoch)?;
             let want_end = ends.last().map_or(from, |&(_, end)| end);
             if info.base_offset != from || info.last_offset.checked_add(1) != Some(want_end) {
                 return Err(corrupt(
@@ -515,12 +654,20 @@ impl<S: BatchStore> SegmentRaftLog<S> {
             for (index, end) in ends {
                 self.push(index, term, end);
             }
+            for (entry, len) in recent.into_iter().flatten() {
+                self.recent.push(entry, len, self.recent_limit);
+            }
         }
         Ok(())
     }
 
     /// The batch that stores `entry` at offset `at` (before the epoch rewrite).
-    fn encode_entry(&self, entry: &Entry, at: i64) -> Result<BytesMut, SegmentLogError> {
+    fn encode_entry(
+        &self,
+        entry: &Entry,
+        at: i64,
+        source: Source,
+    ) -> Result<Bytes, SegmentLogError> {
         epoch_of(entry.term, entry.index)?;
         match entry.kind {
             EntryKind::Noop => {
@@ -530,12 +677,19 @@ impl<S: BatchStore> SegmentRaftLog<S> {
                 let value = crate::codec::builder::leader_change_message(NOOP_LEADER_ID);
                 let mut b = encode_control_batch(NOOP_CONTROL_TYPE, &value, NO_TIMESTAMP);
                 batch::set_base_offset(&mut b, at);
-                Ok(b)
+                Ok(b.freeze())
             }
             EntryKind::Normal => {
-                // Fully checked here (CRC included) so that a bad entry anywhere in the call
-                // appends nothing, even in a later run of another term.
-                let header = batch::validate(&entry.payload).map_err(|e| bad(entry.index, e))?;
+                // Checked here so that a bad entry anywhere in the call appends nothing, even
+                // in a later run of another term. A peer's batch gets its one CRC check here
+                // (the records inside were validated by the leader, where the batch entered
+                // the broker; the CRC proves these are those bytes); a proposed batch was
+                // validated at that edge already, so only its header is parsed.
+                let header = match source {
+                    Source::Peer => batch::check_integrity(&entry.payload),
+                    Source::Proposed => batch::parse_header(&entry.payload),
+                }
+                .map_err(|e| bad(entry.index, e))?;
                 if header.total_len() != entry.payload.len() {
                     return Err(bad(
                         entry.index,
@@ -556,15 +710,17 @@ impl<S: BatchStore> SegmentRaftLog<S> {
                         log_end: at,
                     });
                 }
-                Ok(BytesMut::from(&entry.payload[..]))
+                Ok(entry.payload.clone())
             }
         }
     }
 
-    fn read_entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, SegmentLogError> {
-        let last = self.last_index();
-        let wanted = Index::try_from(max).unwrap_or(Index::MAX);
-        let until = from.saturating_add(wanted.saturating_sub(1)).min(last);
+    /// Entries `from..=until` (in the log), as many as `max_read_bytes` allows (at least
+    /// one): from `recent` when it holds them, else read from the store.
+    fn read_entries(&self, from: Index, until: Index) -> Result<Vec<Entry>, SegmentLogError> {
+        if let Some(entries) = self.recent.read(from, until, self.max_read_bytes) {
+            return Ok(entries);
+        }
         let (Some(mut offset), Some(stop)) = (self.end_offset(from - 1), self.end_offset(until))
         else {
             return Ok(Vec::new());
@@ -689,6 +845,7 @@ impl<S: BatchStore> SegmentRaftLog<S> {
                 run.1 = run.1.max(first);
             }
         }
+        self.recent.drop_through(new_base);
         self.base = new_base;
         self.base_term = term;
         self.start_offset = start;
@@ -703,6 +860,7 @@ impl<S: BatchStore> SegmentRaftLog<S> {
             .filter(|&o| o >= 0)
             .ok_or_else(|| bad(index, "a snapshot payload is a log-start offset (8 bytes)"))?;
         epoch_of(term, index)?;
+        self.recent.clear();
         let record = LogStart {
             index,
             term,
@@ -723,7 +881,24 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         Ok(())
     }
 
+    /// Entries to append must start at `last_index() + 1` and be consecutive.
+    fn check_contiguous(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut next = self.last_index().saturating_add(1);
+        for entry in entries {
+            if entry.index != next {
+                return Err(StorageError::NotContiguous {
+                    got: entry.index,
+                    last: next.saturating_sub(1),
+                });
+            }
+            next = next.saturating_add(1);
+        }
+        Ok(())
+    }
+
     fn truncate_from(&mut self, from: Index) -> Result<(), SegmentLogError> {
+        // First, whatever happens below: `recent` never holds an entry the log may not.
+        self.recent.truncate_from(from);
         let keep = from
             .checked_sub(self.base)
             .and_then(|n| n.checked_sub(1))
@@ -798,22 +973,19 @@ impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
         if from > last || max == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.read_entries(from, max)?)
+        let wanted = Index::try_from(max).unwrap_or(Index::MAX);
+        let until = from.saturating_add(wanted.saturating_sub(1)).min(last);
+        Ok(self.read_entries(from, until)?)
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let last = self.last_index();
-        let mut next = last.saturating_add(1);
-        for entry in entries {
-            if entry.index != next {
-                return Err(StorageError::NotContiguous {
-                    got: entry.index,
-                    last: next.saturating_sub(1),
-                });
-            }
-            next = next.saturating_add(1);
-        }
-        Ok(self.append_entries(entries)?)
+        self.check_contiguous(entries)?;
+        Ok(self.append_entries(entries, Source::Peer)?)
+    }
+
+    fn append_proposed(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_contiguous(entries)?;
+        Ok(self.append_entries(entries, Source::Proposed)?)
     }
 
     fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
@@ -823,6 +995,42 @@ impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
         }
         Ok(self.truncate_from(from)?)
     }
+}
+
+/// The entries of one run (`batches` as given to the store, `ends` their `(index, end
+/// offset)`) as [`SegmentRaftLog::entries`] reads them back once stored with `epoch`, each with
+/// its stored length. A batch whose epoch field already says `epoch` (a leader's proposals, set
+/// in `cluster::Replica::propose`) is shared, not copied.
+fn stored_entries(
+    term: Term,
+    epoch: i32,
+    batches: &[Bytes],
+    ends: &[(Index, i64)],
+) -> Vec<(Entry, usize)> {
+    batches
+        .iter()
+        .zip(ends)
+        .map(|(b, &(index, _))| {
+            // `encode_entry` parsed every header; a client batch is never a control batch.
+            let header = batch::parse_header(b).ok();
+            let (kind, payload) = match header {
+                Some(h) if h.is_control() => (EntryKind::Noop, Bytes::new()),
+                Some(h) if h.partition_leader_epoch != epoch => {
+                    let mut stamped = BytesMut::from(&b[..]);
+                    batch::set_leader_epoch(&mut stamped, epoch);
+                    (EntryKind::Normal, stamped.freeze())
+                }
+                _ => (EntryKind::Normal, b.clone()),
+            };
+            let entry = Entry {
+                term,
+                index,
+                kind,
+                payload,
+            };
+            (entry, b.len())
+        })
+        .collect()
 }
 
 /// The Kafka leader epoch for `term` (entry `index`, for the error).
@@ -1000,8 +1208,8 @@ mod tests {
     }
 
     impl<L: PartitionLog> BatchStore for Recorded<L> {
-        fn append_batch(&mut self, b: BytesMut, epoch: i32) -> Result<AppendInfo, LogError> {
-            PartitionLog::append(&mut self.log, b.freeze(), epoch)
+        fn append_batch(&mut self, b: IntactBatches, epoch: i32) -> Result<AppendInfo, LogError> {
+            PartitionLog::append_intact(&mut self.log, b, epoch)
         }
         fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
             PartitionLog::truncate_to(&mut self.log, offset)
@@ -1057,6 +1265,101 @@ mod tests {
         let store = Recorded::new(FileLog::open(dir.path(), one_batch_per_segment()).unwrap());
         let log = SegmentRaftLog::open(store).unwrap();
         contract_compaction_with(log, false, contract_payload, start_payload);
+    }
+
+    /// A segment log seen through [`RaftLog::append_proposed`] only (a leader's appends): the
+    /// contracts must hold the same with its recent entries served from memory.
+    struct Proposing<S>(SegmentRaftLog<S>);
+
+    impl<S: BatchStore> RaftLog for Proposing<S> {
+        fn first_index(&self) -> Index {
+            self.0.first_index()
+        }
+        fn last_index(&self) -> Index {
+            self.0.last_index()
+        }
+        fn term(&self, index: Index) -> Option<Term> {
+            self.0.term(index)
+        }
+        fn entries(&self, from: Index, max: usize) -> Result<Vec<Entry>, StorageError> {
+            self.0.entries(from, max)
+        }
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            self.0.append_proposed(entries)
+        }
+        fn truncate(&mut self, from: Index) -> Result<(), StorageError> {
+            self.0.truncate(from)
+        }
+        fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+            self.0.compact_to(index)
+        }
+        fn snapshot_payload(&self) -> Bytes {
+            self.0.snapshot_payload()
+        }
+        fn install_snapshot(
+            &mut self,
+            index: Index,
+            term: Term,
+            payload: Bytes,
+        ) -> Result<(), StorageError> {
+            self.0.install_snapshot(index, term, payload)
+        }
+    }
+
+    #[test]
+    fn raft_segment_log_appending_as_leader_meets_the_contracts() {
+        for recent in [DEFAULT_RECENT_BYTES, 150, 0] {
+            let log = SegmentRaftLog::open(MemLog::with_config(small_segments())).unwrap();
+            contract_with(Proposing(log.with_recent_bytes(recent)), contract_payload);
+            for config in [one_batch_per_segment(), small_segments()] {
+                let store = Recorded::new(MemLog::with_config(config));
+                let log = SegmentRaftLog::open(store)
+                    .unwrap()
+                    .with_recent_bytes(recent);
+                contract_compaction_with(Proposing(log), false, contract_payload, start_payload);
+            }
+        }
+    }
+
+    #[test]
+    fn a_proposal_reads_back_with_its_epoch_stamped_and_a_peer_append_clears_recent() {
+        let mut log = SegmentRaftLog::open(MemLog::new()).unwrap();
+        // A client's batch (epoch -1), as proposed, is read back as stored: epoch = term.
+        let mut client = BytesMut::from(&batch_at(0, 1, 2, "c")[..]);
+        batch::set_leader_epoch(&mut client, -1);
+        let proposed = normal(1, 3, client.freeze());
+        log.append_proposed(std::slice::from_ref(&proposed))
+            .unwrap();
+        log.append_proposed(&[noop(2, 3)]).unwrap();
+        assert_eq!(log.recent.entries.len(), 2, "served from memory");
+        let cached = log.entries(1, 10).unwrap();
+        assert_eq!(cached[0].payload, batch_at(0, 3, 2, "c"));
+        assert_eq!(cached[1], noop(2, 3));
+        let stored = read_all(&log);
+        assert_eq!(
+            batch::parse_header(&stored).unwrap().partition_leader_epoch,
+            3
+        );
+        // A proposal whose epoch is already its term is shared, not copied.
+        let shared = batch_at(end_of(&log), 3, 1, "s");
+        log.append_proposed(&[normal(3, 3, shared.clone())])
+            .unwrap();
+        let back = log.entries(3, 1).unwrap();
+        assert_eq!(back[0].payload.as_ptr(), shared.as_ptr());
+        // The same entries read from the store are equal.
+        let cold = SegmentRaftLog::open(log.into_store()).unwrap();
+        assert_eq!(
+            cold.entries(1, 10).unwrap(),
+            cached.into_iter().chain(back).collect::<Vec<_>>()
+        );
+        // A follower's append empties it.
+        let mut log = cold;
+        log.append_proposed(&[normal(4, 3, batch_at(end_of(&log), 3, 1, "p"))])
+            .unwrap();
+        assert_eq!(log.recent.entries.len(), 1);
+        log.append(&[normal(5, 3, batch_at(end_of(&log), 3, 1, "f"))])
+            .unwrap();
+        assert!(log.recent.entries.is_empty());
     }
 
     #[test]
@@ -1566,6 +1869,145 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// One step of the recent-entries property test.
+    #[derive(Debug, Clone)]
+    enum LeaderOp {
+        /// Entries `(term bump, records; 0 = no-op)` appended in one call, as proposals
+        /// (`true`) or from a peer.
+        Append(Vec<(u64, usize)>, bool),
+        /// Truncate at `last_index + 1 - back` (clamped).
+        Truncate(u64),
+        /// Compact up to `last_index - back` (clamped; whole segments only).
+        Compact(u64),
+        /// Install a snapshot `ahead` entries past the last one.
+        Install(u64),
+    }
+
+    fn leader_op() -> impl Strategy<Value = LeaderOp> {
+        prop_oneof![
+            6 => (proptest::collection::vec((0u64..2, 0usize..4), 1..4), proptest::bool::weighted(0.8))
+                .prop_map(|(spec, proposed)| LeaderOp::Append(spec, proposed)),
+            2 => (0u64..6).prop_map(LeaderOp::Truncate),
+            1 => (0u64..8).prop_map(LeaderOp::Compact),
+            1 => (1u64..3).prop_map(LeaderOp::Install),
+        ]
+    }
+
+    /// A log that keeps `recent` bytes of recent entries and one that keeps none get the same
+    /// operations; every `entries` call must answer the same on both, whatever the byte
+    /// budget. Returns how many reads the first served from memory.
+    fn run_recent(
+        ops: &[LeaderOp],
+        recent: usize,
+        read_budget: usize,
+    ) -> Result<usize, TestCaseError> {
+        let open = |recent: usize| {
+            let store = Recorded::new(MemLog::with_config(small_segments()));
+            SegmentRaftLog::open(store)
+                .unwrap()
+                .with_recent_bytes(recent)
+                .with_max_read_bytes(read_budget)
+        };
+        let (mut warm, mut cold) = (open(recent), open(0));
+        let mut hits = 0;
+        for op in ops {
+            match op {
+                LeaderOp::Append(spec, proposed) => {
+                    let mut at = end_of(&warm);
+                    let mut term = warm.term(warm.last_index()).unwrap().max(1);
+                    let mut entries = Vec::new();
+                    for (i, &(bump, records)) in spec.iter().enumerate() {
+                        term += bump;
+                        let index = warm.last_index() + 1 + Index::try_from(i).unwrap();
+                        entries.push(if records == 0 {
+                            noop(index, term)
+                        } else {
+                            // Odd indexes carry a client's epoch, as a proposal may.
+                            let mut b = BytesMut::from(
+                                &batch_at(at, term, records, &format!("{index}"))[..],
+                            );
+                            if index % 2 == 1 {
+                                batch::set_leader_epoch(&mut b, -1);
+                            }
+                            normal(index, term, b.freeze())
+                        });
+                        at += i64::try_from(records.max(1)).unwrap();
+                    }
+                    for log in [&mut warm, &mut cold] {
+                        if *proposed {
+                            log.append_proposed(&entries).unwrap();
+                        } else {
+                            log.append(&entries).unwrap();
+                        }
+                    }
+                }
+                LeaderOp::Truncate(back) => {
+                    let from = (warm.last_index() + 1)
+                        .saturating_sub(*back)
+                        .max(warm.first_index());
+                    warm.truncate(from).unwrap();
+                    cold.truncate(from).unwrap();
+                }
+                LeaderOp::Compact(back) => {
+                    let upto = warm.last_index().saturating_sub(*back);
+                    warm.compact_to(upto).unwrap();
+                    cold.compact_to(upto).unwrap();
+                }
+                LeaderOp::Install(ahead) => {
+                    let index = warm.last_index() + ahead;
+                    let term = warm.term(warm.last_index()).unwrap().max(1);
+                    let payload = Bytes::copy_from_slice(
+                        &(end_of(&warm) + i64::try_from(*ahead).unwrap()).to_be_bytes(),
+                    );
+                    warm.install_snapshot(index, term, payload.clone()).unwrap();
+                    cold.install_snapshot(index, term, payload).unwrap();
+                }
+            }
+            let last = warm.last_index();
+            prop_assert_eq!(
+                (warm.first_index(), last),
+                (cold.first_index(), cold.last_index())
+            );
+            for i in warm.first_index() - 1..=last + 1 {
+                prop_assert_eq!(warm.term(i), cold.term(i));
+                prop_assert_eq!(warm.end_offset(i), cold.end_offset(i));
+            }
+            prop_assert!(warm.recent.bytes <= recent);
+            for from in warm.first_index()..=last + 1 {
+                for max in [1, 2, 3, usize::MAX] {
+                    prop_assert_eq!(
+                        warm.entries(from, max).unwrap(),
+                        cold.entries(from, max).unwrap(),
+                        "entries({}, {})",
+                        from,
+                        max
+                    );
+                    if from <= last && warm.recent.read(from, last, usize::MAX).is_some() {
+                        hits += 1;
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn recent_entries_read_exactly_like_the_store(ops in proptest::collection::vec(leader_op(), 1..30), recent in prop_oneof![Just(DEFAULT_RECENT_BYTES), 100usize..600], budget in prop_oneof![Just(DEFAULT_MAX_READ_BYTES), 1usize..300]) {
+            run_recent(&ops, recent, budget)?;
+        }
+    }
+
+    #[test]
+    fn recent_entries_serve_a_leaders_reads() {
+        let ops: Vec<LeaderOp> = (0..20)
+            .map(|_| LeaderOp::Append(vec![(0, 2)], true))
+            .collect();
+        assert!(run_recent(&ops, DEFAULT_RECENT_BYTES, DEFAULT_MAX_READ_BYTES).unwrap() > 0);
     }
 
     proptest! {

@@ -37,6 +37,14 @@ pub trait RaftLog {
     /// Appends entries, which must start at `last_index() + 1` and be consecutive.
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
 
+    /// [`RaftLog::append`] for the entries this node proposes as leader (its no-op on
+    /// election, and proposals): their payloads were validated where they entered the broker,
+    /// or built by it, so an implementation need not check them again, and may keep them in
+    /// memory for the Append messages the leader sends next. Same contract otherwise.
+    fn append_proposed(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.append(entries)
+    }
+
     /// Removes every entry at `from` and after (`from` in `first_index()..=last_index() + 1`).
     fn truncate(&mut self, from: Index) -> Result<(), StorageError>;
 
