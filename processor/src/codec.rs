@@ -92,8 +92,13 @@ pub fn put_f64(out: &mut Vec<u8>, v: f64) {
 
 /// Appends a length-prefixed string.
 pub fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, u64::try_from(s.len()).unwrap_or(u64::MAX));
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+/// Appends length-prefixed bytes.
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u64(out, u64::try_from(b.len()).unwrap_or(u64::MAX));
+    out.extend_from_slice(b);
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -203,15 +208,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A length-prefixed UTF-8 string.
-    pub fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+    /// Length-prefixed bytes.
+    pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let n = self.len(what)?;
-        let (s, rest) = self
+        let (b, rest) = self
             .bytes
             .split_at_checked(n)
             .ok_or(DecodeError::Truncated(what))?;
         self.bytes = rest;
-        std::str::from_utf8(s).map_err(|_| DecodeError::NotUtf8(what))
+        Ok(b)
+    }
+
+    /// A length-prefixed UTF-8 string.
+    pub fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes(what)?).map_err(|_| DecodeError::NotUtf8(what))
     }
 }
 
@@ -263,17 +273,25 @@ mod tests {
 
     proptest! {
         #[test]
-        fn values_round_trip(i in any::<i64>(), u in any::<u64>(), f in any::<f64>(), s in ".{0,20}") {
+        fn values_round_trip(
+            i in any::<i64>(),
+            u in any::<u64>(),
+            f in any::<f64>(),
+            s in ".{0,20}",
+            raw in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
             let mut b = Vec::new();
             put_i64(&mut b, i);
             put_u64(&mut b, u);
             put_f64(&mut b, f);
             put_str(&mut b, &s);
+            put_bytes(&mut b, &raw);
             let mut r = Reader::new(&b);
             prop_assert_eq!(r.i64("i")?, i);
             prop_assert_eq!(r.u64("u")?, u);
             prop_assert_eq!(r.f64("f")?.to_bits(), f.to_bits());
             prop_assert_eq!(r.str("s")?, s.as_str());
+            prop_assert_eq!(r.bytes("raw")?, raw.as_slice());
             prop_assert!(r.finish().is_ok());
         }
     }

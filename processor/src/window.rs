@@ -11,10 +11,10 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, DecodeError, Reader};
+use crate::codec::{self, DecodeError, Reader, StoredDecodeError};
 use crate::config::{AggFn, AggregationConfig, PipelineConfig};
 use crate::message::{Collector, Message, Operator};
-use crate::num::u64_to_f64;
+use crate::num::{u64_to_f64, Fnv64};
 use crate::parse::SensorReading;
 use crate::sketch::Sketch;
 use crate::time::Millis;
@@ -155,8 +155,8 @@ pub struct WindowState {
     pub fields: BTreeMap<String, FieldAcc>,
     /// Revision of the last emitted result, `None` before the first emission.
     pub emitted: Option<u32>,
-    /// Changed since [`WindowOperator::take_changed`] last saw it (not stored: a restored
-    /// window is what the store holds).
+    /// Changed since [`WindowOperator::take_dirty_shards`] last saw it (not stored: a
+    /// restored window is what the store holds).
     #[serde(skip)]
     changed: bool,
 }
@@ -273,7 +273,56 @@ impl WindowState {
 }
 
 /// Why a stored window does not decode.
-pub type WindowDecodeError = codec::StoredDecodeError;
+pub type WindowDecodeError = StoredDecodeError;
+
+/// Version byte of a stored shard of windows ([`WindowOperator::take_dirty_shards`]).
+pub const WINDOW_SHARD_V1: u8 = 1;
+
+/// The most shards [`WindowOperator::take_dirty_shards`] spreads windows over.
+pub const MAX_SHARDS: u32 = 1 << 16;
+
+/// The shard (of `shards`) that the windows of `key` are stored in: a stable hash of the key,
+/// so every window of a key is in the same shard.
+pub fn shard_of(key: &str, shards: u32) -> u32 {
+    let h = Fnv64::default().write(key.as_bytes()).finish() % u64::from(shards.max(1));
+    // The remainder is below `shards`, a `u32`.
+    u32::try_from(h).unwrap_or(0)
+}
+
+/// The windows of a stored shard (version [`WINDOW_SHARD_V1`], then each window's
+/// [`WindowState::encode`] length-prefixed), in the order they were written. Bad input is
+/// an error, never a panic.
+pub fn decode_shard(bytes: &[u8]) -> Result<Vec<WindowState>, WindowDecodeError> {
+    decode_shard_binary(bytes).map_err(|source| StoredDecodeError::Binary {
+        what: "window shard",
+        source,
+    })
+}
+
+fn decode_shard_binary(bytes: &[u8]) -> Result<Vec<WindowState>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    match r.u8("shard version")? {
+        WINDOW_SHARD_V1 => {}
+        v => return Err(DecodeError::UnknownVersion(v)),
+    }
+    let mut windows = Vec::new();
+    while r.remaining() > 0 {
+        windows.push(WindowState::decode_binary(r.bytes("shard window")?)?);
+    }
+    Ok(windows)
+}
+
+/// What a checkpoint writes of the open windows ([`WindowOperator::take_dirty_shards`]).
+#[derive(Debug, Default)]
+pub struct ShardWrites {
+    /// Every shard holding a window was written: stored shards not in `put` (and windows in
+    /// any older layout) are stale, and `emptied` is empty.
+    pub full: bool,
+    /// `(shard, value)` of each written shard, encoded for [`decode_shard`].
+    pub put: Vec<(u32, Vec<u8>)>,
+    /// Shards that changed and hold no window any more: to delete.
+    pub emptied: Vec<u32>,
+}
 
 /// One emitted window result.
 #[derive(Debug, Clone, PartialEq)]
@@ -395,10 +444,10 @@ pub struct WindowOperator {
     /// (a new or restored operator) means no such bound is known: the next close scans from
     /// the first window, once.
     emitted_through: Option<Millis>,
-    /// `(key, start)` of the windows purged since [`WindowOperator::take_purged`] was last
-    /// called, so a checkpoint deletes exactly those; `None` once more were purged than
-    /// [`MAX_PURGED`] (the caller then scans its store instead).
-    purged: Option<Vec<(String, Millis)>>,
+    /// Keys of the windows purged since [`WindowOperator::take_dirty_shards`] was last
+    /// called, so a checkpoint rewrites exactly their shards; `None` once more were purged
+    /// than [`MAX_PURGED`] (the next checkpoint then writes every shard).
+    purged: Option<Vec<String>>,
 }
 
 /// Purged windows remembered for the next checkpoint before falling back to a scan.
@@ -471,23 +520,62 @@ impl WindowOperator {
         self.emitted_through = None;
     }
 
-    /// Calls `f` with every window changed (created, updated or emitted) since the last call,
-    /// or with every window if `all`, in no particular order, and clears the marks: a
-    /// checkpoint writes only what changed since the previous one. Costs one pass over the
-    /// open windows' marks plus `f` for the changed ones.
-    pub fn take_changed(&mut self, all: bool, mut f: impl FnMut(&WindowState)) {
-        for w in self.windows.values_mut().flat_map(Bucket::values_mut) {
-            if all || w.changed {
-                f(w);
+    /// The open windows grouped into `shards` (at most [`MAX_SHARDS`]) stored values by
+    /// [`shard_of`] their key, for a checkpoint: every shard holding a window if `all` (or if
+    /// too many windows were purged to remember them), otherwise only the shards where a
+    /// window was created, updated, emitted or purged since the last call — with every window
+    /// they hold, in no particular order. Clears the marks. A durable store pays per key
+    /// written, so a checkpoint writes a few values of many windows each, not one per window.
+    pub fn take_dirty_shards(&mut self, shards: u32, all: bool) -> ShardWrites {
+        let purged = self.purged.replace(Vec::new());
+        let full = all || purged.is_none();
+        let shards = shards.clamp(1, MAX_SHARDS);
+        let n = usize::try_from(shards).unwrap_or(1);
+        let index = |key: &str| usize::try_from(shard_of(key, shards)).unwrap_or(usize::MAX);
+        let mut dirty = vec![full; n];
+        if !full {
+            let changed = self
+                .windows
+                .values()
+                .flat_map(Bucket::values)
+                .filter(|w| w.changed)
+                .map(|w| w.key.as_str());
+            for key in purged.iter().flatten().map(String::as_str).chain(changed) {
+                if let Some(d) = dirty.get_mut(index(key)) {
+                    *d = true;
+                }
             }
-            w.changed = false;
         }
-    }
-
-    /// The `(key, start)` of every window purged since the last call, or `None` if too many
-    /// were to remember them (then some purged windows are not listed).
-    pub fn take_purged(&mut self) -> Option<Vec<(String, Millis)>> {
-        self.purged.replace(Vec::new())
+        let mut values: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut one = Vec::with_capacity(512);
+        for w in self.windows.values_mut().flat_map(Bucket::values_mut) {
+            w.changed = false;
+            let i = index(&w.key);
+            if !dirty.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(v) = values.get_mut(i) {
+                if v.is_empty() {
+                    v.push(WINDOW_SHARD_V1);
+                }
+                one.clear();
+                w.encode(&mut one);
+                codec::put_bytes(v, &one);
+            }
+        }
+        let mut out = ShardWrites {
+            full,
+            ..ShardWrites::default()
+        };
+        for ((shard, value), dirty) in (0..shards).zip(values).zip(dirty) {
+            match (dirty, value.is_empty()) {
+                (false, _) => {}
+                (true, false) => out.put.push((shard, value)),
+                (true, true) if !full => out.emptied.push(shard),
+                (true, true) => {}
+            }
+        }
+        out
     }
 
     fn expired(&self, end: Millis) -> bool {
@@ -594,10 +682,10 @@ impl WindowOperator {
             }
             let bucket = e.remove();
             self.open = self.open.saturating_sub(bucket.len());
-            for (key, w) in bucket {
+            for key in bucket.into_keys() {
                 if let Some(p) = &mut self.purged {
                     if p.len() < MAX_PURGED {
-                        p.push((key, w.start));
+                        p.push(key);
                     } else {
                         self.purged = None;
                     }
@@ -714,6 +802,48 @@ mod tests {
             }
         }
 
+        /// Every window goes to exactly one shard, its key's, and the shards decode to the
+        /// open windows.
+        #[test]
+        fn shards_hold_every_window_once(
+            readings in proptest::collection::vec((0usize..40, 0i64..5_000), 1..80),
+            shards in 1u32..9,
+        ) {
+            let mut w = op(2_000);
+            let msgs: Vec<Message<SensorReading>> = readings
+                .iter()
+                .map(|&(k, t)| Message::Data(reading(&format!("k{k}"), t, 1.0)))
+                .collect();
+            run_operator(&mut w, msgs);
+            let writes = w.take_dirty_shards(shards, true);
+            proptest::prop_assert!(writes.full && writes.emptied.is_empty());
+            let mut stored = Vec::new();
+            for (shard, value) in &writes.put {
+                proptest::prop_assert!(*shard < shards);
+                for state in decode_shard(value)? {
+                    proptest::prop_assert_eq!(shard_of(&state.key, shards), *shard);
+                    stored.push(state);
+                }
+            }
+            stored.sort_by(|a, b| order(a).cmp(&order(b)));
+            let open: Vec<WindowState> = w.windows().cloned().collect();
+            proptest::prop_assert_eq!(stored, open);
+            // Nothing changed since: nothing to write.
+            let again = w.take_dirty_shards(shards, false);
+            proptest::prop_assert!(again.put.is_empty() && again.emptied.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_shard_bytes_never_panic(
+            mut b in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            version in proptest::bool::ANY,
+        ) {
+            if version && !b.is_empty() {
+                b[0] = WINDOW_SHARD_V1;
+            }
+            let _ = decode_shard(&b);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(
             mut b in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
@@ -741,6 +871,50 @@ mod tests {
         w.windows().next().unwrap().encode(&mut b);
         b.push(0);
         assert_eq!(e(&b), "binary window: 1 trailing bytes");
+    }
+
+    /// A checkpoint after a window is purged rewrites its shard without it, or lists the
+    /// shard as emptied if that was its last window; other shards are left alone.
+    #[test]
+    fn purged_windows_dirty_their_shard() {
+        let mut w = op(0);
+        let (a, b) = ("a", "b");
+        assert_ne!(
+            shard_of(a, 8),
+            shard_of(b, 8),
+            "pick keys in different shards"
+        );
+        run_operator(
+            &mut w,
+            [
+                Message::Data(reading(a, 10, 1.0)),
+                Message::Data(reading(b, 20, 1.0)),
+                Message::Data(reading(b, 1_500, 1.0)),
+            ],
+        );
+        assert_eq!(w.take_dirty_shards(8, true).put.len(), 2);
+        // The watermark closes and purges [0, 1000) of both keys; b's [1000, 2000) stays.
+        run_operator(&mut w, [Message::Watermark(1_000)]);
+        let writes = w.take_dirty_shards(8, false);
+        assert!(!writes.full);
+        assert_eq!(writes.emptied, [shard_of(a, 8)]);
+        assert_eq!(writes.put.len(), 1);
+        assert_eq!(writes.put[0].0, shard_of(b, 8));
+        let left = decode_shard(&writes.put[0].1).unwrap();
+        assert_eq!(
+            left.iter()
+                .map(|s| (s.key.as_str(), s.start))
+                .collect::<Vec<_>>(),
+            [(b, 1_000)]
+        );
+        assert_eq!(
+            decode_shard(&[WINDOW_SHARD_V1]).unwrap(),
+            Vec::<WindowState>::new()
+        );
+        assert_eq!(
+            decode_shard(&[7]).unwrap_err().to_string(),
+            "binary window shard: unknown encoding version 7"
+        );
     }
 
     #[test]
