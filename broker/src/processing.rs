@@ -37,6 +37,7 @@ use crate::broker::Broker;
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::config::ProcessorConfig;
+use crate::kafka_client::fetch::FetchedRecord;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::processor_status::PipelineStatuses;
@@ -295,14 +296,9 @@ fn decode(
     Ok((out, next))
 }
 
-/// A decoded stored record.
-pub(crate) struct StoredRecord {
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub timestamp: i64,
-}
+/// A decoded stored record: the same shape as a record fetched over the Kafka protocol, so
+/// both become the processor's input through one conversion ([`to_input`]).
+pub(crate) type StoredRecord = FetchedRecord;
 
 /// A pipeline output as a record to encode into a batch.
 pub(crate) fn to_record(r: &OutputRecord) -> Record {
@@ -318,8 +314,8 @@ pub(crate) fn to_record(r: &OutputRecord) -> Record {
     }
 }
 
-/// A stored record as the processor's input record.
-fn to_input(topic: &str, partition: u32, r: StoredRecord) -> InputRecord {
+/// A decoded record (local or fetched) of `topic`/`partition` as the processor's input record.
+pub(crate) fn to_input(topic: &str, partition: u32, r: StoredRecord) -> InputRecord {
     InputRecord {
         topic: topic.to_owned(),
         partition,

@@ -31,8 +31,8 @@ use crate::config::ProcessorConfig;
 use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
 use crate::kafka_client::{produce, Client, ClientConfig, KafkaClientError, OFFSET_OUT_OF_RANGE};
 use crate::processing::{
-    configured_pipelines, driver_config, observe_alerts, to_record, OnCheckpoint, TimedStore,
-    WallClock,
+    configured_pipelines, driver_config, observe_alerts, to_input, to_record, OnCheckpoint,
+    TimedStore, WallClock,
 };
 use crate::processor_status::Observed;
 
@@ -328,14 +328,7 @@ impl InputLog for KafkaLog {
         };
         Ok(recs
             .into_iter()
-            .map(|r| InputRecord {
-                topic: topic.to_owned(),
-                partition,
-                offset: r.offset,
-                key: r.key,
-                value: r.value,
-                timestamp: r.timestamp,
-            })
+            .map(|r| to_input(topic, partition, r))
             .collect())
     }
 
