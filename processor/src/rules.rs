@@ -246,51 +246,6 @@ impl RuleState {
     }
 }
 
-/// A silence timer `(at, key)`, owned or borrowed: the sets hold owned keys and a reading's
-/// timers are found through `dyn TimerKey` with its key borrowed, without allocating. Ordered
-/// like the owned tuple (`String` orders as `str`), as `Borrow` requires.
-trait TimerKey {
-    fn parts(&self) -> (Millis, &str);
-}
-
-impl TimerKey for (Millis, String) {
-    fn parts(&self) -> (Millis, &str) {
-        (self.0, self.1.as_str())
-    }
-}
-
-impl TimerKey for (Millis, &str) {
-    fn parts(&self) -> (Millis, &str) {
-        *self
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn TimerKey + 'a> for (Millis, String) {
-    fn borrow(&self) -> &(dyn TimerKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn TimerKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn TimerKey + '_ {}
-
-impl PartialOrd for dyn TimerKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn TimerKey + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
-}
-
 /// A rule and its per-key state. The per-key maps are hash maps: every reading looks its key
 /// up in each of them, and no output depends on their order (snapshots sort them into
 /// [`RuleState`]'s ordered maps; timers, which fire in order, are ordered sets).
@@ -300,12 +255,69 @@ enum Rule {
     ZScore(ZScoreRule, HashMap<String, Ewma>),
     Silence {
         cfg: SilenceRule,
-        keys: HashMap<String, Silence>,
-        /// (fire at event time, key), derived from `keys`.
-        event_timers: BTreeSet<(Millis, String)>,
-        /// (fire at processing time, key), derived from `keys`.
-        pt_timers: BTreeSet<(Millis, String)>,
+        keys: SilenceKeys,
+        /// (fire at event time, key id), derived from `keys`.
+        event_timers: BTreeSet<(Millis, usize)>,
+        /// (fire at processing time, key id), derived from `keys`.
+        pt_timers: BTreeSet<(Millis, usize)>,
     },
+}
+
+/// Silence bookkeeping per key, each key with a small id (its index, in order of first
+/// reading) that the timers hold instead of the key: a reading's timers are found and
+/// re-inserted with integer comparisons, and no key string is moved between the sets. Ids
+/// are not stored (a restore numbers keys in key order), so timers due together fire in key
+/// order, not id order.
+#[derive(Debug, Clone, Default)]
+struct SilenceKeys {
+    ids: HashMap<String, usize>,
+    names: Vec<String>,
+    states: Vec<Silence>,
+}
+
+impl SilenceKeys {
+    /// The id of `key` and whether it is new (then its state is `new`).
+    fn id_or_insert(&mut self, key: &str, new: Silence) -> (usize, bool) {
+        if let Some(&id) = self.ids.get(key) {
+            return (id, false);
+        }
+        let id = self.names.len();
+        self.ids.insert(key.to_owned(), id);
+        self.names.push(key.to_owned());
+        self.states.push(new);
+        (id, true)
+    }
+
+    fn name(&self, id: usize) -> &str {
+        self.names.get(id).map_or("", String::as_str)
+    }
+
+    /// Every key with its state, in key order.
+    fn sorted(&self) -> Vec<(&str, &Silence)> {
+        let mut v: Vec<(&str, &Silence)> = self
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(&self.states)
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+impl<'a> FromIterator<(&'a String, &'a Silence)> for SilenceKeys {
+    fn from_iter<I: IntoIterator<Item = (&'a String, &'a Silence)>>(iter: I) -> Self {
+        let mut keys = SilenceKeys::default();
+        for (k, s) in iter {
+            let (id, new) = keys.id_or_insert(k, *s);
+            if !new {
+                if let Some(state) = keys.states.get_mut(id) {
+                    *state = *s;
+                }
+            }
+        }
+        keys
+    }
 }
 
 /// Evaluates every configured rule; an [`Operator`] from readings to alerts.
@@ -328,7 +340,7 @@ impl RuleEngine {
                 RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), HashMap::new()),
                 RuleConfig::Silence(s) => Rule::Silence {
                     cfg: s.clone(),
-                    keys: HashMap::new(),
+                    keys: SilenceKeys::default(),
                     event_timers: BTreeSet::new(),
                     pt_timers: BTreeSet::new(),
                 },
@@ -362,7 +374,12 @@ impl RuleEngine {
                 Rule::Silence { cfg, keys, .. } => (
                     cfg.name.clone(),
                     RuleState::Silence {
-                        keys: keys.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                        keys: keys
+                            .names
+                            .iter()
+                            .zip(&keys.states)
+                            .map(|(k, v)| (k.clone(), *v))
+                            .collect(),
                     },
                 ),
             })
@@ -399,7 +416,7 @@ impl RuleEngine {
                         &c.name
                     }
                     Rule::Silence { cfg, keys, .. } => {
-                        let entries = sorted(keys).into_iter();
+                        let entries = keys.sorted().into_iter();
                         encode_entries(&mut out, KIND_SILENCE, entries, put_silence);
                         &cfg.name
                     }
@@ -438,16 +455,15 @@ impl RuleEngine {
                     pt_timers,
                 } => {
                     if let Some(RuleState::Silence { keys: stored }) = states.get(&cfg.name) {
-                        *keys = stored.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                        *keys = stored.iter().collect();
                     }
                     event_timers.clear();
                     pt_timers.clear();
-                    for (key, s) in keys.iter() {
+                    for (id, s) in keys.states.iter().enumerate() {
                         if !s.fired {
-                            event_timers
-                                .insert((s.last_event.saturating_add(cfg.after_ms), key.clone()));
+                            event_timers.insert((s.last_event.saturating_add(cfg.after_ms), id));
                             if let Some(p) = cfg.processing_time_after_ms {
-                                pt_timers.insert((s.last_arrival.saturating_add(p), key.clone()));
+                                pt_timers.insert((s.last_arrival.saturating_add(p), id));
                             }
                         }
                     }
@@ -535,27 +551,22 @@ impl RuleEngine {
                     pt_timers,
                 } => {
                     let t = r.event_time;
-                    let is_new = !keys.contains_key(r.key.as_str());
-                    let s = match keys.get_mut(r.key.as_str()) {
-                        Some(s) => s,
-                        None => keys.entry(r.key.clone()).or_insert(Silence {
+                    let (id, is_new) = keys.id_or_insert(
+                        &r.key,
+                        Silence {
                             last_event: t,
                             last_arrival: now,
                             fired: false,
-                        }),
+                        },
+                    );
+                    let Some(s) = keys.states.get_mut(id) else {
+                        continue;
                     };
-                    // Owned keys of this reading's pending timers, taken out of the sets (looked
-                    // up with the key borrowed) and reused for the timers re-added below: a
-                    // known key allocates nothing.
-                    let mut event_key = None;
-                    let mut pt_key = None;
                     if !s.fired && !is_new {
                         // Drop this key's pending timers; they are re-added for the new state.
-                        let probe = (s.last_event.saturating_add(cfg.after_ms), r.key.as_str());
-                        event_key = event_timers.take(&probe as &dyn TimerKey).map(|(_, k)| k);
+                        event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), id));
                         if let Some(p) = cfg.processing_time_after_ms {
-                            let probe = (s.last_arrival.saturating_add(p), r.key.as_str());
-                            pt_key = pt_timers.take(&probe as &dyn TimerKey).map(|(_, k)| k);
+                            pt_timers.remove(&(s.last_arrival.saturating_add(p), id));
                         }
                     }
                     if t > s.last_event {
@@ -571,11 +582,9 @@ impl RuleEngine {
                     }
                     s.last_arrival = now;
                     if !s.fired {
-                        let owned = |taken: Option<String>| taken.unwrap_or_else(|| r.key.clone());
-                        event_timers
-                            .insert((s.last_event.saturating_add(cfg.after_ms), owned(event_key)));
+                        event_timers.insert((s.last_event.saturating_add(cfg.after_ms), id));
                         if let Some(p) = cfg.processing_time_after_ms {
-                            pt_timers.insert((now.saturating_add(p), owned(pt_key)));
+                            pt_timers.insert((now.saturating_add(p), id));
                         }
                     }
                 }
@@ -614,8 +623,11 @@ impl RuleEngine {
                     due.push(t);
                 }
             }
-            for (_, key) in due {
-                let Some(s) = keys.get_mut(&key) else {
+            // In (time, key) order: ids are numbered by first reading, which a restore does
+            // not keep, so the alerts' order must not follow them.
+            due.sort_by(|a, b| (a.0, keys.name(a.1)).cmp(&(b.0, keys.name(b.1))));
+            for (_, id) in due {
+                let Some(s) = keys.states.get_mut(id) else {
                     continue;
                 };
                 if s.fired {
@@ -623,10 +635,11 @@ impl RuleEngine {
                 }
                 s.fired = true;
                 // Both clocks describe the same silence episode: clear the other timer.
-                event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), key.clone()));
+                event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), id));
                 if let Some(p) = cfg.processing_time_after_ms {
-                    pt_timers.remove(&(s.last_arrival.saturating_add(p), key.clone()));
+                    pt_timers.remove(&(s.last_arrival.saturating_add(p), id));
                 }
+                let key = keys.names.get(id).cloned().unwrap_or_default();
                 let f = crate::num::u64_to_f64;
                 let after = f(u64::try_from(cfg.after_ms).unwrap_or(0));
                 alerts.push((

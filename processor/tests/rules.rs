@@ -63,7 +63,7 @@ fn rule_cases() {
         assert_eq!(got, want, "case: {title}");
         cases += 1;
     }
-    assert_eq!(cases, 4);
+    assert_eq!(cases, 5);
 }
 
 #[test]
