@@ -12,7 +12,7 @@ use crate::group::driver::GroupDriver;
 use crate::metrics::Metrics;
 use crate::processor_status::PipelineStatuses;
 use crate::producer_ids::ProducerIds;
-use crate::topics::{sync_dir, write_synced, TopicError, TopicRegistry};
+use crate::topics::{replace_synced, TopicError, TopicRegistry};
 
 /// Identity kept in `<data_dir>/meta.toml` so the cluster id is stable across restarts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +95,12 @@ impl Broker {
 fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
     let path = dir.join("meta.toml");
     match std::fs::read_to_string(&path) {
+        // Left by a build that wrote the file in place and crashed while creating it, before
+        // anything else in the directory existed: as if never created.
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %path.display(), "empty meta file (a crash while creating it): creating it again");
+            create_meta(dir, node_id)
+        }
         Ok(text) => {
             let meta: Meta = toml::from_str(&text)
                 .map_err(|e| TopicError::Storage(format!("bad {}: {e}", path.display())))?;
@@ -107,21 +113,53 @@ fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
             }
             Ok(meta.cluster_id)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works
-            // for clients, so use the UUID's simple form.
-            let meta = Meta {
-                cluster_id: uuid::Uuid::new_v4().simple().to_string(),
-                node_id,
-            };
-            let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
-            write_synced(&path, text.as_bytes())?;
-            sync_dir(dir)?;
-            Ok(meta.cluster_id)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_meta(dir, node_id),
         Err(e) => Err(TopicError::Storage(format!(
             "cannot read {}: {e}",
             path.display()
         ))),
+    }
+}
+
+/// A new cluster id in `dir/meta.toml`, written whole or not at all (a crash while creating
+/// it must not leave a file that stops every later start).
+fn create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
+    // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works for
+    // clients, so use the UUID's simple form.
+    let meta = Meta {
+        cluster_id: uuid::Uuid::new_v4().simple().to_string(),
+        node_id,
+    };
+    let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
+    replace_synced(dir, "meta.toml", text.as_bytes())?;
+    Ok(meta.cluster_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = load_or_create_meta(dir.path(), 1).unwrap();
+        assert_eq!(load_or_create_meta(dir.path(), 1).unwrap(), id);
+        assert!(!dir.path().join("meta.toml.tmp").exists());
+    }
+
+    #[test]
+    fn an_empty_meta_file_left_by_a_crash_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.toml"), "").unwrap();
+        let id = load_or_create_meta(dir.path(), 1).unwrap();
+        assert!(!id.is_empty());
+        assert_eq!(load_or_create_meta(dir.path(), 1).unwrap(), id);
+    }
+
+    #[test]
+    fn a_damaged_meta_file_is_an_error_not_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.toml"), "cluster_id = ").unwrap();
+        assert!(load_or_create_meta(dir.path(), 1).is_err());
     }
 }

@@ -424,11 +424,7 @@ impl TopicRegistry {
             replicas: None,
         };
         let text = toml::to_string(&meta).map_err(|e| TopicError::Storage(e.to_string()))?;
-        let tmp = topic.dir.join("topic.toml.tmp");
-        write_synced(&tmp, text.as_bytes())?;
-        let path = topic.dir.join("topic.toml");
-        std::fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
-        sync_dir(&topic.dir)?;
+        replace_synced(&topic.dir, "topic.toml", text.as_bytes())?;
         let settings = topic.config.settings(false);
         let mut partitions = topic.partitions.clone();
         for p in current..wanted {
@@ -523,6 +519,16 @@ pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<(), TopicError> {
     let mut f = std::fs::File::create(path).map_err(io_err("cannot create", path))?;
     f.write_all(data).map_err(io_err("cannot write", path))?;
     f.sync_all().map_err(io_err("cannot fsync", path))
+}
+
+/// Put `data` in `dir/name` so that a crash at any instant leaves the old file (or none) or
+/// the new one, never a torn or empty one: write `name.tmp`, fsync, rename, fsync `dir`.
+pub(crate) fn replace_synced(dir: &Path, name: &str, data: &[u8]) -> Result<(), TopicError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    write_synced(&tmp, data)?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(io_err("cannot rename into place", &path))?;
+    sync_dir(dir)
 }
 
 /// fsync a directory so renames and creations inside it are durable.
