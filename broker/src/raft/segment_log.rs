@@ -881,21 +881,6 @@ impl<S: BatchStore> SegmentRaftLog<S> {
         Ok(())
     }
 
-    /// Entries to append must start at `last_index() + 1` and be consecutive.
-    fn check_contiguous(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let mut next = self.last_index().saturating_add(1);
-        for entry in entries {
-            if entry.index != next {
-                return Err(StorageError::NotContiguous {
-                    got: entry.index,
-                    last: next.saturating_sub(1),
-                });
-            }
-            next = next.saturating_add(1);
-        }
-        Ok(())
-    }
-
     fn truncate_from(&mut self, from: Index) -> Result<(), SegmentLogError> {
         // First, whatever happens below: `recent` never holds an entry the log may not.
         self.recent.truncate_from(from);
@@ -979,12 +964,12 @@ impl<S: BatchStore> RaftLog for SegmentRaftLog<S> {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        self.check_contiguous(entries)?;
+        super::storage::check_contiguous(self.last_index(), entries)?;
         Ok(self.append_entries(entries, Source::Peer)?)
     }
 
     fn append_proposed(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        self.check_contiguous(entries)?;
+        super::storage::check_contiguous(self.last_index(), entries)?;
         Ok(self.append_entries(entries, Source::Proposed)?)
     }
 

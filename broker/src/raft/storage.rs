@@ -8,6 +8,22 @@
 
 use super::{Entry, Index, StorageError, Term};
 
+/// Entries appended after `last` must start at `last + 1` and be consecutive (what every
+/// [`RaftLog::append`] checks before it changes anything).
+pub fn check_contiguous(last: Index, entries: &[Entry]) -> Result<(), StorageError> {
+    let mut next = last.saturating_add(1);
+    for entry in entries {
+        if entry.index != next {
+            return Err(StorageError::NotContiguous {
+                got: entry.index,
+                last: next.saturating_sub(1),
+            });
+        }
+        next = next.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// The Raft log of one partition.
 ///
 /// Entries are dense from [`RaftLog::first_index`] to [`RaftLog::last_index`]. Entries before
@@ -140,16 +156,7 @@ impl RaftLog for MemRaftLog {
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let mut next = self.last_index().saturating_add(1);
-        for entry in entries {
-            if entry.index != next {
-                return Err(StorageError::NotContiguous {
-                    got: entry.index,
-                    last: next.saturating_sub(1),
-                });
-            }
-            next = next.saturating_add(1);
-        }
+        check_contiguous(self.last_index(), entries)?;
         self.entries.extend_from_slice(entries);
         Ok(())
     }
