@@ -131,7 +131,10 @@ pub struct ProcessorConfig {
     pub enabled: bool,
     /// Where checkpoints (sled, one database per pipeline) live; default `<data_dir>/processor`.
     pub state_dir: Option<PathBuf>,
-    /// Checkpoint after this many steps...
+    /// Checkpoint after this many steps... (default 1,000: a checkpoint encodes every window
+    /// changed since the last one on the pipeline's thread — ~20 ms with 10,000 busy devices —
+    /// so at 50k readings/s, checkpoints every 100 steps (~2 a second) held the pipeline up ~6 %
+    /// of the time and set the publish → alert p99; a crash replays at most this many steps)
     pub checkpoint_every_steps: u64,
     /// ...or after this many ms, whichever comes first.
     pub checkpoint_interval_ms: u64,
@@ -156,7 +159,7 @@ impl Default for ProcessorConfig {
         Self {
             enabled: true,
             state_dir: None,
-            checkpoint_every_steps: 100,
+            checkpoint_every_steps: 1_000,
             checkpoint_interval_ms: 5_000,
             max_step_records: 500,
             align_wait_ms: 200,

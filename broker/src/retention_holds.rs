@@ -4,7 +4,7 @@
 //! The embedded processor is the holder: its recovery replays the journal since its last
 //! checkpoint, re-reads the input ranges that journal names and scans each output stream's
 //! tail for its last sequence number, so all of that must outlive retention
-//! (`processing::hold_for_recovery`). Plain data, no I/O: the retention loop asks
+//! (`processing::RecoveryHolds`). Plain data, no I/O: the retention loop asks
 //! [`RetentionHolds::floor`] for each partition and keeps every segment at or above it.
 
 use std::collections::BTreeMap;

@@ -578,7 +578,12 @@ async fn run_pipeline(
             outcome.as_ref().err().map(std::string::ToString::to_string),
         );
         match outcome {
-            Ok(()) => return,
+            Ok(()) => {
+                if let Err(e) = store.wait_flushed() {
+                    tracing::error!(pipeline = %name, "the final checkpoint did not flush: {e}");
+                }
+                return;
+            }
             Err(e) if *shutdown.borrow() => {
                 tracing::warn!(pipeline = %name, "pipeline stopped without a final checkpoint: {e}");
                 return;

@@ -113,7 +113,7 @@ pub struct DriverConfig {
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
-            checkpoint_every_steps: 100,
+            checkpoint_every_steps: 1_000,
             checkpoint_interval_ms: 5_000,
             max_step_records: 500,
             align_wait_ms: 200,

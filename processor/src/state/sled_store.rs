@@ -55,6 +55,21 @@ impl SledStore {
     pub fn flush(&self) -> Result<(), StateError> {
         self.db.flush().map(|_| ()).map_err(backend)
     }
+
+    /// Applies `batch` atomically (visible at once, all or nothing after a crash) without
+    /// waiting for it to be durable: it is durable once a later [`SledStore::flush`] returns.
+    /// sled recovers the batches in the order they were applied, so a crash before that flush
+    /// leaves the state of some earlier batch, never a mix.
+    pub fn apply_batch(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let mut b = sled::Batch::default();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put(k, v) => b.insert(k, v),
+                BatchOp::Delete(k) => b.remove(k),
+            }
+        }
+        self.tree.apply_batch(b).map_err(backend)
+    }
 }
 
 impl StateStore for SledStore {
@@ -78,14 +93,7 @@ impl StateStore for SledStore {
     }
 
     fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StateError> {
-        let mut b = sled::Batch::default();
-        for op in batch.ops {
-            match op {
-                BatchOp::Put(k, v) => b.insert(k, v),
-                BatchOp::Delete(k) => b.remove(k),
-            }
-        }
-        self.tree.apply_batch(b).map_err(backend)?;
+        self.apply_batch(batch)?;
         self.flush()
     }
 }
