@@ -120,6 +120,11 @@ impl ClusterNode {
     }
 }
 
+/// Most bytes of one segment of a pipeline's journal topic (single node; less if
+/// `[topics] segment_bytes` is less): retention deletes whole segments only, and the topics'
+/// 1 GiB would hold millions of steps.
+pub const JOURNAL_SEGMENT_BYTES: u64 = 16 << 20;
+
 /// The stream processor: runs the configured pipelines (`[[processor.pipelines]]`, else the
 /// built-in sensor pipeline of `USE-CASES.md`) next to the partitions, and is what
 /// `runnel process` runs against a cluster. A pipeline does nothing until its source topics
@@ -149,6 +154,12 @@ pub struct ProcessorConfig {
     /// taking the pipeline over resumes from it instead of replaying the journal from its own
     /// older (or no) checkpoint. 0: after every checkpoint whose position moved on.
     pub snapshot_interval_ms: u64,
+    /// Single node: the journal topic `__runnel_journal.<pipeline>` is created with this
+    /// `retention.ms` (-1: the `[topics]` default) and segments of at most
+    /// [`JOURNAL_SEGMENT_BYTES`], so it does not grow to the topics' retention. Safe however
+    /// short: the retention holds keep the journal from the last checkpoint on, which is all
+    /// that recovery reads. A journal created before keeps its settings.
+    pub journal_retention_ms: i64,
     /// The pipelines, each a `[[processor.pipelines]]` table; none = the built-in sensor
     /// pipeline ([`PipelineConfig::default`]). See [`ProcessorConfig::pipelines`].
     pub pipelines: Vec<PipelineConfig>,
@@ -165,6 +176,7 @@ impl Default for ProcessorConfig {
             align_wait_ms: 200,
             idle_step_ms: 1_000,
             snapshot_interval_ms: 30_000,
+            journal_retention_ms: 3_600_000,
             pipelines: Vec::new(),
         }
     }
@@ -186,6 +198,12 @@ impl ProcessorConfig {
             return Err(ConfigError::Invalid {
                 field: "processor.checkpoint_every_steps / max_step_records",
                 reason: "must be >= 1".into(),
+            });
+        }
+        if self.journal_retention_ms < -1 {
+            return Err(ConfigError::Invalid {
+                field: "processor.journal_retention_ms",
+                reason: "must be >= -1".into(),
             });
         }
         validate_pipelines(&self.pipelines()).map_err(|e| ConfigError::Invalid {

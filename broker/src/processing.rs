@@ -25,10 +25,14 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use runnel_processor::driver::{Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog};
+use runnel_processor::driver::{
+    journal_topic, Clock, Driver, DriverConfig, InputLog, LogIoError, OutputLog,
+};
 use runnel_processor::pipeline::OpenWindow;
 use runnel_processor::state::sled_store::SledStore;
-use runnel_processor::state::{KeyValue, StateError, StateStore, WriteBatch};
+use runnel_processor::state::{
+    BatchOp, CheckpointMeta, KeyValue, StateError, StateStore, WriteBatch, CHECKPOINT_META_KEY,
+};
 use runnel_processor::time::Millis;
 use runnel_processor::{InputRecord, OutputRecord, Pipeline, PipelineConfig, StreamId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -36,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use crate::broker::Broker;
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
-use crate::config::ProcessorConfig;
+use crate::config::{ProcessorConfig, JOURNAL_SEGMENT_BYTES};
 use crate::kafka_client::fetch::FetchedRecord;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
@@ -176,6 +180,17 @@ pub struct LocalLog {
     wake: Option<Arc<Notify>>,
     /// What input reads decoded beyond the records asked for (shared by clones).
     ahead: Arc<Mutex<ReadAhead>>,
+    /// The pipeline's journal, if this log serves one pipeline ([`LocalLog::with_journal`]).
+    journal: Option<JournalView>,
+}
+
+/// How one pipeline's log treats its journal topic.
+#[derive(Clone)]
+struct JournalView {
+    topic: String,
+    /// Where the restored checkpoint's journal entries end ([`recorded_journal_position`]):
+    /// recovery reads the journal from here, not from the log start.
+    from: Option<i64>,
 }
 
 impl LocalLog {
@@ -184,6 +199,7 @@ impl LocalLog {
             broker,
             wake: None,
             ahead: Arc::default(),
+            journal: None,
         }
     }
 
@@ -191,6 +207,46 @@ impl LocalLog {
     pub fn waking_on(mut self, wake: Arc<Notify>) -> Self {
         self.wake = Some(wake);
         self
+    }
+
+    /// This log as pipeline `pipeline`'s: its journal topic is created with the journal's
+    /// retention (`[processor] journal_retention_ms`, [`JOURNAL_SEGMENT_BYTES`]), and, with
+    /// `from` (the journal position recorded with the checkpoint recovery restores), the
+    /// journal starts at `from` for the driver — the entries before it are that checkpoint's
+    /// steps, which recovery would read only to skip them.
+    pub fn with_journal(mut self, pipeline: &str, from: Option<i64>) -> Self {
+        self.journal = Some(JournalView {
+            topic: journal_topic(pipeline),
+            from,
+        });
+        self
+    }
+
+    fn is_journal(&self, topic: &str) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.topic == topic)
+    }
+
+    /// The configs this log creates `topic` with: the journal's own retention, else none
+    /// (the `[topics]` defaults).
+    fn topic_configs(&self, topic: &str) -> Vec<(String, String)> {
+        if !self.is_journal(topic) {
+            return Vec::new();
+        }
+        let c = &self.broker.config;
+        let mut configs = vec![(
+            "segment.bytes".to_owned(),
+            c.topics
+                .segment_bytes
+                .min(JOURNAL_SEGMENT_BYTES)
+                .to_string(),
+        )];
+        if c.processor.journal_retention_ms >= 0 {
+            configs.push((
+                "retention.ms".to_owned(),
+                c.processor.journal_retention_ms.to_string(),
+            ));
+        }
+        configs
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Option<Arc<Partition>>, LogIoError> {
@@ -506,10 +562,18 @@ impl InputLog for LocalLog {
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
-        Ok(self.partition(topic, partition)?.map_or((0, 0), |p| {
+        let (start, hw) = self.partition(topic, partition)?.map_or((0, 0), |p| {
             let o = p.offsets();
             (o.log_start, o.high_watermark)
-        }))
+        });
+        // The driver reads the journal from its start only to replay it: from the recorded
+        // position on, if the journal still reaches it (else it is not the journal the
+        // checkpoint saw, and the driver finds out what is wrong from the log start).
+        let from = match &self.journal {
+            Some(j) if partition == 0 && j.topic == topic => j.from.filter(|f| *f <= hw),
+            _ => None,
+        };
+        Ok((from.map_or(start, |f| f.max(start)), hw))
     }
 
     async fn read(
@@ -555,7 +619,11 @@ impl OutputLog for LocalLog {
         let want = i32::try_from(partitions).map_err(io)?;
         let t = match self.broker.topics.get(topic) {
             Some(t) => t,
-            None => match self.broker.topics.create(topic, want, &[], false) {
+            None => match self
+                .broker
+                .topics
+                .create(topic, want, &self.topic_configs(topic), false)
+            {
                 Ok(t) => t,
                 Err(TopicError::AlreadyExists) => self
                     .broker
@@ -616,6 +684,15 @@ pub(crate) type OnCheckpoint = Arc<dyn Fn(Duration) + Send + Sync>;
 /// A checkpoint's write (apply, then flush) on its own thread; `Ok` once it is durable.
 type Flushing = std::thread::JoinHandle<Result<(), StateError>>;
 
+/// The end of a pipeline's journal now (its high watermark), if it exists.
+pub(crate) type JournalEnd = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+
+/// Key of the journal position recorded with each checkpoint, beside the processor's
+/// checkpoint meta (state keys never start with a NUL byte, so a checkpoint's scan for stale
+/// state never deletes it): the checkpoint's `steps_applied` and the journal's end when it was
+/// written, both as 8 big-endian bytes.
+const JOURNAL_POSITION_KEY: &[u8] = b"\0runnel.journal_position";
+
 /// The pipeline's state store, timing each atomic batch: the driver writes one per
 /// checkpoint, and the core reads no clock, so checkpoint durations are measured here.
 ///
@@ -642,6 +719,8 @@ pub(crate) struct TimedStore {
     /// The last checkpoint's write while it may still run (shared by the clones: each driver
     /// lifetime gets one, and one lifetime runs at a time).
     flushing: Arc<Mutex<Option<Flushing>>>,
+    /// Single node: records the journal's end with each checkpoint.
+    journal_end: Option<JournalEnd>,
 }
 
 impl TimedStore {
@@ -651,6 +730,7 @@ impl TimedStore {
             on_checkpoint,
             snapshots: None,
             flushing: Arc::default(),
+            journal_end: None,
         }
     }
 
@@ -669,6 +749,16 @@ impl TimedStore {
                 ))
             }),
         }
+    }
+
+    /// Records, atomically with each checkpoint, where the journal ends ([`JournalEnd`]), so
+    /// that recovery from that checkpoint reads the journal from there
+    /// ([`recorded_journal_position`]). Right for the embedded driver, which checkpoints
+    /// between steps with every journaled step applied: the entries of the steps after the
+    /// checkpoint are all appended later, at or after that end.
+    pub(crate) fn recording_journal_end(mut self, end: JournalEnd) -> Self {
+        self.journal_end = Some(end);
+        self
     }
 
     /// Hands every committed checkpoint (one atomic batch each) to `tap`, on the thread that
@@ -712,10 +802,14 @@ impl StateStore for TimedStore {
         self.wait_flushed()?;
         self.inner.scan_prefix(prefix)
     }
-    fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StateError> {
+    fn write_batch(&mut self, mut batch: WriteBatch) -> Result<(), StateError> {
         // The checkpoint before must be durable first: at most one is ever not.
         self.wait_flushed()?;
         let started = std::time::Instant::now();
+        // On the driver's thread, between steps: the journal's end now is the checkpoint's.
+        if let Some(end) = &self.journal_end {
+            record_journal_position(&mut batch, end);
+        }
         if let Some(tap) = &self.snapshots {
             self.inner.write_batch(batch)?;
             (self.on_checkpoint)(started.elapsed());
@@ -737,6 +831,36 @@ impl StateStore for TimedStore {
         *self.flushing.lock().unwrap_or_else(PoisonError::into_inner) = Some(writing);
         Ok(())
     }
+}
+
+/// Adds the journal position to `batch` if it is a checkpoint (it carries the checkpoint
+/// meta): the checkpoint's `steps_applied` and the journal's end now.
+fn record_journal_position(batch: &mut WriteBatch, end: &JournalEnd) {
+    let meta = batch.ops.iter().rev().find_map(|op| match op {
+        BatchOp::Put(k, v) if k == CHECKPOINT_META_KEY => Some(v),
+        _ => None,
+    });
+    let Some(meta) = meta.and_then(|v| serde_json::from_slice::<CheckpointMeta>(v).ok()) else {
+        return;
+    };
+    if let Some(end) = end() {
+        let mut v = meta.steps_applied.to_be_bytes().to_vec();
+        v.extend_from_slice(&end.to_be_bytes());
+        batch.put(JOURNAL_POSITION_KEY, v);
+    }
+}
+
+/// Where recovery from `store`'s checkpoint may start reading the journal: the position
+/// recorded with that very checkpoint (same `steps_applied`), else `None` (from the log
+/// start: no checkpoint, or one written before positions were recorded).
+pub(crate) fn recorded_journal_position(store: &impl StateStore) -> Option<i64> {
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&store.get(CHECKPOINT_META_KEY).ok()??).ok()?;
+    let v = store.get(JOURNAL_POSITION_KEY).ok()??;
+    let (steps, end) = v.split_at_checked(8)?;
+    let steps = u64::from_be_bytes(steps.try_into().ok()?);
+    let end = i64::from_be_bytes(end.try_into().ok()?);
+    (steps == meta.steps_applied).then_some(end)
 }
 
 /// The wall clock.
@@ -813,12 +937,15 @@ pub async fn run_pipeline(
     let Some(store) = open_state_store(&broker, &name) else {
         return;
     };
+    let store = store.recording_journal_end(journal_end(&broker, &name));
     let config = driver_config(&broker.config.processor);
     broker.pipelines.register(&pipeline);
     let mut inbox = broker.queries.inbox(&name);
     loop {
         let stop = shutdown.clone();
-        let log = LocalLog::new(broker.clone()).waking_on(inbox.wake());
+        let log = LocalLog::new(broker.clone())
+            .waking_on(inbox.wake())
+            .with_journal(&name, recorded_journal_position(&store));
         let outcome = async {
             let mut d = Driver::recover(
                 log.clone(),
@@ -874,6 +1001,15 @@ pub async fn run_pipeline(
     }
 }
 
+/// The end of `pipeline`'s journal on this node, read when a checkpoint is written.
+fn journal_end(broker: &Arc<Broker>, pipeline: &str) -> JournalEnd {
+    let (broker, topic) = (broker.clone(), journal_topic(pipeline));
+    Arc::new(move || {
+        let t = broker.topics.get(&topic)?;
+        Some(t.partitions.first()?.offsets().high_watermark)
+    })
+}
+
 /// Publishes a driver's state after a step (status page, metrics).
 fn observe<I, O, C, S>(broker: &Broker, d: &Driver<I, O, C, S>)
 where
@@ -894,7 +1030,7 @@ fn holder(pipeline: &str) -> String {
 fn recovery_topics(p: &PipelineConfig) -> Vec<String> {
     let o = &p.outputs;
     let mut topics = p.source.topics.clone();
-    topics.push(runnel_processor::driver::journal_topic(&p.name));
+    topics.push(journal_topic(&p.name));
     topics.extend([&o.aggregates, &o.alerts, &o.late, &o.dlq].map(|t| t.topic.clone()));
     topics
 }
@@ -985,6 +1121,7 @@ pub fn spawn(
 mod tests {
     use bytes::BytesMut;
     use prometheus_client::metrics::histogram::Histogram;
+    use runnel_processor::driver::StepOutcome;
 
     use super::*;
 
@@ -1206,6 +1343,185 @@ mod tests {
             vec![(1, "new1".to_string())],
             "not the old partition's offset 1"
         );
+    }
+
+    /// An input log that notes where each read of one topic started.
+    struct ReadsOf<L> {
+        inner: L,
+        topic: String,
+        froms: Arc<Mutex<Vec<i64>>>,
+    }
+
+    impl<L: InputLog + Sync> InputLog for ReadsOf<L> {
+        async fn partitions(&self, topic: &str) -> Result<Option<u32>, LogIoError> {
+            self.inner.partitions(topic).await
+        }
+        async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
+            self.inner.offsets(topic, partition).await
+        }
+        async fn read(
+            &self,
+            topic: &str,
+            partition: u32,
+            from: i64,
+            max_records: usize,
+        ) -> Result<Vec<InputRecord>, LogIoError> {
+            if topic == self.topic {
+                self.froms.lock().unwrap().push(from);
+            }
+            self.inner.read(topic, partition, from, max_records).await
+        }
+        async fn wait_for_input(&self, positions: &[(String, u32, i64)], timeout_ms: u64) {
+            self.inner.wait_for_input(positions, timeout_ms).await;
+        }
+    }
+
+    /// Sensor readings of two devices, one per second from T0, as one batch.
+    fn readings(n: i64) -> BytesMut {
+        const T0: Millis = 1_700_000_040_000;
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                let v = serde_json::json!({
+                    "device_id": format!("d{}", i % 2),
+                    "ts": runnel_processor::time::format_rfc3339(T0 + 1000 * i),
+                    "temperature_c": 20.0 + f64::from(u8::try_from(i % 7).unwrap()),
+                    "vibration_g": 0.1,
+                });
+                Record {
+                    value: Some(serde_json::to_vec(&v).unwrap()),
+                    timestamp: T0 + 1000 * i,
+                    ..Record::default()
+                }
+            })
+            .collect();
+        encode_batch(&records, ProducerInfo::default())
+    }
+
+    /// A broker in `dir` holding `n` readings in `sensor_events` (one partition), and the
+    /// built-in pipeline over that one partition.
+    fn broker_with_readings(dir: &std::path::Path, n: i64) -> (Arc<Broker>, PipelineConfig) {
+        let config = crate::config::Config {
+            data_dir: dir.to_owned(),
+            ..crate::config::Config::default()
+        };
+        let broker = Arc::new(Broker::open(config).unwrap());
+        let t = broker
+            .topics
+            .create("sensor_events", 1, &[], false)
+            .unwrap();
+        let b = readings(n);
+        let header = batch::validate(&b).unwrap();
+        t.partitions[0].append(b, &header).unwrap();
+        let mut pipeline = PipelineConfig::default();
+        pipeline.source.partitions = 1;
+        (broker, pipeline)
+    }
+
+    /// Each checkpoint records where the journal ended; recovery from it reads the journal
+    /// from there (the entries before are the checkpoint's steps), and recovers the same state
+    /// as a recovery reading the whole journal. The journal topic gets the journal's retention.
+    #[tokio::test]
+    async fn recovery_reads_the_journal_from_the_position_recorded_with_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, pipeline) = broker_with_readings(&dir.path().join("data"), 60);
+        let name = pipeline.name.clone();
+        let journal = journal_topic(&name);
+        let sled = SledStore::open(&dir.path().join("state"), &name).unwrap();
+        let store = TimedStore::new(sled, Arc::new(|_| {}))
+            .recording_journal_end(journal_end(&broker, &name));
+        let config = DriverConfig {
+            max_step_records: 5,
+            checkpoint_every_steps: 1_000,
+            checkpoint_interval_ms: u64::MAX,
+            align_wait_ms: 0,
+            ..DriverConfig::default()
+        };
+        let recover = |from: Option<i64>| {
+            let froms = Arc::new(Mutex::new(Vec::new()));
+            let log = LocalLog::new(broker.clone()).with_journal(&name, from);
+            let input = ReadsOf {
+                inner: log.clone(),
+                topic: journal.clone(),
+                froms: froms.clone(),
+            };
+            let d = Driver::recover(
+                input,
+                log,
+                WallClock,
+                store.clone(),
+                pipeline.clone(),
+                config.clone(),
+            );
+            async move { (d.await.unwrap(), froms) }
+        };
+        // Lifetime 1: four steps, a checkpoint, two more steps, then a crash.
+        let (mut d, _) = recover(recorded_journal_position(&store)).await;
+        for i in 0..6 {
+            if i == 4 {
+                d.checkpoint(WallClock.now_ms()).unwrap();
+            }
+            assert_eq!(d.step().await.unwrap(), StepOutcome::Applied);
+        }
+        let live_windows = d.pipeline().open_window_count();
+        drop(d);
+        let t = broker.topics.get(&journal).unwrap();
+        assert_eq!(t.partitions[0].offsets().high_watermark, 6);
+        assert_eq!(t.config.retention_ms, 3_600_000);
+        assert_eq!(t.config.segment_bytes, JOURNAL_SEGMENT_BYTES);
+
+        // Lifetime 2 reads the journal from the recorded position, where the steps after
+        // the checkpoint begin, and replays those two.
+        assert_eq!(recorded_journal_position(&store), Some(4));
+        let (d, froms) = recover(recorded_journal_position(&store)).await;
+        assert_eq!(froms.lock().unwrap().first(), Some(&4), "{froms:?}");
+        assert_eq!(d.pipeline().steps_applied(), 6);
+        assert_eq!(d.pipeline().open_window_count(), live_windows);
+        drop(d);
+        // Without the position: from the log start, to the same state.
+        let (d, froms) = recover(None).await;
+        assert_eq!(froms.lock().unwrap().first(), Some(&0), "{froms:?}");
+        assert_eq!(d.pipeline().steps_applied(), 6);
+        assert_eq!(d.pipeline().open_window_count(), live_windows);
+        // A position past the journal's end is not this journal's: from the log start.
+        drop(d);
+        let (_, froms) = recover(Some(7)).await;
+        assert_eq!(froms.lock().unwrap().first(), Some(&0), "{froms:?}");
+    }
+
+    /// Only a checkpoint's batch records the journal position, and a position is used only
+    /// with the checkpoint it was recorded with.
+    #[test]
+    fn the_journal_position_belongs_to_its_checkpoint() {
+        use runnel_processor::state::memory::MemStore;
+        let end: JournalEnd = Arc::new(|| Some(42));
+        let meta = |steps_applied| CheckpointMeta {
+            pipeline: "p".into(),
+            id: steps_applied,
+            steps_applied,
+            input_next_offsets: Vec::new(),
+            output_next_seq: Vec::new(),
+            watermark: None,
+            processing_time: 0,
+        };
+        let mut store = MemStore::new();
+        assert_eq!(recorded_journal_position(&store), None);
+
+        let mut not_a_checkpoint = WriteBatch::default();
+        not_a_checkpoint.put(b"s/x".to_vec(), b"1".to_vec());
+        record_journal_position(&mut not_a_checkpoint, &end);
+        assert_eq!(not_a_checkpoint.ops.len(), 1);
+
+        let mut checkpoint = WriteBatch::default();
+        checkpoint.set_checkpoint_meta(&meta(5));
+        record_journal_position(&mut checkpoint, &end);
+        store.write_batch(checkpoint).unwrap();
+        assert_eq!(recorded_journal_position(&store), Some(42));
+
+        // A checkpoint written without a position (older build): the old one is not its.
+        let mut newer = WriteBatch::default();
+        newer.set_checkpoint_meta(&meta(6));
+        store.write_batch(newer).unwrap();
+        assert_eq!(recorded_journal_position(&store), None);
     }
 
     #[test]

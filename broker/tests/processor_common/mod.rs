@@ -58,13 +58,18 @@ pub fn write_config(dir: &Path, enabled: bool) -> PathBuf {
 
 /// [`write_config`] with `top` (top-level keys and sections) before the `[processor]` section.
 pub fn write_config_with(dir: &Path, enabled: bool, top: &str) -> PathBuf {
+    write_config_full(dir, enabled, top, "")
+}
+
+/// [`write_config_with`], with `processor` (lines) added to the `[processor]` table.
+pub fn write_config_full(dir: &Path, enabled: bool, top: &str, processor: &str) -> PathBuf {
     let path = dir.join("runnel.toml");
     std::fs::write(
         &path,
         format!(
             "{top}[processor]\nenabled = {enabled}\ncheckpoint_every_steps = 7\n\
              checkpoint_interval_ms = 100000000\nmax_step_records = 15\nalign_wait_ms = 50\n\
-             idle_step_ms = 100000000\n"
+             idle_step_ms = 100000000\n{processor}"
         ),
     )
     .unwrap();
