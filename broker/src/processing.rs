@@ -302,16 +302,17 @@ fn io(e: impl std::fmt::Display) -> LogIoError {
     LogIoError(e.to_string())
 }
 
-/// Records of whole stored batches at offsets in `[from, hw)`, at most `max`, and the offset to
-/// read next: after the last record taken, or past batches that hold no record for the reader
-/// (control batches — a replicated partition stores each Raft no-op as one — and records
-/// before `from`), so a read that met only those still moves on.
-fn decode(
+/// Records of whole stored batches at offsets in `[from, hw)`, at most `max`, decoded by `d`,
+/// and the offset to read next: after the last record taken, or past batches that hold no
+/// record for the reader (control batches — a replicated partition stores each Raft no-op as
+/// one — and records before `from`), so a read that met only those still moves on.
+fn decode<D: Decode>(
+    d: &D,
     mut bytes: Bytes,
     from: i64,
     hw: i64,
     max: usize,
-) -> Result<(Vec<StoredRecord>, i64), LogIoError> {
+) -> Result<(Vec<D::Record>, i64), LogIoError> {
     let mut out = Vec::new();
     let mut next = from;
     while bytes.len() >= batch::HEADER_LEN && out.len() < max {
@@ -319,11 +320,53 @@ fn decode(
         if header.base_offset >= hw {
             break;
         }
-        let mut one = bytes.split_to(header.total_len().min(bytes.len()));
+        let one = bytes.split_to(header.total_len().min(bytes.len()));
         if header.is_control() {
             next = next.max(header.next_offset().min(hw));
             continue;
         }
+        let before = out.len();
+        d.batch(one, &header, (from, hw), max, &mut out)?;
+        if let Some(last) = out.get(before..).and_then(<[D::Record]>::last) {
+            next = D::offset(last).saturating_add(1);
+        }
+        if out.len() < max {
+            next = next.max(header.next_offset().min(hw));
+        }
+    }
+    Ok((out, next))
+}
+
+/// What reads decode stored records into.
+trait Decode {
+    type Record;
+    /// Appends to `out` the records of the batch `one` (not a control batch) with offsets in
+    /// `[range.0, range.1)`, in order, while `out` holds fewer than `max`.
+    fn batch(
+        &self,
+        one: Bytes,
+        header: &batch::BatchHeader,
+        range: (i64, i64),
+        max: usize,
+        out: &mut Vec<Self::Record>,
+    ) -> Result<(), LogIoError>;
+    fn offset(r: &Self::Record) -> i64;
+}
+
+/// Whole stored records, headers included (output tails, the dashboard).
+struct AsStored;
+
+impl Decode for AsStored {
+    type Record = StoredRecord;
+
+    fn batch(
+        &self,
+        mut one: Bytes,
+        _: &batch::BatchHeader,
+        (from, hw): (i64, i64),
+        max: usize,
+        out: &mut Vec<StoredRecord>,
+    ) -> Result<(), LogIoError> {
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
         for r in set.records {
             if r.offset < from || r.offset >= hw || r.control {
@@ -332,7 +375,6 @@ fn decode(
             if out.len() >= max {
                 break;
             }
-            next = r.offset.saturating_add(1);
             out.push(StoredRecord {
                 offset: r.offset,
                 key: r.key.map(Vec::from),
@@ -345,15 +387,93 @@ fn decode(
                 timestamp: r.timestamp,
             });
         }
-        if out.len() < max {
-            next = next.max(header.next_offset().min(hw));
-        }
+        Ok(())
     }
-    Ok((out, next))
+
+    fn offset(r: &StoredRecord) -> i64 {
+        r.offset
+    }
 }
 
-/// A decoded stored record: the same shape as a record fetched over the Kafka protocol, so
-/// both become the processor's input through one conversion ([`to_input`]).
+/// The processor's input records of one partition (no headers: the processor reads none).
+/// An uncompressed batch — what the broker's own producers and most clients write — is
+/// walked in place ([`batch::records`]): key and value are copied once, straight from the
+/// read buffer into the record; a compressed one goes through the Kafka decoder.
+struct AsInput<'a> {
+    topic: &'a str,
+    partition: u32,
+}
+
+impl AsInput<'_> {
+    fn record(
+        &self,
+        offset: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> InputRecord {
+        InputRecord {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset,
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            timestamp,
+        }
+    }
+}
+
+impl Decode for AsInput<'_> {
+    type Record = InputRecord;
+
+    fn batch(
+        &self,
+        mut one: Bytes,
+        header: &batch::BatchHeader,
+        (from, hw): (i64, i64),
+        max: usize,
+        out: &mut Vec<InputRecord>,
+    ) -> Result<(), LogIoError> {
+        if header.compression().map_err(io)? != batch::Compression::None {
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
+            for r in set.records {
+                if r.offset < from || r.offset >= hw || r.control {
+                    continue;
+                }
+                if out.len() >= max {
+                    break;
+                }
+                out.push(self.record(r.offset, r.key.as_deref(), r.value.as_deref(), r.timestamp));
+            }
+            return Ok(());
+        }
+        // The CRC, as the Kafka decoder checks it: what the pipeline reads is what was stored.
+        batch::check_integrity(&one).map_err(io)?;
+        let section = one
+            .get(batch::HEADER_LEN..header.total_len())
+            .ok_or_else(|| io("record batch shorter than its header says"))?;
+        for r in batch::records(section, header.record_count) {
+            let r = r.map_err(io)?;
+            let offset = header.base_offset.saturating_add(i64::from(r.offset_delta));
+            if offset < from {
+                continue;
+            }
+            if offset >= hw || out.len() >= max {
+                break;
+            }
+            let timestamp = header.base_timestamp.saturating_add(r.timestamp_delta);
+            out.push(self.record(offset, r.key, r.value, timestamp));
+        }
+        Ok(())
+    }
+
+    fn offset(r: &InputRecord) -> i64 {
+        r.offset
+    }
+}
+
+/// A decoded stored record, headers included (output tails, the dashboard): the same shape as
+/// a record fetched over the Kafka protocol.
 pub(crate) type StoredRecord = FetchedRecord;
 
 /// A pipeline output as a record to encode into a batch.
@@ -370,7 +490,8 @@ pub(crate) fn to_record(r: &OutputRecord) -> Record {
     }
 }
 
-/// A decoded record (local or fetched) of `topic`/`partition` as the processor's input record.
+/// A record of `topic`/`partition` fetched over the Kafka protocol (`runnel process`) as the
+/// processor's input record.
 pub(crate) fn to_input(topic: &str, partition: u32, r: StoredRecord) -> InputRecord {
     InputRecord {
         topic: topic.to_owned(),
@@ -391,10 +512,8 @@ pub(crate) fn read_inputs(
     from: i64,
     max: usize,
 ) -> Result<Vec<InputRecord>, LogIoError> {
-    Ok(read_range(part, from, max)?
-        .into_iter()
-        .map(|r| to_input(topic, partition, r))
-        .collect())
+    let d = AsInput { topic, partition };
+    Ok(read_records(&d, part, from, max, false)?.0)
 }
 
 /// Reads `[from, hw)` of a partition, at most `max` records.
@@ -403,19 +522,20 @@ pub(crate) fn read_range(
     from: i64,
     max: usize,
 ) -> Result<Vec<StoredRecord>, LogIoError> {
-    Ok(read_records(part, from, max, false)?.0)
+    Ok(read_records(&AsStored, part, from, max, false)?.0)
 }
 
 /// Records of a partition from `from` (or its log start, if later) below its high
 /// watermark, in order: `max` of them if there are that many, and with `whole_reads` every
 /// further record the last read decoded (reads return whole batches); and the position
 /// after them, so that the records are exactly those of the log in `[from, position)`.
-fn read_records(
+fn read_records<D: Decode>(
+    d: &D,
     part: &Partition,
     from: i64,
     max: usize,
     whole_reads: bool,
-) -> Result<(Vec<StoredRecord>, i64), LogIoError> {
+) -> Result<(Vec<D::Record>, i64), LogIoError> {
     let o = part.offsets();
     let mut at = from.max(o.log_start);
     let mut out = Vec::new();
@@ -429,7 +549,7 @@ fn read_records(
         } else {
             max.saturating_sub(out.len())
         };
-        let (got, next) = decode(bytes, at, o.high_watermark, want)?;
+        let (got, next) = decode(d, bytes, at, o.high_watermark, want)?;
         out.extend(got);
         if next <= at {
             break;
@@ -457,7 +577,7 @@ struct Ahead {
     /// name is another one (a `Weak`, so the old one is not kept open).
     source: Weak<Partition>,
     from: i64,
-    records: VecDeque<StoredRecord>,
+    records: VecDeque<InputRecord>,
     next: i64,
 }
 
@@ -479,7 +599,7 @@ impl ReadAhead {
         part: &Arc<Partition>,
         from: i64,
         max: usize,
-    ) -> Option<(Vec<StoredRecord>, i64)> {
+    ) -> Option<(Vec<InputRecord>, i64)> {
         let a = self.find(topic, partition, part)?;
         if from < a.from || from >= a.next {
             return None;
@@ -488,7 +608,7 @@ impl ReadAhead {
             a.records.pop_front();
         }
         let n = max.min(a.records.len());
-        let taken: Vec<StoredRecord> = a.records.drain(..n).collect();
+        let taken: Vec<InputRecord> = a.records.drain(..n).collect();
         a.from = a.records.front().map_or(a.next, |r| r.offset);
         Some((taken, a.from))
     }
@@ -500,7 +620,7 @@ impl ReadAhead {
         partition: u32,
         part: &Arc<Partition>,
         from: i64,
-        records: VecDeque<StoredRecord>,
+        records: VecDeque<InputRecord>,
         next: i64,
     ) {
         let kept = Ahead {
@@ -539,18 +659,15 @@ fn read_ahead(
         .unwrap_or_else(|| (Vec::new(), from));
     let want = max.saturating_sub(out.len());
     if want > 0 {
-        let (mut got, next) = read_records(part, at, want, true)?;
+        let (mut got, next) = read_records(&AsInput { topic, partition }, part, at, want, true)?;
         if got.len() > want {
-            let rest: VecDeque<StoredRecord> = got.split_off(want).into();
+            let rest: VecDeque<InputRecord> = got.split_off(want).into();
             let rest_from = rest.front().map_or(next, |r| r.offset);
             lock().keep(topic, partition, part, rest_from, rest, next);
         }
         out.append(&mut got);
     }
-    Ok(out
-        .into_iter()
-        .map(|r| to_input(topic, partition, r))
-        .collect())
+    Ok(out)
 }
 
 impl InputLog for LocalLog {
@@ -1524,6 +1641,95 @@ mod tests {
         assert_eq!(recorded_journal_position(&store), None);
     }
 
+    /// The records of `records` (key, value, headers, timestamp) as one gzip batch.
+    fn gzip_batch(records: &[Record]) -> BytesMut {
+        use kafka_protocol::records as kp;
+        let recs: Vec<kp::Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| kp::Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: kp::TimestampType::Creation,
+                offset: i64::try_from(i).unwrap(),
+                sequence: -1,
+                timestamp: r.timestamp,
+                key: r.key.clone().map(Bytes::from),
+                value: r.value.clone().map(Bytes::from),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone().into(), v.clone().map(Bytes::from)))
+                    .collect(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = kp::RecordEncodeOptions {
+            version: 2,
+            compression: kp::Compression::Gzip,
+        };
+        kp::RecordBatchEncoder::encode(&mut buf, &recs, &options).unwrap();
+        buf
+    }
+
+    /// Input records, decoded in place from uncompressed batches, are what the Kafka decoder
+    /// reads (headers aside), from any position, up to any high watermark and count; also
+    /// with compressed batches and control batches between.
+    #[test]
+    fn input_decoding_agrees_with_the_kafka_decoder() {
+        let record = |i: i64| Record {
+            key: (i % 3 != 0).then(|| format!("k{i}").into_bytes()),
+            value: (i % 4 != 1).then(|| "v".repeat(usize::try_from(i).unwrap()).into_bytes()),
+            headers: (0..i % 3)
+                .map(|h| (format!("h{h}"), (h != 1).then(|| vec![b'x'; 3])))
+                .collect(),
+            timestamp: 1_700_000_000_000 + 7 * i - i % 5,
+        };
+        let mut bytes = BytesMut::new();
+        let mut base = 0;
+        for (n, compressed) in [(3, false), (1, false), (0, false), (4, true), (2, false)] {
+            let mut b = if n == 0 {
+                noop()
+            } else {
+                let recs: Vec<Record> = (base..base + n).map(record).collect();
+                if compressed {
+                    gzip_batch(&recs)
+                } else {
+                    encode_batch(&recs, ProducerInfo::default())
+                }
+            };
+            batch::set_base_offset(&mut b, base);
+            base += n.max(1);
+            bytes.extend_from_slice(&b);
+        }
+        let bytes = bytes.freeze();
+        let d = AsInput {
+            topic: "t",
+            partition: 2,
+        };
+        for from in 0..=base {
+            for hw in from..=base + 1 {
+                for max in [0, 1, 2, 5, usize::MAX] {
+                    let (want, want_next) =
+                        decode(&AsStored, bytes.clone(), from, hw, max).unwrap();
+                    let (got, next) = decode(&d, bytes.clone(), from, hw, max).unwrap();
+                    assert_eq!(next, want_next, "{from} {hw} {max}");
+                    let want: Vec<InputRecord> =
+                        want.into_iter().map(|r| to_input("t", 2, r)).collect();
+                    assert_eq!(got, want, "{from} {hw} {max}");
+                }
+            }
+        }
+        // A flipped bit is caught by the CRC, as the Kafka decoder catches it.
+        let mut bad = BytesMut::from(&bytes[..]);
+        bad[batch::HEADER_LEN + 2] ^= 1;
+        assert!(decode(&d, bad.freeze(), 0, base, usize::MAX).is_err());
+    }
+
     #[test]
     fn decode_reports_where_to_read_next() {
         let mut bytes = BytesMut::new();
@@ -1537,17 +1743,24 @@ mod tests {
             bytes.extend_from_slice(&b);
         }
         let bytes = bytes.freeze();
-        let (got, next) = decode(bytes.clone(), 0, 5, usize::MAX).unwrap();
+        let (got, next) = decode(&AsStored, bytes.clone(), 0, 5, usize::MAX).unwrap();
         assert_eq!((got.len(), next), (3, 5));
-        let (got, next) = decode(bytes.clone(), 0, 5, 1).unwrap();
+        let (got, next) = decode(&AsStored, bytes.clone(), 0, 5, 1).unwrap();
         assert_eq!((got.len(), next), (1, 1));
-        let (got, next) = decode(bytes.clone(), 1, 5, 1).unwrap();
+        let (got, next) = decode(&AsStored, bytes.clone(), 1, 5, 1).unwrap();
         assert_eq!((values(&got), next), (vec![(1, "b".to_string())], 2));
         // Only control batches left: no record, but the position moves.
-        let (got, next) = decode(bytes.slice(bytes.len() - noop().len()..), 4, 5, 9).unwrap();
+        let (got, next) = decode(
+            &AsStored,
+            bytes.slice(bytes.len() - noop().len()..),
+            4,
+            5,
+            9,
+        )
+        .unwrap();
         assert_eq!((got.len(), next), (0, 5));
         // Nothing at or past the high watermark.
-        let (got, next) = decode(bytes, 0, 3, usize::MAX).unwrap();
+        let (got, next) = decode(&AsStored, bytes, 0, 3, usize::MAX).unwrap();
         assert_eq!((got.len(), next), (2, 3));
     }
 

@@ -350,47 +350,133 @@ pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
 }
 
 use super::compression::{decompress, DecompressError};
-use super::varint::{read as varint, skip_bytes};
+use super::varint::{read as varint, read_opt_slice, skip_bytes};
 
-/// Check the framing of every record in an uncompressed records section.
-pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
-    let mut at = 0usize;
-    for index in 0..count {
+/// One record of an uncompressed records section, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Its offset less the batch's base offset (equal to its index: checked).
+    pub offset_delta: i32,
+    /// Its timestamp less the batch's base timestamp.
+    pub timestamp_delta: i64,
+    /// `None`: a null key.
+    pub key: Option<&'a [u8]>,
+    /// `None`: a null value.
+    pub value: Option<&'a [u8]>,
+    /// Its headers as stored: the count, then each key and value.
+    pub headers: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Its headers in order: (key, value; `None` a null value).
+    pub fn header_fields(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let buf = self.headers;
+        let mut at = 0;
+        // Checked by the walk that made this record; a short read just ends the iterator.
+        let count = varint(buf, &mut at).unwrap_or(0);
+        (0..count).map_while(move |_| {
+            let key = read_opt_slice(buf, &mut at)??;
+            let value = read_opt_slice(buf, &mut at)?;
+            Some((key, value))
+        })
+    }
+}
+
+/// The `count` records of an uncompressed records section in order, each one's framing
+/// checked (length, fields within it and filling it, offset delta = index); the first
+/// malformed one ends the walk with its error. [`Records::rest`] then says what follows.
+pub fn records(records: &[u8], count: i32) -> Records<'_> {
+    Records {
+        buf: records,
+        at: 0,
+        index: 0,
+        count,
+        failed: false,
+    }
+}
+
+/// Iterator of [`records`].
+pub struct Records<'a> {
+    buf: &'a [u8],
+    at: usize,
+    index: i32,
+    count: i32,
+    failed: bool,
+}
+
+impl<'a> Records<'a> {
+    /// The bytes after the records walked so far (none after the last of a whole section).
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.at..).unwrap_or_default()
+    }
+
+    fn next_record(&mut self) -> Result<RecordRef<'a>, BatchError> {
+        let index = self.index;
         let bad = |reason| BatchError::BadRecord { index, reason };
-        let len = varint(records, &mut at).ok_or(bad("bad length varint"))?;
+        let buf = self.buf;
+        let mut at = self.at;
+        let len = varint(buf, &mut at).ok_or(bad("bad length varint"))?;
         let len = usize::try_from(len).map_err(|_| bad("negative record length"))?;
-        let start = at;
-        let end = start
+        let end = at
             .checked_add(len)
-            .filter(|e| *e <= records.len())
+            .filter(|e| *e <= buf.len())
             .ok_or(bad("record overruns batch"))?;
-        let rec = &records[..end];
-        let mut p = start;
-        p += 1; // attributes
-        if p > end {
+        let rec = &buf[..end];
+        at += 1; // attributes
+        if at > end {
             return Err(bad("record too short"));
         }
-        varint(rec, &mut p).ok_or(bad("bad timestamp delta"))?;
-        let offset_delta = varint(rec, &mut p).ok_or(bad("bad offset delta"))?;
+        let timestamp_delta = varint(rec, &mut at).ok_or(bad("bad timestamp delta"))?;
+        let offset_delta = varint(rec, &mut at).ok_or(bad("bad offset delta"))?;
         if offset_delta != i64::from(index) {
             return Err(bad("offset delta out of sequence"));
         }
-        skip_bytes(rec, &mut p, true).ok_or(bad("bad key"))?;
-        skip_bytes(rec, &mut p, true).ok_or(bad("bad value"))?;
-        let headers = varint(rec, &mut p).ok_or(bad("bad header count"))?;
+        let key = read_opt_slice(rec, &mut at).ok_or(bad("bad key"))?;
+        let value = read_opt_slice(rec, &mut at).ok_or(bad("bad value"))?;
+        let headers_at = at;
+        let headers = varint(rec, &mut at).ok_or(bad("bad header count"))?;
         if headers < 0 {
             return Err(bad("negative header count"));
         }
         for _ in 0..headers {
-            skip_bytes(rec, &mut p, false).ok_or(bad("bad header key"))?;
-            skip_bytes(rec, &mut p, true).ok_or(bad("bad header value"))?;
+            skip_bytes(rec, &mut at, false).ok_or(bad("bad header key"))?;
+            skip_bytes(rec, &mut at, true).ok_or(bad("bad header value"))?;
         }
-        if p != end {
+        if at != end {
             return Err(bad("record length disagrees with its fields"));
         }
-        at = end;
+        self.at = end;
+        self.index = index.saturating_add(1);
+        Ok(RecordRef {
+            offset_delta: index,
+            timestamp_delta,
+            key,
+            value,
+            headers: &rec[headers_at..end],
+        })
     }
-    if at != records.len() {
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<RecordRef<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.index >= self.count {
+            return None;
+        }
+        let r = self.next_record();
+        self.failed = r.is_err();
+        Some(r)
+    }
+}
+
+/// Check the framing of every record in an uncompressed records section.
+pub fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
+    let mut walk = self::records(records, count);
+    for r in &mut walk {
+        r?;
+    }
+    if !walk.rest().is_empty() {
         return Err(BatchError::BadRecord {
             index: count,
             reason: "trailing bytes after last record",

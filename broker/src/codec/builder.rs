@@ -177,32 +177,18 @@ fn encode(records: &[Record], producer: ProducerInfo, attributes: i16) -> BytesM
 /// Decode the records of an uncompressed batch back into [`Record`]s (tests and tools).
 pub fn decode_records(batch: &[u8]) -> Option<Vec<Record>> {
     let h = super::batch::validate(batch).ok()?;
-    let mut at = HEADER_LEN;
-    let buf = &batch[..h.total_len()];
     let mut out = Vec::new();
-    for _ in 0..h.record_count {
-        let len = usize::try_from(super::varint::read(buf, &mut at)?).ok()?;
-        let end = at + len;
-        at += 1;
-        let ts_delta = super::varint::read(buf, &mut at)?;
-        super::varint::read(buf, &mut at)?;
-        let key = super::varint::read_opt_bytes(buf, &mut at)?;
-        let value = super::varint::read_opt_bytes(buf, &mut at)?;
-        let n = super::varint::read(buf, &mut at)?;
-        let mut headers = Vec::new();
-        for _ in 0..n {
-            let k = super::varint::read_opt_bytes(buf, &mut at)??;
-            let v = super::varint::read_opt_bytes(buf, &mut at)?;
-            headers.push((String::from_utf8(k).ok()?, v));
-        }
-        if at != end {
-            return None;
-        }
+    for r in super::batch::records(&batch[HEADER_LEN..h.total_len()], h.record_count) {
+        let r = r.ok()?;
+        let headers = r
+            .header_fields()
+            .map(|(k, v)| Some((String::from_utf8(k.to_vec()).ok()?, v.map(<[u8]>::to_vec))))
+            .collect::<Option<Vec<_>>>()?;
         out.push(Record {
-            key,
-            value,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
             headers,
-            timestamp: h.base_timestamp + ts_delta,
+            timestamp: h.base_timestamp + r.timestamp_delta,
         });
     }
     Some(out)

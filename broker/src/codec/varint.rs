@@ -26,32 +26,31 @@ pub fn read(buf: &[u8], at: &mut usize) -> Option<i64> {
     Some(i64::from_ne_bytes(decoded.to_ne_bytes()))
 }
 
-/// Read a varint-length-prefixed byte field; length -1 is `Some(None)` (null).
-pub fn read_opt_bytes(buf: &[u8], at: &mut usize) -> Option<Option<Vec<u8>>> {
+/// Read a varint-length-prefixed byte field as a slice of `buf`; length -1 is `Some(None)`
+/// (null).
+pub fn read_opt_slice<'a>(buf: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
     let len = read(buf, at)?;
     if len == -1 {
         return Some(None);
     }
     let len = usize::try_from(len).ok()?;
     let end = at.checked_add(len)?;
-    let bytes = buf.get(*at..end)?.to_vec();
+    let bytes = buf.get(*at..end)?;
     *at = end;
     Some(Some(bytes))
 }
 
+/// Read a varint-length-prefixed byte field; length -1 is `Some(None)` (null).
+pub fn read_opt_bytes(buf: &[u8], at: &mut usize) -> Option<Option<Vec<u8>>> {
+    Some(read_opt_slice(buf, at)?.map(<[u8]>::to_vec))
+}
+
 /// Skip a varint-length-prefixed byte field; `allow_null` accepts length -1.
 pub fn skip_bytes(buf: &[u8], at: &mut usize, allow_null: bool) -> Option<()> {
-    let len = read(buf, at)?;
-    if len == -1 && allow_null {
-        return Some(());
+    match read_opt_slice(buf, at)? {
+        None if !allow_null => None,
+        _ => Some(()),
     }
-    let len = usize::try_from(len).ok()?;
-    let end = at.checked_add(len)?;
-    if end > buf.len() {
-        return None;
-    }
-    *at = end;
-    Some(())
 }
 
 #[cfg(test)]
