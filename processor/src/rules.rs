@@ -4,7 +4,7 @@
 //! Rules see every valid reading in arrival order, including late ones (a late 95 °C reading
 //! is still an overheating motor), so alerts are raised without waiting for the watermark.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -246,78 +246,81 @@ impl RuleState {
     }
 }
 
-/// A rule and its per-key state. The per-key maps are hash maps: every reading looks its key
-/// up in each of them, and no output depends on their order (snapshots sort them into
-/// [`RuleState`]'s ordered maps; timers, which fire in order, are ordered sets).
+/// A rule and its per-key state, indexed by the engine's key ids ([`KeyIds`]): a reading's
+/// key is hashed once per reading for all rules, and each rule finds its state by index. No
+/// output depends on the ids (snapshots sort keys by name into [`RuleState`]'s ordered maps;
+/// timers due together fire sorted by key name).
 #[derive(Debug, Clone)]
 enum Rule {
-    Threshold(ThresholdRule, HashSet<String>),
-    ZScore(ZScoreRule, HashMap<String, Ewma>),
+    /// `active[id]`: the key is above the threshold (hysteresis not yet cleared).
+    Threshold(ThresholdRule, Vec<bool>),
+    /// `baselines[id]`: the key's baseline, once it had a value of the rule's field.
+    ZScore(ZScoreRule, Vec<Option<Ewma>>),
     Silence {
         cfg: SilenceRule,
-        keys: SilenceKeys,
-        /// (fire at event time, key id), derived from `keys`.
+        /// `states[id]`, once the key had a reading.
+        states: Vec<Option<Silence>>,
+        /// (fire at event time, key id), derived from `states`.
         event_timers: BTreeSet<(Millis, usize)>,
-        /// (fire at processing time, key id), derived from `keys`.
+        /// (fire at processing time, key id), derived from `states`.
         pt_timers: BTreeSet<(Millis, usize)>,
     },
 }
 
-/// Silence bookkeeping per key, each key with a small id (its index, in order of first
-/// reading) that the timers hold instead of the key: a reading's timers are found and
-/// re-inserted with integer comparisons, and no key string is moved between the sets. Ids
-/// are not stored (a restore numbers keys in key order), so timers due together fire in key
-/// order, not id order.
+/// The engine's keys, each with a small id (its index, in order of first reading) that the
+/// rules index their state with and the timers hold instead of the key: one hash lookup per
+/// reading, and no key string is cloned or compared after a key's first reading. Ids are
+/// not stored (a restore numbers keys in key order).
 #[derive(Debug, Clone, Default)]
-struct SilenceKeys {
+struct KeyIds {
     ids: HashMap<String, usize>,
     names: Vec<String>,
-    states: Vec<Silence>,
 }
 
-impl SilenceKeys {
-    /// The id of `key` and whether it is new (then its state is `new`).
-    fn id_or_insert(&mut self, key: &str, new: Silence) -> (usize, bool) {
+impl KeyIds {
+    /// The id of `key`, a new one if it is new.
+    fn id_or_insert(&mut self, key: &str) -> usize {
         if let Some(&id) = self.ids.get(key) {
-            return (id, false);
+            return id;
         }
         let id = self.names.len();
         self.ids.insert(key.to_owned(), id);
         self.names.push(key.to_owned());
-        self.states.push(new);
-        (id, true)
+        id
     }
 
     fn name(&self, id: usize) -> &str {
         self.names.get(id).map_or("", String::as_str)
     }
 
-    /// Every key with its state, in key order.
-    fn sorted(&self) -> Vec<(&str, &Silence)> {
-        let mut v: Vec<(&str, &Silence)> = self
-            .names
-            .iter()
-            .map(String::as_str)
-            .zip(&self.states)
-            .collect();
-        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    /// Every id, by key name.
+    fn sorted(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.names.len()).collect();
+        v.sort_unstable_by(|&a, &b| self.name(a).cmp(self.name(b)));
         v
     }
 }
 
-impl<'a> FromIterator<(&'a String, &'a Silence)> for SilenceKeys {
-    fn from_iter<I: IntoIterator<Item = (&'a String, &'a Silence)>>(iter: I) -> Self {
-        let mut keys = SilenceKeys::default();
-        for (k, s) in iter {
-            let (id, new) = keys.id_or_insert(k, *s);
-            if !new {
-                if let Some(state) = keys.states.get_mut(id) {
-                    *state = *s;
-                }
-            }
-        }
-        keys
+/// The state at `id`, growing `v` with defaults up to it.
+fn slot<T: Default>(v: &mut Vec<T>, id: usize) -> &mut T {
+    if v.len() <= id {
+        // Ids are indexes of a `Vec` of names: `id + 1` cannot overflow.
+        v.resize_with(id + 1, T::default);
     }
+    &mut v[id]
+}
+
+/// `(key, state)` of every id holding a state, by key name (`order` from [`KeyIds::sorted`]).
+fn entries<'a, T, V: 'a>(
+    keys: &'a KeyIds,
+    order: &[usize],
+    states: &'a [T],
+    get: impl Fn(&'a T) -> Option<V>,
+) -> Vec<(&'a str, V)> {
+    order
+        .iter()
+        .filter_map(|&id| Some((keys.name(id), get(states.get(id)?)?)))
+        .collect()
 }
 
 /// Evaluates every configured rule; an [`Operator`] from readings to alerts.
@@ -325,6 +328,7 @@ impl<'a> FromIterator<(&'a String, &'a Silence)> for SilenceKeys {
 pub struct RuleEngine {
     pipeline: String,
     rules: Vec<Rule>,
+    keys: KeyIds,
     now: Millis,
     watermark: Option<Millis>,
 }
@@ -336,11 +340,11 @@ impl RuleEngine {
             .rules
             .iter()
             .map(|r| match r {
-                RuleConfig::Threshold(t) => Rule::Threshold(t.clone(), HashSet::new()),
-                RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), HashMap::new()),
+                RuleConfig::Threshold(t) => Rule::Threshold(t.clone(), Vec::new()),
+                RuleConfig::ZScore(z) => Rule::ZScore(z.clone(), Vec::new()),
                 RuleConfig::Silence(s) => Rule::Silence {
                     cfg: s.clone(),
-                    keys: SilenceKeys::default(),
+                    states: Vec::new(),
                     event_timers: BTreeSet::new(),
                     pt_timers: BTreeSet::new(),
                 },
@@ -349,6 +353,7 @@ impl RuleEngine {
         Self {
             pipeline: config.name.clone(),
             rules,
+            keys: KeyIds::default(),
             now: Millis::MIN,
             watermark: None,
         }
@@ -356,29 +361,39 @@ impl RuleEngine {
 
     /// State of every rule, by rule name (per-key state sorted by key).
     pub fn snapshot(&self) -> Vec<(String, RuleState)> {
+        let keys = &self.keys;
+        let owned = |id: usize| keys.name(id).to_owned();
         self.rules
             .iter()
             .map(|r| match r {
                 Rule::Threshold(c, a) => (
                     c.name.clone(),
                     RuleState::Threshold {
-                        active: a.iter().cloned().collect(),
+                        active: a
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, &on)| on)
+                            .map(|(id, _)| owned(id))
+                            .collect(),
                     },
                 ),
                 Rule::ZScore(c, b) => (
                     c.name.clone(),
                     RuleState::Zscore {
-                        baselines: b.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                        baselines: b
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(id, e)| Some((owned(id), (*e)?)))
+                            .collect(),
                     },
                 ),
-                Rule::Silence { cfg, keys, .. } => (
+                Rule::Silence { cfg, states, .. } => (
                     cfg.name.clone(),
                     RuleState::Silence {
-                        keys: keys
-                            .names
+                        keys: states
                             .iter()
-                            .zip(&keys.states)
-                            .map(|(k, v)| (k.clone(), *v))
+                            .enumerate()
+                            .filter_map(|(id, s)| Some((owned(id), (*s)?)))
                             .collect(),
                     },
                 ),
@@ -388,36 +403,28 @@ impl RuleEngine {
 
     /// Each rule's state in the binary checkpoint encoding, by rule name: the bytes
     /// [`RuleState::encode`] gives for [`RuleEngine::snapshot`], written straight from the
-    /// hash maps (keys sorted by reference, none cloned).
+    /// per-id state (keys sorted once for all rules, none cloned).
     pub fn encoded_states(&self) -> Vec<(&str, Vec<u8>)> {
-        fn sorted<V>(m: &HashMap<String, V>) -> Vec<(&str, &V)> {
-            let mut v: Vec<(&str, &V)> = m.iter().map(|(k, v)| (k.as_str(), v)).collect();
-            v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            v
-        }
+        let order = self.keys.sorted();
+        let keys = &self.keys;
         self.rules
             .iter()
             .map(|r| {
                 let mut out = Vec::new();
                 let name = match r {
                     Rule::Threshold(c, a) => {
-                        let mut keys: Vec<&str> = a.iter().map(String::as_str).collect();
-                        keys.sort_unstable();
-                        encode_entries(
-                            &mut out,
-                            KIND_THRESHOLD,
-                            keys.into_iter().map(|k| (k, ())),
-                            |_, ()| {},
-                        );
+                        let e = entries(keys, &order, a, |&on| on.then_some(()));
+                        encode_entries(&mut out, KIND_THRESHOLD, e.into_iter(), |_, ()| {});
                         &c.name
                     }
                     Rule::ZScore(c, b) => {
-                        encode_entries(&mut out, KIND_ZSCORE, sorted(b).into_iter(), put_ewma);
+                        let e = entries(keys, &order, b, Option::as_ref);
+                        encode_entries(&mut out, KIND_ZSCORE, e.into_iter(), put_ewma);
                         &c.name
                     }
-                    Rule::Silence { cfg, keys, .. } => {
-                        let entries = keys.sorted().into_iter();
-                        encode_entries(&mut out, KIND_SILENCE, entries, put_silence);
+                    Rule::Silence { cfg, states, .. } => {
+                        let e = entries(keys, &order, states, Option::as_ref);
+                        encode_entries(&mut out, KIND_SILENCE, e.into_iter(), put_silence);
                         &cfg.name
                     }
                 };
@@ -436,34 +443,59 @@ impl RuleEngine {
     ) {
         self.now = now;
         self.watermark = watermark;
+        // Keys numbered in key order.
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for s in states.values() {
+            match s {
+                RuleState::Threshold { active } => names.extend(active.iter().map(String::as_str)),
+                RuleState::Zscore { baselines } => {
+                    names.extend(baselines.keys().map(String::as_str));
+                }
+                RuleState::Silence { keys } => names.extend(keys.keys().map(String::as_str)),
+            }
+        }
+        self.keys = KeyIds::default();
+        for name in names {
+            self.keys.id_or_insert(name);
+        }
+        let keys = &mut self.keys;
         for r in &mut self.rules {
             match r {
                 Rule::Threshold(c, a) => {
+                    a.clear();
                     if let Some(RuleState::Threshold { active }) = states.get(&c.name) {
-                        *a = active.iter().cloned().collect();
+                        for k in active {
+                            *slot(a, keys.id_or_insert(k)) = true;
+                        }
                     }
                 }
                 Rule::ZScore(c, b) => {
+                    b.clear();
                     if let Some(RuleState::Zscore { baselines }) = states.get(&c.name) {
-                        *b = baselines.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                        for (k, e) in baselines {
+                            *slot(b, keys.id_or_insert(k)) = Some(*e);
+                        }
                     }
                 }
                 Rule::Silence {
                     cfg,
-                    keys,
+                    states: per_key,
                     event_timers,
                     pt_timers,
                 } => {
-                    if let Some(RuleState::Silence { keys: stored }) = states.get(&cfg.name) {
-                        *keys = stored.iter().collect();
-                    }
+                    per_key.clear();
                     event_timers.clear();
                     pt_timers.clear();
-                    for (id, s) in keys.states.iter().enumerate() {
-                        if !s.fired {
-                            event_timers.insert((s.last_event.saturating_add(cfg.after_ms), id));
-                            if let Some(p) = cfg.processing_time_after_ms {
-                                pt_timers.insert((s.last_arrival.saturating_add(p), id));
+                    if let Some(RuleState::Silence { keys: stored }) = states.get(&cfg.name) {
+                        for (k, s) in stored {
+                            let id = keys.id_or_insert(k);
+                            *slot(per_key, id) = Some(*s);
+                            if !s.fired {
+                                event_timers
+                                    .insert((s.last_event.saturating_add(cfg.after_ms), id));
+                                if let Some(p) = cfg.processing_time_after_ms {
+                                    pt_timers.insert((s.last_arrival.saturating_add(p), id));
+                                }
                             }
                         }
                     }
@@ -506,26 +538,25 @@ impl RuleEngine {
     fn on_data(&mut self, r: &SensorReading, out: &mut Collector<Alert>) {
         let now = self.now;
         let watermark = self.watermark;
+        let id = self.keys.id_or_insert(&r.key);
         let mut alerts = Vec::new();
         for rule in &mut self.rules {
             match rule {
                 Rule::Threshold(c, active) => {
                     let Some(x) = r.value(&c.field) else { continue };
-                    if active.contains(&r.key) {
+                    let a = slot(active, id);
+                    if *a {
                         if x < c.above - c.hysteresis {
-                            active.remove(&r.key);
+                            *a = false;
                         }
                     } else if x > c.above {
-                        active.insert(r.key.clone());
+                        *a = true;
                         alerts.push((c.name.clone(), "threshold", x, vec![("threshold", c.above)]));
                     }
                 }
                 Rule::ZScore(c, baselines) => {
                     let Some(x) = r.value(&c.field) else { continue };
-                    let b = match baselines.get_mut(r.key.as_str()) {
-                        Some(b) => b,
-                        None => baselines.entry(r.key.clone()).or_default(),
-                    };
+                    let b = slot(baselines, id).get_or_insert_with(Ewma::default);
                     if b.n >= c.warmup {
                         let z = b.score(x);
                         if b.active {
@@ -546,22 +577,18 @@ impl RuleEngine {
                 }
                 Rule::Silence {
                     cfg,
-                    keys,
+                    states,
                     event_timers,
                     pt_timers,
                 } => {
                     let t = r.event_time;
-                    let (id, is_new) = keys.id_or_insert(
-                        &r.key,
-                        Silence {
-                            last_event: t,
-                            last_arrival: now,
-                            fired: false,
-                        },
-                    );
-                    let Some(s) = keys.states.get_mut(id) else {
-                        continue;
-                    };
+                    let state = slot(states, id);
+                    let is_new = state.is_none();
+                    let s = state.get_or_insert(Silence {
+                        last_event: t,
+                        last_arrival: now,
+                        fired: false,
+                    });
                     if !s.fired && !is_new {
                         // Drop this key's pending timers; they are re-added for the new state.
                         event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), id));
@@ -599,10 +626,11 @@ impl RuleEngine {
     /// Fires silence timers due at event time `wm` (`event = true`) or processing time.
     fn fire_silence(&mut self, at: Millis, event: bool, out: &mut Collector<Alert>) {
         let mut alerts = Vec::new();
+        let keys = &self.keys;
         for rule in &mut self.rules {
             let Rule::Silence {
                 cfg,
-                keys,
+                states,
                 event_timers,
                 pt_timers,
             } = rule
@@ -627,7 +655,7 @@ impl RuleEngine {
             // not keep, so the alerts' order must not follow them.
             due.sort_by(|a, b| (a.0, keys.name(a.1)).cmp(&(b.0, keys.name(b.1))));
             for (_, id) in due {
-                let Some(s) = keys.states.get_mut(id) else {
+                let Some(Some(s)) = states.get_mut(id) else {
                     continue;
                 };
                 if s.fired {
@@ -639,12 +667,11 @@ impl RuleEngine {
                 if let Some(p) = cfg.processing_time_after_ms {
                     pt_timers.remove(&(s.last_arrival.saturating_add(p), id));
                 }
-                let key = keys.names.get(id).cloned().unwrap_or_default();
                 let f = crate::num::u64_to_f64;
                 let after = f(u64::try_from(cfg.after_ms).unwrap_or(0));
                 alerts.push((
                     cfg.name.clone(),
-                    key,
+                    keys.name(id).to_owned(),
                     after,
                     s.last_event.saturating_add(cfg.after_ms),
                     s.last_event,
