@@ -4,7 +4,8 @@
 //! Rules see every valid reading in arrival order, including late ones (a late 95 °C reading
 //! is still an overheating motor), so alerts are raised without waiting for the watermark.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -260,11 +261,66 @@ enum Rule {
         cfg: SilenceRule,
         /// `states[id]`, once the key had a reading.
         states: Vec<Option<Silence>>,
-        /// (fire at event time, key id), derived from `states`.
-        event_timers: BTreeSet<(Millis, usize)>,
-        /// (fire at processing time, key id), derived from `states`.
-        pt_timers: BTreeSet<(Millis, usize)>,
+        /// Deadlines in event time: `last_event + after_ms` of each key not fired.
+        event_timers: Timers,
+        /// Deadlines in processing time: `last_arrival + processing_time_after_ms`.
+        pt_timers: Timers,
     },
+}
+
+/// Pending silence deadlines `(at, key id)`, earliest first, pruned lazily: a reading that
+/// moves a key's deadline pushes the new one and leaves the old entry in place, and an entry
+/// counts only while it is still its key's deadline and the key has not fired ([`live`]).
+/// So a reading costs one push onto a heap (O(1) when deadlines arrive in time order, as
+/// they mostly do) instead of a remove and an insert in an ordered set. Stale entries are
+/// dropped when they come due, or all at once when they outnumber the keys
+/// ([`Timers::push`]), which bounds the heap to about twice the keys.
+#[derive(Debug, Clone, Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Millis, usize)>>,
+}
+
+/// Whether the deadline `at` of key `id` is still pending: its silence state has not fired
+/// and `deadline` of that state is `at`.
+fn live(
+    states: &[Option<Silence>],
+    id: usize,
+    at: Millis,
+    deadline: impl Fn(&Silence) -> Millis,
+) -> bool {
+    matches!(states.get(id), Some(Some(s)) if !s.fired && deadline(s) == at)
+}
+
+impl Timers {
+    /// Adds deadline `at` of key `id`; when the heap holds more than about twice as many
+    /// entries as there are keys (`keys`), drops every stale one (`is_live` says which).
+    fn push(
+        &mut self,
+        at: Millis,
+        id: usize,
+        keys: usize,
+        is_live: impl Fn(Millis, usize) -> bool,
+    ) {
+        self.heap.push(Reverse((at, id)));
+        if self.heap.len() > keys.saturating_mul(2).saturating_add(1024) {
+            self.heap.retain(|Reverse((at, id))| is_live(*at, *id));
+        }
+    }
+
+    /// Removes and returns the entries due at `at` (stale ones included).
+    fn pop_due(&mut self, at: Millis) -> Vec<(Millis, usize)> {
+        let mut due = Vec::new();
+        while self.heap.peek().is_some_and(|Reverse((t, _))| *t <= at) {
+            if let Some(Reverse(e)) = self.heap.pop() {
+                due.push(e);
+            }
+        }
+        due
+    }
+
+    fn clear(&mut self) {
+        self.heap.clear();
+    }
 }
 
 /// The engine's keys, each with a small id (its index, in order of first reading) that the
@@ -345,8 +401,8 @@ impl RuleEngine {
                 RuleConfig::Silence(s) => Rule::Silence {
                     cfg: s.clone(),
                     states: Vec::new(),
-                    event_timers: BTreeSet::new(),
-                    pt_timers: BTreeSet::new(),
+                    event_timers: Timers::default(),
+                    pt_timers: Timers::default(),
                 },
             })
             .collect();
@@ -491,10 +547,11 @@ impl RuleEngine {
                             let id = keys.id_or_insert(k);
                             *slot(per_key, id) = Some(*s);
                             if !s.fired {
-                                event_timers
-                                    .insert((s.last_event.saturating_add(cfg.after_ms), id));
+                                let e = s.last_event.saturating_add(cfg.after_ms);
+                                event_timers.heap.push(Reverse((e, id)));
                                 if let Some(p) = cfg.processing_time_after_ms {
-                                    pt_timers.insert((s.last_arrival.saturating_add(p), id));
+                                    let at = s.last_arrival.saturating_add(p);
+                                    pt_timers.heap.push(Reverse((at, id)));
                                 }
                             }
                         }
@@ -582,20 +639,23 @@ impl RuleEngine {
                     pt_timers,
                 } => {
                     let t = r.event_time;
+                    let after = cfg.after_ms;
+                    let pt_after = cfg.processing_time_after_ms;
                     let state = slot(states, id);
-                    let is_new = state.is_none();
+                    // The deadlines pending before this reading, if any: a deadline this
+                    // reading leaves unchanged is still in the heap and not pushed again.
+                    let pending = match state {
+                        Some(s) if !s.fired => Some((
+                            s.last_event.saturating_add(after),
+                            pt_after.map(|p| s.last_arrival.saturating_add(p)),
+                        )),
+                        _ => None,
+                    };
                     let s = state.get_or_insert(Silence {
                         last_event: t,
                         last_arrival: now,
                         fired: false,
                     });
-                    if !s.fired && !is_new {
-                        // Drop this key's pending timers; they are re-added for the new state.
-                        event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), id));
-                        if let Some(p) = cfg.processing_time_after_ms {
-                            pt_timers.remove(&(s.last_arrival.saturating_add(p), id));
-                        }
-                    }
                     if t > s.last_event {
                         s.last_event = t;
                         // Progress ends the silence, unless this reading is itself so old that
@@ -609,9 +669,20 @@ impl RuleEngine {
                     }
                     s.last_arrival = now;
                     if !s.fired {
-                        event_timers.insert((s.last_event.saturating_add(cfg.after_ms), id));
-                        if let Some(p) = cfg.processing_time_after_ms {
-                            pt_timers.insert((now.saturating_add(p), id));
+                        let e = s.last_event.saturating_add(after);
+                        let pt = pt_after.map(|p| now.saturating_add(p));
+                        let st: &[Option<Silence>] = states;
+                        if pending.is_none_or(|(old, _)| old != e) {
+                            event_timers.push(e, id, st.len(), |at, id| {
+                                live(st, id, at, |s| s.last_event.saturating_add(after))
+                            });
+                        }
+                        let moved = |at: &Millis| pending.is_none_or(|(_, old)| old != Some(*at));
+                        if let Some(at) = pt.filter(moved) {
+                            let p = pt_after.unwrap_or(0);
+                            pt_timers.push(at, id, st.len(), |at, id| {
+                                live(st, id, at, |s| s.last_arrival.saturating_add(p))
+                            });
                         }
                     }
                 }
@@ -637,36 +708,39 @@ impl RuleEngine {
             else {
                 continue;
             };
+            let after = cfg.after_ms;
+            let pt_after = cfg.processing_time_after_ms;
+            // The deadline an entry of this clock stands for.
+            let deadline = |s: &Silence| {
+                if event {
+                    s.last_event.saturating_add(after)
+                } else {
+                    s.last_arrival.saturating_add(pt_after.unwrap_or(0))
+                }
+            };
             let timers = if event {
                 &mut *event_timers
             } else {
                 &mut *pt_timers
             };
-            let mut due = Vec::new();
-            while let Some(first) = timers.first() {
-                if first.0 > at {
-                    break;
-                }
-                if let Some(t) = timers.pop_first() {
-                    due.push(t);
-                }
-            }
+            let mut due = timers.pop_due(at);
+            // Only entries still pending; `live` is checked again below because a deadline
+            // may be in the heap twice (pushed again after the key fired and woke up).
+            let st: &[Option<Silence>] = states;
+            due.retain(|&(t, id)| live(st, id, t, deadline));
             // In (time, key) order: ids are numbered by first reading, which a restore does
             // not keep, so the alerts' order must not follow them.
             due.sort_by(|a, b| (a.0, keys.name(a.1)).cmp(&(b.0, keys.name(b.1))));
-            for (_, id) in due {
+            for (t, id) in due {
+                if !live(states, id, t, deadline) {
+                    continue;
+                }
                 let Some(Some(s)) = states.get_mut(id) else {
                     continue;
                 };
-                if s.fired {
-                    continue;
-                }
+                // Both clocks describe the same silence episode: the other clock's entry
+                // is stale from now on (`live` needs `!fired`).
                 s.fired = true;
-                // Both clocks describe the same silence episode: clear the other timer.
-                event_timers.remove(&(s.last_event.saturating_add(cfg.after_ms), id));
-                if let Some(p) = cfg.processing_time_after_ms {
-                    pt_timers.remove(&(s.last_arrival.saturating_add(p), id));
-                }
                 let f = crate::num::u64_to_f64;
                 let after = f(u64::try_from(cfg.after_ms).unwrap_or(0));
                 alerts.push((
@@ -834,6 +908,185 @@ mod tests {
             assert_eq!(&RuleState::decode(bytes).unwrap(), state);
         }
         assert!(matches!(&snapshot[0].1, RuleState::Threshold { active } if !active.is_empty()));
+    }
+
+    /// The silence rule as it was written before its timers were pruned lazily: one
+    /// ordered set entry per pending deadline, removed and re-inserted by every reading.
+    struct ReferenceSilence {
+        after: Millis,
+        pt_after: Millis,
+        keys: BTreeMap<String, Silence>,
+        event_timers: BTreeSet<(Millis, String)>,
+        pt_timers: BTreeSet<(Millis, String)>,
+        now: Millis,
+        watermark: Option<Millis>,
+    }
+
+    impl ReferenceSilence {
+        fn reading(&mut self, key: &str, t: Millis) {
+            let (now, after, p) = (self.now, self.after, self.pt_after);
+            let s = match self.keys.get(key) {
+                Some(s) => {
+                    if !s.fired {
+                        self.event_timers
+                            .remove(&(s.last_event + after, key.to_owned()));
+                        self.pt_timers.remove(&(s.last_arrival + p, key.to_owned()));
+                    }
+                    let mut s = *s;
+                    if t > s.last_event {
+                        s.last_event = t;
+                        let still_silent = self.watermark.is_some_and(|wm| t + after <= wm);
+                        if !(s.fired && still_silent) {
+                            s.fired = false;
+                        }
+                    }
+                    s.last_arrival = now;
+                    s
+                }
+                None => Silence {
+                    last_event: t,
+                    last_arrival: now,
+                    fired: false,
+                },
+            };
+            if !s.fired {
+                self.event_timers
+                    .insert((s.last_event + after, key.to_owned()));
+                self.pt_timers.insert((now + p, key.to_owned()));
+            }
+            self.keys.insert(key.to_owned(), s);
+        }
+
+        /// `(key, event time)` of each alert, in order.
+        fn fire(&mut self, at: Millis, event: bool) -> Vec<(String, Millis)> {
+            let mut out = Vec::new();
+            loop {
+                let timers = if event {
+                    &mut self.event_timers
+                } else {
+                    &mut self.pt_timers
+                };
+                let Some((t, key)) = timers.first().cloned() else {
+                    break;
+                };
+                if t > at {
+                    break;
+                }
+                timers.remove(&(t, key.clone()));
+                let s = self.keys.get_mut(&key).unwrap();
+                if s.fired {
+                    continue;
+                }
+                s.fired = true;
+                self.event_timers
+                    .remove(&(s.last_event + self.after, key.clone()));
+                self.pt_timers
+                    .remove(&(s.last_arrival + self.pt_after, key.clone()));
+                out.push((key, s.last_event + self.after));
+            }
+            out
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Reading(usize, Millis),
+        Watermark(Millis),
+        Now(Millis),
+        Restore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0usize..5, 0i64..60).prop_map(|(k, t)| Op::Reading(k, t)),
+            2 => (0i64..80).prop_map(Op::Watermark),
+            2 => (0i64..80).prop_map(Op::Now),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The silence rule's lazily pruned timers fire exactly the alerts, in the same
+        /// order, as one ordered set of pending deadlines did, across restores too; and
+        /// with enough readings to prune the heap many times over.
+        #[test]
+        fn silence_timers_fire_as_an_ordered_set_did(
+            ops in proptest::collection::vec(op(), 0..200),
+            many in 0usize..3_000,
+        ) {
+            let config = PipelineConfig {
+                rules: serde_json::from_str(
+                    r#"[{"kind":"silence","name":"quiet","after_ms":5,"processing_time_after_ms":7}]"#,
+                )
+                .unwrap(),
+                ..PipelineConfig::default()
+            };
+            config.validate().unwrap();
+            let mut engine = RuleEngine::new(&config);
+            let mut reference = ReferenceSilence {
+                after: 5,
+                pt_after: 7,
+                keys: BTreeMap::new(),
+                event_timers: BTreeSet::new(),
+                pt_timers: BTreeSet::new(),
+                now: Millis::MIN,
+                watermark: None,
+            };
+            let keys = ["d", "b", "a", "é", "c"];
+            // Readings that move deadlines forward again and again before the ops.
+            let ops = (0..many)
+                .map(|i| Op::Reading(i % 5, i64::try_from(i / 5).unwrap()))
+                .chain(ops);
+            let mut out = Collector::new();
+            for op in ops {
+                let mut want = Vec::new();
+                match op {
+                    Op::Reading(k, t) => {
+                        let r = SensorReading {
+                            key: keys[k].into(),
+                            event_time: t,
+                            values: [("temperature_c".into(), 20.0)].into_iter().collect(),
+                            partition: 0,
+                            offset: 0,
+                        };
+                        engine.process(Message::Data(r), &mut out);
+                        reference.reading(keys[k], t);
+                    }
+                    Op::Watermark(wm) => {
+                        engine.process(Message::Watermark(wm), &mut out);
+                        if reference.watermark.is_none_or(|c| wm > c) {
+                            reference.watermark = Some(wm);
+                            want = reference.fire(wm, true);
+                        }
+                    }
+                    Op::Now(now) => {
+                        engine.on_processing_time(now, &mut out);
+                        reference.now = reference.now.max(now);
+                        want = reference.fire(reference.now, false);
+                    }
+                    Op::Restore => {
+                        let states = engine.snapshot().into_iter().collect();
+                        let (now, wm) = (engine.now, engine.watermark);
+                        engine = RuleEngine::new(&config);
+                        engine.restore(states, now, wm);
+                    }
+                }
+                let got: Vec<(String, Millis)> = out
+                    .drain_data()
+                    .into_iter()
+                    .map(|a| (a.key, a.event_time))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+            let timers = engine.rules.iter().map(|r| match r {
+                Rule::Silence { event_timers, pt_timers, .. } => {
+                    event_timers.heap.len() + pt_timers.heap.len()
+                }
+                _ => 0,
+            });
+            prop_assert!(timers.sum::<usize>() <= 2 * (2 * keys.len() + 1024) + 2);
+        }
     }
 
     #[test]
