@@ -162,22 +162,16 @@ enum JsonField<'de> {
     Other,
 }
 
-/// The configured fields of one JSON object: `slots[i]` is the last value of `names[i]`
-/// (a repeated key keeps its last value, as `serde_json::Map` did).
-struct Picked<'n, 'de> {
-    names: &'n [String],
+/// The configured fields of one JSON object: `slots[i]` is the last value of the parser's
+/// `wanted[i]` (a repeated key keeps its last value, as `serde_json::Map` did).
+struct Picked<'de> {
     slots: Vec<Option<JsonField<'de>>>,
 }
 
-impl<'de> Picked<'_, 'de> {
-    fn field(&self, name: &str) -> Field<'_> {
-        let slot = self
-            .names
-            .iter()
-            .position(|n| n == name)
-            .and_then(|i| self.slots.get(i))
-            .and_then(Option::as_ref);
-        match slot {
+impl<'de> Picked<'de> {
+    /// The field `names[i]`.
+    fn field(&self, i: usize) -> Field<'_> {
+        match self.slots.get(i).and_then(Option::as_ref) {
             None | Some(JsonField::Null) => Field::Missing,
             Some(JsonField::Str(s)) => Field::Str(s),
             Some(JsonField::Number { int, float }) => Field::Number {
@@ -196,14 +190,14 @@ impl<'de> Picked<'_, 'de> {
 struct Wanted<'n>(&'n [String]);
 
 impl<'de, 'n> DeserializeSeed<'de> for Wanted<'n> {
-    type Value = Option<Picked<'n, 'de>>;
+    type Value = Option<Picked<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de, 'n> Visitor<'de> for Wanted<'n> {
-    type Value = Option<Picked<'n, 'de>>;
+    type Value = Option<Picked<'de>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
@@ -243,10 +237,7 @@ impl<'de, 'n> Visitor<'de> for Wanted<'n> {
                 None => map.next_value_seed(Checked)?,
             }
         }
-        Ok(Some(Picked {
-            names: self.0,
-            slots,
-        }))
+        Ok(Some(Picked { slots }))
     }
 }
 
@@ -413,6 +404,10 @@ pub struct Parser {
     numeric: Arc<[String]>,
     /// Every field read from a JSON value: key, time and numeric fields, distinct.
     wanted: Vec<String>,
+    /// Where the key, the time and each numeric field are in `wanted`.
+    key_slot: usize,
+    time_slot: usize,
+    numeric_slots: Vec<usize>,
     max_abs: f64,
 }
 
@@ -420,17 +415,22 @@ impl Parser {
     /// A parser for `config`.
     pub fn new(config: &PipelineConfig) -> Self {
         let numeric: Arc<[String]> = config.numeric_fields().into_iter().collect();
-        let mut wanted = vec![config.source.key_field.clone()];
-        for name in [&config.source.time_field]
-            .into_iter()
-            .chain(numeric.iter())
-        {
-            if !wanted.contains(name) {
+        let mut wanted: Vec<String> = Vec::new();
+        let mut slot_of = |name: &String| match wanted.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
                 wanted.push(name.clone());
+                wanted.len() - 1
             }
-        }
+        };
+        let key_slot = slot_of(&config.source.key_field);
+        let time_slot = slot_of(&config.source.time_field);
+        let numeric_slots = numeric.iter().map(&mut slot_of).collect();
         Self {
             wanted,
+            key_slot,
+            time_slot,
+            numeric_slots,
             format: config.source.format,
             key_field: config.source.key_field.clone(),
             time_field: config.source.time_field.clone(),
@@ -459,23 +459,24 @@ impl Parser {
                         picked.ok_or(Rejection::NotAnObject)?
                     }
                 };
-                self.reading(rec, |name| fields.field(name))
+                self.reading(rec, |slot, _| fields.field(slot))
             }
             ValueFormat::Protobuf => {
                 let m = proto::SensorReading::decode(bytes)
                     .map_err(|e| Rejection::InvalidProtobuf(e.to_string()))?;
-                self.reading(rec, |name| proto_field(&m, name))
+                self.reading(rec, |_, name| proto_field(&m, name))
             }
         }
     }
 
-    /// The checks shared by every format, over its fields.
+    /// The checks shared by every format, over its fields: `field(slot, name)` is the
+    /// field `name`, which is `wanted[slot]`.
     fn reading<'a>(
         &self,
         rec: &InputRecord,
-        field: impl Fn(&str) -> Field<'a>,
+        field: impl Fn(usize, &str) -> Field<'a>,
     ) -> Result<SensorReading, Rejection> {
-        let key = match field(&self.key_field) {
+        let key = match field(self.key_slot, &self.key_field) {
             Field::Missing => return Err(Rejection::MissingField(self.key_field.clone())),
             Field::Str(s) => s,
             _ => {
@@ -495,7 +496,7 @@ impl Parser {
             field: self.time_field.clone(),
             reason,
         };
-        let event_time = match field(&self.time_field) {
+        let event_time = match field(self.time_slot, &self.time_field) {
             Field::Missing => return Err(Rejection::MissingField(self.time_field.clone())),
             Field::Str(s) => parse_rfc3339(s).map_err(|e| bad_time(e.to_string()))?,
             Field::Number { int: Some(ms), .. } => ms,
@@ -514,8 +515,8 @@ impl Parser {
             return Err(bad_time("outside years 0001-9999".into()));
         }
         let mut values = Vec::with_capacity(self.numeric.len());
-        for name in self.numeric.iter() {
-            let x = match field(name) {
+        for (name, &slot) in self.numeric.iter().zip(&self.numeric_slots) {
+            let x = match field(slot, name) {
                 Field::Missing => return Err(Rejection::MissingField(name.clone())),
                 Field::Number { float, .. } => float,
                 _ => {
@@ -769,7 +770,7 @@ mod tests {
         let v: Value =
             serde_json::from_slice(bytes).map_err(|e| Rejection::InvalidJson(e.to_string()))?;
         let obj = v.as_object().ok_or(Rejection::NotAnObject)?;
-        p.reading(rec, |name| match obj.get(name) {
+        p.reading(rec, |_, name| match obj.get(name) {
             None | Some(Value::Null) => Field::Missing,
             Some(Value::String(s)) => Field::Str(s),
             Some(Value::Number(n)) => n.as_f64().map_or(Field::Other, |float| Field::Number {

@@ -14,7 +14,7 @@ use crate::num::i64_to_f64;
 
 /// The configured fields (`names`) of `bytes` if it is a flat JSON object this scanner
 /// reads exactly as serde_json does; `None` to let serde decide.
-pub(super) fn pick<'n, 'de>(names: &'n [String], bytes: &'de [u8]) -> Option<Picked<'n, 'de>> {
+pub(super) fn pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Picked<'de>> {
     // One UTF-8 check of the whole value (serde checks its strings; invalid UTF-8 anywhere
     // else is a syntax error for it): strings are then cut out of `text` without another.
     let text = std::str::from_utf8(bytes).ok()?;
@@ -58,7 +58,7 @@ pub(super) fn pick<'n, 'de>(names: &'n [String], bytes: &'de [u8]) -> Option<Pic
         }
     }
     s.ws();
-    (s.i == bytes.len()).then_some(Picked { names, slots })
+    (s.i == bytes.len()).then_some(Picked { slots })
 }
 
 /// Bytes that end the unescaped run of a string: the quote, the backslash and the control
@@ -287,10 +287,7 @@ mod tests {
 
     /// What serde reads: `Some(Some(fields))` for an object, `Some(None)` for another value,
     /// `None` for invalid JSON.
-    fn serde_pick<'n, 'de>(
-        names: &'n [String],
-        bytes: &'de [u8],
-    ) -> Option<Option<Picked<'n, 'de>>> {
+    fn serde_pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Option<Picked<'de>>> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         super::super::Wanted(names)
             .deserialize(&mut de)
@@ -299,7 +296,7 @@ mod tests {
     }
 
     /// The slots with numbers as bits, so -0.0 and 0.0 differ.
-    fn canonical(p: &Picked<'_, '_>) -> Vec<String> {
+    fn canonical(p: &Picked<'_>) -> Vec<String> {
         p.slots
             .iter()
             .map(|s| match s {
