@@ -353,6 +353,19 @@ trait Decode {
     fn offset(r: &Self::Record) -> i64;
 }
 
+/// The data records of one batch, through the Kafka decoder (any codec), with offsets in
+/// `[from, hw)`.
+fn decoded_in(
+    one: &mut Bytes,
+    (from, hw): (i64, i64),
+) -> Result<impl Iterator<Item = kafka_protocol::records::Record>, LogIoError> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(one).map_err(io)?;
+    Ok(set
+        .records
+        .into_iter()
+        .filter(move |r| r.offset >= from && r.offset < hw && !r.control))
+}
+
 /// Whole stored records, headers included (output tails, the dashboard).
 struct AsStored;
 
@@ -367,11 +380,7 @@ impl Decode for AsStored {
         max: usize,
         out: &mut Vec<StoredRecord>,
     ) -> Result<(), LogIoError> {
-        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
-        for r in set.records {
-            if r.offset < from || r.offset >= hw || r.control {
-                continue;
-            }
+        for r in decoded_in(&mut one, (from, hw))? {
             if out.len() >= max {
                 break;
             }
@@ -435,11 +444,7 @@ impl Decode for AsInput<'_> {
         out: &mut Vec<InputRecord>,
     ) -> Result<(), LogIoError> {
         if header.compression().map_err(io)? != batch::Compression::None {
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one).map_err(io)?;
-            for r in set.records {
-                if r.offset < from || r.offset >= hw || r.control {
-                    continue;
-                }
+            for r in decoded_in(&mut one, (from, hw))? {
                 if out.len() >= max {
                     break;
                 }
