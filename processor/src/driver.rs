@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::exactly_once::{last_seq_in_tail, SequenceGap, StepDescriptor, TailDeduper};
 use crate::pipeline::{Pipeline, PipelineError, Step};
 use crate::record::{InputRecord, OutputRecord, StreamId};
-use crate::state::StateStore;
+use crate::state::{CheckpointMeta, StateStore};
 use crate::time::Millis;
 
 /// A log operation failed (I/O, unknown topic, timeout). The outcome of a failed append is
@@ -219,6 +219,8 @@ pub struct Driver<I, O, C, S> {
     last_step_at: Millis,
     topics_ready: bool,
     checkpoint_stats: CheckpointStats,
+    /// The metadata of the last checkpoint this lifetime took, else of the one it restored.
+    last_checkpoint: Option<CheckpointMeta>,
 }
 
 impl<I, O, C, S> Driver<I, O, C, S>
@@ -240,6 +242,7 @@ where
         config: DriverConfig,
     ) -> Result<Self, DriverError> {
         let pipeline = Pipeline::restore(pipeline_config, &store)?;
+        let restored = store.checkpoint_meta().map_err(PipelineError::from)?;
         let name = pipeline.config().name.clone();
         let journal = StreamId {
             topic: journal_topic(&name),
@@ -261,6 +264,7 @@ where
             last_step_at: now,
             topics_ready: false,
             checkpoint_stats: CheckpointStats::default(),
+            last_checkpoint: restored,
         };
         let mut last_seen = Vec::new();
         for stream in d.output_streams() {
@@ -312,15 +316,22 @@ where
         }
     }
 
-    /// Journal entries from the checkpoint's step on, in index order.
+    /// Journal entries from the checkpoint's step on, in index order. Read from where the
+    /// restored checkpoint recorded the journal's end ([`CheckpointMeta::journal_next`]):
+    /// the entries before it are the checkpoint's own steps. If the journal does not reach
+    /// that position it is not the journal the checkpoint saw, and the checks below find out
+    /// what is wrong reading from the log start.
     async fn read_journal(&self) -> Result<Vec<StepDescriptor>, DriverError> {
         let from_index = self.pipeline.steps_applied();
         let Some(_) = self.input.partitions(&self.journal.topic).await? else {
             return Ok(Vec::new());
         };
         let (start, end) = self.input.offsets(&self.journal.topic, 0).await?;
+        let recorded = self.last_checkpoint.as_ref().and_then(|m| m.journal_next);
         let mut out: Vec<StepDescriptor> = Vec::new();
-        let mut at = start;
+        let mut at = recorded
+            .filter(|r| *r <= end)
+            .map_or(start, |r| r.max(start));
         while at < end {
             let recs = self.input.read(&self.journal.topic, 0, at, 1_000).await?;
             let Some(last) = recs.last() else { break };
@@ -550,7 +561,7 @@ where
         self.apply_and_write(&step).await?;
         self.last_step_at = now;
         self.steps_since_checkpoint = self.steps_since_checkpoint.saturating_add(1);
-        self.maybe_checkpoint(now)?;
+        self.maybe_checkpoint(now).await?;
         Ok(outcome)
     }
 
@@ -573,20 +584,31 @@ where
         Ok(())
     }
 
-    fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+    async fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
         let interval = Millis::try_from(self.config.checkpoint_interval_ms).unwrap_or(Millis::MAX);
         if self.steps_since_checkpoint >= self.config.checkpoint_every_steps.max(1)
             || now.saturating_sub(self.last_checkpoint_at) >= interval
         {
-            self.checkpoint(now)?;
+            self.checkpoint(now).await?;
         }
         Ok(())
     }
 
     /// Checkpoints now (also on graceful shutdown). Outputs are already durable: each append
     /// returned only once durable, so the checkpoint never covers an output that could be lost.
-    pub fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
-        self.pipeline.checkpoint(&mut self.store)?;
+    /// The checkpoint records the journal's end now: taken between steps, with every
+    /// journaled step applied, so each entry of a later step is appended at or after it.
+    pub async fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+        let journal = &self.journal.topic;
+        let journal_next = if self.topics_ready || self.input.partitions(journal).await?.is_some() {
+            Some(self.input.offsets(journal, 0).await?.1)
+        } else {
+            None
+        };
+        let meta = self
+            .pipeline
+            .checkpoint_with_journal(&mut self.store, journal_next)?;
+        self.last_checkpoint = Some(meta);
         self.steps_since_checkpoint = 0;
         self.last_checkpoint_at = now;
         self.checkpoint_stats.count = self.checkpoint_stats.count.saturating_add(1);
@@ -596,6 +618,12 @@ where
     /// Checkpoints taken by this driver lifetime.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         self.checkpoint_stats
+    }
+
+    /// The metadata of the last checkpoint taken by this lifetime, else of the one it
+    /// restored (`None`: no checkpoint yet).
+    pub fn last_checkpoint(&self) -> Option<&CheckpointMeta> {
+        self.last_checkpoint.as_ref()
     }
 
     /// Waits (in the input log) for new input on any source partition, or `timeout_ms`.
@@ -631,7 +659,7 @@ where
             }
         }
         let now = self.clock.now_ms();
-        self.checkpoint(now)
+        self.checkpoint(now).await
     }
 }
 
