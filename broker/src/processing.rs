@@ -712,6 +712,47 @@ impl InputLog for LocalLog {
     }
 }
 
+/// Records appended to a local partition, not yet known durable: the partition and the end
+/// offset of the append (0: nothing appended).
+struct Unflushed(Arc<Partition>, i64);
+
+impl LocalLog {
+    /// Appends `records` to their partition, in batches of [`APPEND_BATCH`]; the partition's
+    /// flusher is asked for an fsync, which [`LocalLog::wait_durable`] waits for.
+    fn append_unflushed(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Unflushed, LogIoError> {
+        let part = self
+            .partition(&stream.topic, stream.partition)?
+            .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
+        let mut end = 0;
+        for chunk in records.chunks(APPEND_BATCH) {
+            let recs: Vec<Record> = chunk.iter().map(to_record).collect();
+            let bytes = encode_batch(&recs, ProducerInfo::default());
+            let header = batch::validate(&bytes).map_err(io)?;
+            let appended = part.append(bytes, &header).map_err(io)?;
+            end = appended.last_offset.saturating_add(1);
+        }
+        Ok(Unflushed(part, end))
+    }
+
+    /// Waits until an append is durable (acks=all), then counts its alerts as appended.
+    async fn wait_durable(
+        &self,
+        Unflushed(part, end): Unflushed,
+        records: &[OutputRecord],
+    ) -> Result<(), LogIoError> {
+        if end > 0 {
+            let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
+            part.wait_durable(end, wait).await.map_err(io)?;
+            observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
+        }
+        Ok(())
+    }
+}
+
 impl OutputLog for LocalLog {
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), LogIoError> {
         let want = i32::try_from(partitions).map_err(io)?;
@@ -741,23 +782,37 @@ impl OutputLog for LocalLog {
     }
 
     async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
-        let part = self
-            .partition(&stream.topic, stream.partition)?
-            .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
-        let mut end = 0;
-        for chunk in records.chunks(APPEND_BATCH) {
-            let recs: Vec<Record> = chunk.iter().map(to_record).collect();
-            let bytes = encode_batch(&recs, ProducerInfo::default());
-            let header = batch::validate(&bytes).map_err(io)?;
-            let appended = part.append(bytes, &header).map_err(io)?;
-            end = appended.last_offset.saturating_add(1);
+        let appended = self.append_unflushed(stream, records)?;
+        self.wait_durable(appended, records).await
+    }
+
+    /// Appends every stream first, then waits: each partition's flusher starts on its append
+    /// (`flush_ms = 0`), so the streams' fsyncs run together instead of one after another.
+    async fn append_all(
+        &self,
+        batches: &[(StreamId, Vec<OutputRecord>)],
+    ) -> Result<(), LogIoError> {
+        let mut appended = Vec::with_capacity(batches.len());
+        for (stream, records) in batches {
+            appended.push(self.append_unflushed(stream, records)?);
         }
-        if end > 0 {
-            let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
-            part.wait_durable(end, wait).await.map_err(io)?;
-            observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
+        for (a, (_, records)) in appended.into_iter().zip(batches) {
+            self.wait_durable(a, records).await?;
         }
         Ok(())
+    }
+
+    /// Runs `meanwhile` between the append and the wait for its fsync.
+    async fn append_overlapping<R: Send>(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+        meanwhile: impl FnOnce() -> R + Send,
+    ) -> Result<R, LogIoError> {
+        let appended = self.append_unflushed(stream, records)?;
+        let r = meanwhile();
+        self.wait_durable(appended, records).await?;
+        Ok(r)
     }
 
     async fn tail(

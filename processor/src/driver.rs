@@ -74,6 +74,43 @@ pub trait OutputLog {
         stream: &StreamId,
         records: &[OutputRecord],
     ) -> impl Future<Output = Result<(), LogIoError>> + Send;
+    /// Appends each `(stream, records)` like [`OutputLog::append`] and returns once all of
+    /// them are durable. The streams are independent (recovery dedupes each against its own
+    /// tail), so a log may make them durable together rather than one after another. Default:
+    /// one `append` after another.
+    fn append_all(
+        &self,
+        batches: &[(StreamId, Vec<OutputRecord>)],
+    ) -> impl Future<Output = Result<(), LogIoError>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            for (stream, records) in batches {
+                self.append(stream, records).await?;
+            }
+            Ok(())
+        }
+    }
+    /// Appends `records` like [`OutputLog::append`], calling `meanwhile` while they become
+    /// durable; returns its result once they are. `meanwhile` must not make anything visible
+    /// (the driver applies the step being journaled: in-memory work, discarded with the
+    /// lifetime if the append fails). Never calls `meanwhile` if the append fails before it.
+    /// Default: `append`, then `meanwhile`.
+    fn append_overlapping<R: Send>(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+        meanwhile: impl FnOnce() -> R + Send,
+    ) -> impl Future<Output = Result<R, LogIoError>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            self.append(stream, records).await?;
+            Ok(meanwhile())
+        }
+    }
     /// Headers of the last `max_records` records of a partition, oldest first (empty if the
     /// topic does not exist).
     fn tail(
@@ -394,22 +431,27 @@ where
         })
     }
 
-    /// Applies a step and writes the outputs the streams do not hold yet, each stream in
-    /// sequence order, durably.
+    /// Applies a step and writes the outputs the streams do not hold yet.
     async fn apply_and_write(&mut self, step: &Step) -> Result<(), DriverError> {
         let outs = self.pipeline.apply(step);
+        self.write(outs).await
+    }
+
+    /// Writes the outputs the streams do not hold yet, each stream in sequence order, durably
+    /// (the streams together: [`OutputLog::append_all`]).
+    async fn write(&mut self, outs: Vec<OutputRecord>) -> Result<(), DriverError> {
         let mut by_stream: BTreeMap<StreamId, Vec<OutputRecord>> = BTreeMap::new();
         for o in outs {
             if self.dedupe.admit(&o)? {
                 by_stream.entry(o.stream.clone()).or_default().push(o);
             }
         }
-        if !by_stream.is_empty() {
-            self.ensure_topics().await?;
+        if by_stream.is_empty() {
+            return Ok(());
         }
-        for (stream, recs) in by_stream {
-            self.output.append(&stream, &recs).await?;
-        }
+        self.ensure_topics().await?;
+        let batches: Vec<(StreamId, Vec<OutputRecord>)> = by_stream.into_iter().collect();
+        self.output.append_all(&batches).await?;
         Ok(())
     }
 
@@ -548,7 +590,6 @@ where
             ranges,
             end: false,
         };
-        self.journal_append(&desc).await?;
         // The step holds exactly the records its journaled ranges name, in their order: the
         // ranges were derived from these records, and replay (`materialize`) reads the same
         // offsets of the same immutable log back. Taken from the fetch buffers rather than
@@ -558,14 +599,24 @@ where
             records,
             end: false,
         };
-        self.apply_and_write(&step).await?;
+        // Applied while the journal entry becomes durable; its outputs are written only after.
+        let outs = self.journal_and_apply(&desc, &step).await?;
+        self.write(outs).await?;
         self.last_step_at = now;
         self.steps_since_checkpoint = self.steps_since_checkpoint.saturating_add(1);
         self.maybe_checkpoint(now).await?;
         Ok(outcome)
     }
 
-    async fn journal_append(&mut self, desc: &StepDescriptor) -> Result<(), DriverError> {
+    /// Journals `desc` and applies `step` while the entry becomes durable
+    /// ([`OutputLog::append_overlapping`]); returns the step's outputs once the entry is
+    /// durable. Applying first is only in-memory work: if the journal append fails, the
+    /// lifetime ends and recovery rebuilds the state from the checkpoint.
+    async fn journal_and_apply(
+        &mut self,
+        desc: &StepDescriptor,
+        step: &Step,
+    ) -> Result<Vec<OutputRecord>, DriverError> {
         self.ensure_topics().await?;
         // Plain data: serialization cannot fail.
         let value = serde_json::to_vec(desc).unwrap_or_default();
@@ -580,8 +631,12 @@ where
             )],
             timestamp: desc.processing_time,
         };
-        self.output.append(&self.journal, &[rec]).await?;
-        Ok(())
+        let pipeline = &mut self.pipeline;
+        let outs = self
+            .output
+            .append_overlapping(&self.journal, &[rec], || pipeline.apply(step))
+            .await?;
+        Ok(outs)
     }
 
     async fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
