@@ -5,7 +5,7 @@
 //! is still an overheating motor), so alerts are raised without waiting for the watermark.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -329,7 +329,7 @@ impl Timers {
 /// not stored (a restore numbers keys in key order).
 #[derive(Debug, Clone, Default)]
 struct KeyIds {
-    ids: HashMap<String, usize>,
+    ids: crate::num::KeyMap<usize>,
     names: Vec<String>,
 }
 
