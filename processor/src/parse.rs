@@ -57,6 +57,40 @@ pub struct Values {
     values: Floats,
 }
 
+/// Where a fixed list of fields is in readings' [`Values`]: found by name once per list of
+/// names (every reading of a parser shares one, so once), then read by index, without
+/// comparing names per reading.
+#[derive(Debug, Clone, Default)]
+pub struct FieldSlots {
+    /// The names the slots were found in.
+    names: Option<Arc<[String]>>,
+    /// `slots[i]`: where the `i`-th field is in `names`, if there.
+    slots: Vec<Option<usize>>,
+}
+
+impl FieldSlots {
+    /// Finds `fields` again if `v` has other names than the last values seen.
+    pub fn resolve<'f>(&mut self, v: &Values, fields: impl Iterator<Item = &'f str>) {
+        if self
+            .names
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, &v.names))
+        {
+            return;
+        }
+        self.slots = fields
+            .map(|f| v.names.iter().position(|n| n == f))
+            .collect();
+        self.names = Some(Arc::clone(&v.names));
+    }
+
+    /// The value in `v` of the `i`-th field, `v` being the values last [`Self::resolve`]d.
+    pub fn get(&self, i: usize, v: &Values) -> Option<f64> {
+        let slot = self.slots.get(i).copied().flatten()?;
+        v.values.as_slice().get(slot).copied()
+    }
+}
+
 /// How many values a reading keeps in place; more go to the heap.
 const INLINE_VALUES: usize = 4;
 
@@ -607,6 +641,30 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slots follow the names of the values they are used with: found again when the names
+    /// change, a missing field has none.
+    #[test]
+    fn field_slots_follow_the_values_names() {
+        let a: Values = [("a".to_string(), 1.0), ("b".to_string(), 2.0)]
+            .into_iter()
+            .collect();
+        let b: Values = [("b".to_string(), 3.0), ("c".to_string(), 4.0)]
+            .into_iter()
+            .collect();
+        let mut slots = FieldSlots::default();
+        for (v, want) in [
+            (&a, [Some(2.0), Some(1.0), None]),
+            (&a, [Some(2.0), Some(1.0), None]),
+            (&b, [Some(3.0), None, Some(4.0)]),
+            (&a, [Some(2.0), Some(1.0), None]),
+        ] {
+            slots.resolve(v, ["b", "a", "c"].into_iter());
+            let got: Vec<Option<f64>> = (0..3).map(|i| slots.get(i, v)).collect();
+            assert_eq!(got, want);
+            assert_eq!(slots.get(3, v), None);
+        }
+    }
 
     /// In place or spilled to the heap, the values are the ones pushed, in order, and equal
     /// whatever their storage.
