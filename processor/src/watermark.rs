@@ -25,13 +25,38 @@ struct Clock {
 /// the pipeline watermark back. If every partition is idle the watermark is the maximum of
 /// theirs: all data seen is complete up to the bound. The pipeline watermark never decreases;
 /// a partition that wakes up behind it simply delivers late data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatermarkTracker {
     bound: Millis,
     idle_timeout: Millis,
     clocks: Vec<(SourcePartition, Clock)>,
     started_at: Option<Millis>,
     current: Option<Millis>,
+    /// Set by [`WatermarkTracker::advance`] to the processing time it evaluated at; cleared by
+    /// any change to its inputs. While set and `now` is the same, `advance` would compute the
+    /// same candidate again, which the watermark already covers, so it answers `None` without
+    /// the pass over every partition (a reading that raises nothing, the common case). A
+    /// cache, not state: not saved, not compared.
+    #[serde(skip)]
+    evaluated_at: Option<Millis>,
+}
+
+impl PartialEq for WatermarkTracker {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.bound,
+            self.idle_timeout,
+            &self.clocks,
+            self.started_at,
+            self.current,
+        ) == (
+            other.bound,
+            other.idle_timeout,
+            &other.clocks,
+            other.started_at,
+            other.current,
+        )
+    }
 }
 
 impl WatermarkTracker {
@@ -50,6 +75,7 @@ impl WatermarkTracker {
             clocks,
             started_at: None,
             current: None,
+            evaluated_at: None,
         }
     }
 
@@ -64,6 +90,7 @@ impl WatermarkTracker {
                 // A partition beyond the configured count: track it from now on.
                 self.clocks
                     .insert(i, ((topic.to_owned(), partition), Clock::default()));
+                self.evaluated_at = None;
                 i
             }
         };
@@ -72,14 +99,26 @@ impl WatermarkTracker {
 
     /// Records a valid reading at processing time `now`.
     pub fn observe(&mut self, topic: &str, partition: u32, event_time: Millis, now: Millis) {
-        self.started_at.get_or_insert(now);
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.evaluated_at = None;
+        }
         let c = self.clock_mut(topic, partition);
-        c.max_event_time = Some(c.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        let max = Some(c.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        let changed = c.max_event_time != max || c.last_activity != Some(now);
+        c.max_event_time = max;
         c.last_activity = Some(now);
+        if changed {
+            self.evaluated_at = None;
+        }
     }
 
     /// Recomputes the pipeline watermark at processing time `now`; returns it if it advanced.
     pub fn advance(&mut self, now: Millis) -> Option<Millis> {
+        if self.evaluated_at == Some(now) {
+            return None;
+        }
+        self.evaluated_at = Some(now);
         let started = *self.started_at.get_or_insert(now);
         let mut active_min: Option<Option<Millis>> = None;
         let mut all_max: Option<Millis> = None;
@@ -179,5 +218,34 @@ mod tests {
         let _ = w.advance(i64::MAX);
         w.observe(T, 0, i64::MAX, i64::MAX);
         assert_eq!(w.advance(i64::MAX), Some(i64::MAX - 10));
+    }
+
+    proptest::proptest! {
+        /// The cached `advance` answers exactly as a fresh pass over every partition would,
+        /// for any interleaving of readings and advances, in any partition, at any times.
+        #[test]
+        fn cached_advance_equals_a_fresh_pass(
+            ops in proptest::collection::vec(
+                (0u32..4, proptest::bool::ANY, -50i64..5_000, 0i64..400),
+                0..200,
+            )
+        ) {
+            let (mut cached, mut fresh) = (tracker(3), tracker(3));
+            let mut now = 0;
+            for (partition, is_reading, event_time, dt) in ops {
+                // Processing time mostly stands still (a step), sometimes moves on.
+                if dt > 300 {
+                    now += dt - 300;
+                }
+                if is_reading {
+                    cached.observe(T, partition, event_time, now);
+                    fresh.observe(T, partition, event_time, now);
+                } else {
+                    fresh.evaluated_at = None;
+                    proptest::prop_assert_eq!(cached.advance(now), fresh.advance(now));
+                }
+                proptest::prop_assert_eq!(&cached, &fresh);
+            }
+        }
     }
 }
