@@ -793,8 +793,12 @@ mod tests {
                 state.encode(&mut b);
                 proptest::prop_assert_eq!(b[0], WINDOW_ENCODING_V1);
                 proptest::prop_assert_eq!(&WindowState::decode(&b)?, state);
-                let json = serde_json::to_vec(state).unwrap();
-                proptest::prop_assert_eq!(&WindowState::decode(&json)?, state);
+                // JSON (older checkpoints) has no infinity (serde_json writes `null`), so a sum
+                // that overflowed past f64::MAX exists only in the binary encoding.
+                if state.fields.values().all(|f| f.sum.is_finite()) {
+                    let json = serde_json::to_vec(state).unwrap();
+                    proptest::prop_assert_eq!(&WindowState::decode(&json)?, state);
+                }
                 // Every strict prefix is an error, not a panic or a different window.
                 for n in 0..b.len() {
                     proptest::prop_assert!(WindowState::decode(&b[..n]).is_err());
