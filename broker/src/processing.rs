@@ -30,9 +30,7 @@ use runnel_processor::driver::{
 };
 use runnel_processor::pipeline::OpenWindow;
 use runnel_processor::state::sled_store::SledStore;
-use runnel_processor::state::{
-    BatchOp, CheckpointMeta, KeyValue, StateError, StateStore, WriteBatch, CHECKPOINT_META_KEY,
-};
+use runnel_processor::state::{CheckpointMeta, KeyValue, StateError, StateStore, WriteBatch};
 use runnel_processor::time::Millis;
 use runnel_processor::{InputRecord, OutputRecord, Pipeline, PipelineConfig, StreamId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -180,17 +178,9 @@ pub struct LocalLog {
     wake: Option<Arc<Notify>>,
     /// What input reads decoded beyond the records asked for (shared by clones).
     ahead: Arc<Mutex<ReadAhead>>,
-    /// The pipeline's journal, if this log serves one pipeline ([`LocalLog::with_journal`]).
-    journal: Option<JournalView>,
-}
-
-/// How one pipeline's log treats its journal topic.
-#[derive(Clone)]
-struct JournalView {
-    topic: String,
-    /// Where the restored checkpoint's journal entries end ([`recorded_journal_position`]):
-    /// recovery reads the journal from here, not from the log start.
-    from: Option<i64>,
+    /// The pipeline's journal topic, if this log serves one pipeline
+    /// ([`LocalLog::with_journal`]).
+    journal: Option<String>,
 }
 
 impl LocalLog {
@@ -210,20 +200,14 @@ impl LocalLog {
     }
 
     /// This log as pipeline `pipeline`'s: its journal topic is created with the journal's
-    /// retention (`[processor] journal_retention_ms`, [`JOURNAL_SEGMENT_BYTES`]), and, with
-    /// `from` (the journal position recorded with the checkpoint recovery restores), the
-    /// journal starts at `from` for the driver — the entries before it are that checkpoint's
-    /// steps, which recovery would read only to skip them.
-    pub fn with_journal(mut self, pipeline: &str, from: Option<i64>) -> Self {
-        self.journal = Some(JournalView {
-            topic: journal_topic(pipeline),
-            from,
-        });
+    /// retention (`[processor] journal_retention_ms`, [`JOURNAL_SEGMENT_BYTES`]).
+    pub fn with_journal(mut self, pipeline: &str) -> Self {
+        self.journal = Some(journal_topic(pipeline));
         self
     }
 
     fn is_journal(&self, topic: &str) -> bool {
-        self.journal.as_ref().is_some_and(|j| j.topic == topic)
+        self.journal.as_deref() == Some(topic)
     }
 
     /// The configs this log creates `topic` with: the journal's own retention, else none
@@ -711,18 +695,10 @@ impl InputLog for LocalLog {
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<(i64, i64), LogIoError> {
-        let (start, hw) = self.partition(topic, partition)?.map_or((0, 0), |p| {
+        Ok(self.partition(topic, partition)?.map_or((0, 0), |p| {
             let o = p.offsets();
             (o.log_start, o.high_watermark)
-        });
-        // The driver reads the journal from its start only to replay it: from the recorded
-        // position on, if the journal still reaches it (else it is not the journal the
-        // checkpoint saw, and the driver finds out what is wrong from the log start).
-        let from = match &self.journal {
-            Some(j) if partition == 0 && j.topic == topic => j.from.filter(|f| *f <= hw),
-            _ => None,
-        };
-        Ok((from.map_or(start, |f| f.max(start)), hw))
+        }))
     }
 
     async fn read(
@@ -763,6 +739,47 @@ impl InputLog for LocalLog {
     }
 }
 
+/// Records appended to a local partition, not yet known durable: the partition and the end
+/// offset of the append (0: nothing appended).
+struct Unflushed(Arc<Partition>, i64);
+
+impl LocalLog {
+    /// Appends `records` to their partition, in batches of [`APPEND_BATCH`]; the partition's
+    /// flusher is asked for an fsync, which [`LocalLog::wait_durable`] waits for.
+    fn append_unflushed(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Unflushed, LogIoError> {
+        let part = self
+            .partition(&stream.topic, stream.partition)?
+            .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
+        let mut end = 0;
+        for chunk in records.chunks(APPEND_BATCH) {
+            let recs: Vec<Record> = chunk.iter().map(to_record).collect();
+            let bytes = encode_batch(&recs, ProducerInfo::default());
+            let header = batch::validate(&bytes).map_err(io)?;
+            let appended = part.append(bytes, &header).map_err(io)?;
+            end = appended.last_offset.saturating_add(1);
+        }
+        Ok(Unflushed(part, end))
+    }
+
+    /// Waits until an append is durable (acks=all), then counts its alerts as appended.
+    async fn wait_durable(
+        &self,
+        Unflushed(part, end): Unflushed,
+        records: &[OutputRecord],
+    ) -> Result<(), LogIoError> {
+        if end > 0 {
+            let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
+            part.wait_durable(end, wait).await.map_err(io)?;
+            observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
+        }
+        Ok(())
+    }
+}
+
 impl OutputLog for LocalLog {
     async fn ensure_topic(&self, topic: &str, partitions: u32) -> Result<(), LogIoError> {
         let want = i32::try_from(partitions).map_err(io)?;
@@ -792,23 +809,37 @@ impl OutputLog for LocalLog {
     }
 
     async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
-        let part = self
-            .partition(&stream.topic, stream.partition)?
-            .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
-        let mut end = 0;
-        for chunk in records.chunks(APPEND_BATCH) {
-            let recs: Vec<Record> = chunk.iter().map(to_record).collect();
-            let bytes = encode_batch(&recs, ProducerInfo::default());
-            let header = batch::validate(&bytes).map_err(io)?;
-            let appended = part.append(bytes, &header).map_err(io)?;
-            end = appended.last_offset.saturating_add(1);
+        let appended = self.append_unflushed(stream, records)?;
+        self.wait_durable(appended, records).await
+    }
+
+    /// Appends every stream first, then waits: each partition's flusher starts on its append
+    /// (`flush_ms = 0`), so the streams' fsyncs run together instead of one after another.
+    async fn append_all(
+        &self,
+        batches: &[(StreamId, Vec<OutputRecord>)],
+    ) -> Result<(), LogIoError> {
+        let mut appended = Vec::with_capacity(batches.len());
+        for (stream, records) in batches {
+            appended.push(self.append_unflushed(stream, records)?);
         }
-        if end > 0 {
-            let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
-            part.wait_durable(end, wait).await.map_err(io)?;
-            observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
+        for (a, (_, records)) in appended.into_iter().zip(batches) {
+            self.wait_durable(a, records).await?;
         }
         Ok(())
+    }
+
+    /// Runs `meanwhile` between the append and the wait for its fsync.
+    async fn append_overlapping<R: Send>(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+        meanwhile: impl FnOnce() -> R + Send,
+    ) -> Result<R, LogIoError> {
+        let appended = self.append_unflushed(stream, records)?;
+        let r = meanwhile();
+        self.wait_durable(appended, records).await?;
+        Ok(r)
     }
 
     async fn tail(
@@ -832,15 +863,6 @@ pub(crate) type OnCheckpoint = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A checkpoint's write (apply, then flush) on its own thread; `Ok` once it is durable.
 type Flushing = std::thread::JoinHandle<Result<(), StateError>>;
-
-/// The end of a pipeline's journal now (its high watermark), if it exists.
-pub(crate) type JournalEnd = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
-
-/// Key of the journal position recorded with each checkpoint, beside the processor's
-/// checkpoint meta (state keys never start with a NUL byte, so a checkpoint's scan for stale
-/// state never deletes it): the checkpoint's `steps_applied` and the journal's end when it was
-/// written, both as 8 big-endian bytes.
-const JOURNAL_POSITION_KEY: &[u8] = b"\0runnel.journal_position";
 
 /// The pipeline's state store, timing each atomic batch: the driver writes one per
 /// checkpoint, and the core reads no clock, so checkpoint durations are measured here.
@@ -868,8 +890,6 @@ pub(crate) struct TimedStore {
     /// The last checkpoint's write while it may still run (shared by the clones: each driver
     /// lifetime gets one, and one lifetime runs at a time).
     flushing: Arc<Mutex<Option<Flushing>>>,
-    /// Single node: records the journal's end with each checkpoint.
-    journal_end: Option<JournalEnd>,
 }
 
 impl TimedStore {
@@ -879,7 +899,6 @@ impl TimedStore {
             on_checkpoint,
             snapshots: None,
             flushing: Arc::default(),
-            journal_end: None,
         }
     }
 
@@ -898,16 +917,6 @@ impl TimedStore {
                 ))
             }),
         }
-    }
-
-    /// Records, atomically with each checkpoint, where the journal ends ([`JournalEnd`]), so
-    /// that recovery from that checkpoint reads the journal from there
-    /// ([`recorded_journal_position`]). Right for the embedded driver, which checkpoints
-    /// between steps with every journaled step applied: the entries of the steps after the
-    /// checkpoint are all appended later, at or after that end.
-    pub(crate) fn recording_journal_end(mut self, end: JournalEnd) -> Self {
-        self.journal_end = Some(end);
-        self
     }
 
     /// Hands every committed checkpoint (one atomic batch each) to `tap`, on the thread that
@@ -951,14 +960,10 @@ impl StateStore for TimedStore {
         self.wait_flushed()?;
         self.inner.scan_prefix(prefix)
     }
-    fn write_batch(&mut self, mut batch: WriteBatch) -> Result<(), StateError> {
+    fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StateError> {
         // The checkpoint before must be durable first: at most one is ever not.
         self.wait_flushed()?;
         let started = std::time::Instant::now();
-        // On the driver's thread, between steps: the journal's end now is the checkpoint's.
-        if let Some(end) = &self.journal_end {
-            record_journal_position(&mut batch, end);
-        }
         if let Some(tap) = &self.snapshots {
             self.inner.write_batch(batch)?;
             (self.on_checkpoint)(started.elapsed());
@@ -980,36 +985,6 @@ impl StateStore for TimedStore {
         *self.flushing.lock().unwrap_or_else(PoisonError::into_inner) = Some(writing);
         Ok(())
     }
-}
-
-/// Adds the journal position to `batch` if it is a checkpoint (it carries the checkpoint
-/// meta): the checkpoint's `steps_applied` and the journal's end now.
-fn record_journal_position(batch: &mut WriteBatch, end: &JournalEnd) {
-    let meta = batch.ops.iter().rev().find_map(|op| match op {
-        BatchOp::Put(k, v) if k == CHECKPOINT_META_KEY => Some(v),
-        _ => None,
-    });
-    let Some(meta) = meta.and_then(|v| serde_json::from_slice::<CheckpointMeta>(v).ok()) else {
-        return;
-    };
-    if let Some(end) = end() {
-        let mut v = meta.steps_applied.to_be_bytes().to_vec();
-        v.extend_from_slice(&end.to_be_bytes());
-        batch.put(JOURNAL_POSITION_KEY, v);
-    }
-}
-
-/// Where recovery from `store`'s checkpoint may start reading the journal: the position
-/// recorded with that very checkpoint (same `steps_applied`), else `None` (from the log
-/// start: no checkpoint, or one written before positions were recorded).
-pub(crate) fn recorded_journal_position(store: &impl StateStore) -> Option<i64> {
-    let meta: CheckpointMeta =
-        serde_json::from_slice(&store.get(CHECKPOINT_META_KEY).ok()??).ok()?;
-    let v = store.get(JOURNAL_POSITION_KEY).ok()??;
-    let (steps, end) = v.split_at_checked(8)?;
-    let steps = u64::from_be_bytes(steps.try_into().ok()?);
-    let end = i64::from_be_bytes(end.try_into().ok()?);
-    (steps == meta.steps_applied).then_some(end)
 }
 
 /// The wall clock.
@@ -1086,7 +1061,6 @@ pub async fn run_pipeline(
     let Some(store) = open_state_store(&broker, &name) else {
         return;
     };
-    let store = store.recording_journal_end(journal_end(&broker, &name));
     let config = driver_config(&broker.config.processor);
     broker.pipelines.register(&pipeline);
     let mut inbox = broker.queries.inbox(&name);
@@ -1094,7 +1068,7 @@ pub async fn run_pipeline(
         let stop = shutdown.clone();
         let log = LocalLog::new(broker.clone())
             .waking_on(inbox.wake())
-            .with_journal(&name, recorded_journal_position(&store));
+            .with_journal(&name);
         let outcome = async {
             let mut d = Driver::recover(
                 log.clone(),
@@ -1117,13 +1091,16 @@ pub async fn run_pipeline(
                     inbox.answer(d.pipeline());
                     if d.checkpoint_stats().count != checkpoints {
                         checkpoints = d.checkpoint_stats().count;
-                        let now = RecoveryHolds::after_checkpoint(
-                            &broker,
-                            d.pipeline(),
-                            config.tail_scan_records,
-                        );
-                        if let Some(durable) = unflushed.replace(now) {
-                            durable.apply(&broker, &name);
+                        if let Some(meta) = d.last_checkpoint() {
+                            let now = RecoveryHolds::after_checkpoint(
+                                &broker,
+                                d.pipeline().config(),
+                                meta,
+                                config.tail_scan_records,
+                            );
+                            if let Some(durable) = unflushed.replace(now) {
+                                durable.apply(&broker, &name);
+                            }
                         }
                     }
                 },
@@ -1148,15 +1125,6 @@ pub async fn run_pipeline(
             _ = crate::net::stopped(&mut shutdown) => return,
         }
     }
-}
-
-/// The end of `pipeline`'s journal on this node, read when a checkpoint is written.
-fn journal_end(broker: &Arc<Broker>, pipeline: &str) -> JournalEnd {
-    let (broker, topic) = (broker.clone(), journal_topic(pipeline));
-    Arc::new(move || {
-        let t = broker.topics.get(&topic)?;
-        Some(t.partitions.first()?.offsets().high_watermark)
-    })
 }
 
 /// Publishes a driver's state after a step (status page, metrics).
@@ -1195,19 +1163,27 @@ fn hold_everything(broker: &Broker, p: &PipelineConfig) {
 
 /// Where recovery from one checkpoint reads, per topic and partition: each source partition
 /// from the checkpoint's input position (the journal's ranges start there), the journal from
-/// its end (entries before it are applied), and each output partition's last `tail_records`
-/// (where recovery looks for its last sequence number). Partitions a pipeline has not read
-/// yet are not named (they stay held whole).
+/// the position the checkpoint recorded (entries before it are applied), and each output
+/// partition's last `tail_records` (where recovery looks for its last sequence number).
+/// Partitions a pipeline has not read yet are not named (they stay held whole).
 struct RecoveryHolds(Vec<(String, Vec<(i32, i64)>)>);
 
 impl RecoveryHolds {
-    /// Taken right after a checkpoint, on the driver's thread between steps, so the logs have
-    /// not moved since the checkpoint.
-    fn after_checkpoint(broker: &Broker, p: &Pipeline, tail_records: usize) -> Self {
+    /// Taken right after checkpoint `meta`, on the driver's thread between steps, so the
+    /// outputs have not moved since the checkpoint.
+    fn after_checkpoint(
+        broker: &Broker,
+        p: &PipelineConfig,
+        meta: &CheckpointMeta,
+        tail_records: usize,
+    ) -> Self {
         let mut sources: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-        for (topic, partition, next) in p.next_offsets() {
-            if let Ok(partition) = i32::try_from(partition) {
-                sources.entry(topic).or_default().push((partition, next));
+        for (topic, partition, next) in &meta.input_next_offsets {
+            if let Ok(partition) = i32::try_from(*partition) {
+                sources
+                    .entry(topic.clone())
+                    .or_default()
+                    .push((partition, *next));
             }
         }
         let mut held: Vec<(String, Vec<(i32, i64)>)> = sources.into_iter().collect();
@@ -1224,11 +1200,13 @@ impl RecoveryHolds {
                     .collect()
             })
         };
-        let journal = runnel_processor::driver::journal_topic(&p.config().name);
-        let journal_from = ends(&journal, 0);
-        held.push((journal, journal_from));
+        // Without a recorded position recovery reads the journal from its start.
+        held.push((
+            journal_topic(&p.name),
+            vec![(0, meta.journal_next.unwrap_or(0))],
+        ));
         let back = i64::try_from(tail_records).unwrap_or(i64::MAX);
-        let o = &p.config().outputs;
+        let o = &p.outputs;
         for t in [&o.aggregates, &o.alerts, &o.late, &o.dlq] {
             held.push((t.topic.clone(), ends(&t.topic, back)));
         }
@@ -1271,6 +1249,7 @@ mod tests {
     use bytes::BytesMut;
     use prometheus_client::metrics::histogram::Histogram;
     use runnel_processor::driver::StepOutcome;
+    use runnel_processor::state::CHECKPOINT_META_KEY;
 
     use super::*;
 
@@ -1571,9 +1550,10 @@ mod tests {
         (broker, pipeline)
     }
 
-    /// Each checkpoint records where the journal ended; recovery from it reads the journal
-    /// from there (the entries before are the checkpoint's steps), and recovers the same state
-    /// as a recovery reading the whole journal. The journal topic gets the journal's retention.
+    /// Each checkpoint records where the journal ended (`CheckpointMeta::journal_next`);
+    /// recovery from it reads the journal from there (the entries before are the checkpoint's
+    /// steps), and recovers the same state as a recovery reading the whole journal. The
+    /// journal topic gets the journal's retention.
     #[tokio::test]
     async fn recovery_reads_the_journal_from_the_position_recorded_with_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
@@ -1581,8 +1561,8 @@ mod tests {
         let name = pipeline.name.clone();
         let journal = journal_topic(&name);
         let sled = SledStore::open(&dir.path().join("state"), &name).unwrap();
-        let store = TimedStore::new(sled, Arc::new(|_| {}))
-            .recording_journal_end(journal_end(&broker, &name));
+        let store = TimedStore::new(sled, Arc::new(|_| {}));
+        let mut meta_writer = store.clone();
         let config = DriverConfig {
             max_step_records: 5,
             checkpoint_every_steps: 1_000,
@@ -1590,9 +1570,9 @@ mod tests {
             align_wait_ms: 0,
             ..DriverConfig::default()
         };
-        let recover = |from: Option<i64>| {
+        let recover = || {
             let froms = Arc::new(Mutex::new(Vec::new()));
-            let log = LocalLog::new(broker.clone()).with_journal(&name, from);
+            let log = LocalLog::new(broker.clone()).with_journal(&name);
             let input = ReadsOf {
                 inner: log.clone(),
                 topic: journal.clone(),
@@ -1609,73 +1589,48 @@ mod tests {
             async move { (d.await.unwrap(), froms) }
         };
         // Lifetime 1: four steps, a checkpoint, two more steps, then a crash.
-        let (mut d, _) = recover(recorded_journal_position(&store)).await;
+        let (mut d, _) = recover().await;
         for i in 0..6 {
             if i == 4 {
-                d.checkpoint(WallClock.now_ms()).unwrap();
+                d.checkpoint(WallClock.now_ms()).await.unwrap();
             }
             assert_eq!(d.step().await.unwrap(), StepOutcome::Applied);
         }
         let live_windows = d.pipeline().open_window_count();
+        let taken = d.last_checkpoint().cloned();
         drop(d);
         let t = broker.topics.get(&journal).unwrap();
-        assert_eq!(t.partitions[0].offsets().high_watermark, 6);
         assert_eq!(t.config.retention_ms, 3_600_000);
         assert_eq!(t.config.segment_bytes, JOURNAL_SEGMENT_BYTES);
+        assert_eq!(t.partitions[0].offsets().high_watermark, 6);
+        let meta = store.checkpoint_meta().unwrap().unwrap();
+        assert_eq!(taken.as_ref(), Some(&meta));
+        assert_eq!(meta.journal_next, Some(4));
 
         // Lifetime 2 reads the journal from the recorded position, where the steps after
         // the checkpoint begin, and replays those two.
-        assert_eq!(recorded_journal_position(&store), Some(4));
-        let (d, froms) = recover(recorded_journal_position(&store)).await;
+        let (d, froms) = recover().await;
         assert_eq!(froms.lock().unwrap().first(), Some(&4), "{froms:?}");
         assert_eq!(d.pipeline().steps_applied(), 6);
         assert_eq!(d.pipeline().open_window_count(), live_windows);
+        assert_eq!(
+            d.last_checkpoint(),
+            Some(&meta),
+            "the restored checkpoint's"
+        );
         drop(d);
-        // Without the position: from the log start, to the same state.
-        let (d, froms) = recover(None).await;
-        assert_eq!(froms.lock().unwrap().first(), Some(&0), "{froms:?}");
-        assert_eq!(d.pipeline().steps_applied(), 6);
-        assert_eq!(d.pipeline().open_window_count(), live_windows);
-        // A position past the journal's end is not this journal's: from the log start.
-        drop(d);
-        let (_, froms) = recover(Some(7)).await;
-        assert_eq!(froms.lock().unwrap().first(), Some(&0), "{froms:?}");
-    }
-
-    /// Only a checkpoint's batch records the journal position, and a position is used only
-    /// with the checkpoint it was recorded with.
-    #[test]
-    fn the_journal_position_belongs_to_its_checkpoint() {
-        use runnel_processor::state::memory::MemStore;
-        let end: JournalEnd = Arc::new(|| Some(42));
-        let meta = |steps_applied| CheckpointMeta {
-            pipeline: "p".into(),
-            id: steps_applied,
-            steps_applied,
-            input_next_offsets: Vec::new(),
-            output_next_seq: Vec::new(),
-            watermark: None,
-            processing_time: 0,
-        };
-        let mut store = MemStore::new();
-        assert_eq!(recorded_journal_position(&store), None);
-
-        let mut not_a_checkpoint = WriteBatch::default();
-        not_a_checkpoint.put(b"s/x".to_vec(), b"1".to_vec());
-        record_journal_position(&mut not_a_checkpoint, &end);
-        assert_eq!(not_a_checkpoint.ops.len(), 1);
-
-        let mut checkpoint = WriteBatch::default();
-        checkpoint.set_checkpoint_meta(&meta(5));
-        record_journal_position(&mut checkpoint, &end);
-        store.write_batch(checkpoint).unwrap();
-        assert_eq!(recorded_journal_position(&store), Some(42));
-
-        // A checkpoint written without a position (older build): the old one is not its.
-        let mut newer = WriteBatch::default();
-        newer.set_checkpoint_meta(&meta(6));
-        store.write_batch(newer).unwrap();
-        assert_eq!(recorded_journal_position(&store), None);
+        // Without the position (a checkpoint of an older build), and with one past the
+        // journal's end (not this journal's): from the log start, to the same state.
+        for recorded in [None, Some(7)] {
+            let mut older = meta.clone();
+            older.journal_next = recorded;
+            let v = serde_json::to_vec(&older).unwrap();
+            meta_writer.put(CHECKPOINT_META_KEY, &v).unwrap();
+            let (d, froms) = recover().await;
+            assert_eq!(froms.lock().unwrap().first(), Some(&0), "{froms:?}");
+            assert_eq!(d.pipeline().steps_applied(), 6);
+            assert_eq!(d.pipeline().open_window_count(), live_windows);
+        }
     }
 
     /// The records of `records` (key, value, headers, timestamp) as one gzip batch.

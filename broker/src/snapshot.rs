@@ -430,6 +430,7 @@ mod tests {
             output_next_seq: vec![("out".into(), 0, 5)],
             watermark: Some(1_000),
             processing_time: 2_000,
+            journal_next: Some(4),
         })
         .unwrap()
     }

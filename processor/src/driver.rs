@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::exactly_once::{last_seq_in_tail, SequenceGap, StepDescriptor, TailDeduper};
 use crate::pipeline::{Pipeline, PipelineError, Step};
 use crate::record::{InputRecord, OutputRecord, StreamId};
-use crate::state::StateStore;
+use crate::state::{CheckpointMeta, StateStore};
 use crate::time::Millis;
 
 /// A log operation failed (I/O, unknown topic, timeout). The outcome of a failed append is
@@ -74,6 +74,43 @@ pub trait OutputLog {
         stream: &StreamId,
         records: &[OutputRecord],
     ) -> impl Future<Output = Result<(), LogIoError>> + Send;
+    /// Appends each `(stream, records)` like [`OutputLog::append`] and returns once all of
+    /// them are durable. The streams are independent (recovery dedupes each against its own
+    /// tail), so a log may make them durable together rather than one after another. Default:
+    /// one `append` after another.
+    fn append_all(
+        &self,
+        batches: &[(StreamId, Vec<OutputRecord>)],
+    ) -> impl Future<Output = Result<(), LogIoError>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            for (stream, records) in batches {
+                self.append(stream, records).await?;
+            }
+            Ok(())
+        }
+    }
+    /// Appends `records` like [`OutputLog::append`], calling `meanwhile` while they become
+    /// durable; returns its result once they are. `meanwhile` must not make anything visible
+    /// (the driver applies the step being journaled: in-memory work, discarded with the
+    /// lifetime if the append fails). Never calls `meanwhile` if the append fails before it.
+    /// Default: `append`, then `meanwhile`.
+    fn append_overlapping<R: Send>(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+        meanwhile: impl FnOnce() -> R + Send,
+    ) -> impl Future<Output = Result<R, LogIoError>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            self.append(stream, records).await?;
+            Ok(meanwhile())
+        }
+    }
     /// Headers of the last `max_records` records of a partition, oldest first (empty if the
     /// topic does not exist).
     fn tail(
@@ -219,6 +256,8 @@ pub struct Driver<I, O, C, S> {
     last_step_at: Millis,
     topics_ready: bool,
     checkpoint_stats: CheckpointStats,
+    /// The metadata of the last checkpoint this lifetime took, else of the one it restored.
+    last_checkpoint: Option<CheckpointMeta>,
 }
 
 impl<I, O, C, S> Driver<I, O, C, S>
@@ -240,6 +279,7 @@ where
         config: DriverConfig,
     ) -> Result<Self, DriverError> {
         let pipeline = Pipeline::restore(pipeline_config, &store)?;
+        let restored = store.checkpoint_meta().map_err(PipelineError::from)?;
         let name = pipeline.config().name.clone();
         let journal = StreamId {
             topic: journal_topic(&name),
@@ -261,6 +301,7 @@ where
             last_step_at: now,
             topics_ready: false,
             checkpoint_stats: CheckpointStats::default(),
+            last_checkpoint: restored,
         };
         let mut last_seen = Vec::new();
         for stream in d.output_streams() {
@@ -312,15 +353,22 @@ where
         }
     }
 
-    /// Journal entries from the checkpoint's step on, in index order.
+    /// Journal entries from the checkpoint's step on, in index order. Read from where the
+    /// restored checkpoint recorded the journal's end ([`CheckpointMeta::journal_next`]):
+    /// the entries before it are the checkpoint's own steps. If the journal does not reach
+    /// that position it is not the journal the checkpoint saw, and the checks below find out
+    /// what is wrong reading from the log start.
     async fn read_journal(&self) -> Result<Vec<StepDescriptor>, DriverError> {
         let from_index = self.pipeline.steps_applied();
         let Some(_) = self.input.partitions(&self.journal.topic).await? else {
             return Ok(Vec::new());
         };
         let (start, end) = self.input.offsets(&self.journal.topic, 0).await?;
+        let recorded = self.last_checkpoint.as_ref().and_then(|m| m.journal_next);
         let mut out: Vec<StepDescriptor> = Vec::new();
-        let mut at = start;
+        let mut at = recorded
+            .filter(|r| *r <= end)
+            .map_or(start, |r| r.max(start));
         while at < end {
             let recs = self.input.read(&self.journal.topic, 0, at, 1_000).await?;
             let Some(last) = recs.last() else { break };
@@ -383,22 +431,27 @@ where
         })
     }
 
-    /// Applies a step and writes the outputs the streams do not hold yet, each stream in
-    /// sequence order, durably.
+    /// Applies a step and writes the outputs the streams do not hold yet.
     async fn apply_and_write(&mut self, step: &Step) -> Result<(), DriverError> {
         let outs = self.pipeline.apply(step);
+        self.write(outs).await
+    }
+
+    /// Writes the outputs the streams do not hold yet, each stream in sequence order, durably
+    /// (the streams together: [`OutputLog::append_all`]).
+    async fn write(&mut self, outs: Vec<OutputRecord>) -> Result<(), DriverError> {
         let mut by_stream: BTreeMap<StreamId, Vec<OutputRecord>> = BTreeMap::new();
         for o in outs {
             if self.dedupe.admit(&o)? {
                 by_stream.entry(o.stream.clone()).or_default().push(o);
             }
         }
-        if !by_stream.is_empty() {
-            self.ensure_topics().await?;
+        if by_stream.is_empty() {
+            return Ok(());
         }
-        for (stream, recs) in by_stream {
-            self.output.append(&stream, &recs).await?;
-        }
+        self.ensure_topics().await?;
+        let batches: Vec<(StreamId, Vec<OutputRecord>)> = by_stream.into_iter().collect();
+        self.output.append_all(&batches).await?;
         Ok(())
     }
 
@@ -537,7 +590,6 @@ where
             ranges,
             end: false,
         };
-        self.journal_append(&desc).await?;
         // The step holds exactly the records its journaled ranges name, in their order: the
         // ranges were derived from these records, and replay (`materialize`) reads the same
         // offsets of the same immutable log back. Taken from the fetch buffers rather than
@@ -547,14 +599,24 @@ where
             records,
             end: false,
         };
-        self.apply_and_write(&step).await?;
+        // Applied while the journal entry becomes durable; its outputs are written only after.
+        let outs = self.journal_and_apply(&desc, &step).await?;
+        self.write(outs).await?;
         self.last_step_at = now;
         self.steps_since_checkpoint = self.steps_since_checkpoint.saturating_add(1);
-        self.maybe_checkpoint(now)?;
+        self.maybe_checkpoint(now).await?;
         Ok(outcome)
     }
 
-    async fn journal_append(&mut self, desc: &StepDescriptor) -> Result<(), DriverError> {
+    /// Journals `desc` and applies `step` while the entry becomes durable
+    /// ([`OutputLog::append_overlapping`]); returns the step's outputs once the entry is
+    /// durable. Applying first is only in-memory work: if the journal append fails, the
+    /// lifetime ends and recovery rebuilds the state from the checkpoint.
+    async fn journal_and_apply(
+        &mut self,
+        desc: &StepDescriptor,
+        step: &Step,
+    ) -> Result<Vec<OutputRecord>, DriverError> {
         self.ensure_topics().await?;
         // Plain data: serialization cannot fail.
         let value = serde_json::to_vec(desc).unwrap_or_default();
@@ -569,24 +631,39 @@ where
             )],
             timestamp: desc.processing_time,
         };
-        self.output.append(&self.journal, &[rec]).await?;
-        Ok(())
+        let pipeline = &mut self.pipeline;
+        let outs = self
+            .output
+            .append_overlapping(&self.journal, &[rec], || pipeline.apply(step))
+            .await?;
+        Ok(outs)
     }
 
-    fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+    async fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
         let interval = Millis::try_from(self.config.checkpoint_interval_ms).unwrap_or(Millis::MAX);
         if self.steps_since_checkpoint >= self.config.checkpoint_every_steps.max(1)
             || now.saturating_sub(self.last_checkpoint_at) >= interval
         {
-            self.checkpoint(now)?;
+            self.checkpoint(now).await?;
         }
         Ok(())
     }
 
     /// Checkpoints now (also on graceful shutdown). Outputs are already durable: each append
     /// returned only once durable, so the checkpoint never covers an output that could be lost.
-    pub fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
-        self.pipeline.checkpoint(&mut self.store)?;
+    /// The checkpoint records the journal's end now: taken between steps, with every
+    /// journaled step applied, so each entry of a later step is appended at or after it.
+    pub async fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
+        let journal = &self.journal.topic;
+        let journal_next = if self.topics_ready || self.input.partitions(journal).await?.is_some() {
+            Some(self.input.offsets(journal, 0).await?.1)
+        } else {
+            None
+        };
+        let meta = self
+            .pipeline
+            .checkpoint_with_journal(&mut self.store, journal_next)?;
+        self.last_checkpoint = Some(meta);
         self.steps_since_checkpoint = 0;
         self.last_checkpoint_at = now;
         self.checkpoint_stats.count = self.checkpoint_stats.count.saturating_add(1);
@@ -596,6 +673,12 @@ where
     /// Checkpoints taken by this driver lifetime.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         self.checkpoint_stats
+    }
+
+    /// The metadata of the last checkpoint taken by this lifetime, else of the one it
+    /// restored (`None`: no checkpoint yet).
+    pub fn last_checkpoint(&self) -> Option<&CheckpointMeta> {
+        self.last_checkpoint.as_ref()
     }
 
     /// Waits (in the input log) for new input on any source partition, or `timeout_ms`.
@@ -631,7 +714,7 @@ where
             }
         }
         let now = self.clock.now_ms();
-        self.checkpoint(now)
+        self.checkpoint(now).await
     }
 }
 

@@ -54,14 +54,105 @@ pub struct Values {
     /// Field names, sorted and distinct.
     names: Arc<[String]>,
     /// `values[i]` belongs to `names[i]`.
-    values: Vec<f64>,
+    values: Floats,
+}
+
+/// Where a fixed list of fields is in readings' [`Values`]: found by name once per list of
+/// names (every reading of a parser shares one, so once), then read by index, without
+/// comparing names per reading.
+#[derive(Debug, Clone, Default)]
+pub struct FieldSlots {
+    /// The names the slots were found in.
+    names: Option<Arc<[String]>>,
+    /// `slots[i]`: where the `i`-th field is in `names`, if there.
+    slots: Vec<Option<usize>>,
+}
+
+impl FieldSlots {
+    /// Finds `fields` again if `v` has other names than the last values seen.
+    pub fn resolve<'f>(&mut self, v: &Values, fields: impl Iterator<Item = &'f str>) {
+        if self
+            .names
+            .as_ref()
+            .is_some_and(|n| Arc::ptr_eq(n, &v.names))
+        {
+            return;
+        }
+        self.slots = fields
+            .map(|f| v.names.iter().position(|n| n == f))
+            .collect();
+        self.names = Some(Arc::clone(&v.names));
+    }
+
+    /// The value in `v` of the `i`-th field, `v` being the values last [`Self::resolve`]d.
+    pub fn get(&self, i: usize, v: &Values) -> Option<f64> {
+        let slot = self.slots.get(i).copied().flatten()?;
+        v.values.as_slice().get(slot).copied()
+    }
+}
+
+/// How many values a reading keeps in place; more go to the heap.
+const INLINE_VALUES: usize = 4;
+
+/// A reading's values: in place for up to [`INLINE_VALUES`] numeric fields (the sensor
+/// pipeline has two), so a reading allocates nothing for them. Equal by contents.
+#[derive(Debug, Clone)]
+enum Floats {
+    Inline([f64; INLINE_VALUES], usize),
+    Heap(Vec<f64>),
+}
+
+impl Floats {
+    fn with_capacity(n: usize) -> Self {
+        if n <= INLINE_VALUES {
+            Floats::Inline([0.0; INLINE_VALUES], 0)
+        } else {
+            Floats::Heap(Vec::with_capacity(n))
+        }
+    }
+
+    fn push(&mut self, x: f64) {
+        match self {
+            Floats::Inline(a, n) => match a.get_mut(*n) {
+                Some(slot) => {
+                    *slot = x;
+                    *n += 1;
+                }
+                None => {
+                    let mut v = a.to_vec();
+                    v.push(x);
+                    *self = Floats::Heap(v);
+                }
+            },
+            Floats::Heap(v) => v.push(x),
+        }
+    }
+
+    fn as_slice(&self) -> &[f64] {
+        match self {
+            Floats::Inline(a, n) => a.get(..*n).unwrap_or_default(),
+            Floats::Heap(v) => v,
+        }
+    }
+}
+
+impl Default for Floats {
+    fn default() -> Self {
+        Floats::with_capacity(0)
+    }
+}
+
+impl PartialEq for Floats {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
 }
 
 impl Values {
     /// Value of `field`.
     pub fn get(&self, field: &str) -> Option<f64> {
         let i = self.names.iter().position(|n| n == field)?;
-        self.values.get(i).copied()
+        self.values.as_slice().get(i).copied()
     }
 
     /// `(name, value)` pairs, by name.
@@ -69,7 +160,7 @@ impl Values {
         self.names
             .iter()
             .map(String::as_str)
-            .zip(self.values.iter().copied())
+            .zip(self.values.as_slice().iter().copied())
     }
 }
 
@@ -80,7 +171,7 @@ impl FromIterator<(String, f64)> for Values {
         let (names, values): (Vec<String>, Vec<f64>) = map.into_iter().unzip();
         Self {
             names: names.into(),
-            values,
+            values: Floats::Heap(values),
         }
     }
 }
@@ -514,7 +605,7 @@ impl Parser {
         if !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&event_time) {
             return Err(bad_time("outside years 0001-9999".into()));
         }
-        let mut values = Vec::with_capacity(self.numeric.len());
+        let mut values = Floats::with_capacity(self.numeric.len());
         for (name, &slot) in self.numeric.iter().zip(&self.numeric_slots) {
             let x = match field(slot, name) {
                 Field::Missing => return Err(Rejection::MissingField(name.clone())),
@@ -550,6 +641,49 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slots follow the names of the values they are used with: found again when the names
+    /// change, a missing field has none.
+    #[test]
+    fn field_slots_follow_the_values_names() {
+        let a: Values = [("a".to_string(), 1.0), ("b".to_string(), 2.0)]
+            .into_iter()
+            .collect();
+        let b: Values = [("b".to_string(), 3.0), ("c".to_string(), 4.0)]
+            .into_iter()
+            .collect();
+        let mut slots = FieldSlots::default();
+        for (v, want) in [
+            (&a, [Some(2.0), Some(1.0), None]),
+            (&a, [Some(2.0), Some(1.0), None]),
+            (&b, [Some(3.0), None, Some(4.0)]),
+            (&a, [Some(2.0), Some(1.0), None]),
+        ] {
+            slots.resolve(v, ["b", "a", "c"].into_iter());
+            let got: Vec<Option<f64>> = (0..3).map(|i| slots.get(i, v)).collect();
+            assert_eq!(got, want);
+            assert_eq!(slots.get(3, v), None);
+        }
+    }
+
+    /// In place or spilled to the heap, the values are the ones pushed, in order, and equal
+    /// whatever their storage.
+    #[test]
+    fn floats_keep_every_value_in_order() {
+        for n in 0..=2 * INLINE_VALUES + 1 {
+            let xs: Vec<f64> = (0..n)
+                .map(|i| f64::from(u32::try_from(i).unwrap()) + 0.5)
+                .collect();
+            let mut f = Floats::with_capacity(n.min(INLINE_VALUES));
+            for &x in &xs {
+                f.push(x);
+            }
+            assert_eq!(f.as_slice(), xs.as_slice());
+            assert_eq!(f, Floats::Heap(xs.clone()));
+            assert_eq!(Floats::Heap(xs.clone()), f);
+        }
+        assert_ne!(Floats::Heap(vec![1.0]), Floats::default());
+    }
 
     fn rec(value: &str) -> InputRecord {
         InputRecord {

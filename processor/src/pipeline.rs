@@ -494,6 +494,16 @@ impl Pipeline {
         &mut self,
         store: &mut dyn StateStore,
     ) -> Result<CheckpointMeta, PipelineError> {
+        self.checkpoint_with_journal(store, None)
+    }
+
+    /// [`Pipeline::checkpoint`], recording in its metadata where the journal ends now
+    /// ([`CheckpointMeta::journal_next`]; the driver knows, the pipeline has no journal).
+    pub fn checkpoint_with_journal(
+        &mut self,
+        store: &mut dyn StateStore,
+        journal_next: Option<i64>,
+    ) -> Result<CheckpointMeta, PipelineError> {
         let id = self.checkpoint_id.saturating_add(1);
         let mut sink = Vec::new();
         self.on_control(Message::CheckpointBarrier(CheckpointId(id)), &mut sink);
@@ -567,6 +577,7 @@ impl Pipeline {
             output_next_seq: self.sequencer.snapshot(),
             watermark: self.watermarks.current(),
             processing_time: self.processing_time,
+            journal_next,
         };
         batch.set_checkpoint_meta(&meta);
         self.store_in_sync = false;

@@ -5,7 +5,7 @@
 //! is still an overheating motor), so alerts are raised without waiting for the watermark.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, Reader, StoredDecodeError};
 use crate::config::{PipelineConfig, RuleConfig, SilenceRule, ThresholdRule, ZScoreRule};
 use crate::message::{Collector, Message, Operator};
 use crate::num::Fnv64;
-use crate::parse::SensorReading;
+use crate::parse::{FieldSlots, SensorReading};
 use crate::time::Millis;
 
 /// An alert.
@@ -268,6 +268,17 @@ enum Rule {
     },
 }
 
+impl Rule {
+    /// The reading field the rule reads (none for silence).
+    fn field(&self) -> &str {
+        match self {
+            Rule::Threshold(c, _) => &c.field,
+            Rule::ZScore(c, _) => &c.field,
+            Rule::Silence { .. } => "",
+        }
+    }
+}
+
 /// Pending silence deadlines `(at, key id)`, earliest first, pruned lazily: a reading that
 /// moves a key's deadline pushes the new one and leaves the old entry in place, and an entry
 /// counts only while it is still its key's deadline and the key has not fired ([`live`]).
@@ -329,7 +340,7 @@ impl Timers {
 /// not stored (a restore numbers keys in key order).
 #[derive(Debug, Clone, Default)]
 struct KeyIds {
-    ids: HashMap<String, usize>,
+    ids: crate::num::KeyMap<usize>,
     names: Vec<String>,
 }
 
@@ -384,6 +395,8 @@ fn entries<'a, T, V: 'a>(
 pub struct RuleEngine {
     pipeline: String,
     rules: Vec<Rule>,
+    /// Where each rule's field is in a reading's values (`rules[i]`'s at `i`).
+    fields: FieldSlots,
     keys: KeyIds,
     now: Millis,
     watermark: Option<Millis>,
@@ -409,6 +422,7 @@ impl RuleEngine {
         Self {
             pipeline: config.name.clone(),
             rules,
+            fields: FieldSlots::default(),
             keys: KeyIds::default(),
             now: Millis::MIN,
             watermark: None,
@@ -597,10 +611,14 @@ impl RuleEngine {
         let watermark = self.watermark;
         let id = self.keys.id_or_insert(&r.key);
         let mut alerts = Vec::new();
-        for rule in &mut self.rules {
+        self.fields
+            .resolve(&r.values, self.rules.iter().map(Rule::field));
+        for (i, rule) in self.rules.iter_mut().enumerate() {
             match rule {
                 Rule::Threshold(c, active) => {
-                    let Some(x) = r.value(&c.field) else { continue };
+                    let Some(x) = self.fields.get(i, &r.values) else {
+                        continue;
+                    };
                     let a = slot(active, id);
                     if *a {
                         if x < c.above - c.hysteresis {
@@ -612,7 +630,9 @@ impl RuleEngine {
                     }
                 }
                 Rule::ZScore(c, baselines) => {
-                    let Some(x) = r.value(&c.field) else { continue };
+                    let Some(x) = self.fields.get(i, &r.values) else {
+                        continue;
+                    };
                     let b = slot(baselines, id).get_or_insert_with(Ewma::default);
                     if b.n >= c.warmup {
                         let z = b.score(x);

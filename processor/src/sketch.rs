@@ -10,6 +10,7 @@
 //! Bucket count is bounded by the value range: with α = 1% and |x| in [1e-9, 1e9] that is
 //! at most ~2100 buckets per sign.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,22 @@ use crate::num::ceil_to_i32;
 
 /// Magnitudes below this are counted in the zero bucket.
 const MIN_INDEXABLE: f64 = 1e-9;
+
+/// `gamma.ln()` for the sketch accuracy `alpha` (`gamma` is its γ): the same value, computed
+/// once per thread and accuracy instead of once per added value (a pipeline has one accuracy).
+fn ln_gamma(alpha: f64, gamma: f64) -> f64 {
+    thread_local! {
+        static LAST: Cell<Option<(u64, f64)>> = const { Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((bits, ln)) if bits == alpha.to_bits() => ln,
+        _ => {
+            let ln = gamma.ln();
+            last.set(Some((alpha.to_bits(), ln)));
+            ln
+        }
+    })
+}
 
 /// A mergeable quantile sketch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +69,7 @@ impl Sketch {
     }
 
     fn index(&self, magnitude: f64) -> Option<i32> {
-        ceil_to_i32(magnitude.ln() / self.gamma().ln())
+        ceil_to_i32(magnitude.ln() / ln_gamma(self.alpha, self.gamma()))
     }
 
     fn value_of(&self, index: i32) -> f64 {

@@ -6,7 +6,7 @@
 //! to the late-data output. A reading of a hopping window whose windows have partly expired
 //! updates the live ones and is also reported late (so nothing is dropped silently).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -420,7 +420,7 @@ fn result_of(aggregations: &[AggregationConfig], w: &WindowState, revision: u32)
 /// hash of its key instead of string comparisons down an ordered map of every window; the
 /// `(end, key, start)` order that results are emitted in is restored by sorting the (few)
 /// windows that close together.
-type Bucket = HashMap<String, WindowState>;
+type Bucket = crate::num::KeyMap<WindowState>;
 
 /// `(end, key, start)`, the order windows are emitted and listed in.
 fn order(w: &WindowState) -> (Millis, &str, Millis) {

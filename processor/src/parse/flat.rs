@@ -75,6 +75,42 @@ const STRING_STOP: [bool; 256] = {
     t
 };
 
+/// `0x01` in every byte of a word.
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+/// The high bit of every byte of a word.
+const HIGHS: u64 = ONES << 7;
+
+/// Where the first byte of `rest` that ends an unescaped string run is ([`STRING_STOP`]),
+/// eight bytes at a time: a word's bytes equal to `"` or `\` become zero when xored with
+/// that byte in every lane, and `(v - ONES) & !v & HIGHS` marks zero bytes (`v - 0x20 ·
+/// ONES` those below 0x20). A borrow can only mark bytes above a true match, so the lowest
+/// mark is the first stop byte. The tail shorter than a word is read bytewise.
+fn string_stop(rest: &[u8]) -> Option<usize> {
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        let marks = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (v.wrapping_sub(ONES * 0x20) & !v))
+            & HIGHS;
+        if marks != 0 {
+            return usize::try_from(marks.trailing_zeros() / 8)
+                .ok()
+                .map(|i| at + i);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|&c| STRING_STOP[usize::from(c)])
+        .map(|i| at + i)
+}
+
 /// Powers of ten exactly representable as `f64` (the fast path of correctly rounded
 /// decimal-to-binary conversion).
 const POW10: [f64; 23] = [
@@ -126,7 +162,7 @@ impl<'de> Scan<'de> {
         self.eat(b'"')?;
         let start = self.i;
         let rest = self.b.get(start..)?;
-        let len = rest.iter().position(|&c| STRING_STOP[usize::from(c)])?;
+        let len = string_stop(rest)?;
         if rest.get(len) != Some(&b'"') {
             return None;
         }
@@ -382,6 +418,28 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// The word-at-a-time scan finds the same first stop byte as the bytewise table,
+        /// wherever it is (or is not) in the word, whatever bytes surround it.
+        #[test]
+        fn string_stop_matches_the_bytewise_scan(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    0x20u8..=0xff,
+                    proptest::strategy::Just(b'"'),
+                    proptest::strategy::Just(b'\\'),
+                    0u8..0x20,
+                    proptest::strategy::Just(0x21u8),
+                    proptest::strategy::Just(0x5du8),
+                    proptest::strategy::Just(0x80u8),
+                    proptest::strategy::Just(0xa2u8),
+                ],
+                0..40,
+            )
+        ) {
+            let reference = bytes.iter().position(|&c| STRING_STOP[usize::from(c)]);
+            proptest::prop_assert_eq!(string_stop(&bytes), reference);
+        }
+
         /// Whenever the fast path answers, serde reads the same object with the same fields,
         /// numbers bit for bit.
         #[test]

@@ -49,6 +49,7 @@ fn batches_and_meta(s: &mut dyn StateStore) {
         output_next_seq: vec![],
         watermark: None,
         processing_time: 0,
+        journal_next: None,
     };
     let mut b = WriteBatch::default();
     b.put(b"k".to_vec(), b"v1".to_vec());

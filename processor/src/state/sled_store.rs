@@ -124,6 +124,7 @@ mod tests {
             output_next_seq: vec![("out".into(), 0, 7)],
             watermark: Some(1000),
             processing_time: 5,
+            journal_next: Some(9),
         };
         {
             let mut s = SledStore::open(dir.path(), "p").unwrap();
