@@ -390,33 +390,34 @@ impl Decode for AsStored {
 
 /// The processor's input records of one partition (no headers: the processor reads none).
 /// An uncompressed batch — what the broker's own producers and most clients write — is
-/// walked in place ([`batch::records`]): key and value are copied once, straight from the
-/// read buffer into the record; a compressed one goes through the Kafka decoder.
-struct AsInput<'a> {
-    topic: &'a str,
+/// walked in place ([`batch::records`]); a compressed one goes through the Kafka decoder.
+/// Either way nothing is copied per record: key and value are slices of the read buffer (or
+/// of the decompressed batch), and every record shares `topic`.
+struct AsInput {
+    topic: Arc<str>,
     partition: u32,
 }
 
-impl AsInput<'_> {
+impl AsInput {
     fn record(
         &self,
         offset: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
         timestamp: i64,
     ) -> InputRecord {
         InputRecord {
-            topic: self.topic.to_owned(),
+            topic: Arc::clone(&self.topic),
             partition: self.partition,
             offset,
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec),
+            key,
+            value,
             timestamp,
         }
     }
 }
 
-impl Decode for AsInput<'_> {
+impl Decode for AsInput {
     type Record = InputRecord;
 
     fn batch(
@@ -432,7 +433,7 @@ impl Decode for AsInput<'_> {
                 if out.len() >= max {
                     break;
                 }
-                out.push(self.record(r.offset, r.key.as_deref(), r.value.as_deref(), r.timestamp));
+                out.push(self.record(r.offset, r.key, r.value, r.timestamp));
             }
             return Ok(());
         }
@@ -441,6 +442,9 @@ impl Decode for AsInput<'_> {
         let section = one
             .get(batch::HEADER_LEN..header.total_len())
             .ok_or_else(|| io("record batch shorter than its header says"))?;
+        // `slice_ref` takes a subslice of `one` (it panics on any other slice): key and value
+        // are subslices of `section`, itself one of `one`.
+        let shared = |s: &[u8]| one.slice_ref(s);
         for r in batch::records(section, header.record_count) {
             let r = r.map_err(io)?;
             let offset = header.base_offset.saturating_add(i64::from(r.offset_delta));
@@ -451,7 +455,7 @@ impl Decode for AsInput<'_> {
                 break;
             }
             let timestamp = header.base_timestamp.saturating_add(r.timestamp_delta);
-            out.push(self.record(offset, r.key, r.value, timestamp));
+            out.push(self.record(offset, r.key.map(shared), r.value.map(shared), timestamp));
         }
         Ok(())
     }
@@ -480,14 +484,14 @@ pub(crate) fn to_record(r: &OutputRecord) -> Record {
 }
 
 /// A record of `topic`/`partition` fetched over the Kafka protocol (`runnel process`) as the
-/// processor's input record.
-pub(crate) fn to_input(topic: &str, partition: u32, r: StoredRecord) -> InputRecord {
+/// processor's input record: key and value move over, not copied.
+pub(crate) fn to_input(topic: &Arc<str>, partition: u32, r: StoredRecord) -> InputRecord {
     InputRecord {
-        topic: topic.to_owned(),
+        topic: Arc::clone(topic),
         partition,
         offset: r.offset,
-        key: r.key,
-        value: r.value,
+        key: r.key.map(Bytes::from),
+        value: r.value.map(Bytes::from),
         timestamp: r.timestamp,
     }
 }
@@ -501,7 +505,10 @@ pub(crate) fn read_inputs(
     from: i64,
     max: usize,
 ) -> Result<Vec<InputRecord>, LogIoError> {
-    let d = AsInput { topic, partition };
+    let d = AsInput {
+        topic: topic.into(),
+        partition,
+    };
     Ok(read_records(&d, part, from, max, false)?.0)
 }
 
@@ -558,9 +565,12 @@ struct ReadAhead {
     parts: Vec<Ahead>,
 }
 
-/// The records of one partition in `[from, next)`, all of them, in order.
+/// The records of one partition in `[from, next)`, all of them, in order. They hold slices
+/// of the buffer of the read that returned them (at most [`READ_BYTES`] and the batch that
+/// crosses it), which stays in memory until the last of them is taken and processed.
 struct Ahead {
-    topic: String,
+    /// Shared with the records: the name the partition's records are read with.
+    topic: Arc<str>,
     partition: u32,
     /// The partition they were read from: a topic deleted and created again under the same
     /// name is another one (a `Weak`, so the old one is not kept open).
@@ -574,7 +584,7 @@ impl ReadAhead {
     fn find(&mut self, topic: &str, partition: u32, part: &Arc<Partition>) -> Option<&mut Ahead> {
         self.parts.iter_mut().find(|a| {
             a.partition == partition
-                && a.topic == topic
+                && *a.topic == *topic
                 && std::ptr::eq(a.source.as_ptr(), Arc::as_ptr(part))
         })
     }
@@ -602,10 +612,19 @@ impl ReadAhead {
         Some((taken, a.from))
     }
 
+    /// The name records of `topic` are read with: one shared string per topic (kept with
+    /// the records of its partitions), not one per read.
+    fn name(&self, topic: &str) -> Arc<str> {
+        self.parts
+            .iter()
+            .find(|a| *a.topic == *topic)
+            .map_or_else(|| topic.into(), |a| Arc::clone(&a.topic))
+    }
+
     /// Keeps `records`, all the records of `[from, next)`, in place of what was kept.
     fn keep(
         &mut self,
-        topic: &str,
+        topic: &Arc<str>,
         partition: u32,
         part: &Arc<Partition>,
         from: i64,
@@ -613,7 +632,7 @@ impl ReadAhead {
         next: i64,
     ) {
         let kept = Ahead {
-            topic: topic.to_owned(),
+            topic: Arc::clone(topic),
             partition,
             source: Arc::downgrade(part),
             from,
@@ -643,16 +662,24 @@ fn read_ahead(
     max: usize,
 ) -> Result<Vec<InputRecord>, LogIoError> {
     let lock = || ahead.lock().unwrap_or_else(PoisonError::into_inner);
-    let (mut out, at) = lock()
-        .take(topic, partition, part, from, max)
-        .unwrap_or_else(|| (Vec::new(), from));
+    let (mut out, at, topic) = {
+        let mut a = lock();
+        let (out, at) = a
+            .take(topic, partition, part, from, max)
+            .unwrap_or_else(|| (Vec::new(), from));
+        (out, at, a.name(topic))
+    };
     let want = max.saturating_sub(out.len());
     if want > 0 {
-        let (mut got, next) = read_records(&AsInput { topic, partition }, part, at, want, true)?;
+        let d = AsInput {
+            topic: Arc::clone(&topic),
+            partition,
+        };
+        let (mut got, next) = read_records(&d, part, at, want, true)?;
         if got.len() > want {
             let rest: VecDeque<InputRecord> = got.split_off(want).into();
             let rest_from = rest.front().map_or(next, |r| r.offset);
-            lock().keep(topic, partition, part, rest_from, rest, next);
+            lock().keep(&topic, partition, part, rest_from, rest, next);
         }
         out.append(&mut got);
     }
@@ -1305,7 +1332,7 @@ mod tests {
                     partition: 0,
                     offset,
                     key: None,
-                    value: Some(serde_json::to_vec(&v).unwrap()),
+                    value: Some(serde_json::to_vec(&v).unwrap().into()),
                     timestamp: T0,
                 }
             })
@@ -1405,7 +1432,12 @@ mod tests {
             read_ahead(&ahead, part, "t", 0, from, max)
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.offset, String::from_utf8(r.value.unwrap()).unwrap()))
+                .map(|r| {
+                    (
+                        r.offset,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    )
+                })
                 .collect()
         };
         let plain = |from, max| values(&read_range(&part, from, max).unwrap());
@@ -1668,7 +1700,7 @@ mod tests {
         }
         let bytes = bytes.freeze();
         let d = AsInput {
-            topic: "t",
+            topic: "t".into(),
             partition: 2,
         };
         for from in 0..=base {
@@ -1678,8 +1710,10 @@ mod tests {
                         decode(&AsStored, bytes.clone(), from, hw, max).unwrap();
                     let (got, next) = decode(&d, bytes.clone(), from, hw, max).unwrap();
                     assert_eq!(next, want_next, "{from} {hw} {max}");
-                    let want: Vec<InputRecord> =
-                        want.into_iter().map(|r| to_input("t", 2, r)).collect();
+                    let want: Vec<InputRecord> = want
+                        .into_iter()
+                        .map(|r| to_input(&"t".into(), 2, r))
+                        .collect();
                     assert_eq!(got, want, "{from} {hw} {max}");
                 }
             }

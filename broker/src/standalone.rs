@@ -326,9 +326,10 @@ impl InputLog for KafkaLog {
                     .await?
             }
         };
+        let name: Arc<str> = topic.into();
         Ok(recs
             .into_iter()
-            .map(|r| to_input(topic, partition, r))
+            .map(|r| to_input(&name, partition, r))
             .collect())
     }
 

@@ -83,10 +83,13 @@ fn protobuf_of(json: &[u8]) -> Vec<u8> {
 fn as_protobuf(a: &Arrival) -> Arrival {
     let mut out = a.clone();
     out.record.topic = PB_SOURCE.into();
-    out.record.value = Some(match a.malformed {
-        Some(_) => vec![0xff; 7],
-        None => protobuf_of(a.record.value.as_deref().unwrap()),
-    });
+    out.record.value = Some(
+        match a.malformed {
+            Some(_) => vec![0xff; 7],
+            None => protobuf_of(a.record.value.as_deref().unwrap()),
+        }
+        .into(),
+    );
     out
 }
 
@@ -97,8 +100,8 @@ fn machine(offset: &mut i64, name: &str, time: Value, power: f64) -> Arrival {
         topic: MACHINES.into(),
         partition: 0,
         offset: *offset,
-        key: Some(name.as_bytes().to_vec()),
-        value: Some(serde_json::to_vec(&value).unwrap()),
+        key: Some(name.as_bytes().to_vec().into()),
+        value: Some(serde_json::to_vec(&value).unwrap().into()),
         timestamp: time.as_i64().unwrap_or(T0),
     };
     *offset += 1;

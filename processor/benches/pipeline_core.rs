@@ -72,8 +72,8 @@ fn inputs(events: u64, devices: u64) -> Vec<InputRecord> {
                 topic: "sensor_events".into(),
                 partition: u32::try_from(p).unwrap_or(0),
                 offset,
-                key: Some(id.into_bytes()),
-                value: Some(value.into_bytes()),
+                key: Some(id.into_bytes().into()),
+                value: Some(value.into_bytes().into()),
                 timestamp: ts,
             }
         })

@@ -214,11 +214,11 @@ fn ranges_of(records: &[InputRecord]) -> Vec<(String, u32, i64, i64)> {
     let mut ranges: Vec<(String, u32, i64, i64)> = Vec::new();
     for r in records {
         match ranges.last_mut() {
-            Some(last) if last.0 == r.topic && last.1 == r.partition && last.3 == r.offset => {
+            Some(last) if *last.0 == *r.topic && last.1 == r.partition && last.3 == r.offset => {
                 last.3 = r.offset.saturating_add(1);
             }
             _ => ranges.push((
-                r.topic.clone(),
+                r.topic.to_string(),
                 r.partition,
                 r.offset,
                 r.offset.saturating_add(1),

@@ -691,7 +691,7 @@ mod tests {
             partition: 1,
             offset: 7,
             key: None,
-            value: Some(value.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec().into()),
             timestamp: 0,
         }
     }
@@ -796,7 +796,7 @@ mod tests {
 
     fn rec_bytes(value: Vec<u8>) -> InputRecord {
         InputRecord {
-            value: Some(value),
+            value: Some(value.into()),
             ..rec("")
         }
     }

@@ -270,9 +270,9 @@ impl Pipeline {
         self.emit_alerts(&mut alerts, &mut out);
         for rec in &step.records {
             // Looked up by `&str`: the topic is cloned once per topic, not per record.
-            let parts = match self.next_offsets.get_mut(rec.topic.as_str()) {
+            let parts = match self.next_offsets.get_mut(&*rec.topic) {
                 Some(p) => p,
-                None => self.next_offsets.entry(rec.topic.clone()).or_default(),
+                None => self.next_offsets.entry(rec.topic.to_string()).or_default(),
             };
             let next = parts.entry(rec.partition).or_insert(rec.offset);
             if rec.offset < *next {
@@ -463,8 +463,8 @@ impl Pipeline {
         let stream = Self::stream(&self.config.outputs.late, l.reading.key.as_bytes());
         self.record(
             stream,
-            rec.key.clone(),
-            rec.value.clone().unwrap_or_default(),
+            rec.key.as_deref().map(<[u8]>::to_vec),
+            rec.value.as_deref().unwrap_or_default().to_vec(),
             headers,
             l.reading.event_time,
         )
@@ -480,8 +480,8 @@ impl Pipeline {
         );
         self.record(
             stream,
-            rec.key.clone(),
-            rec.value.clone().unwrap_or_default(),
+            rec.key.as_deref().map(<[u8]>::to_vec),
+            rec.value.as_deref().unwrap_or_default().to_vec(),
             headers,
             rec.timestamp,
         )
@@ -627,8 +627,8 @@ mod tests {
             topic: "sensor_events".into(),
             partition,
             offset,
-            key: Some(device.as_bytes().to_vec()),
-            value: Some(serde_json::to_vec(&value).unwrap()),
+            key: Some(device.as_bytes().to_vec().into()),
+            value: Some(serde_json::to_vec(&value).unwrap().into()),
             timestamp: t,
         }
     }

@@ -4,6 +4,9 @@
 //! (broker log or Kafka client) converts at its edge.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::time::Millis;
 
@@ -23,18 +26,22 @@ pub const HEADER_SOURCE_PARTITION: &str = "runnel.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "runnel.source.offset";
 
 /// One record read from a source partition.
+///
+/// Nothing in it is copied per record: key and value are slices of the buffer the read
+/// returned (a `Bytes` keeps that whole buffer alive, so a reader keeps records only as long
+/// as it needs them), and the topic name is shared by all the records of a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputRecord {
     /// Source topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Source partition.
     pub partition: u32,
     /// Offset within the partition.
     pub offset: i64,
     /// Record key, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Record value (`None` = Kafka null value, a tombstone).
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Bytes>,
     /// Record timestamp (producer or log-append time); informational only.
     pub timestamp: Millis,
 }
@@ -99,7 +106,7 @@ pub fn pipeline_seq(headers: &[(String, Vec<u8>)]) -> Option<(String, u64)> {
 /// Source coordinates of an input, as headers for DLQ and late records.
 pub(crate) fn source_headers(input: &InputRecord) -> Vec<(String, Vec<u8>)> {
     vec![
-        (HEADER_SOURCE_TOPIC.into(), input.topic.clone().into_bytes()),
+        (HEADER_SOURCE_TOPIC.into(), input.topic.as_bytes().to_vec()),
         (
             HEADER_SOURCE_PARTITION.into(),
             input.partition.to_string().into_bytes(),

@@ -80,8 +80,8 @@ impl Logs {
                 let p = usize::try_from(r.partition).unwrap();
                 assert_eq!(parts[p].len(), usize::try_from(r.offset).unwrap());
                 parts[p].push(Rec {
-                    key: r.key.clone(),
-                    value: r.value.clone().unwrap_or_default(),
+                    key: r.key.as_deref().map(<[u8]>::to_vec),
+                    value: r.value.as_deref().unwrap_or_default().to_vec(),
                     headers: Vec::new(),
                     timestamp: r.timestamp,
                 });
@@ -150,8 +150,8 @@ impl InputLog for Logs {
                 topic: topic.into(),
                 partition,
                 offset: i64::try_from(o).unwrap(),
-                key: r.key.clone(),
-                value: Some(r.value.clone()),
+                key: r.key.clone().map(Into::into),
+                value: Some(r.value.clone().into()),
                 timestamp: r.timestamp,
             })
             .collect())

@@ -304,8 +304,8 @@ pub async fn publish_to(
                 .iter()
                 .filter(|a| a.record.partition == p)
                 .map(|a| Record {
-                    key: a.record.key.clone(),
-                    value: a.record.value.clone(),
+                    key: a.record.key.as_deref().map(<[u8]>::to_vec),
+                    value: a.record.value.as_deref().map(<[u8]>::to_vec),
                     headers: vec![],
                     timestamp: a.record.timestamp,
                 })

@@ -110,8 +110,8 @@ pub fn generate(seed: u64, devices: u32, seconds: i64) -> Vec<Arrival> {
                     topic: TOPIC.into(),
                     partition,
                     offset,
-                    key: Some(key.into_bytes()),
-                    value: Some(value),
+                    key: Some(key.into_bytes().into()),
+                    value: Some(value.into()),
                     timestamp: arrival,
                 },
                 now: arrival,
@@ -190,7 +190,7 @@ impl World {
             let r = &a.record;
             match ranges.last_mut() {
                 Some(last) if last.1 == r.partition && last.3 == r.offset => last.3 += 1,
-                _ => ranges.push((r.topic.clone(), r.partition, r.offset, r.offset + 1)),
+                _ => ranges.push((r.topic.to_string(), r.partition, r.offset, r.offset + 1)),
             }
         }
         StepDescriptor {
