@@ -94,8 +94,8 @@ async fn publish(c: &Client, arrivals: &[sensors::Arrival]) {
                 .iter()
                 .filter(|a| a.record.partition == p)
                 .map(|a| Record {
-                    key: a.record.key.clone(),
-                    value: a.record.value.clone(),
+                    key: a.record.key.as_deref().map(<[u8]>::to_vec),
+                    value: a.record.value.as_deref().map(<[u8]>::to_vec),
                     headers: vec![],
                     timestamp: a.record.timestamp,
                 })
