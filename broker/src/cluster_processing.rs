@@ -112,6 +112,11 @@ impl InputLog for ClusterLog {
         self.kafka.offsets(topic, partition).await
     }
 
+    /// Replicated: a deposed leader's lifetime may see entries the new leader appended.
+    fn journal_end_is_stable(&self) -> bool {
+        false
+    }
+
     async fn read(
         &self,
         topic: &str,

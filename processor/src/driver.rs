@@ -47,6 +47,16 @@ pub trait InputLog {
         from: i64,
         max_records: usize,
     ) -> impl Future<Output = Result<Vec<InputRecord>, LogIoError>> + Send;
+    /// Whether the journal's end, read between two steps, bounds the offset of every entry of
+    /// a later step, so that a checkpoint may record it ([`CheckpointMeta::journal_next`]) and
+    /// recovery read the journal from there. True where this lifetime is the journal's only
+    /// writer (a node's own log, one `runnel process`). A replicated journal answers false: a
+    /// deposed leader's lifetime can still read the journal's end after the new leader has
+    /// appended entries of the same step indices, so its checkpoint would record a position
+    /// past entries recovery needs; there recovery reads the journal from its start.
+    fn journal_end_is_stable(&self) -> bool {
+        true
+    }
     /// Returns once any listed partition's high watermark passes the given offset, or after
     /// `timeout_ms` of real time, whichever is first (spurious returns are fine).
     fn wait_for_input(
@@ -364,7 +374,11 @@ where
             return Ok(Vec::new());
         };
         let (start, end) = self.input.offsets(&self.journal.topic, 0).await?;
-        let recorded = self.last_checkpoint.as_ref().and_then(|m| m.journal_next);
+        let recorded = self
+            .last_checkpoint
+            .as_ref()
+            .and_then(|m| m.journal_next)
+            .filter(|_| self.input.journal_end_is_stable());
         let mut out: Vec<StepDescriptor> = Vec::new();
         let mut at = recorded
             .filter(|r| *r <= end)
@@ -655,7 +669,9 @@ where
     /// journaled step applied, so each entry of a later step is appended at or after it.
     pub async fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
         let journal = &self.journal.topic;
-        let journal_next = if self.topics_ready || self.input.partitions(journal).await?.is_some() {
+        let journal_next = if !self.input.journal_end_is_stable() {
+            None
+        } else if self.topics_ready || self.input.partitions(journal).await?.is_some() {
             Some(self.input.offsets(journal, 0).await?.1)
         } else {
             None
