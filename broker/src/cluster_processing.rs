@@ -23,6 +23,7 @@
 //!   newer than its local checkpoint, then replays the replicated journal from whichever it
 //!   has (from step 0 if neither).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,10 +71,10 @@ impl ClusterLog {
         topic == self.journal
     }
 
-    async fn append_journal(&self, records: &[OutputRecord]) -> Result<(), LogIoError> {
+    async fn append_journal(&self, records: &[OutputRecord]) -> Result<Range<i64>, LogIoError> {
         let recs: Vec<Record> = records.iter().map(to_record).collect();
         if recs.is_empty() {
-            return Ok(());
+            return Ok(0..0);
         }
         let bytes = encode_batch(&recs, ProducerInfo::default());
         let header = batch::validate(&bytes).map_err(io)?;
@@ -85,7 +86,9 @@ impl ClusterLog {
         self.replica
             .wait_committed(&proposed, JOURNAL_COMMIT_WAIT)
             .await
-            .map_err(|e| LogIoError(format!("journal commit at term {}: {e}", self.term)))
+            .map_err(|e| LogIoError(format!("journal commit at term {}: {e}", self.term)))?;
+        let a = &proposed.appended;
+        Ok(a.base_offset..a.last_offset.saturating_add(1))
     }
 }
 
@@ -110,11 +113,6 @@ impl InputLog for ClusterLog {
             return Ok((o.log_start, o.high_watermark));
         }
         self.kafka.offsets(topic, partition).await
-    }
-
-    /// Replicated: a deposed leader's lifetime may see entries the new leader appended.
-    fn journal_end_is_stable(&self) -> bool {
-        false
     }
 
     async fn read(
@@ -147,7 +145,11 @@ impl OutputLog for ClusterLog {
         self.kafka.ensure_topic(topic, partitions).await
     }
 
-    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Range<i64>, LogIoError> {
         if self.is_journal(&stream.topic) {
             return self.append_journal(records).await;
         }

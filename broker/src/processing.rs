@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -741,7 +742,7 @@ impl InputLog for LocalLog {
 
 /// Records appended to a local partition, not yet known durable: the partition and the end
 /// offset of the append (0: nothing appended).
-struct Unflushed(Arc<Partition>, i64);
+struct Unflushed(Arc<Partition>, Range<i64>);
 
 impl LocalLog {
     /// Appends `records` to their partition, in batches of [`APPEND_BATCH`]; the partition's
@@ -754,29 +755,30 @@ impl LocalLog {
         let part = self
             .partition(&stream.topic, stream.partition)?
             .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
-        let mut end = 0;
+        let mut offsets: Option<Range<i64>> = None;
         for chunk in records.chunks(APPEND_BATCH) {
             let recs: Vec<Record> = chunk.iter().map(to_record).collect();
             let bytes = encode_batch(&recs, ProducerInfo::default());
             let header = batch::validate(&bytes).map_err(io)?;
             let appended = part.append(bytes, &header).map_err(io)?;
-            end = appended.last_offset.saturating_add(1);
+            let start = offsets.map_or(appended.base_offset, |o| o.start);
+            offsets = Some(start..appended.last_offset.saturating_add(1));
         }
-        Ok(Unflushed(part, end))
+        Ok(Unflushed(part, offsets.unwrap_or(0..0)))
     }
 
     /// Waits until an append is durable (acks=all), then counts its alerts as appended.
     async fn wait_durable(
         &self,
-        Unflushed(part, end): Unflushed,
+        Unflushed(part, offsets): Unflushed,
         records: &[OutputRecord],
-    ) -> Result<(), LogIoError> {
-        if end > 0 {
+    ) -> Result<Range<i64>, LogIoError> {
+        if !offsets.is_empty() {
             let wait = Duration::from_millis(self.broker.config.max_produce_wait_ms.max(1));
-            part.wait_durable(end, wait).await.map_err(io)?;
+            part.wait_durable(offsets.end, wait).await.map_err(io)?;
             observe_alerts(&self.broker.metrics, &self.broker.pipelines, records);
         }
-        Ok(())
+        Ok(offsets)
     }
 }
 
@@ -808,7 +810,11 @@ impl OutputLog for LocalLog {
         Ok(())
     }
 
-    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Range<i64>, LogIoError> {
         let appended = self.append_unflushed(stream, records)?;
         self.wait_durable(appended, records).await
     }
@@ -835,11 +841,11 @@ impl OutputLog for LocalLog {
         stream: &StreamId,
         records: &[OutputRecord],
         meanwhile: impl FnOnce() -> R + Send,
-    ) -> Result<R, LogIoError> {
+    ) -> Result<(R, Range<i64>), LogIoError> {
         let appended = self.append_unflushed(stream, records)?;
         let r = meanwhile();
-        self.wait_durable(appended, records).await?;
-        Ok(r)
+        let offsets = self.wait_durable(appended, records).await?;
+        Ok((r, offsets))
     }
 
     async fn tail(

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use runnel_processor::state::sled_store::SledStore;
 use runnel_processor::{InputRecord, OutputRecord, PipelineConfig, StreamId};
 use tokio::sync::watch;
 
+use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 use crate::config::ProcessorConfig;
 use crate::kafka_client::fetch::{decode_fetched, FetchedRecord};
@@ -371,7 +373,11 @@ impl OutputLog for KafkaLog {
         Ok(())
     }
 
-    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Range<i64>, LogIoError> {
         let p = partition_index(stream.partition)?;
         let recs: Vec<Record> = records.iter().map(to_record).collect();
         let batches = match self.producer_id {
@@ -380,17 +386,24 @@ impl OutputLog for KafkaLog {
         };
         // In order, one at a time: a batch is sent only after the one before it is durable,
         // so a failure leaves a prefix of the stream written, as the tail scan expects.
+        let mut offsets: Option<Range<i64>> = None;
         for batch in batches {
-            self.client
+            let count = batch::parse_header(&batch)
+                .map(|h| i64::from(h.last_offset_delta).saturating_add(1))
+                .map_err(|e| LogIoError(format!("encoded batch: {e}")))?;
+            let base = self
+                .client
                 .produce(&stream.topic, p, batch)
                 .await
                 .map_err(io)?;
+            let start = offsets.map_or(base, |o| o.start);
+            offsets = Some(start..base.saturating_add(count));
         }
         match &self.on_append {
             Some(f) => f(records),
             None => observe_alerts(&self.observed.metrics, &self.observed.pipelines, records),
         }
-        Ok(())
+        Ok(offsets.unwrap_or(0..0))
     }
 
     async fn tail(

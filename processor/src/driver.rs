@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -47,16 +48,6 @@ pub trait InputLog {
         from: i64,
         max_records: usize,
     ) -> impl Future<Output = Result<Vec<InputRecord>, LogIoError>> + Send;
-    /// Whether the journal's end, read between two steps, bounds the offset of every entry of
-    /// a later step, so that a checkpoint may record it ([`CheckpointMeta::journal_next`]) and
-    /// recovery read the journal from there. True where this lifetime is the journal's only
-    /// writer (a node's own log, one `runnel process`). A replicated journal answers false: a
-    /// deposed leader's lifetime can still read the journal's end after the new leader has
-    /// appended entries of the same step indices, so its checkpoint would record a position
-    /// past entries recovery needs; there recovery reads the journal from its start.
-    fn journal_end_is_stable(&self) -> bool {
-        true
-    }
     /// Returns once any listed partition's high watermark passes the given offset, or after
     /// `timeout_ms` of real time, whichever is first (spurious returns are fine).
     fn wait_for_input(
@@ -78,12 +69,13 @@ pub trait OutputLog {
         partitions: u32,
     ) -> impl Future<Output = Result<(), LogIoError>> + Send;
     /// Appends `records` (in order) to one partition and returns once they are durable
-    /// (acks=all). All records have the same `stream`.
+    /// (acks=all), with the offsets they were written at: from the first record's to one past
+    /// the last's (empty for no records). All records have the same `stream`.
     fn append(
         &self,
         stream: &StreamId,
         records: &[OutputRecord],
-    ) -> impl Future<Output = Result<(), LogIoError>> + Send;
+    ) -> impl Future<Output = Result<Range<i64>, LogIoError>> + Send;
     /// Appends each `(stream, records)` like [`OutputLog::append`] and returns once all of
     /// them are durable. The streams are independent (recovery dedupes each against its own
     /// tail), so a log may make them durable together rather than one after another. Default:
@@ -112,13 +104,13 @@ pub trait OutputLog {
         stream: &StreamId,
         records: &[OutputRecord],
         meanwhile: impl FnOnce() -> R + Send,
-    ) -> impl Future<Output = Result<R, LogIoError>> + Send
+    ) -> impl Future<Output = Result<(R, Range<i64>), LogIoError>> + Send
     where
         Self: Sync,
     {
         async move {
-            self.append(stream, records).await?;
-            Ok(meanwhile())
+            let offsets = self.append(stream, records).await?;
+            Ok((meanwhile(), offsets))
         }
     }
     /// Headers of the last `max_records` records of a partition, oldest first (empty if the
@@ -268,6 +260,10 @@ pub struct Driver<I, O, C, S> {
     checkpoint_stats: CheckpointStats,
     /// The metadata of the last checkpoint this lifetime took, else of the one it restored.
     last_checkpoint: Option<CheckpointMeta>,
+    /// Where this lifetime's next journal entry must land: the journal's end as recovery
+    /// read it, then one past each entry this lifetime appended. An entry landing anywhere
+    /// else means another writer appended in between (see [`Driver::journal_and_apply`]).
+    journal_next: i64,
 }
 
 impl<I, O, C, S> Driver<I, O, C, S>
@@ -312,6 +308,7 @@ where
             topics_ready: false,
             checkpoint_stats: CheckpointStats::default(),
             last_checkpoint: restored,
+            journal_next: 0,
         };
         let mut last_seen = Vec::new();
         for stream in d.output_streams() {
@@ -329,7 +326,9 @@ where
             last_seen.push((stream, last));
         }
         d.dedupe = TailDeduper::new(last_seen);
-        for desc in d.read_journal().await? {
+        let (steps, journal_end) = d.read_journal().await?;
+        d.journal_next = journal_end;
+        for desc in steps {
             let step = d.materialize(&desc).await?;
             d.apply_and_write(&step).await?;
             d.steps_since_checkpoint = d.steps_since_checkpoint.saturating_add(1);
@@ -363,22 +362,20 @@ where
         }
     }
 
-    /// Journal entries from the checkpoint's step on, in index order. Read from where the
-    /// restored checkpoint recorded the journal's end ([`CheckpointMeta::journal_next`]):
-    /// the entries before it are the checkpoint's own steps. If the journal does not reach
-    /// that position it is not the journal the checkpoint saw, and the checks below find out
-    /// what is wrong reading from the log start.
-    async fn read_journal(&self) -> Result<Vec<StepDescriptor>, DriverError> {
+    /// Journal entries from the checkpoint's step on, in index order (the first entry of an
+    /// index wins: a later one is a repeat, or a step another lifetime's entry overtook),
+    /// and the journal's end. Read from where the restored checkpoint recorded the end of
+    /// its lifetime's own entries ([`CheckpointMeta::journal_next`]): every entry before it
+    /// is of an earlier step. If the journal does not reach that position it is not the
+    /// journal the checkpoint saw, and the checks below find out what is wrong reading from
+    /// the log start.
+    async fn read_journal(&self) -> Result<(Vec<StepDescriptor>, i64), DriverError> {
         let from_index = self.pipeline.steps_applied();
         let Some(_) = self.input.partitions(&self.journal.topic).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         };
         let (start, end) = self.input.offsets(&self.journal.topic, 0).await?;
-        let recorded = self
-            .last_checkpoint
-            .as_ref()
-            .and_then(|m| m.journal_next)
-            .filter(|_| self.input.journal_end_is_stable());
+        let recorded = self.last_checkpoint.as_ref().and_then(|m| m.journal_next);
         let mut out: Vec<StepDescriptor> = Vec::new();
         let mut at = recorded
             .filter(|r| *r <= end)
@@ -406,7 +403,7 @@ where
                 out.push(desc);
             }
         }
-        Ok(out)
+        Ok((out, end))
     }
 
     /// Re-creates a journaled step from the (immutable) input log.
@@ -626,6 +623,14 @@ where
     /// ([`OutputLog::append_overlapping`]); returns the step's outputs once the entry is
     /// durable. Applying first is only in-memory work: if the journal append fails, the
     /// lifetime ends and recovery rebuilds the state from the checkpoint.
+    ///
+    /// The entry must land where this lifetime's previous one ended (`journal_next`). If it
+    /// lands later, another writer appended in between: typically an earlier lifetime's
+    /// entry whose append had an unknown outcome and became durable only after this
+    /// lifetime's recovery read the journal — an entry for this very step index, which
+    /// recovery replays (the first entry of an index wins). This step is then not the
+    /// journal's: the lifetime ends before writing any of its outputs, and the next one
+    /// replays what the journal holds.
     async fn journal_and_apply(
         &mut self,
         desc: &StepDescriptor,
@@ -646,10 +651,18 @@ where
             timestamp: desc.processing_time,
         };
         let pipeline = &mut self.pipeline;
-        let outs = self
+        let (outs, landed) = self
             .output
             .append_overlapping(&self.journal, &[rec], || pipeline.apply(step))
             .await?;
+        if landed.start != self.journal_next {
+            return Err(self.journal_error(format!(
+                "another writer appended to the journal: step {}'s entry landed at offset {}, \
+                 expected {}; recovering replays the journal as it is",
+                desc.index, landed.start, self.journal_next
+            )));
+        }
+        self.journal_next = landed.end;
         Ok(outs)
     }
 
@@ -665,20 +678,15 @@ where
 
     /// Checkpoints now (also on graceful shutdown). Outputs are already durable: each append
     /// returned only once durable, so the checkpoint never covers an output that could be lost.
-    /// The checkpoint records the journal's end now: taken between steps, with every
-    /// journaled step applied, so each entry of a later step is appended at or after it.
+    /// The checkpoint records where this lifetime's journal entries end (`journal_next`):
+    /// every entry before it is of a step the checkpoint covers — the ones recovery read and
+    /// this lifetime's own, which landed one after another. Not the journal's end as read
+    /// now: with a replicated journal a deposed leader's lifetime can read entries a new
+    /// leader appended, for steps this checkpoint does not cover.
     pub async fn checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {
-        let journal = &self.journal.topic;
-        let journal_next = if !self.input.journal_end_is_stable() {
-            None
-        } else if self.topics_ready || self.input.partitions(journal).await?.is_some() {
-            Some(self.input.offsets(journal, 0).await?.1)
-        } else {
-            None
-        };
         let meta = self
             .pipeline
-            .checkpoint_with_journal(&mut self.store, journal_next)?;
+            .checkpoint_with_journal(&mut self.store, Some(self.journal_next))?;
         self.last_checkpoint = Some(meta);
         self.steps_since_checkpoint = 0;
         self.last_checkpoint_at = now;

@@ -1,11 +1,14 @@
 //! The async driver against in-memory logs: a crash at every durable action (journal append,
 //! each output append, checkpoint commit), then recovery by a new driver, must leave output
 //! topics identical to an uninterrupted run's, with gap-free sequences and no duplicates.
+//! A journal entry of an earlier lifetime that lands late (its append's outcome was unknown)
+//! must be replayed, not overtaken by a later lifetime's entry of the same step.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -46,6 +49,12 @@ struct World {
     store: MemStore,
     budget: Option<usize>,
     actions: usize,
+    /// The next journal append fails, its outcome unknown: the entry is kept in `held`, not
+    /// in the log, until `release_held`.
+    hold_next_journal: bool,
+    held: Vec<Rec>,
+    /// The held entries land in the journal just before the next journal append.
+    release_held: bool,
 }
 
 impl World {
@@ -71,23 +80,26 @@ impl Logs {
 
     fn with_input(arrivals: &[Arrival]) -> Self {
         let logs = Self::default();
-        {
-            let mut w = logs.world();
-            let parts = w.topics.entry(TOPIC.into()).or_default();
-            parts.resize(3, Vec::new());
-            for a in arrivals {
-                let r = &a.record;
-                let p = usize::try_from(r.partition).unwrap();
-                assert_eq!(parts[p].len(), usize::try_from(r.offset).unwrap());
-                parts[p].push(Rec {
-                    key: r.key.as_deref().map(<[u8]>::to_vec),
-                    value: r.value.as_deref().unwrap_or_default().to_vec(),
-                    headers: Vec::new(),
-                    timestamp: r.timestamp,
-                });
-            }
-        }
+        logs.publish(arrivals);
         logs
+    }
+
+    /// Appends `arrivals` to the source topic (each at its own offset).
+    fn publish(&self, arrivals: &[Arrival]) {
+        let mut w = self.world();
+        let parts = w.topics.entry(TOPIC.into()).or_default();
+        parts.resize(3, Vec::new());
+        for a in arrivals {
+            let r = &a.record;
+            let p = usize::try_from(r.partition).unwrap();
+            assert_eq!(parts[p].len(), usize::try_from(r.offset).unwrap());
+            parts[p].push(Rec {
+                key: r.key.as_deref().map(<[u8]>::to_vec),
+                value: r.value.as_deref().unwrap_or_default().to_vec(),
+                headers: Vec::new(),
+                timestamp: r.timestamp,
+            });
+        }
     }
 
     /// Output topics only (not the source, not the journal).
@@ -171,25 +183,45 @@ impl OutputLog for Logs {
         Ok(())
     }
 
-    async fn append(&self, stream: &StreamId, records: &[OutputRecord]) -> Result<(), LogIoError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        records: &[OutputRecord],
+    ) -> Result<Range<i64>, LogIoError> {
         let mut w = self.world();
         // One durable action per append call: the whole batch or nothing.
         w.act()?;
+        let recs: Vec<Rec> = records
+            .iter()
+            .map(|r| {
+                assert_eq!(&r.stream, stream);
+                Rec {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                    timestamp: r.timestamp,
+                }
+            })
+            .collect();
+        let journal = stream.topic.starts_with("__runnel_journal");
+        if journal && std::mem::take(&mut w.hold_next_journal) {
+            w.held.extend(recs);
+            return Err(LogIoError("timed out: outcome unknown".into()));
+        }
+        let landing = if journal && std::mem::take(&mut w.release_held) {
+            std::mem::take(&mut w.held)
+        } else {
+            Vec::new()
+        };
         let log = w
             .topics
             .get_mut(&stream.topic)
             .and_then(|p| p.get_mut(usize::try_from(stream.partition).unwrap()))
             .ok_or_else(|| LogIoError(format!("no partition {stream}")))?;
-        for r in records {
-            assert_eq!(&r.stream, stream);
-            log.push(Rec {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: r.timestamp,
-            });
-        }
-        Ok(())
+        log.extend(landing);
+        let start = i64::try_from(log.len()).unwrap();
+        log.extend(recs);
+        Ok(start..i64::try_from(log.len()).unwrap())
     }
 
     async fn tail(
@@ -414,4 +446,65 @@ fn a_gap_in_an_output_stream_stops_recovery_instead_of_writing() {
     }
     let err = lifetime(&logs, &clock).unwrap_err();
     assert!(err.contains("sequence"), "{err}");
+}
+
+/// The outputs a replay of the whole journal writes, from an empty state and empty outputs.
+fn replay_of_the_journal(logs: &Logs) -> BTreeMap<(String, usize), Vec<Rec>> {
+    let fresh = Logs::default();
+    {
+        let w = logs.world();
+        let mut f = fresh.world();
+        for t in [TOPIC.to_owned(), journal_topic("sensors")] {
+            f.topics.insert(t.clone(), w.topics[&t].clone());
+        }
+    }
+    let clock = TickClock(Arc::new(Mutex::new(common::T0)));
+    block_on(Driver::recover(
+        fresh.clone(),
+        fresh.clone(),
+        clock,
+        Store(fresh.clone()),
+        test_config(),
+        driver_config(),
+    ))
+    .expect("replay");
+    fresh.outputs()
+}
+
+#[test]
+fn a_late_journal_entry_of_an_earlier_lifetime_is_replayed_not_overtaken() {
+    let arrivals = generate(13, 4, 200);
+    let logs = Logs::with_input(&arrivals[..100]);
+    let clock = TickClock(Arc::new(Mutex::new(common::T0)));
+    lifetime(&logs, &clock).expect("first run");
+    // Two more readings: the next lifetime journals a step of those two, and the append's
+    // outcome is unknown (say a timeout); that lifetime ends.
+    logs.publish(&arrivals[100..102]);
+    logs.world().hold_next_journal = true;
+    let err = lifetime(&logs, &clock).unwrap_err();
+    assert!(err.contains("outcome unknown"), "{err}");
+    // The rest arrives, and a new lifetime recovers without seeing that entry, which lands
+    // just before its own entry for the same step index (with more readings in it).
+    logs.publish(&arrivals[102..]);
+    logs.world().release_held = true;
+    let outputs_before = logs.outputs();
+    let err = lifetime(&logs, &clock).unwrap_err();
+    assert!(err.contains("another writer"), "{err}");
+    assert!(logs.world().held.is_empty(), "the held entry landed");
+    assert_eq!(
+        logs.outputs(),
+        outputs_before,
+        "nothing of the overtaken step is written"
+    );
+    // The next lifetime replays the entry that landed first (the earlier lifetime's step).
+    lifetime(&logs, &clock).expect("recovery");
+    let got = logs.outputs();
+    check_well_formed(&got);
+    let n: usize = got.values().map(Vec::len).sum();
+    assert!(n > 30, "too few outputs to mean anything: {n}");
+    assert_eq!(
+        got,
+        replay_of_the_journal(&logs),
+        "the outputs are what the journal says"
+    );
 }

@@ -90,9 +90,9 @@ pub struct CheckpointMeta {
     pub watermark: Option<Millis>,
     /// Processing time of the last step.
     pub processing_time: Millis,
-    /// The journal's end (high watermark) when the checkpoint was taken: every entry of a
-    /// later step lies at or after it, so recovery from this checkpoint reads the journal from
-    /// here. `None`: not known (no journal yet, or a checkpoint written before this field
+    /// Where the journal entries of the lifetime that took the checkpoint ended: every entry
+    /// before it is of a step the checkpoint covers, so recovery from this checkpoint reads
+    /// the journal from here. `None`: not known (a checkpoint written before this field
     /// existed) — recovery reads the journal from its log start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_next: Option<i64>,
