@@ -53,12 +53,7 @@ for ci in "${!CODECS[@]}"; do
     for ((j = 0; j < PER_CODEC; j++)); do
       expected_line "$codec" "$p" "$j" "$((ci * PER_CODEC + j))" | awk -F'|' '{print $3 ":" $4}'
     done >"$WORK/in-$ci-$p"
-    # One batch per partition even on a slow machine: a batch leaves as soon as it holds
-    # PER_CODEC records (kcat waits for delivery without flushing, so linger.ms alone would add
-    # its full wait); a split batch could go out uncompressed (librdkafka's fallback when
-    # compressing does not shrink it) and fail the stored-codec check.
-    if ! kc -P -t "$TOPIC" -p "$p" -z "$codec" -K : -X enable.idempotence=false \
-      -X linger.ms=2000 -X batch.num.messages="$PER_CODEC" \
+    if ! kc -P -t "$TOPIC" -p "$p" -z "$codec" -K : -X enable.idempotence=false -X linger.ms=50 \
       -H "codec=$codec" -H "part=$p" -H dup=first -H dup=second -H empty= \
       <"$WORK/in-$ci-$p" 2>"$WORK/produce-err"; then
       fail "kcat -P (codec $codec, partition $p) exited non-zero: $(cat "$WORK/produce-err")"
