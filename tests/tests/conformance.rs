@@ -266,10 +266,7 @@ fn rdkafka_produce(bootstrap: &str, topic: &str, plan: &Plan, report: &mut Repor
         let producer: FutureProducer = config(bootstrap)
             .set("compression.type", *codec)
             .set("enable.idempotence", "false")
-            // One batch per partition even on a slow machine: `flush` below sends at once
-            // (librdkafka ignores linger.ms while flushing), and a split batch could go out
-            // uncompressed (librdkafka's fallback when compressing does not shrink it).
-            .set("linger.ms", "5000")
+            .set("linger.ms", "50")
             .create()
             .expect("producer");
         let mut pending = Vec::new();

@@ -34,11 +34,7 @@ report.check(len(t.partitions) >= plan.PARTITIONS, f"metadata: expected >= {plan
 
 for ci, codec in enumerate(args.codecs):
     report.step(f"produce {plan.PER_CODEC} records to each partition with compression {codec}")
-    # A long linger keeps each partition's records in one batch; flush() sends at once (librdkafka
-    # >= 1.8 ignores linger.ms while flushing). With a short linger a slow machine can split them,
-    # and librdkafka sends a batch uncompressed when compressing does not shrink it, which the
-    # stored-codec check would take for a broker that rewrote the batch.
-    producer = Producer({**base, "compression.type": codec, "enable.idempotence": False, "linger.ms": 5000, "acks": "all"})
+    producer = Producer({**base, "compression.type": codec, "enable.idempotence": False, "linger.ms": 50, "acks": "all"})
     reports = []
 
     def on_delivery(err, msg, reports=reports):
