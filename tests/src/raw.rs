@@ -184,10 +184,3 @@ impl<'a> Reader<'a> {
         Ok(String::from_utf8_lossy(self.take(len)?).into_owned())
     }
 }
-
-/// The codecs of consecutive batches, with runs collapsed: `[none, none, gzip]` → `[none, gzip]`.
-pub fn codec_runs(batches: &[BatchInfo]) -> Vec<&'static str> {
-    let mut runs: Vec<&'static str> = batches.iter().map(|b| b.codec).collect();
-    runs.dedup();
-    runs
-}
