@@ -69,8 +69,9 @@ pub struct FieldSlots {
 }
 
 impl FieldSlots {
-    /// Finds `fields` again if `v` has other names than the last values seen.
-    pub fn resolve<'f>(&mut self, v: &Values, fields: impl Iterator<Item = &'f str>) {
+    /// Finds `fields` again if `v` has other names than the last values seen (`None`: a
+    /// field-less entry, never found).
+    pub fn resolve<'f>(&mut self, v: &Values, fields: impl Iterator<Item = Option<&'f str>>) {
         if self
             .names
             .as_ref()
@@ -79,7 +80,7 @@ impl FieldSlots {
             return;
         }
         self.slots = fields
-            .map(|f| v.names.iter().position(|n| n == f))
+            .map(|f| f.and_then(|f| v.names.iter().position(|n| n == f)))
             .collect();
         self.names = Some(Arc::clone(&v.names));
     }
@@ -659,10 +660,11 @@ mod tests {
             (&b, [Some(3.0), None, Some(4.0)]),
             (&a, [Some(2.0), Some(1.0), None]),
         ] {
-            slots.resolve(v, ["b", "a", "c"].into_iter());
+            slots.resolve(v, [Some("b"), Some("a"), Some("c"), None].into_iter());
             let got: Vec<Option<f64>> = (0..3).map(|i| slots.get(i, v)).collect();
             assert_eq!(got, want);
             assert_eq!(slots.get(3, v), None);
+            assert_eq!(slots.get(4, v), None);
         }
     }
 

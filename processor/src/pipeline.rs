@@ -461,13 +461,7 @@ impl Pipeline {
         let mut headers = vec![(HEADER_LATE_REASON.to_owned(), reason.into_bytes())];
         headers.extend(source_headers(rec));
         let stream = Self::stream(&self.config.outputs.late, l.reading.key.as_bytes());
-        self.record(
-            stream,
-            rec.key.as_deref().map(<[u8]>::to_vec),
-            rec.value.as_deref().unwrap_or_default().to_vec(),
-            headers,
-            l.reading.event_time,
-        )
+        self.forward(stream, rec, headers, l.reading.event_time)
     }
 
     fn dlq(&mut self, rec: &InputRecord, why: &Rejection) -> OutputRecord {
@@ -478,12 +472,24 @@ impl Pipeline {
             &self.config.outputs.dlq,
             rec.key.as_deref().unwrap_or_default(),
         );
+        self.forward(stream, rec, headers, rec.timestamp)
+    }
+
+    /// An output record carrying an input record's key and value as they are (late data,
+    /// dead letters), with `headers`.
+    fn forward(
+        &mut self,
+        stream: StreamId,
+        rec: &InputRecord,
+        headers: Vec<(String, Vec<u8>)>,
+        timestamp: Millis,
+    ) -> OutputRecord {
         self.record(
             stream,
             rec.key.as_deref().map(<[u8]>::to_vec),
             rec.value.as_deref().unwrap_or_default().to_vec(),
             headers,
-            rec.timestamp,
+            timestamp,
         )
     }
 

@@ -270,11 +270,11 @@ enum Rule {
 
 impl Rule {
     /// The reading field the rule reads (none for silence).
-    fn field(&self) -> &str {
+    fn field(&self) -> Option<&str> {
         match self {
-            Rule::Threshold(c, _) => &c.field,
-            Rule::ZScore(c, _) => &c.field,
-            Rule::Silence { .. } => "",
+            Rule::Threshold(c, _) => Some(&c.field),
+            Rule::ZScore(c, _) => Some(&c.field),
+            Rule::Silence { .. } => None,
         }
     }
 }

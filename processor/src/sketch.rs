@@ -10,7 +10,6 @@
 //! Bucket count is bounded by the value range: with α = 1% and |x| in [1e-9, 1e9] that is
 //! at most ~2100 buckets per sign.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -21,30 +20,46 @@ use crate::num::ceil_to_i32;
 /// Magnitudes below this are counted in the zero bucket.
 const MIN_INDEXABLE: f64 = 1e-9;
 
-/// `gamma.ln()` for the sketch accuracy `alpha` (`gamma` is its γ): the same value, computed
-/// once per thread and accuracy instead of once per added value (a pipeline has one accuracy).
-fn ln_gamma(alpha: f64, gamma: f64) -> f64 {
-    thread_local! {
-        static LAST: Cell<Option<(u64, f64)>> = const { Cell::new(None) };
-    }
-    LAST.with(|last| match last.get() {
-        Some((bits, ln)) if bits == alpha.to_bits() => ln,
-        _ => {
-            let ln = gamma.ln();
-            last.set(Some((alpha.to_bits(), ln)));
-            ln
-        }
-    })
-}
-
 /// A mergeable quantile sketch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SketchFields")]
 pub struct Sketch {
     alpha: f64,
     positive: BTreeMap<i32, u64>,
     negative: BTreeMap<i32, u64>,
     zero: u64,
     count: u64,
+    /// `γ.ln()`, derived from `alpha` (computed once, not per added value; not serialized).
+    #[serde(skip)]
+    ln_gamma: f64,
+}
+
+/// [`Sketch`]'s serialized fields: deserializing derives the rest.
+#[derive(Deserialize)]
+struct SketchFields {
+    alpha: f64,
+    positive: BTreeMap<i32, u64>,
+    negative: BTreeMap<i32, u64>,
+    zero: u64,
+    count: u64,
+}
+
+impl From<SketchFields> for Sketch {
+    fn from(f: SketchFields) -> Self {
+        Self {
+            ln_gamma: gamma_of(f.alpha).ln(),
+            alpha: f.alpha,
+            positive: f.positive,
+            negative: f.negative,
+            zero: f.zero,
+            count: f.count,
+        }
+    }
+}
+
+/// `γ = (1+α)/(1-α)`.
+fn gamma_of(alpha: f64) -> f64 {
+    (1.0 + alpha) / (1.0 - alpha)
 }
 
 impl Sketch {
@@ -61,15 +76,16 @@ impl Sketch {
             negative: BTreeMap::new(),
             zero: 0,
             count: 0,
+            ln_gamma: gamma_of(alpha).ln(),
         }
     }
 
     fn gamma(&self) -> f64 {
-        (1.0 + self.alpha) / (1.0 - self.alpha)
+        gamma_of(self.alpha)
     }
 
     fn index(&self, magnitude: f64) -> Option<i32> {
-        ceil_to_i32(magnitude.ln() / ln_gamma(self.alpha, self.gamma()))
+        ceil_to_i32(magnitude.ln() / self.ln_gamma)
     }
 
     fn value_of(&self, index: i32) -> f64 {
@@ -222,6 +238,7 @@ impl Sketch {
             negative,
             zero,
             count,
+            ln_gamma: gamma_of(alpha).ln(),
         })
     }
 }
