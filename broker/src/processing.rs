@@ -371,8 +371,8 @@ impl Decode for AsStored {
             }
             out.push(StoredRecord {
                 offset: r.offset,
-                key: r.key.map(Vec::from),
-                value: r.value.map(Vec::from),
+                key: r.key,
+                value: r.value,
                 headers: r
                     .headers
                     .into_iter()
@@ -485,14 +485,14 @@ pub(crate) fn to_record(r: &OutputRecord) -> Record {
 }
 
 /// A record of `topic`/`partition` fetched over the Kafka protocol (`runnel process`) as the
-/// processor's input record: key and value move over, not copied.
+/// processor's input record: key and value are the same slices of the fetched batch.
 pub(crate) fn to_input(topic: &Arc<str>, partition: u32, r: StoredRecord) -> InputRecord {
     InputRecord {
         topic: Arc::clone(topic),
         partition,
         offset: r.offset,
-        key: r.key.map(Bytes::from),
-        value: r.value.map(Bytes::from),
+        key: r.key,
+        value: r.value,
         timestamp: r.timestamp,
     }
 }
@@ -1312,7 +1312,7 @@ mod tests {
         records
             .iter()
             .map(|r| {
-                let v = String::from_utf8(r.value.clone().unwrap()).unwrap();
+                let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
                 (r.offset, v)
             })
             .collect()

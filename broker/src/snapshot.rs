@@ -383,7 +383,7 @@ pub async fn read_newest(
     let mut window = FIRST_WINDOW;
     loop {
         let from = end.saturating_sub(window).max(start);
-        let mut values: Vec<Vec<u8>> = Vec::new();
+        let mut values: Vec<bytes::Bytes> = Vec::new();
         let mut at = from;
         while at < end {
             let Some(f) = client.fetch(topic, 0, at, 0).await.map_err(err)? else {
@@ -405,7 +405,7 @@ pub async fn read_newest(
             }
             at = d.next_offset;
         }
-        if let Some(s) = newest_complete(pipeline, values.iter().map(Vec::as_slice)) {
+        if let Some(s) = newest_complete(pipeline, values.iter().map(|v| &v[..])) {
             return Ok(Some(s));
         }
         if from <= start {

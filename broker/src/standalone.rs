@@ -726,7 +726,7 @@ mod tests {
         FetchedRecord {
             offset,
             key: None,
-            value: Some(offset.to_be_bytes().to_vec()),
+            value: Some(bytes::Bytes::copy_from_slice(&offset.to_be_bytes())),
             headers: vec![],
             timestamp: offset,
         }

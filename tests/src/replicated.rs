@@ -51,7 +51,7 @@ pub fn decode(f: &FetchedPartition, offset: i64) -> (Vec<(i64, String)>, i64) {
         .map(|r| {
             (
                 r.offset,
-                String::from_utf8(r.value.unwrap_or_default()).expect("UTF-8 values"),
+                String::from_utf8(r.value.unwrap_or_default().to_vec()).expect("UTF-8 values"),
             )
         })
         .collect();

@@ -154,7 +154,12 @@ async fn read_topic(c: &Client, topic: &str) -> Vec<Rec> {
             let d = decode_fetched(f.records, offset, f.high_watermark, usize::MAX)
                 .expect("valid batches");
             for r in d.records {
-                out.push((r.key, r.value, r.headers, r.timestamp));
+                out.push((
+                    r.key.map(Vec::from),
+                    r.value.map(Vec::from),
+                    r.headers,
+                    r.timestamp,
+                ));
             }
             assert!(d.next_offset > offset, "{topic}/{p} stuck at {offset}");
             offset = d.next_offset;

@@ -24,10 +24,10 @@ pub const LATEST: i64 = -1;
 pub struct FetchedRecord {
     /// Offset in its partition.
     pub offset: i64,
-    /// Key; `None` is a null key.
-    pub key: Option<Vec<u8>>,
-    /// Value; `None` is a null value (a tombstone).
-    pub value: Option<Vec<u8>>,
+    /// Key; `None` is a null key. A slice of the fetched (or decompressed) batch, not a copy.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a null value (a tombstone). A slice, like the key.
+    pub value: Option<Bytes>,
     /// Headers in order; a null header value reads as empty.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The record's timestamp in ms (create or log-append time, as the topic says).
@@ -178,8 +178,8 @@ pub fn decode_fetched(
             next = r.offset.saturating_add(1);
             out.push(FetchedRecord {
                 offset: r.offset,
-                key: r.key.map(Vec::from),
-                value: r.value.map(Vec::from),
+                key: r.key,
+                value: r.value,
                 headers: r
                     .headers
                     .into_iter()
