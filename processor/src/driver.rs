@@ -655,7 +655,7 @@ where
             .output
             .append_overlapping(&self.journal, &[rec], || pipeline.apply(step))
             .await?;
-        if landed.start != self.journal_next {
+        if landed.start != self.journal_next && self.journal_written(landed.start).await? {
             return Err(self.journal_error(format!(
                 "another writer appended to the journal: step {}'s entry landed at offset {}, \
                  expected {}; recovering replays the journal as it is",
@@ -664,6 +664,23 @@ where
         }
         self.journal_next = landed.end;
         Ok(outs)
+    }
+
+    /// Whether the journal holds an entry this lifetime did not write between where its next
+    /// entry was expected and `landed` (where it landed). Offsets without records (a control
+    /// batch, such as the marker a replicated partition's new leader appends) are not
+    /// entries; an entry landing before the expected position means the journal is not the
+    /// one recovery read.
+    async fn journal_written(&self, landed: i64) -> Result<bool, DriverError> {
+        if landed < self.journal_next {
+            return Ok(true);
+        }
+        let gap = usize::try_from(landed.saturating_sub(self.journal_next)).unwrap_or(usize::MAX);
+        let between = self
+            .input
+            .read(&self.journal.topic, 0, self.journal_next, gap)
+            .await?;
+        Ok(between.iter().any(|r| r.offset < landed))
     }
 
     async fn maybe_checkpoint(&mut self, now: Millis) -> Result<(), DriverError> {

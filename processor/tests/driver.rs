@@ -39,6 +39,8 @@ struct Rec {
     value: Vec<u8>,
     headers: Vec<(String, Vec<u8>)>,
     timestamp: Millis,
+    /// A control record: takes an offset, never read (like a Raft leader's marker batch).
+    control: bool,
 }
 
 /// Everything durable: topics (partition logs) and the state store. A crash loses nothing
@@ -55,6 +57,8 @@ struct World {
     held: Vec<Rec>,
     /// The held entries land in the journal just before the next journal append.
     release_held: bool,
+    /// A control record lands in the journal just before the next journal append.
+    marker_before_next_journal: bool,
 }
 
 impl World {
@@ -98,6 +102,7 @@ impl Logs {
                 value: r.value.as_deref().unwrap_or_default().to_vec(),
                 headers: Vec::new(),
                 timestamp: r.timestamp,
+                control: false,
             });
         }
     }
@@ -157,6 +162,7 @@ impl InputLog for Logs {
             .iter()
             .enumerate()
             .skip(from)
+            .filter(|(_, r)| !r.control)
             .take(max_records)
             .map(|(o, r)| InputRecord {
                 topic: topic.into(),
@@ -200,6 +206,7 @@ impl OutputLog for Logs {
                     value: r.value.clone(),
                     headers: r.headers.clone(),
                     timestamp: r.timestamp,
+                    control: false,
                 }
             })
             .collect();
@@ -208,11 +215,20 @@ impl OutputLog for Logs {
             w.held.extend(recs);
             return Err(LogIoError("timed out: outcome unknown".into()));
         }
-        let landing = if journal && std::mem::take(&mut w.release_held) {
+        let mut landing = if journal && std::mem::take(&mut w.release_held) {
             std::mem::take(&mut w.held)
         } else {
             Vec::new()
         };
+        if journal && std::mem::take(&mut w.marker_before_next_journal) {
+            landing.push(Rec {
+                key: None,
+                value: Vec::new(),
+                headers: Vec::new(),
+                timestamp: 0,
+                control: true,
+            });
+        }
         let log = w
             .topics
             .get_mut(&stream.topic)
@@ -442,6 +458,7 @@ fn a_gap_in_an_output_stream_stops_recovery_instead_of_writing() {
             value: b"{not json".to_vec(),
             headers: Vec::new(),
             timestamp: last_ts + 1,
+            control: false,
         });
     }
     let err = lifetime(&logs, &clock).unwrap_err();
@@ -507,4 +524,29 @@ fn a_late_journal_entry_of_an_earlier_lifetime_is_replayed_not_overtaken() {
         replay_of_the_journal(&logs),
         "the outputs are what the journal says"
     );
+}
+
+#[test]
+fn a_control_record_in_the_journal_is_not_another_writer() {
+    let arrivals = generate(17, 4, 120);
+    let (expected, _) = reference(&arrivals);
+    let logs = Logs::with_input(&arrivals[..150]);
+    let clock = TickClock(Arc::new(Mutex::new(common::T0)));
+    lifetime(&logs, &clock).expect("first run");
+    // A new leader's marker (a control batch) takes the offset this lifetime's next entry was
+    // expected at: its entries land one later, and nobody else wrote an entry.
+    logs.publish(&arrivals[150..]);
+    logs.world().marker_before_next_journal = true;
+    lifetime(&logs, &clock).expect("a marker does not stop the lifetime");
+    let w = logs.world();
+    let journal = &w.topics[&journal_topic("sensors")][0];
+    assert_eq!(
+        journal.iter().filter(|r| r.control).count(),
+        1,
+        "the marker is in the journal"
+    );
+    drop(w);
+    let got = logs.outputs();
+    check_well_formed(&got);
+    assert_eq!(got, expected);
 }
