@@ -5,6 +5,7 @@
 //! numeric checks (and their DLQ reasons) are the same whatever the encoding.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -501,6 +502,8 @@ pub struct Parser {
     time_slot: usize,
     numeric_slots: Vec<usize>,
     max_abs: f64,
+    /// The key layout of the last JSON object read ([`flat::Layout`]).
+    layout: RefCell<flat::Layout>,
 }
 
 impl Parser {
@@ -529,6 +532,7 @@ impl Parser {
             max_key_len: config.source.max_key_len,
             numeric,
             max_abs: config.max_abs_value,
+            layout: RefCell::default(),
         }
     }
 
@@ -539,7 +543,8 @@ impl Parser {
             ValueFormat::Json => {
                 // The common flat object without serde; anything else (and every error) the
                 // serde way, whose reading or rejection the fast path's answer always equals.
-                let fields = match flat::pick(&self.wanted, bytes) {
+                let picked = flat::pick_with(&self.wanted, bytes, &mut self.layout.borrow_mut());
+                let fields = match picked {
                     Some(fields) => fields,
                     None => {
                         let wanted = Wanted(&self.wanted);

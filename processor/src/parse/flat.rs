@@ -14,7 +14,27 @@ use crate::num::i64_to_f64;
 
 /// The configured fields (`names`) of `bytes` if it is a flat JSON object this scanner
 /// reads exactly as serde_json does; `None` to let serde decide.
+#[cfg(test)]
 pub(super) fn pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Picked<'de>> {
+    pick_with(names, bytes, &mut Layout::default())
+}
+
+/// The keys of the last object [`pick_with`] read whole, in order: each key's bytes with its
+/// quotes, and the slot in `names` it fills. Readings of one producer repeat their keys in
+/// the same order, so the next object's keys are checked against these with one compare
+/// each (equal bytes are the same key: the key holds no quote, backslash or control byte)
+/// instead of being scanned and looked up.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Layout {
+    keys: Vec<(Box<[u8]>, Option<usize>)>,
+}
+
+/// [`pick`], checking keys against `layout` and leaving the object's own layout there.
+pub(super) fn pick_with<'de>(
+    names: &[String],
+    bytes: &'de [u8],
+    layout: &mut Layout,
+) -> Option<Picked<'de>> {
     // One UTF-8 check of the whole value (serde checks its strings; invalid UTF-8 anywhere
     // else is a syntax error for it): strings are then cut out of `text` without another.
     let text = std::str::from_utf8(bytes).ok()?;
@@ -31,14 +51,45 @@ pub(super) fn pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Picked<'de
     if s.peek()? == b'}' {
         s.i += 1;
     } else {
+        // Keys known from `layout` up to here; after the first difference, the rest is
+        // scanned and recorded.
+        let mut known = 0;
+        let mut same = true;
         loop {
-            let key = s.string()?;
+            let cached = if same {
+                layout
+                    .keys
+                    .get(known)
+                    .filter(|(k, _)| s.b.get(s.i..s.i.saturating_add(k.len())) == Some(&k[..]))
+            } else {
+                None
+            };
+            let slot = match cached {
+                Some((k, slot)) => {
+                    s.i += k.len();
+                    known += 1;
+                    *slot
+                }
+                None => {
+                    if same {
+                        same = false;
+                        layout.keys.truncate(known);
+                    }
+                    let start = s.i;
+                    let key = s.string()?;
+                    let slot = names.iter().position(|n| n == key);
+                    layout
+                        .keys
+                        .push((s.b.get(start..s.i)?.to_vec().into_boxed_slice(), slot));
+                    slot
+                }
+            };
             s.ws();
             s.eat(b':')?;
             s.ws();
             let value = s.value()?;
             // A repeated name keeps its last value, as with serde.
-            if let Some(i) = names.iter().position(|n| n == key) {
+            if let Some(i) = slot {
                 if let Some(slot) = slots.get_mut(i) {
                     *slot = Some(value);
                 }
@@ -58,7 +109,10 @@ pub(super) fn pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Picked<'de
         }
     }
     s.ws();
-    (s.i == bytes.len()).then_some(Picked { slots })
+    if s.i != bytes.len() {
+        return None;
+    }
+    Some(Picked { slots })
 }
 
 /// Bytes that end the unescaped run of a string: the quote, the backslash and the control
@@ -438,6 +492,21 @@ mod tests {
         ) {
             let reference = bytes.iter().position(|&c| STRING_STOP[usize::from(c)]);
             proptest::prop_assert_eq!(string_stop(&bytes), reference);
+        }
+
+        /// A layout carried from object to object (each text twice, so that it is hit)
+        /// changes no answer.
+        #[test]
+        fn a_remembered_layout_changes_no_answer(
+            texts in proptest::collection::vec(edge_text(), 1..6)
+        ) {
+            let n = names();
+            let mut layout = Layout::default();
+            for text in texts.iter().chain(texts.iter()) {
+                let with = pick_with(&n, text.as_bytes(), &mut layout).map(|p| canonical(&p));
+                let fresh = pick(&n, text.as_bytes()).map(|p| canonical(&p));
+                proptest::prop_assert_eq!(with, fresh, "{}", text);
+            }
         }
 
         /// Whenever the fast path answers, serde reads the same object with the same fields,
