@@ -350,17 +350,46 @@ async fn pipeline_node(c: &Client) -> i32 {
     }
 }
 
+/// A fault strikes within this many input records after the pipeline moved on from the last.
+const STRIKE_WITHIN: u64 = 300;
+
+/// Waits until the journal covers more than `before` records — with the driver's node paused
+/// or cut off, another node has taken the pipeline over (past the election timeout) and
+/// journaled a step — or until `at_most` passed, or the input is all consumed. Returns how
+/// long. Reads through a client of its own, given up at `at_most`: a read sent to the paused
+/// node waits for the client's request timeout.
+async fn successor_moved_on(
+    bootstrap: &str,
+    before: i64,
+    total: i64,
+    at_most: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let probe = client(bootstrap);
+    let watch = async {
+        loop {
+            let now = consumed(&probe).await;
+            if now > before || now >= total {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = tokio::time::timeout(at_most, watch).await;
+    started.elapsed()
+}
+
 /// What happens to the node running the pipeline.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     /// SIGKILL, restarted after up to a second.
     Kill,
-    /// SIGSTOP past the election timeout, then SIGCONT: the driver wakes up deposed, with
-    /// its steps and writes in flight.
+    /// SIGSTOP until another node has taken the pipeline over and journaled a step (3-4 s at
+    /// most), then SIGCONT: the driver wakes up deposed, with its steps and writes in flight.
     Pause,
-    /// Its Raft links cut for a few seconds (Kafka traffic still flows): the deposed driver
-    /// keeps running beside the new one until its journal append fails, and its output
-    /// writes reach the other nodes.
+    /// Its Raft links cut until another node has taken the pipeline over and journaled a
+    /// step (4-6 s at most; Kafka traffic still flows): the deposed driver keeps running beside the new one
+    /// until its journal append fails, and its output writes reach the other nodes.
     Isolate,
 }
 
@@ -510,12 +539,17 @@ async fn faulted_run(faults: &[Fault]) {
         cluster.start_node(id).unwrap();
     }
 
+    // Each fault strikes a random few records after the pipeline moved on from the last one,
+    // and a fault that deposes the driver (pause, cut-off) lasts until its successor has
+    // moved the journal on, plus a random moment. Counted in records, not time, so a fast
+    // machine cannot run the whole input between two faults.
     let mut rng = sensors::Rng::new(seed ^ 0x00c1_5e7e);
+    let bootstrap = cluster.bootstrap();
     let mut done = 0;
     let mut progress = 0;
     let deadline = Instant::now() + PATIENCE;
     while done < faults.len() {
-        // Strike only once the pipeline has moved on since the last fault (it runs again).
+        let target = progress + 1 + i64::try_from(rng.below(STRIKE_WITHIN)).unwrap();
         let now = consumed(&c).await;
         assert!(
             Instant::now() < deadline,
@@ -525,11 +559,10 @@ async fn faulted_run(faults: &[Fault]) {
         if now >= total {
             break;
         }
-        if now <= progress {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if now < target {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
         let node = pipeline_node(&c).await;
         let before = consumed(&c).await;
         if before >= total {
@@ -541,7 +574,6 @@ async fn faulted_run(faults: &[Fault]) {
             "fault {done} ({fault:?}): node {node} at {before}/{total} input records ({:?})",
             started.elapsed()
         );
-        progress = before;
         match fault {
             Fault::Kill => {
                 cluster.kill(node);
@@ -550,15 +582,22 @@ async fn faulted_run(faults: &[Fault]) {
             }
             Fault::Pause => {
                 cluster.pause(node, true);
-                tokio::time::sleep(Duration::from_millis(3_000 + rng.below(1_000))).await;
+                let at_most = Duration::from_millis(3_000 + rng.below(1_000));
+                let took = successor_moved_on(&bootstrap, before, total, at_most).await;
+                tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
                 cluster.pause(node, false);
+                eprintln!("  paused for {took:?} until the successor moved on, then a moment");
             }
             Fault::Isolate => {
                 cluster.isolate(node, true);
-                tokio::time::sleep(Duration::from_millis(4_000 + rng.below(2_000))).await;
+                let at_most = Duration::from_millis(4_000 + rng.below(2_000));
+                let took = successor_moved_on(&bootstrap, before, total, at_most).await;
+                tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
                 cluster.isolate(node, false);
+                eprintln!("  cut off for {took:?} until the successor moved on, then a moment");
             }
         }
+        progress = consumed(&c).await;
     }
     assert!(
         done >= faults.len(),
