@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::config::{Config, ProcessorConfig};
+use runnel_broker::config::{ClusterConfig, Config, ProcessorConfig};
 use runnel_broker::kafka_client::fetch::decode_fetched;
 use runnel_broker::kafka_client::{Client, ClientConfig};
 use runnel_broker::snapshot::newest_complete;
@@ -353,11 +353,19 @@ async fn pipeline_node(c: &Client) -> i32 {
 /// A fault strikes within this many input records after the pipeline moved on from the last.
 const STRIKE_WITHIN: u64 = 300;
 
-/// Waits until the journal covers more than `before` records — with the driver's node paused
-/// or cut off, another node has taken the pipeline over (past the election timeout) and
-/// journaled a step — or until `at_most` passed, or the input is all consumed. Returns how
-/// long. Reads through a client of its own, given up at `at_most`: a read sent to the paused
-/// node waits for the client's request timeout.
+/// The test cluster's longest election timeout: its nodes run the default `election_ticks`
+/// and `tick_ms`, and a timeout is drawn from `election_ticks..2 * election_ticks` ticks.
+fn election_timeout_max() -> Duration {
+    let c = ClusterConfig::default();
+    Duration::from_millis(2 * u64::from(c.election_ticks) * c.tick_ms)
+}
+
+/// Waits past [`election_timeout_max`] (so the driver's node is deposed even if a step of
+/// its own committed after `before` was read) until the journal covers more than `before`
+/// records — with the driver's node paused or cut off, another node has taken the pipeline
+/// over and journaled a step — or until `at_most` passed, or the input is all consumed.
+/// Returns how long. Reads through a client of its own, given up at `at_most`: a read sent
+/// to the paused node waits for the client's request timeout.
 async fn successor_moved_on(
     bootstrap: &str,
     before: i64,
@@ -365,11 +373,13 @@ async fn successor_moved_on(
     at_most: Duration,
 ) -> Duration {
     let started = Instant::now();
+    let floor = election_timeout_max();
     let probe = client(bootstrap);
     let watch = async {
         loop {
             let now = consumed(&probe).await;
-            if now > before || now >= total {
+            let moved = now > before || now >= total;
+            if moved && started.elapsed() >= floor {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -384,12 +394,14 @@ async fn successor_moved_on(
 enum Fault {
     /// SIGKILL, restarted after up to a second.
     Kill,
-    /// SIGSTOP until another node has taken the pipeline over and journaled a step (3-4 s at
-    /// most), then SIGCONT: the driver wakes up deposed, with its steps and writes in flight.
+    /// SIGSTOP past the election timeout until another node has taken the pipeline over and
+    /// journaled a step (3-4 s at most), then SIGCONT: the driver wakes up deposed, with its
+    /// steps and writes in flight.
     Pause,
-    /// Its Raft links cut until another node has taken the pipeline over and journaled a
-    /// step (4-6 s at most; Kafka traffic still flows): the deposed driver keeps running beside the new one
-    /// until its journal append fails, and its output writes reach the other nodes.
+    /// Its Raft links cut past the election timeout until another node has taken the
+    /// pipeline over and journaled a step (4-6 s at most; Kafka traffic still flows): the
+    /// deposed driver keeps running beside the new one until its journal append fails, and
+    /// its output writes reach the other nodes.
     Isolate,
 }
 
@@ -546,10 +558,10 @@ async fn faulted_run(faults: &[Fault]) {
     let mut rng = sensors::Rng::new(seed ^ 0x00c1_5e7e);
     let bootstrap = cluster.bootstrap();
     let mut done = 0;
+    let mut target = 1 + i64::try_from(rng.below(STRIKE_WITHIN)).unwrap();
     let mut progress = 0;
     let deadline = Instant::now() + PATIENCE;
     while done < faults.len() {
-        let target = progress + 1 + i64::try_from(rng.below(STRIKE_WITHIN)).unwrap();
         let now = consumed(&c).await;
         assert!(
             Instant::now() < deadline,
@@ -598,6 +610,7 @@ async fn faulted_run(faults: &[Fault]) {
             }
         }
         progress = consumed(&c).await;
+        target = progress + 1 + i64::try_from(rng.below(STRIKE_WITHIN)).unwrap();
     }
     assert!(
         done >= faults.len(),
