@@ -45,8 +45,9 @@ async fn outputs_after_random_sigkills_equal_the_uninterrupted_run() {
     let kills = kill_mid_run(
         KILLS,
         &mut rng,
-        (100, 500),
+        400,
         |addr| spawn_broker(&crash_dir, addr, true),
+        async |c: &mut Client| consumed(c).await,
         async |c: &mut Client| consumed(c).await >= total,
     )
     .await;

@@ -327,23 +327,44 @@ pub async fn publish_to(
     }
 }
 
-/// Starts a broker with `spawn` up to `max` times and SIGKILLs it after a random pause in
-/// `pause_ms` (base, spread) each time, until `done` says the run finished before the kill;
-/// returns the kills that landed mid-run, asserting there were at least two.
+/// Starts a broker with `spawn` up to `max` times and SIGKILLs it each time once `progress`
+/// (any measure that grows as the pipeline runs: input records journaled, journal entries)
+/// is a random 1..=`within` past its value at the previous kill, until `done` says the run
+/// finished; returns the kills that landed mid-run, asserting there were at least two. The
+/// kill points are counted in progress, not time: with random pauses a fast machine ran the
+/// whole input between two kills (CI, seed 42: one kill, then done).
 pub async fn kill_mid_run(
     max: usize,
     rng: &mut sensors::Rng,
-    pause_ms: (u64, u64),
+    within: u64,
     mut spawn: impl FnMut(SocketAddr) -> Proc,
+    mut progress_of: impl AsyncFnMut(&mut Client) -> i64,
     mut done: impl AsyncFnMut(&mut Client) -> bool,
 ) -> usize {
     let mut kills = 0;
+    let mut progress = 0;
     for _ in 0..max {
+        let target = progress + 1 + i64::try_from(rng.below(within)).unwrap();
         let addr = free_addr();
         let mut b = spawn(addr);
         let mut c = connect(addr).await;
-        tokio::time::sleep(Duration::from_millis(pause_ms.0 + rng.below(pause_ms.1))).await;
-        let finished = done(&mut c).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let finished = loop {
+            if done(&mut c).await {
+                break true;
+            }
+            let now = progress_of(&mut c).await;
+            if now >= target {
+                progress = now;
+                break false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pipeline's progress stayed at {now} for 300 s (kill {})",
+                kills + 1
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         b.kill();
         if finished {
             break;
