@@ -13,9 +13,15 @@ mod processor_common;
 
 use std::time::Duration;
 
+use common::Client;
+
 use processor_common::*;
 
 const KILLS: usize = 6;
+/// Each kill lands a random 1..=WITHIN input records after the previous one (or after the
+/// cluster restart): counted in progress, not time, so a fast machine cannot run the whole
+/// input between kills.
+const WITHIN: u64 = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_outputs_equal_the_embedded_ones_across_sigkills_and_a_cluster_restart() {
@@ -67,24 +73,40 @@ async fn standalone_outputs_equal_the_embedded_ones_across_sigkills_and_a_cluste
     let mut cluster = spawn_broker(&crash_dir, addr, false);
     let mut rng = sensors::Rng::new(seed ^ 0x5eed_cafe);
     let mut kills = 0;
+    let mut progress = 0;
     let mut cluster_restarted_mid_run = false;
+    let mut progress_of = async |c: &mut Client| consumed(c).await;
+    let mut done = async |c: &mut Client| consumed(c).await >= total;
     for i in 0..KILLS {
         let mut p = spawn_process(addr, &crash_state);
-        tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
+        let mut c = connect(addr).await;
         if i == KILLS / 2 {
-            let before = consumed(&mut connect(addr).await).await;
+            let target = progress + 1 + i64::try_from(rng.below(WITHIN)).unwrap();
+            let before = wait_progress(&mut c, target, &mut progress_of, &mut done, i + 1).await;
             cluster.kill();
             tokio::time::sleep(Duration::from_millis(200 + rng.below(300))).await;
             cluster = spawn_broker(&crash_dir, addr, false);
-            cluster_restarted_mid_run = before < total;
-            // Let the processor reconnect and go on before it is killed.
-            tokio::time::sleep(Duration::from_millis(1_000 + rng.below(500))).await;
+            c = connect(addr).await;
+            match before {
+                Some(now) => {
+                    progress = now;
+                    cluster_restarted_mid_run = true;
+                }
+                None => {
+                    p.kill();
+                    break;
+                }
+            }
         }
-        let done = consumed(&mut connect(addr).await).await >= total;
+        // The kill lands once the processor (reconnected, after the cluster restart) has
+        // gone on by a random 1..=WITHIN input records.
+        let target = progress + 1 + i64::try_from(rng.below(WITHIN)).unwrap();
+        let reached = wait_progress(&mut c, target, &mut progress_of, &mut done, i + 1).await;
         p.kill();
-        if done {
+        let Some(now) = reached else {
             break;
-        }
+        };
+        progress = now;
         kills += 1;
     }
     eprintln!(

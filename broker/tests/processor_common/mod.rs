@@ -348,27 +348,12 @@ pub async fn kill_mid_run(
         let addr = free_addr();
         let mut b = spawn(addr);
         let mut c = connect(addr).await;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let finished = loop {
-            if done(&mut c).await {
-                break true;
-            }
-            let now = progress_of(&mut c).await;
-            if now >= target {
-                progress = now;
-                break false;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the pipeline's progress stayed at {now} for 300 s (kill {})",
-                kills + 1
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let reached = wait_progress(&mut c, target, &mut progress_of, &mut done, kills + 1).await;
         b.kill();
-        if finished {
+        let Some(now) = reached else {
             break;
-        }
+        };
+        progress = now;
         kills += 1;
     }
     eprintln!("killed the broker {kills} times mid-run");
@@ -377,6 +362,33 @@ pub async fn kill_mid_run(
         "the pipeline finished before it could be killed twice"
     );
     kills
+}
+
+/// Polls until `progress_of` reaches `target` (its value then) or `done` says the run
+/// finished (`None`), asserting that progress does not stand still for 300 s before kill
+/// number `kill`.
+pub async fn wait_progress(
+    c: &mut Client,
+    target: i64,
+    progress_of: &mut impl AsyncFnMut(&mut Client) -> i64,
+    done: &mut impl AsyncFnMut(&mut Client) -> bool,
+    kill: usize,
+) -> Option<i64> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if done(c).await {
+            return None;
+        }
+        let now = progress_of(c).await;
+        if now >= target {
+            return Some(now);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline's progress stayed at {now} for 300 s (kill {kill})"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
