@@ -19,17 +19,24 @@ pub(super) fn pick<'de>(names: &[String], bytes: &'de [u8]) -> Option<Picked<'de
     pick_with(names, bytes, &mut Layout::default())
 }
 
-/// The keys of the last object [`pick_with`] read whole, in order: each key's bytes with its
-/// quotes, and the slot in `names` it fills. Readings of one producer repeat their keys in
-/// the same order, so the next object's keys are checked against these with one compare
-/// each (equal bytes are the same key: the key holds no quote, backslash or control byte)
-/// instead of being scanned and looked up.
+/// The syntax of the last object [`pick_with`] read whole: the bytes before each member's
+/// value (from the end of the previous value, or the start of the text: whitespace, `{` or
+/// `,`, the quoted key, `:`) with the slot in `names` that value fills, and the bytes after
+/// the last value. Readings of one producer repeat this syntax and differ only in their
+/// values, so the next object is read by comparing each run of bytes between values with one
+/// compare and scanning only the values. Equal bytes read the same way (a key holds no
+/// quote, backslash or control byte), so the answer is the one a fresh scan gives.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Layout {
-    keys: Vec<(Box<[u8]>, Option<usize>)>,
+    /// Each member's bytes before its value, and its slot; empty when no object was read
+    /// whole (an empty object included, which has no value to align on).
+    gaps: Vec<(Box<[u8]>, Option<usize>)>,
+    /// The bytes after the last value: `}` and whitespace.
+    end: Box<[u8]>,
 }
 
-/// [`pick`], checking keys against `layout` and leaving the object's own layout there.
+/// [`pick`], reading along `layout` when the object has its syntax, and otherwise scanning
+/// it and leaving its syntax there.
 pub(super) fn pick_with<'de>(
     names: &[String],
     bytes: &'de [u8],
@@ -38,81 +45,99 @@ pub(super) fn pick_with<'de>(
     // One UTF-8 check of the whole value (serde checks its strings; invalid UTF-8 anywhere
     // else is a syntax error for it): strings are then cut out of `text` without another.
     let text = std::str::from_utf8(bytes).ok()?;
-    let mut s = Scan {
+    let mut slots: Vec<Option<JsonField<'de>>> = Vec::with_capacity(names.len());
+    slots.resize_with(names.len(), || None);
+    let start = Scan {
         text,
         b: bytes,
         i: 0,
     };
-    let mut slots: Vec<Option<JsonField<'de>>> = Vec::with_capacity(names.len());
-    slots.resize_with(names.len(), || None);
+    if !layout.gaps.is_empty() {
+        if replay(start.clone(), layout, &mut slots).is_some() {
+            return Some(Picked { slots });
+        }
+        slots.iter_mut().for_each(|v| *v = None);
+    }
+    layout.gaps.clear();
+    let read = scan(names, start, layout, &mut slots);
+    if read.is_none() {
+        layout.gaps.clear();
+    }
+    read.map(|()| Picked { slots })
+}
+
+/// Reads the object along `layout`'s syntax into `slots`; `None` where it differs (or a
+/// value is not one this scanner reads).
+fn replay<'de>(
+    mut s: Scan<'de>,
+    layout: &Layout,
+    slots: &mut [Option<JsonField<'de>>],
+) -> Option<()> {
+    for (gap, slot) in &layout.gaps {
+        let after = s.i.checked_add(gap.len())?;
+        if s.b.get(s.i..after)? != &gap[..] {
+            return None;
+        }
+        s.i = after;
+        let value = s.value()?;
+        // A repeated name keeps its last value, as with serde.
+        if let Some(i) = slot {
+            *slots.get_mut(*i)? = Some(value);
+        }
+    }
+    (s.b.get(s.i..)? == &layout.end[..]).then_some(())
+}
+
+/// Scans the object token by token into `slots`, recording its syntax in `layout` (which
+/// the caller clears first, and again if this gives `None`).
+fn scan<'de>(
+    names: &[String],
+    mut s: Scan<'de>,
+    layout: &mut Layout,
+    slots: &mut [Option<JsonField<'de>>],
+) -> Option<()> {
     s.ws();
     s.eat(b'{')?;
     s.ws();
     if s.peek()? == b'}' {
         s.i += 1;
-    } else {
-        // Keys known from `layout` up to here; after the first difference, the rest is
-        // scanned and recorded.
-        let mut known = 0;
-        let mut same = true;
-        loop {
-            let cached = if same {
-                layout
-                    .keys
-                    .get(known)
-                    .filter(|(k, _)| s.b.get(s.i..s.i.saturating_add(k.len())) == Some(&k[..]))
-            } else {
-                None
-            };
-            let slot = match cached {
-                Some((k, slot)) => {
-                    s.i += k.len();
-                    known += 1;
-                    *slot
-                }
-                None => {
-                    if same {
-                        same = false;
-                        layout.keys.truncate(known);
-                    }
-                    let start = s.i;
-                    let key = s.string()?;
-                    let slot = names.iter().position(|n| n == key);
-                    layout
-                        .keys
-                        .push((s.b.get(start..s.i)?.to_vec().into_boxed_slice(), slot));
-                    slot
-                }
-            };
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
-            let value = s.value()?;
-            // A repeated name keeps its last value, as with serde.
-            if let Some(i) = slot {
-                if let Some(slot) = slots.get_mut(i) {
-                    *slot = Some(value);
-                }
+        s.ws();
+        // No value to align a layout on: the next object is scanned.
+        return (s.i == s.b.len()).then_some(());
+    }
+    let mut gap_start = 0;
+    loop {
+        let key = s.string()?;
+        let slot = names.iter().position(|n| n == key);
+        s.ws();
+        s.eat(b':')?;
+        s.ws();
+        layout.gaps.push((s.b.get(gap_start..s.i)?.into(), slot));
+        let value = s.value()?;
+        gap_start = s.i;
+        // A repeated name keeps its last value, as with serde.
+        if let Some(i) = slot {
+            *slots.get_mut(i)? = Some(value);
+        }
+        s.ws();
+        match s.peek()? {
+            b',' => {
+                s.i += 1;
+                s.ws();
             }
-            s.ws();
-            match s.peek()? {
-                b',' => {
-                    s.i += 1;
-                    s.ws();
-                }
-                b'}' => {
-                    s.i += 1;
-                    break;
-                }
-                _ => return None,
+            b'}' => {
+                s.i += 1;
+                break;
             }
+            _ => return None,
         }
     }
     s.ws();
-    if s.i != bytes.len() {
+    if s.i != s.b.len() {
         return None;
     }
-    Some(Picked { slots })
+    layout.end = s.b.get(gap_start..)?.into();
+    Some(())
 }
 
 /// Bytes that end the unescaped run of a string: the quote, the backslash and the control
@@ -173,6 +198,7 @@ const POW10: [f64; 23] = [
 ];
 
 /// A position in the input.
+#[derive(Clone)]
 struct Scan<'de> {
     text: &'de str,
     b: &'de [u8],
@@ -396,6 +422,43 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    /// Objects that share a prefix of the remembered syntax, or all of it but a value, are
+    /// read as a fresh scan reads them; the layout follows the last object read whole.
+    #[test]
+    fn a_layout_is_followed_only_where_the_syntax_is_the_same() {
+        let n = names();
+        let mut layout = Layout::default();
+        let texts: [&[u8]; 9] = [
+            br#"{"device_id":"a","ts":1,"temperature_c":2.5}"#,
+            br#"{"device_id":"bb","ts":22,"temperature_c":-3}"#,
+            br#"{"device_id":"a","ts":1,"temperature_c":2.5,"vibration_g":1}"#,
+            br#"{"device_id":"a","ts":1}"#,
+            br#"{"device_id":"a", "ts":1}"#,
+            br#"{"device_id":"a","ts":[1]}"#,
+            br#"{"device_id":"a","ts":1} x"#,
+            br#"{"device_id":"a","ts":1,"ts":2}"#,
+            br#"{}"#,
+        ];
+        for text in texts.iter().chain(texts.iter().rev()) {
+            let with = pick_with(&n, text, &mut layout).map(|p| canonical(&p));
+            let fresh = pick(&n, text).map(|p| canonical(&p));
+            assert_eq!(with, fresh, "{}", String::from_utf8_lossy(text));
+            let serde = serde_pick(&n, text).flatten().map(|p| canonical(&p));
+            if with.is_some() {
+                assert_eq!(with, serde, "{}", String::from_utf8_lossy(text));
+            }
+        }
+        let first = texts[0];
+        pick_with(&n, first, &mut layout).expect("a flat object");
+        assert_eq!(layout.gaps.len(), 3, "the layout is the last object's");
+        assert_eq!(&layout.end[..], b"}");
+        assert!(pick_with(&n, br#"{"device_id":"a","ts":[1]}"#, &mut layout).is_none());
+        assert!(
+            layout.gaps.is_empty(),
+            "no layout after an object not read whole"
+        );
     }
 
     #[test]
