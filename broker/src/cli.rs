@@ -22,7 +22,9 @@ pub enum Command {
     /// Run a broker: Kafka clients connect to --kafka-addr (default 127.0.0.1:9092).
     ///
     /// Settings come from built-in defaults, then the config file, then RUNNEL_* environment
-    /// variables, then these flags. See runnel.example.toml for every setting.
+    /// variables, then these flags. See runnel.example.toml for every setting. Stops cleanly
+    /// on Ctrl-C / SIGTERM (pipelines checkpoint, logs are fsynced and marked closed, so the
+    /// next start skips re-validating them).
     Serve(ServeArgs),
     /// Create, list, describe and delete topics (gRPC Admin); JSON lines on stdout.
     Topics(tools::topics::TopicsArgs),
@@ -38,7 +40,7 @@ pub enum Command {
     /// serve's embedded processor. Stops cleanly on Ctrl-C / SIGTERM.
     Process(crate::standalone::ProcessArgs),
     /// The one-command demo: a broker with the default sensor pipeline, the simulator feeding
-    /// it, the dashboard's address and a live status line, until Ctrl-C (the data directory,
+    /// it, the dashboard's address and a live status line, until Ctrl-C or SIGTERM (the data directory,
     /// ./runnel-demo by default, is kept).
     Demo(crate::demo::DemoArgs),
     /// What a running node holds and does: topics, consumer groups, pipelines (from its HTTP

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use runnel_broker::cli::{Cli, Command};
+use runnel_broker::standalone::shutdown_signal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 fn main() -> ExitCode {
@@ -41,13 +42,9 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let config = args.to_config()?;
-            runtime.block_on(runnel_broker::server::run(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))
+            runtime.block_on(runnel_broker::server::run(config, shutdown_signal()))
         }
-        Command::Demo(args) => runtime.block_on(runnel_broker::demo::run(args, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })),
+        Command::Demo(args) => runtime.block_on(runnel_broker::demo::run(args, shutdown_signal())),
         tool => runtime.block_on(tool.run_tool()),
     }
 }

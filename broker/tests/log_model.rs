@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use runnel_broker::codec::batch;
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
-use runnel_broker::log::file::{FileLog, FileLogConfig};
+use runnel_broker::log::file::{CleanClose, FileLog, FileLogConfig};
 use runnel_broker::log::memory::MemLog;
 use runnel_broker::log::{LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use tempfile::TempDir;
@@ -459,10 +459,79 @@ fn a_valid_whole_batch_at_the_tail_survives() {
 fn damage_inside_the_active_segment_cuts_from_the_damaged_batch() {
     let dir = TempDir::new().unwrap();
     let (before, _) = three_appends(dir.path());
+    // Not closed cleanly (the marker is what a clean close leaves): every batch is checked.
+    fs::remove_file(dir.path().join(CleanClose::FILE)).unwrap();
     let first_len = batch::parse_header(&before).unwrap().total_len();
     let path = active_segment(dir.path());
     let mut data = fs::read(&path).unwrap();
     data[first_len + 70] ^= 1; // inside the second batch's records
+    fs::write(&path, &data).unwrap();
+    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(read_all(&log), before.slice(..first_len));
+}
+
+/// The clean-close marker's text.
+fn clean_close(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join(CleanClose::FILE)).ok()
+}
+
+/// A clean close leaves a marker naming the active segment and its length; the next open
+/// trusts it (as Kafka trusts a clean shutdown: the batches' CRCs are not checked again, so
+/// damage inside a record goes unseen, while a damaged header still sends it to the full
+/// check) and removes it, so a crash after that open gets the full check again.
+#[test]
+fn a_clean_close_is_trusted_by_the_next_open_only() {
+    let dir = TempDir::new().unwrap();
+    let (before, len) = three_appends(dir.path());
+    assert_eq!(
+        clean_close(dir.path()).as_deref(),
+        Some(&*format!("0 {len}\n"))
+    );
+    let first_len = batch::parse_header(&before).unwrap().total_len();
+    let path = active_segment(dir.path());
+    let mut data = fs::read(&path).unwrap();
+    data[first_len + 70] ^= 1; // inside the second batch's records: only its CRC tells
+    fs::write(&path, &data).unwrap();
+
+    let mut log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        6,
+        "trusted: the CRCs were not checked"
+    );
+    assert_eq!(clean_close(dir.path()), None, "the open removed the marker");
+    assert_eq!(log.append(small_batch(1, 9), 0).unwrap().base_offset, 6);
+    std::mem::forget(log); // a crash: no clean close
+    assert_eq!(clean_close(dir.path()), None);
+    let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        2,
+        "after a crash every batch is checked"
+    );
+    drop(log);
+
+    // A marker that names another length, or does not parse, is not trusted.
+    for marker in [format!("0 {}\n", len + 1), "garbage".to_string()] {
+        let dir = TempDir::new().unwrap();
+        three_appends(dir.path());
+        let path = active_segment(dir.path());
+        let mut data = fs::read(&path).unwrap();
+        data[first_len + 70] ^= 1;
+        fs::write(&path, &data).unwrap();
+        fs::write(dir.path().join(CleanClose::FILE), &marker).unwrap();
+        let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 2, "marker {marker:?}");
+        assert_eq!(clean_close(dir.path()), None);
+    }
+
+    // A trusted segment whose batch headers do not line up is checked in full and cut.
+    let dir = TempDir::new().unwrap();
+    three_appends(dir.path());
+    let path = active_segment(dir.path());
+    let mut data = fs::read(&path).unwrap();
+    data[first_len + 8] ^= 0x40; // the second batch's length
     fs::write(&path, &data).unwrap();
     let log = FileLog::open(dir.path(), FileLogConfig::default()).unwrap();
     assert_eq!(log.log_end_offset(), 2);

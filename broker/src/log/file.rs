@@ -8,7 +8,11 @@
 //! Durability: appends are written with one positional write and only then indexed. `flush_plan`
 //! hands out the active segment's file for a group-commit fsync; rolling a segment fsyncs it, its
 //! indexes and the directory. On open, the active segment is rescanned with full CRC checks and
-//! cut at the first torn or discontiguous batch (see [`super::segment`]).
+//! cut at the first torn or discontiguous batch (see [`super::segment`]), unless the log was
+//! closed cleanly: dropping a [`FileLog`] fsyncs the active segment and leaves a
+//! [`CleanClose`] marker naming its length, and an open that finds the segment at exactly that
+//! length walks only its batch headers (as Kafka skips recovery after a clean shutdown). The
+//! marker is removed, durably, by the open, so a crash after it gets the full scan.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use crate::codec::batch::IntactBatches;
 use super::common::{
     check_read_range, check_truncate_range, expired, io_context, prepare_intact, should_roll,
 };
+pub use super::segment::CleanClose;
 use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
@@ -73,6 +78,9 @@ impl FileLog {
         fs::create_dir_all(dir).map_err(io_context(format!("creating {}", dir.display())))?;
         let bases = list_segments(dir)?;
         let interval = config.index_interval_bytes;
+        // Removed before anything else; the directory fsync below makes the removal durable
+        // before the first append.
+        let clean = CleanClose::take(dir)?;
         let (sealed, active) = match bases.split_last() {
             None => (Vec::new(), Segment::create(dir, 0, interval)?),
             Some((&last, older)) => {
@@ -80,7 +88,7 @@ impl FileLog {
                     .iter()
                     .map(|&b| Segment::open_sealed(dir, b, interval))
                     .collect::<Result<Vec<_>, _>>()?;
-                (sealed, Segment::open_active(dir, last, interval)?)
+                (sealed, Segment::open_active(dir, last, interval, clean)?)
             }
         };
         check_contiguous(sealed.iter().chain(std::iter::once(&active)))?;
@@ -358,13 +366,28 @@ impl PartitionLog for FileLog {
     }
 }
 
+impl FileLog {
+    /// Fsync the active segment and record that it was closed whole ([`CleanClose`]), so the
+    /// next open skips validating every batch of it again.
+    fn mark_clean(&self) -> Result<(), LogError> {
+        self.active.sync_for_close()?.store(&self.dir)?;
+        sync_dir(&self.dir)
+    }
+}
+
 impl Drop for FileLog {
-    /// Leave the active segment's indexes on disk too (best effort, unsynced): they are rebuilt
-    /// on open anyway, but a complete directory is friendlier to tools.
+    /// A clean close: trim the active segment to its data, leave its indexes on disk too (best
+    /// effort, unsynced: they are rebuilt on open anyway, but a complete directory is
+    /// friendlier to tools), and, unless a failed write left stray bytes, mark the close clean.
     fn drop(&mut self) {
         self.active.trim_quietly();
         if let Err(e) = self.active.write_index_files(false) {
             tracing::debug!(dir = %self.dir.display(), error = %e, "could not write active segment index");
+        }
+        if self.poisoned.is_none() {
+            if let Err(e) = self.mark_clean() {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "could not mark the close clean");
+            }
         }
     }
 }

@@ -62,6 +62,53 @@ struct Scan {
     problem: Option<String>,
 }
 
+/// What a clean close of a log made durable: its active segment (by base offset) holds
+/// exactly `len` bytes of whole, fsynced batches. Stored in the partition directory
+/// ([`CleanClose::FILE`]) at the close and removed, durably, when the log is opened again,
+/// before anything is appended: so it never outlives the state it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanClose {
+    pub base_offset: i64,
+    pub len: u64,
+}
+
+impl CleanClose {
+    /// The marker's file name in a partition directory.
+    pub const FILE: &'static str = "clean-close";
+
+    /// The marker's contents: `<base offset> <length>\n`.
+    pub fn encode(&self) -> String {
+        format!("{} {}\n", self.base_offset, self.len)
+    }
+
+    /// Parses [`CleanClose::encode`]'s text; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (base, len) = text.strip_suffix('\n')?.split_once(' ')?;
+        Some(Self {
+            base_offset: base.parse().ok()?,
+            len: len.parse().ok()?,
+        })
+    }
+
+    /// Writes the marker into `dir` (fsynced; the caller fsyncs the directory).
+    pub fn store(&self, dir: &Path) -> Result<(), LogError> {
+        write_file(&dir.join(Self::FILE), self.encode().as_bytes(), true)
+    }
+
+    /// Reads and removes the marker in `dir` (the caller fsyncs the directory before
+    /// anything is appended); `None` if there was none or it does not parse.
+    pub fn take(dir: &Path) -> Result<Option<Self>, LogError> {
+        let path = dir.join(Self::FILE);
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_context(format!("reading {}", path.display()))(e)),
+        };
+        remove_if_present(&path)?;
+        Ok(std::str::from_utf8(&text).ok().and_then(Self::decode))
+    }
+}
+
 impl Segment {
     /// Create an empty segment file (replacing any stale file of that name and its indexes).
     pub fn create(dir: &Path, base_offset: i64, interval: u64) -> Result<Self, LogError> {
@@ -89,10 +136,23 @@ impl Segment {
     }
 
     /// Open the last segment: scan it with full validation, cut it at the first torn, corrupt or
-    /// discontiguous batch, and fsync what remains.
-    pub fn open_active(dir: &Path, base_offset: i64, interval: u64) -> Result<Self, LogError> {
+    /// discontiguous batch, and fsync what remains. `clean` is what a clean close recorded
+    /// ([`CleanClose`]); when it names this segment at exactly its length, every byte was
+    /// fsynced whole before the close, so the scan only walks the batch headers (rebuilding
+    /// the indexes, checking contiguity) and skips the per-batch validation; anything amiss
+    /// in that walk falls back to the full scan.
+    pub fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        interval: u64,
+        clean: Option<CleanClose>,
+    ) -> Result<Self, LogError> {
         let (path, file, len) = open_existing(dir, base_offset)?;
-        let scan = scan(&file, &path, base_offset, interval, len, true)?;
+        let trusted = clean == Some(CleanClose { base_offset, len });
+        let mut scan = scan(&file, &path, base_offset, interval, len, !trusted)?;
+        if trusted && scan.problem.is_some() {
+            scan = self::scan(&file, &path, base_offset, interval, len, true)?;
+        }
         if let Some(problem) = &scan.problem {
             if zero_filled_at(&file, scan.valid_len, len)? {
                 // Blocks reserved ahead of appends that were never written (or written and
@@ -271,6 +331,17 @@ impl Segment {
         self.file.set_len(self.size)?;
         self.allocated = self.size;
         Ok(())
+    }
+
+    /// For a clean close: fsync the data (and the file's length), and say what was made
+    /// durable, for [`Segment::open_active`] to trust on the next open.
+    pub fn sync_for_close(&self) -> Result<CleanClose, LogError> {
+        super::fault::sync(&self.file, true, self.size)
+            .map_err(io_context(format!("syncing {}", self.path.display())))?;
+        Ok(CleanClose {
+            base_offset: self.base_offset,
+            len: self.size,
+        })
     }
 
     /// Best effort at shutdown: leave the file exactly as long as its data.
