@@ -14,6 +14,8 @@ use crate::codec::batch::{BatchHeader, HEADER_LEN};
 
 /// How much to read at once when scanning.
 const CHUNK: u64 = 64 * 1024;
+/// How much the first read of a reader takes (one page).
+const FIRST_CHUNK: u64 = 4 * 1024;
 
 /// What is at the reader's position.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub(crate) struct BatchReader<'f> {
     position: u64,
     buf: Vec<u8>,
     buf_start: u64,
+    /// No read yet (the first one is the small one).
+    first: bool,
 }
 
 impl<'f> BatchReader<'f> {
@@ -47,6 +51,7 @@ impl<'f> BatchReader<'f> {
             position: start,
             buf: Vec::new(),
             buf_start: start,
+            first: true,
         }
     }
 
@@ -115,19 +120,32 @@ impl<'f> BatchReader<'f> {
             .ok_or_else(|| LogError::Corrupt(format!("short read in {}", self.path.display())))
     }
 
-    /// Replace the buffer with at least `len` bytes from the current position.
+    /// Replace the buffer with at least `len` bytes from the current position. The first read
+    /// takes [`FIRST_CHUNK`]: a lookup (`Segment::locate`) usually needs one header at an
+    /// indexed position, and a large batch is read whole by `batch_bytes` anyway; later reads
+    /// take [`CHUNK`], for scans over many small batches.
     fn fill(&mut self, len: usize) -> Result<(), LogError> {
+        let chunk = if std::mem::take(&mut self.first) {
+            FIRST_CHUNK
+        } else {
+            CHUNK
+        };
         let want = len_u64(len)
-            .max(CHUNK)
+            .max(chunk)
             .min(self.end.saturating_sub(self.position));
         self.buf.resize(to_usize(want)?, 0);
         self.buf_start = self.position;
-        let context = format!("reading {} at {}", self.path.display(), self.position);
         let read = self.file.read_exact_at(&mut self.buf, self.position);
         if read.is_err() {
             // Never leave unread zeroes looking like buffered data.
             self.buf.clear();
         }
-        read.map_err(io_context(context))
+        read.map_err(|e| {
+            io_context(format!(
+                "reading {} at {}",
+                self.path.display(),
+                self.buf_start
+            ))(e)
+        })
     }
 }
