@@ -213,3 +213,25 @@ pub async fn publish_sensor_steps(
             .expect("publish readings");
     }
 }
+
+/// SIGTERMs `child` and waits up to `within` for it to exit: its status, or `None` (then it
+/// is SIGKILLed and reaped) if it did not exit in time.
+pub fn terminate(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

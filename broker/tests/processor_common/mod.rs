@@ -92,17 +92,7 @@ impl Proc {
 
     /// SIGTERM, then the exit status (SIGKILL after `within`).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.0.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        None
+        crate::common::terminate(&mut self.0, within)
     }
 }
 
