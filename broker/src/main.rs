@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use runnel_broker::cli::{Cli, Command};
-use runnel_broker::standalone::shutdown_signal;
+use runnel_broker::server::shutdown_signal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 fn main() -> ExitCode {

@@ -298,15 +298,17 @@ fn decode<D: Decode>(
     hw: i64,
     max: usize,
 ) -> Result<(Vec<D::Record>, i64), LogIoError> {
-    // Room for the first batch's records (a read is a few batches), so the vector is not
-    // grown, and its records copied, several times over; never more than the bytes could
-    // hold (a record takes at least 7), whatever the count field says.
-    let first =
-        batch::parse_header(&bytes).map_or(0, |h| usize::try_from(h.record_count).unwrap_or(0));
-    let mut out = Vec::with_capacity(first.min(bytes.len() / 7).min(max));
+    let mut out = Vec::new();
     let mut next = from;
     while bytes.len() >= batch::HEADER_LEN && out.len() < max {
         let header = batch::parse_header(&bytes).map_err(io)?;
+        if out.capacity() == 0 {
+            // Room for the first batch's records (a read is a few batches), so the vector is
+            // not grown, and its records copied, several times over; never more than the
+            // bytes could hold (a record takes at least 7), whatever the count field says.
+            let count = usize::try_from(header.record_count).unwrap_or(0);
+            out.reserve(count.min(bytes.len() / 7).min(max));
+        }
         if header.base_offset >= hw {
             break;
         }

@@ -120,6 +120,29 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// Resolves on Ctrl-C or SIGTERM: how `serve`, `demo` and `process` are stopped cleanly.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Serve until `stop` resolves (e.g. Ctrl-C).
 pub async fn run(
     config: Config,

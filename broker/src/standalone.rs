@@ -684,30 +684,7 @@ pub async fn run_cli(args: ProcessArgs) -> anyhow::Result<()> {
         !ClientConfig::new(&config.bootstrap).bootstrap.is_empty(),
         "--bootstrap names no broker"
     );
-    run(config, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    run(config, crate::server::shutdown_signal()).await
 }
 
 #[cfg(test)]

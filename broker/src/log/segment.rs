@@ -149,24 +149,24 @@ impl Segment {
     ) -> Result<Self, LogError> {
         let (path, file, len) = open_existing(dir, base_offset)?;
         let trusted = clean == Some(CleanClose { base_offset, len });
-        let mut scan = scan(&file, &path, base_offset, interval, len, !trusted)?;
-        if trusted && scan.problem.is_some() {
-            scan = self::scan(&file, &path, base_offset, interval, len, true)?;
+        let mut found = scan(&file, &path, base_offset, interval, len, !trusted)?;
+        if trusted && found.problem.is_some() {
+            found = scan(&file, &path, base_offset, interval, len, true)?;
         }
-        if let Some(problem) = &scan.problem {
-            if zero_filled_at(&file, scan.valid_len, len)? {
+        if let Some(problem) = &found.problem {
+            if zero_filled_at(&file, found.valid_len, len)? {
                 // Blocks reserved ahead of appends that were never written (or written and
                 // not yet durable when the power went): nothing to report.
-                tracing::debug!(path = %path.display(), at = scan.valid_len, "cutting preallocated segment tail");
+                tracing::debug!(path = %path.display(), at = found.valid_len, "cutting preallocated segment tail");
             } else {
-                tracing::warn!(path = %path.display(), at = scan.valid_len, %problem, "truncating torn segment tail");
+                tracing::warn!(path = %path.display(), at = found.valid_len, %problem, "truncating torn segment tail");
             }
-            file.set_len(scan.valid_len)
+            file.set_len(found.valid_len)
                 .map_err(io_context(format!("truncating {}", path.display())))?;
         }
-        super::fault::sync(&file, true, scan.valid_len)
+        super::fault::sync(&file, true, found.valid_len)
             .map_err(io_context(format!("syncing {}", path.display())))?;
-        Ok(Self::from_scan(dir, path, file, base_offset, scan))
+        Ok(Self::from_scan(dir, path, file, base_offset, found))
     }
 
     /// Open a sealed segment, trusting its index files if they validate and rebuilding (and
