@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,21 +26,22 @@ fn free_addr() -> SocketAddr {
     runnel_broker::net::free_loopback_addr().expect("a free loopback port")
 }
 
-fn spawn_broker(dir: &std::path::Path, addr: SocketAddr) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--kafka-addr", &addr.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn runnel")
+/// `runnel serve`, SIGKILLed when dropped (so a failing assertion leaves no broker behind).
+fn spawn_broker(dir: &std::path::Path, addr: SocketAddr) -> Proc {
+    Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--kafka-addr", &addr.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
 }
 
 /// SIGTERM, and a clean exit within 30 s.
-fn stop_cleanly(broker: &mut Child) {
-    let status = terminate(broker, Duration::from_secs(30));
+fn stop_cleanly(broker: &mut Proc) {
+    let status = broker.terminate(Duration::from_secs(30));
     assert!(
         status.is_some_and(|s| s.success()),
         "runnel serve on SIGTERM: {status:?} (None: no exit within 30 s)"
@@ -235,8 +236,7 @@ async fn acknowledged_records_survive_sigkill() {
         if clean {
             stop_cleanly(&mut broker);
         } else {
-            broker.kill().expect("SIGKILL");
-            broker.wait().unwrap();
+            broker.kill();
         }
         for t in tasks {
             t.await.unwrap();
@@ -274,6 +274,4 @@ async fn acknowledged_records_survive_sigkill() {
         total > 100,
         "the test must actually acknowledge writes (got {total})"
     );
-    broker.kill().unwrap();
-    broker.wait().unwrap();
 }

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::Client;
+use common::{Client, Proc};
 use processor_common::sensors::{Arrival, T0};
 use processor_common::*;
 use prost::Message;

@@ -235,3 +235,29 @@ pub fn terminate(
     let _ = child.wait();
     None
 }
+
+/// A `runnel` process, SIGKILLed when dropped (also when the test fails).
+pub struct Proc(std::process::Child);
+
+impl Proc {
+    /// Spawns `cmd`, killed when dropped.
+    pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        Self(cmd.spawn().expect("spawn runnel"))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then the exit status (SIGKILL after `within`).
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        terminate(&mut self.0, within)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

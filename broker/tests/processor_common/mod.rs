@@ -11,7 +11,7 @@ pub mod sensors;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -76,32 +76,6 @@ pub fn write_config_full(dir: &Path, enabled: bool, top: &str, processor: &str) 
     path
 }
 
-/// A `runnel` process, SIGKILLed when dropped (also when the test fails).
-pub struct Proc(Child);
-
-impl Proc {
-    /// Spawns `cmd`, killed when dropped.
-    pub fn spawn(cmd: &mut Command) -> Self {
-        Self(cmd.spawn().expect("spawn runnel"))
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL after `within`).
-    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        crate::common::terminate(&mut self.0, within)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `runnel serve` on `dir`, with the embedded processor on or off.
 pub fn spawn_broker(dir: &Path, addr: SocketAddr, enabled: bool) -> Proc {
     let config = write_config(dir.parent().unwrap(), enabled);
@@ -110,7 +84,7 @@ pub fn spawn_broker(dir: &Path, addr: SocketAddr, enabled: bool) -> Proc {
 
 /// `runnel serve` on `dir` with the config file `config`.
 pub fn spawn_broker_with(dir: &Path, addr: SocketAddr, config: &Path) -> Proc {
-    Proc(
+    Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(["serve", "--data-dir"])
             .arg(dir)
@@ -118,9 +92,7 @@ pub fn spawn_broker_with(dir: &Path, addr: SocketAddr, config: &Path) -> Proc {
             .env("RUNNEL_CONFIG", config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn runnel serve"),
+            .stderr(Stdio::inherit()),
     )
 }
 
@@ -128,7 +100,7 @@ pub fn spawn_broker_with(dir: &Path, addr: SocketAddr, config: &Path) -> Proc {
 /// same `[processor]` settings as the embedded runs.
 pub fn spawn_process(bootstrap: SocketAddr, state_dir: &Path) -> Proc {
     let config = write_config(state_dir.parent().unwrap(), false);
-    Proc(
+    Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args([
                 "process",
@@ -143,9 +115,7 @@ pub fn spawn_process(bootstrap: SocketAddr, state_dir: &Path) -> Proc {
             .args(["--http-addr", "off"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn runnel process"),
+            .stderr(Stdio::inherit()),
     )
 }
 
