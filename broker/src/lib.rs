@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+mod flusher;
 pub mod group;
 pub mod grpc;
 pub mod handlers;

@@ -8,8 +8,9 @@
 //!
 //! The protocols themselves (publishing the HW over the log, the flushed offset and its
 //! waiters) live in `runnel-sync` ([`Watermarked`], [`GroupCommit`]), where loom checks them;
-//! this file is their async shell: a `watch` that wakes long-polls when the HW moves, a
-//! `oneshot` per acks=all waiter, a `Notify` and a task for the flusher.
+//! this file is their shell: a `watch` that wakes long-polls when the HW moves, a `oneshot`
+//! per acks=all waiter, and a flusher on a blocking thread (`crate::flusher`) that plans,
+//! fsyncs and answers the waiters itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -20,9 +21,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use runnel_sync::{
     GroupCommit, RwLockReadGuard, RwLockWriteGuard, StorageFailed, Waiter, Watermarked,
 };
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
 use crate::codec::batch::{self, BatchHeader, IntactBatches};
+use crate::flusher::FlushSignal;
 use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use crate::producers::{ProducerTable, SequenceCheck, SequenceError};
 
@@ -104,7 +106,11 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     /// The flushed offset, the truncation count and the acks=all waiters.
     durability: GroupCommit<DurableWaiter>,
-    flush_wanted: Notify,
+    /// Requests for group-commit rounds and the flusher's wake-up (shared with the flusher,
+    /// which holds the partition only weakly).
+    flush_wanted: Arc<FlushSignal>,
+    /// This partition, for the flusher it starts.
+    me: Weak<Partition>,
     /// Whether this node serves the partition's reads and writes: always on a single node;
     /// for a replica, while its Raft group says this node leads.
     leading: AtomicBool,
@@ -140,19 +146,22 @@ impl Partition {
         };
         let flushed = log.flushed_offset();
         let producers = rebuild_producers(log.as_ref())?;
-        let p = Arc::new(Self {
+        let p = Arc::new_cyclic(|me| Self {
             topic: topic.to_owned(),
             index,
             log: Watermarked::new(State { log, producers }, end),
             leader_epoch: 0,
             high_watermark: watch::Sender::new(end),
             durability: GroupCommit::new(flushed),
-            flush_wanted: Notify::new(),
+            flush_wanted: Arc::default(),
+            me: me.clone(),
             leading: AtomicBool::new(!settings.replicated),
             settings,
             fsync_seconds,
         });
-        tokio::spawn(run_flusher(Arc::downgrade(&p), settings.flush_ms));
+        if settings.flush_ms > 0 {
+            tokio::spawn(flush_periodically(Arc::downgrade(&p), settings.flush_ms));
+        }
         Ok(p)
     }
 
@@ -224,7 +233,7 @@ impl Partition {
             }
         };
         if self.settings.flush_ms == 0 {
-            self.flush_wanted.notify_one();
+            self.request_flush();
         }
         Ok(appended)
     }
@@ -274,7 +283,7 @@ impl Partition {
             }
             info
         };
-        self.flush_wanted.notify_one();
+        self.request_flush();
         Ok(info)
     }
 
@@ -354,9 +363,9 @@ impl Partition {
 
     /// Wait until every offset below `end` is fsynced.
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
-        self.flush_wanted.notify_one();
         let (reply, rx) = oneshot::channel();
         self.durability.wait(end, DurableWaiter(reply));
+        self.request_flush();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             // Failed, or the partition was dropped unflushed.
@@ -434,9 +443,34 @@ impl Partition {
         state.log.delete_segments_before(start)
     }
 
+    /// Asks for a group-commit round, starting the flusher if none runs: on the runtime's
+    /// blocking pool when there is a runtime, on a thread of its own otherwise.
+    fn request_flush(&self) {
+        if !self.flush_wanted.request() {
+            return;
+        }
+        let (me, signal) = (self.me.clone(), Arc::clone(&self.flush_wanted));
+        let run = move || run_flusher(&me, &signal);
+        let started = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                drop(rt.spawn_blocking(run));
+                Ok(())
+            }
+            Err(_) => std::thread::Builder::new()
+                .name("runnel-flusher".into())
+                .spawn(run)
+                .map(drop),
+        };
+        if let Err(e) = started {
+            self.flush_wanted.stopped();
+            self.fail(&format!("cannot start the flusher thread: {e}"));
+        }
+    }
+
     /// One group-commit round: take a plan under the lock, fsync outside it, publish (the
-    /// protocol of `runnel_sync::GroupCommit`, modelled in its loom tests).
-    async fn flush_once(&self) {
+    /// protocol of `runnel_sync::GroupCommit`, modelled in its loom tests). Runs on the
+    /// flusher's thread.
+    fn flush_once(&self) {
         let (plan, ticket) = {
             // Under the read lock no truncation can come between the plan and its ticket.
             let state = self.read_log();
@@ -447,10 +481,10 @@ impl Partition {
             (plan, ticket)
         };
         let started = std::time::Instant::now();
-        let synced = tokio::task::spawn_blocking(move || plan.sync()).await;
+        let synced = plan.sync();
         self.fsync_seconds.observe(started.elapsed().as_secs_f64());
         match synced {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 let answers = {
                     let mut state = self.write_log();
                     let answers = self.durability.synced(ticket);
@@ -459,14 +493,13 @@ impl Partition {
                     } else {
                         // The log was cut meanwhile: what this sync covered may have been
                         // replaced. The next round plans again.
-                        self.flush_wanted.notify_one();
+                        self.request_flush();
                     }
                     answers
                 };
                 answers.deliver();
             }
-            Ok(Err(e)) => self.fail(&format!("fsync failed: {e}")),
-            Err(e) => self.fail(&format!("fsync task failed: {e}")),
+            Err(e) => self.fail(&format!("fsync failed: {e}")),
         }
     }
 
@@ -497,23 +530,48 @@ fn rebuild_producers(log: &dyn PartitionLog) -> Result<ProducerTable, LogError> 
     Ok(table)
 }
 
-async fn run_flusher(partition: Weak<Partition>, flush_ms: u64) {
-    loop {
-        let Some(p) = partition.upgrade() else { return };
-        if flush_ms == 0 {
-            // Wait for a request, but re-check the weak pointer now and then so the task ends
-            // when the partition is dropped.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(500), p.flush_wanted.notified()).await;
-        } else {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(flush_ms), p.flush_wanted.notified())
-                    .await;
+/// How long an idle flusher waits for the next request before giving its thread back.
+const FLUSHER_LINGER: Duration = Duration::from_millis(100);
+
+/// The flusher: group-commit rounds back to back while they are asked for.
+fn run_flusher(partition: &Weak<Partition>, signal: &FlushSignal) {
+    /// Marks the flusher stopped however it ends (an unwinding round included), so that the
+    /// next request starts another.
+    struct Stopped<'a>(&'a FlushSignal, bool);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.stopped();
+            }
         }
+    }
+    let mut guard = Stopped(signal, false);
+    while signal.next_round(FLUSHER_LINGER) {
+        let Some(p) = partition.upgrade() else { return };
         if p.is_failed() {
             return;
         }
-        p.flush_once().await;
+        p.flush_once();
+    }
+    // `next_round` said stop and marked it.
+    guard.1 = true;
+}
+
+/// `flush_ms > 0`: a round at least that often, whatever asks for one in between.
+async fn flush_periodically(partition: Weak<Partition>, flush_ms: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(flush_ms)).await;
+        let Some(p) = partition.upgrade() else { return };
+        if p.is_failed() {
+            return;
+        }
+        p.request_flush();
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.flush_wanted.close();
     }
 }
 

@@ -11,7 +11,7 @@
 //!   not planned before a truncation), an error once the storage failed; never lost.
 //!
 //! Async waiting stays outside (the broker answers a `tokio::sync::oneshot` per waiter and
-//! wakes its flusher with a `Notify`); what is decided, and under which lock, is here.
+//! wakes its flusher through `FlushSignal`); what is decided, and under which lock, is here.
 
 mod group_commit;
 mod sync;

@@ -190,7 +190,7 @@ fn an_acks_all_producer_is_answered_once_and_only_after_its_batch_is_durable() {
                     append(&mut log, 1);
                     len(&log)
                 };
-                // Partition::wait_durable: ask for a flush, then register.
+                // Partition::wait_durable: register, then ask for a flush.
                 commit.wait(end, waiter);
             })
         };
@@ -200,7 +200,7 @@ fn an_acks_all_producer_is_answered_once_and_only_after_its_batch_is_durable() {
         };
         producer.join().unwrap();
         flusher.join().unwrap();
-        // The round the producer's flush request guarantees (the Notify keeps a permit).
+        // The round the producer's flush request guarantees (`FlushSignal` keeps it wanted).
         flush_round(&store, &commit, false);
         assert_eq!(*slot.lock().unwrap(), [(Ok(()), true)]);
     });
