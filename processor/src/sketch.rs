@@ -9,10 +9,14 @@
 //! the true rank value (Masson, Rim, Lee: "DDSketch", VLDB 2019). Merging adds bucket counts.
 //! Bucket count is bounded by the value range: with α = 1% and |x| in [1e-9, 1e9] that is
 //! at most ~2100 buckets per sign.
+//!
+//! A sign's buckets are a sorted vector ([`Bins`]), not a tree: a window's values span a few
+//! dozen neighbouring buckets, which then sit in a few adjacent cache lines, and adding a
+//! value is a binary search there instead of a walk down tree nodes allocated apart.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, DecodeError, Reader};
 use crate::num::ceil_to_i32;
@@ -25,8 +29,8 @@ const MIN_INDEXABLE: f64 = 1e-9;
 #[serde(from = "SketchFields")]
 pub struct Sketch {
     alpha: f64,
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Bins,
+    negative: Bins,
     zero: u64,
     count: u64,
     /// `γ.ln()`, derived from `alpha` (computed once, not per added value; not serialized).
@@ -38,8 +42,8 @@ pub struct Sketch {
 #[derive(Deserialize)]
 struct SketchFields {
     alpha: f64,
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Bins,
+    negative: Bins,
     zero: u64,
     count: u64,
 }
@@ -72,8 +76,8 @@ impl Sketch {
         };
         Self {
             alpha,
-            positive: BTreeMap::new(),
-            negative: BTreeMap::new(),
+            positive: Bins::default(),
+            negative: Bins::default(),
             zero: 0,
             count: 0,
             ln_gamma: gamma_of(alpha).ln(),
@@ -112,8 +116,7 @@ impl Sketch {
                 } else {
                     &mut self.negative
                 };
-                let c = store.entry(i).or_insert(0);
-                *c = c.saturating_add(1);
+                store.add(i, 1);
             }
         }
         self.count = self.count.saturating_add(1);
@@ -124,18 +127,17 @@ impl Sketch {
     pub fn merge(&mut self, other: &Sketch) {
         let same = self.alpha.to_bits() == other.alpha.to_bits();
         for (neg, store) in [(false, &other.positive), (true, &other.negative)] {
-            for (&i, &c) in store {
+            for &(i, c) in store.iter() {
                 let idx = if same {
                     Some(i)
                 } else {
                     self.index(other.value_of(i))
                 };
-                let target = match (idx, neg) {
-                    (None, _) => &mut self.zero,
-                    (Some(i), false) => self.positive.entry(i).or_insert(0),
-                    (Some(i), true) => self.negative.entry(i).or_insert(0),
-                };
-                *target = target.saturating_add(c);
+                match (idx, neg) {
+                    (None, _) => self.zero = self.zero.saturating_add(c),
+                    (Some(i), false) => self.positive.add(i, c),
+                    (Some(i), true) => self.negative.add(i, c),
+                }
             }
         }
         self.zero = self.zero.saturating_add(other.zero);
@@ -162,7 +164,7 @@ impl Sketch {
         // Ascending order: most negative (largest index in `negative`) first, then zero, then
         // positives by index.
         let mut seen: u64 = 0;
-        for (&i, &c) in self.negative.iter().rev() {
+        for &(i, c) in self.negative.iter().rev() {
             seen = seen.saturating_add(c);
             if seen > rank {
                 return Some(-self.value_of(i));
@@ -172,14 +174,60 @@ impl Sketch {
         if seen > rank {
             return Some(0.0);
         }
-        for (&i, &c) in &self.positive {
+        for &(i, c) in self.positive.iter() {
             seen = seen.saturating_add(c);
             if seen > rank {
                 return Some(self.value_of(i));
             }
         }
         // Unreachable when counts are consistent; answer with the largest bucket.
-        self.positive.keys().next_back().map(|&i| self.value_of(i))
+        self.positive
+            .iter()
+            .next_back()
+            .map(|&(i, _)| self.value_of(i))
+    }
+}
+
+/// One sign's buckets: `(index, count)` sorted by index, each index once. Serialized as the
+/// map from index to count it stands for (what checkpoints held when it was a `BTreeMap`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Bins(Vec<(i32, u64)>);
+
+impl Bins {
+    /// Adds `c` to bucket `i`'s count, creating the bucket.
+    fn add(&mut self, i: i32, c: u64) {
+        match self.0.binary_search_by_key(&i, |&(j, _)| j) {
+            Ok(at) => {
+                if let Some((_, n)) = self.0.get_mut(at) {
+                    *n = n.saturating_add(c);
+                }
+            }
+            Err(at) => self.0.insert(at, (i, c)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The buckets, ascending by index.
+    fn iter(&self) -> std::slice::Iter<'_, (i32, u64)> {
+        self.0.iter()
+    }
+}
+
+impl Serialize for Bins {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(i, c)| (i, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bins {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A map in the input may repeat or disorder keys; the tree sorts and dedups them
+        // as it did when it was the stored type.
+        let map = BTreeMap::<i32, u64>::deserialize(d)?;
+        Ok(Self(map.into_iter().collect()))
     }
 }
 
@@ -193,7 +241,7 @@ impl Sketch {
         for store in [&self.positive, &self.negative] {
             codec::put_u64(out, u64::try_from(store.len()).unwrap_or(u64::MAX));
             let mut prev: Option<i32> = None;
-            for (&i, &c) in store {
+            for &(i, c) in store.iter() {
                 // The first index as is, then the (positive) gap to the previous one.
                 let v = match prev {
                     None => i64::from(i),
@@ -215,7 +263,7 @@ impl Sketch {
         }
         let zero = r.u64("sketch zero count")?;
         let count = r.u64("sketch count")?;
-        let mut stores = [BTreeMap::new(), BTreeMap::new()];
+        let mut stores = [Bins::default(), Bins::default()];
         for store in &mut stores {
             let n = r.len("sketch buckets")?;
             let mut prev: Option<i32> = None;
@@ -227,7 +275,8 @@ impl Sketch {
                     Some(_) => return Err(DecodeError::Invalid("sketch bucket order")),
                 }
                 .map_err(|_| DecodeError::OutOfRange("sketch bucket index"))?;
-                store.insert(i, r.u64("sketch bucket count")?);
+                // Ascending, checked above: appending keeps the bins sorted.
+                store.0.push((i, r.u64("sketch bucket count")?));
                 prev = Some(i);
             }
         }
@@ -295,6 +344,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn bins_count_as_the_map_they_replaced(
+            adds in prop::collection::vec((-40i32..40, 0u64..5), 0..200),
+        ) {
+            let (mut bins, mut map) = (Bins::default(), BTreeMap::new());
+            for &(i, c) in &adds {
+                bins.add(i, c);
+                let n: &mut u64 = map.entry(i).or_insert(0);
+                *n = n.saturating_add(c);
+            }
+            let as_map: Vec<(i32, u64)> = map.clone().into_iter().collect();
+            prop_assert_eq!(&bins.0, &as_map);
+            // Serialized exactly as the map was, and read back from it.
+            let json = serde_json::to_string(&map).unwrap();
+            prop_assert_eq!(serde_json::to_string(&bins).unwrap(), json.clone());
+            prop_assert_eq!(serde_json::from_str::<Bins>(&json).unwrap(), bins);
+        }
+
         #[test]
         fn binary_encoding_round_trips_exactly(
             values in prop::collection::vec(prop_oneof![-1e9f64..1e9, Just(0.0), -1e-3f64..1e-3], 0..300),

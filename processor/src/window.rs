@@ -8,14 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, DecodeError, Reader, StoredDecodeError};
 use crate::config::{AggFn, AggregationConfig, PipelineConfig};
 use crate::message::{Collector, Message, Operator};
 use crate::num::{u64_to_f64, Fnv64};
-use crate::parse::SensorReading;
+use crate::parse::{FieldSlots, SensorReading};
 use crate::sketch::Sketch;
 use crate::time::Millis;
 
@@ -140,6 +141,56 @@ impl FieldAcc {
     }
 }
 
+/// A window's per-field accumulators: `(field name, accumulators)` sorted by name, each name
+/// once. A vector sized to the fields, not a tree node sized for eleven: a window's state is a
+/// few cache lines, and windows created by one operator share its name strings. Serialized
+/// as the map from name to accumulators it stands for (what JSON checkpoints hold).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields(Vec<(Arc<str>, FieldAcc)>);
+
+impl Fields {
+    /// The accumulators of `field`.
+    pub fn get(&self, field: &str) -> Option<&FieldAcc> {
+        let i = self.0.binary_search_by(|(n, _)| (**n).cmp(field)).ok()?;
+        self.0.get(i).map(|(_, acc)| acc)
+    }
+
+    /// `(name, accumulators)`, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &FieldAcc)> {
+        self.0.iter().map(|(n, acc)| (&**n, acc))
+    }
+
+    /// The accumulators, by field name.
+    pub fn values(&self) -> impl Iterator<Item = &FieldAcc> {
+        self.0.iter().map(|(_, acc)| acc)
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, FieldAcc>::deserialize(d)?;
+        Ok(Self(
+            map.into_iter().map(|(n, acc)| (n.into(), acc)).collect(),
+        ))
+    }
+}
+
 /// State of one open window. Equality compares the state, not the `changed` mark.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WindowState {
@@ -152,7 +203,7 @@ pub struct WindowState {
     /// Readings in the window.
     pub count: u64,
     /// Per-field accumulators.
-    pub fields: BTreeMap<String, FieldAcc>,
+    pub fields: Fields,
     /// Revision of the last emitted result, `None` before the first emission.
     pub emitted: Option<u32>,
     /// Changed since [`WindowOperator::take_dirty_shards`] last saw it (not stored: a
@@ -191,7 +242,7 @@ impl WindowState {
         codec::put_u64(out, self.count);
         codec::put_u64(out, self.emitted.map_or(0, |e| u64::from(e) + 1));
         codec::put_u64(out, u64::try_from(self.fields.len()).unwrap_or(u64::MAX));
-        for (name, acc) in &self.fields {
+        for (name, acc) in self.fields.iter() {
             codec::put_str(out, name);
             codec::put_u64(out, acc.count);
             codec::put_f64(out, acc.sum);
@@ -230,13 +281,10 @@ impl WindowState {
             }
         };
         let n = r.len("window fields")?;
-        let mut fields = BTreeMap::new();
+        let mut fields: Vec<(Arc<str>, FieldAcc)> = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             let name = r.str("field name")?;
-            if fields
-                .last_key_value()
-                .is_some_and(|(last, _): (&String, _)| last.as_str() >= name)
-            {
+            if fields.last().is_some_and(|(last, _)| &**last >= name) {
                 return Err(DecodeError::Invalid("field order"));
             }
             let count = r.u64("field count")?;
@@ -248,8 +296,8 @@ impl WindowState {
                 1 => Some(Sketch::decode(&mut r)?),
                 _ => return Err(DecodeError::Invalid("field sketch flag")),
             };
-            fields.insert(
-                name.to_owned(),
+            fields.push((
+                name.into(),
                 FieldAcc {
                     count,
                     sum,
@@ -257,7 +305,7 @@ impl WindowState {
                     max,
                     sketch,
                 },
-            );
+            ));
         }
         r.finish()?;
         Ok(Self {
@@ -265,7 +313,7 @@ impl WindowState {
             start,
             end,
             count,
-            fields,
+            fields: Fields(fields),
             emitted,
             changed: false,
         })
@@ -365,30 +413,33 @@ pub enum WindowEvent {
     Late(LateReading),
 }
 
-/// A fresh window of `key` with empty accumulators for every aggregated field.
-fn new_state(
-    aggregations: &[AggregationConfig],
-    sketch_alpha: f64,
-    key: &str,
-    start: Millis,
-    end: Millis,
-) -> WindowState {
-    let mut fields = BTreeMap::new();
+/// Empty accumulators for every aggregated field: a sketch where an aggregation of the
+/// field asks for a percentile.
+fn empty_fields(aggregations: &[AggregationConfig], sketch_alpha: f64) -> Fields {
+    let mut fields: BTreeMap<&str, bool> = BTreeMap::new();
     for a in aggregations {
         let wants_sketch = a
             .functions
             .iter()
             .any(|f| matches!(f, AggFn::Percentile(_)));
-        fields
-            .entry(a.field.clone())
-            .or_insert_with(|| FieldAcc::new(wants_sketch.then_some(sketch_alpha)));
+        *fields.entry(a.field.as_str()).or_default() |= wants_sketch;
     }
+    Fields(
+        fields
+            .into_iter()
+            .map(|(name, sketch)| (name.into(), FieldAcc::new(sketch.then_some(sketch_alpha))))
+            .collect(),
+    )
+}
+
+/// A fresh window of `key` with `empty` accumulators.
+fn new_state(empty: &Fields, key: &str, start: Millis, end: Millis) -> WindowState {
     WindowState {
         key: key.to_owned(),
         start,
         end,
         count: 0,
-        fields,
+        fields: empty.clone(),
         emitted: None,
         changed: true,
     }
@@ -432,7 +483,10 @@ fn order(w: &WindowState) -> (Millis, &str, Millis) {
 pub struct WindowOperator {
     spec: WindowSpec,
     aggregations: Vec<AggregationConfig>,
-    sketch_alpha: f64,
+    /// A new window's accumulators; its names are the ones new windows share.
+    empty: Fields,
+    /// Where `empty`'s fields are in a reading's values.
+    slots: FieldSlots,
     /// Open windows by `(end, start)`, then key: closing and purging take a prefix in end
     /// order.
     windows: BTreeMap<(Millis, Millis), Bucket>,
@@ -463,7 +517,8 @@ impl WindowOperator {
                 lateness: config.window.allowed_lateness_ms,
             },
             aggregations: config.aggregations.clone(),
-            sketch_alpha: config.sketch_relative_accuracy,
+            empty: empty_fields(&config.aggregations, config.sketch_relative_accuracy),
+            slots: FieldSlots::default(),
             windows: BTreeMap::new(),
             open: 0,
             watermark: None,
@@ -510,7 +565,13 @@ impl WindowOperator {
     pub fn restore(&mut self, windows: Vec<WindowState>, watermark: Option<Millis>) {
         self.windows = BTreeMap::new();
         self.open = 0;
-        for w in windows {
+        for mut w in windows {
+            // Share the operator's names, so readings find the fields by slot.
+            for (name, _) in &mut w.fields.0 {
+                if let Some((shared, _)) = self.empty.0.iter().find(|(n, _)| n == name) {
+                    *name = Arc::clone(shared);
+                }
+            }
             let bucket = self.windows.entry((w.end, w.start)).or_default();
             if bucket.insert(w.key.clone(), w).is_none() {
                 self.open = self.open.saturating_add(1);
@@ -594,6 +655,8 @@ impl WindowOperator {
     fn on_data(&mut self, r: SensorReading, out: &mut Collector<WindowEvent>) {
         let mut first_expired = None;
         let mut updated = 0;
+        self.slots
+            .resolve(&r.values, self.empty.0.iter().map(|(n, _)| Some(&**n)));
         for start in self.spec.assign(r.event_time) {
             let Some(end) = start.checked_add(self.spec.size) else {
                 continue;
@@ -608,15 +671,22 @@ impl WindowOperator {
                 Some(w) => w,
                 None => {
                     self.open = self.open.saturating_add(1);
-                    bucket.entry(r.key.clone()).or_insert_with(|| {
-                        new_state(&self.aggregations, self.sketch_alpha, &r.key, start, end)
-                    })
+                    bucket
+                        .entry(r.key.clone())
+                        .or_insert_with(|| new_state(&self.empty, &r.key, start, end))
                 }
             };
             w.count = w.count.saturating_add(1);
             w.changed = true;
-            for (field, acc) in &mut w.fields {
-                if let Some(x) = r.value(field) {
+            // A window has the operator's fields, by slot; one restored from a checkpoint
+            // of another configuration may have others, found by name.
+            let empty = &self.empty.0;
+            for (i, (field, acc)) in w.fields.0.iter_mut().enumerate() {
+                let x = match empty.get(i) {
+                    Some((shared, _)) if Arc::ptr_eq(shared, field) => self.slots.get(i, &r.values),
+                    _ => r.value(field),
+                };
+                if let Some(x) = x {
                     acc.add(x);
                 }
             }
@@ -1005,6 +1075,58 @@ mod tests {
         // End flushes the rest.
         let out = run_operator(&mut w, [Message::End]);
         assert_eq!(results(&out), [("a".into(), 1000, 0, 1)]);
+    }
+
+    /// A window restored from a checkpoint keeps accumulating: the configured fields, and a
+    /// field that only an older configuration aggregated (found by name, not by slot).
+    #[test]
+    fn restored_windows_accumulate_their_own_fields() {
+        let mut old = PipelineConfig::default();
+        old.window.size_ms = 1000;
+        old.aggregations[1].field = "humidity".into();
+        let mut before = WindowOperator::new(&old);
+        let mut r = reading("a", 10, 20.0);
+        r.values = [
+            ("temperature_c".to_string(), 20.0),
+            ("humidity".to_string(), 40.0),
+        ]
+        .into_iter()
+        .collect();
+        run_operator(&mut before, [Message::Data(r)]);
+        let stored: Vec<WindowState> = before
+            .windows()
+            .map(|w| {
+                let mut b = Vec::new();
+                w.encode(&mut b);
+                WindowState::decode(&b).unwrap()
+            })
+            .collect();
+
+        let mut w = op(0);
+        w.restore(stored, None);
+        let mut r = reading("a", 20, 30.0);
+        r.values = [
+            ("humidity".to_string(), 50.0),
+            ("temperature_c".to_string(), 30.0),
+            ("vibration_g".to_string(), 0.5),
+        ]
+        .into_iter()
+        .collect();
+        run_operator(&mut w, [Message::Data(r)]);
+        let state = w.windows().next().unwrap();
+        let sums: Vec<(&str, u64, f64)> = state
+            .fields
+            .iter()
+            .map(|(n, acc)| (n, acc.count, acc.sum))
+            .collect();
+        // The restored window has the old fields, both updated; `vibration_g` is not one.
+        assert_eq!(sums, [("humidity", 2, 90.0), ("temperature_c", 2, 50.0)]);
+        // A new window of the same operator has the configured fields.
+        run_operator(&mut w, [Message::Data(reading("b", 30, 7.0))]);
+        let b = w.windows().find(|s| s.key == "b").unwrap();
+        let names: Vec<&str> = b.fields.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["temperature_c", "vibration_g"]);
+        assert_eq!(b.fields.get("vibration_g").map(|a| a.sum), Some(0.1));
     }
 
     #[test]
