@@ -1077,6 +1077,36 @@ mod tests {
         assert_eq!(results(&out), [("a".into(), 1000, 0, 1)]);
     }
 
+    /// A field listed in two aggregations has a sketch if either asks for a percentile.
+    #[test]
+    fn a_percentile_in_a_later_aggregation_of_a_field_is_computed() {
+        let mut c = PipelineConfig::default();
+        c.window.size_ms = 1000;
+        c.aggregations = vec![
+            AggregationConfig {
+                field: "temperature_c".into(),
+                functions: vec![AggFn::Max],
+            },
+            AggregationConfig {
+                field: "temperature_c".into(),
+                functions: vec![AggFn::Percentile(crate::config::Percentile::new(50.0))],
+            },
+        ];
+        let mut w = WindowOperator::new(&c);
+        let out = run_operator(
+            &mut w,
+            [Message::Data(reading("a", 10, 20.0)), Message::End],
+        );
+        let Some(Message::Data(WindowEvent::Result(r))) = out.first() else {
+            panic!("expected a result: {out:?}");
+        };
+        assert_eq!(r.columns["temperature_c_max"], 20.0);
+        assert!(
+            (r.columns["temperature_c_p50"] - 20.0).abs() <= 0.2,
+            "{r:?}"
+        );
+    }
+
     /// A window restored from a checkpoint keeps accumulating: the configured fields, and a
     /// field that only an older configuration aggregated (found by name, not by slot).
     #[test]
