@@ -109,8 +109,9 @@ mod tests {
         assert!(s.next_round(Duration::ZERO));
     }
 
-    #[test]
-    fn closing_ends_a_lingering_flusher_and_refuses_new_ones() {
+    /// A flusher that has run its round and waits (up to a minute) for the next request, on
+    /// a thread of its own: the thread answers whether another round came.
+    fn lingering() -> (Arc<FlushSignal>, std::thread::JoinHandle<bool>) {
         let s = Arc::new(FlushSignal::default());
         assert!(s.request());
         assert!(s.next_round(Duration::ZERO));
@@ -118,6 +119,12 @@ mod tests {
             let s = Arc::clone(&s);
             std::thread::spawn(move || s.next_round(Duration::from_secs(60)))
         };
+        (s, flusher)
+    }
+
+    #[test]
+    fn closing_ends_a_lingering_flusher_and_refuses_new_ones() {
+        let (s, flusher) = lingering();
         s.close();
         assert!(!flusher.join().unwrap(), "closed: no more rounds");
         assert!(!s.request(), "closed: no new flusher");
@@ -125,13 +132,7 @@ mod tests {
 
     #[test]
     fn a_lingering_flusher_is_woken_by_a_request() {
-        let s = Arc::new(FlushSignal::default());
-        assert!(s.request());
-        assert!(s.next_round(Duration::ZERO));
-        let flusher = {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || s.next_round(Duration::from_secs(60)))
-        };
+        let (s, flusher) = lingering();
         std::thread::sleep(Duration::from_millis(20));
         assert!(!s.request(), "it runs: woken, not started again");
         assert!(flusher.join().unwrap());
