@@ -16,9 +16,11 @@
 #   IPERF_SECONDS [10]
 #   TARGETS   ["runnel mock"]  which brokers to measure
 #   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
-#             what the produce phase wrote, so consume needs produce)
+#             what the produce phase wrote, so consume needs produce; add `rounds` for
+#             the repeated produce runs below)
 #   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
 #   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
+#   ROUNDS    [3]         runs per cell of the `rounds` phase (not in the default PHASES)
 #   RDKAFKA_GROUP [target/release/rdkafka_group]  the rdkafka crate's group member (built if missing)
 #   PROBE     [target/release/produce_latency]  the lean-client latency probe (built if missing)
 #   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
@@ -44,6 +46,11 @@
 #            request to partition 0, blocking socket, <= 5 in flight, latency from when each
 #            request was due, so no coordinated omission) -> p50/p99/p99.9/max. librdkafka's
 #            own overhead shows as the gap between the two on the same broker.
+#   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
+#            only its topic, the targets alternating run by run; the table gives every
+#            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
+#            a 2-core VM (BENCHMARKS.md run 7), and in the produce phase the acks=all run
+#            follows the acks=1 run on the same broker, so it inherits that run's page cache.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
 #            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
 #            3-member group (range assignor: 2 partitions each, GROUP_COUNT/3 records each),
@@ -86,6 +93,7 @@ TARGETS="${TARGETS:-runnel mock}"
 PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
+ROUNDS="${ROUNDS:-3}"
 RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
 PROBE="${PROBE:-$ROOT/target/release/produce_latency}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -217,6 +225,26 @@ run_target() {
     done
 }
 
+# run_rounds: ROUNDS produce runs per cell, each on a fresh broker, targets alternating
+run_rounds() {
+    local r size parts acks a t
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
+            a=1; [[ $acks == all ]] && a=-1
+            for t in $TARGETS; do
+                [[ "$t" == runnel && -z "$RUNNEL_BIN" ]] && continue
+                start_broker "$t" "rounds:$parts" || { log "cannot start $t"; return 1; }
+                perf_produce "$t.round$r.$size.$parts.$acks" rounds "$size" "$(count_for "$size")" "$a"
+                # Free what this run held (the mock's memory goes with its process, Runnel's
+                # page cache with its files) before the other target starts, so each run
+                # writes into memory freed just before it, not one into fresh memory.
+                stop_broker
+                rm -rf "$BENCH_DATA/run-$$"
+            done
+        done; done; done
+    done
+}
+
 # run_group TARGET: direct vs group consumption of one 6-partition topic, then rebalance timings
 run_group() {
     local target="$1" p per=$((GROUP_COUNT / 6)) total=$((GROUP_COUNT / 6 * 6))
@@ -339,6 +367,7 @@ for t in $TARGETS; do
     run_target "$t"
 done
 [[ " $TARGETS " == *" mock "* ]] && has_phase inproc && run_inproc_mock
+has_phase rounds && run_rounds
 if has_phase group; then
     for t in $TARGETS; do
         if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
@@ -378,6 +407,21 @@ except Exception:
         echo "| $size B | $parts | $acks | $(v runnel.$k.rps) | $(v runnel.$k.mbs) | $(v mock.$k.rps) | $(v mock.$k.mbs) | $(ratio runnel.$k.rps mock.$k.rps) |"
     done; done; done
     echo
+    if has_phase rounds; then
+        echo "### Produce throughput, $ROUNDS runs per cell on fresh brokers, targets alternating (records/s)"
+        echo
+        echo "| record | partitions | acks | Runnel runs, sorted | mock runs, sorted | Runnel / mock (medians) |"
+        echo "|---|---|---|---|---|---|"
+        for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
+            rs=(); ms=()
+            for ((r = 1; r <= ROUNDS; r++)); do
+                rs+=("${R[runnel.round$r.$size.$parts.$acks.rps]:-x}")
+                ms+=("${R[mock.round$r.$size.$parts.$acks.rps]:-x}")
+            done
+            echo "| $size B | $parts | $acks | $(python3 "$ROOT/benches/medians.py" "${rs[@]}" -- "${ms[@]}") |"
+        done; done; done
+        echo
+    fi
     echo "### Consume throughput (simple consumer, from the beginning)"
     echo
     echo "| record | partitions | Runnel rec/s | Runnel MB/s | mock rec/s | mock MB/s | Runnel / mock |"
