@@ -443,8 +443,9 @@ impl Partition {
         state.log.delete_segments_before(start)
     }
 
-    /// Asks for a group-commit round, starting the flusher if none runs: on the runtime's
-    /// blocking pool when there is a runtime, on a thread of its own otherwise.
+    /// Asks for a group-commit round, starting a flusher if none is idle and fewer than
+    /// `MAX_FLUSHERS` run: on the runtime's blocking pool when there is a runtime, on a
+    /// thread of its own otherwise.
     fn request_flush(&self) {
         if !self.flush_wanted.request() {
             return;
@@ -468,8 +469,8 @@ impl Partition {
     }
 
     /// One group-commit round: take a plan under the lock, fsync outside it, publish (the
-    /// protocol of `runnel_sync::GroupCommit`, modelled in its loom tests). Runs on the
-    /// flusher's thread.
+    /// protocol of `runnel_sync::GroupCommit`, modelled in its loom tests). Runs on a
+    /// flusher's thread; rounds of two flushers may overlap and finish in either order.
     fn flush_once(&self) {
         let (plan, ticket) = {
             // Under the read lock no truncation can come between the plan and its ticket.
@@ -533,7 +534,7 @@ fn rebuild_producers(log: &dyn PartitionLog) -> Result<ProducerTable, LogError> 
 /// How long an idle flusher waits for the next request before giving its thread back.
 const FLUSHER_LINGER: Duration = Duration::from_millis(100);
 
-/// The flusher: group-commit rounds back to back while they are asked for.
+/// A flusher: group-commit rounds back to back while they are asked for.
 fn run_flusher(partition: &Weak<Partition>, signal: &FlushSignal) {
     /// Marks the flusher stopped however it ends (an unwinding round included), so that the
     /// next request starts another.

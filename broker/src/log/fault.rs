@@ -10,14 +10,21 @@
 //! (`tests/src/cluster.rs`, `Cluster::power_loss`). Without the variable this costs one
 //! `OnceLock` read per fsync.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-fn journal() -> Option<&'static Mutex<File>> {
-    static JOURNAL: OnceLock<Option<Mutex<File>>> = OnceLock::new();
+/// The journal file, and per segment file the length its last journaled sync covered.
+struct Journal {
+    file: File,
+    covered: HashMap<PathBuf, u64>,
+}
+
+fn journal() -> Option<&'static Mutex<Journal>> {
+    static JOURNAL: OnceLock<Option<Mutex<Journal>>> = OnceLock::new();
     JOURNAL
         .get_or_init(|| {
             let path = std::env::var_os("RUNNEL_FAULT_SYNC_JOURNAL")?;
@@ -26,13 +33,22 @@ fn journal() -> Option<&'static Mutex<File>> {
                 .append(true)
                 .open(PathBuf::from(path))
                 .ok()?;
-            Some(Mutex::new(file))
+            Some(Mutex::new(Journal {
+                file,
+                covered: HashMap::new(),
+            }))
         })
         .as_ref()
 }
 
 /// `file.sync_data()` (or `sync_all` with `all`) of a file holding `data_len` bytes of data,
 /// journaled when the hook is on.
+///
+/// A partition may run several data syncs of one file at once, finishing in any order, and
+/// the harness keeps each file's last line: so a data sync (`all == false`, which only ever
+/// covers appends) journals the longest length any sync of the file has covered, never a
+/// shorter one that finished late. `all == true` syncs (open, truncation, seal, clean close)
+/// set the file's exact length and are journaled as given.
 pub(crate) fn sync(file: &File, all: bool, data_len: u64) -> std::io::Result<()> {
     let Some(journal) = journal() else {
         return if all {
@@ -41,7 +57,6 @@ pub(crate) fn sync(file: &File, all: bool, data_len: u64) -> std::io::Result<()>
             file.sync_data()
         };
     };
-    let len = data_len;
     if all {
         file.sync_all()?;
     } else {
@@ -49,8 +64,13 @@ pub(crate) fn sync(file: &File, all: bool, data_len: u64) -> std::io::Result<()>
     }
     if let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
         let mut j = journal.lock().unwrap_or_else(|e| e.into_inner());
+        let len = match j.covered.get(&path) {
+            Some(&before) if !all => before.max(data_len),
+            _ => data_len,
+        };
+        j.covered.insert(path.clone(), len);
         // Best effort: a failed journal write only makes the test's power cut gentler.
-        let _ = writeln!(j, "{} {len}", path.display());
+        let _ = writeln!(j.file, "{} {len}", path.display());
     }
     Ok(())
 }

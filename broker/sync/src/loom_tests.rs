@@ -155,7 +155,8 @@ fn probe(store: &Arc<Store>, end: usize) -> (Probe, Slot) {
 
 /// One round of `Partition::flush_once`: plan under the log's read lock, sync outside any
 /// lock, publish under the write lock, answer after it. The sync makes durable exactly what
-/// the plan saw (the worst case for a log truncated meanwhile).
+/// the plan saw (the worst case for a log truncated meanwhile) — but, as an fsync, never
+/// undoes a longer prefix another round already made durable.
 fn flush_round(store: &Store, commit: &GroupCommit<Probe>, fsync_fails: bool) {
     let (ticket, planned) = {
         let log = store.log.read();
@@ -168,7 +169,12 @@ fn flush_round(store: &Store, commit: &GroupCommit<Probe>, fsync_fails: bool) {
         commit.fail().deliver();
         return;
     }
-    *store.disk.lock().unwrap() = planned;
+    {
+        let mut disk = store.disk.lock().unwrap();
+        if !disk.starts_with(&planned) {
+            *disk = planned;
+        }
+    }
     let answers = {
         let _log = store.log.write();
         commit.synced(ticket)
@@ -252,5 +258,34 @@ fn a_sync_planned_before_a_truncation_never_acks_the_replacing_batch() {
         follower.join().unwrap();
         flush_round(&store, &commit, false);
         assert_eq!(*slot.lock().unwrap(), [(Ok(()), true)]);
+    });
+}
+
+#[test]
+fn overlapping_rounds_answer_each_waiter_once_after_its_batch_is_durable() {
+    loom::model(|| {
+        // Two flushers (`FlushSignal` runs up to two per partition): one round starts over
+        // batch 1 while batch 2 is appended and a second round runs, so the two rounds
+        // overlap and may publish in either order.
+        let store = Store::new(vec![1, 1]);
+        let commit = Arc::new(GroupCommit::new(0));
+        let (first, first_slot) = probe(&store, BATCH);
+        let (second, second_slot) = probe(&store, 2 * BATCH);
+        commit.wait(len(&[1, 1]), first);
+        let flusher = {
+            let (store, commit) = (store.clone(), commit.clone());
+            thread::spawn(move || flush_round(&store, &commit, false))
+        };
+        let end = {
+            let mut log = store.log.write();
+            append(&mut log, 2);
+            len(&log)
+        };
+        commit.wait(end, second);
+        flush_round(&store, &commit, false);
+        flusher.join().unwrap();
+        assert_eq!(*first_slot.lock().unwrap(), [(Ok(()), true)]);
+        assert_eq!(*second_slot.lock().unwrap(), [(Ok(()), true)]);
+        assert_eq!(commit.flushed(), end);
     });
 }
