@@ -12,6 +12,11 @@
 //! its fsync at once instead, so the request waits for about one fsync; the two overlap in
 //! the kernel. Rounds may then finish out of order, which `runnel_sync::GroupCommit` allows
 //! (the flushed offset is the highest any finished round covered).
+//!
+//! Only under light load, though: once a round ends with the next request already waiting,
+//! the partition is saturated and extra fsyncs would only cost CPU and disk: a flusher that
+//! ends its round so while another is busy stops, and requests wait for the busy flusher's
+//! next round (plain group commit) until a round ends with none waiting.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -27,6 +32,9 @@ struct Signal {
     running: usize,
     /// Of those, the ones idle in [`FlushSignal::next_round`], waiting for a request.
     idle: usize,
+    /// The last round to end found the next request already waiting: while so, a request
+    /// that finds a flusher busy waits for it rather than wake or start another.
+    saturated: bool,
     /// The partition is gone: the flushers end.
     closed: bool,
 }
@@ -44,16 +52,20 @@ impl FlushSignal {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks for a round. `true`: no flusher is idle and fewer than [`MAX_FLUSHERS`] run, so
-    /// the caller must start one (which then counts as running). Otherwise an idle flusher
-    /// is woken, or a busy one takes the request when its round ends.
+    /// Asks for a round. `true`: the caller must start a flusher (which then counts as
+    /// running) — none is idle, fewer than [`MAX_FLUSHERS`] run, and either none is busy or
+    /// the partition is not saturated. Otherwise an idle flusher is woken, or a busy one
+    /// takes the request when its round ends.
     pub fn request(&self) -> bool {
         let mut s = self.lock();
         if s.closed {
             return false;
         }
         s.wanted = true;
-        if s.idle > 0 {
+        let busy = s.running.saturating_sub(s.idle);
+        if busy > 0 && s.saturated {
+            false
+        } else if s.idle > 0 {
             drop(s);
             self.wake.notify_one();
             false
@@ -68,8 +80,21 @@ impl FlushSignal {
     /// A flusher: whether to run another round — `true` once a request is pending
     /// (waiting up to `linger` for one), `false` when none came or the partition is closed;
     /// then this flusher has stopped, and a later request may start a new one.
-    pub fn next_round(&self, linger: Duration) -> bool {
+    /// `after_round`: the flusher has just ended a round (not: it has just started), so a
+    /// request already pending means the partition is saturated.
+    pub fn next_round(&self, linger: Duration, after_round: bool) -> bool {
         let mut s = self.lock();
+        if after_round {
+            s.saturated = s.wanted;
+            let others_busy = s.running.saturating_sub(s.idle).saturating_sub(1);
+            if s.saturated && others_busy > 0 && !s.closed {
+                // Saturated with another flusher inside a round: that one takes the pending
+                // request when its round ends, and this one stops, so that a saturated
+                // partition settles on one flusher and plain group commit.
+                s.running = s.running.saturating_sub(1);
+                return false;
+            }
+        }
         s.idle += 1;
         let (mut s, _) = self
             .wake
@@ -107,9 +132,12 @@ mod tests {
     fn the_first_request_starts_a_flusher_and_later_ones_only_wake_it() {
         let s = FlushSignal::default();
         assert!(s.request(), "nothing runs: start one");
-        assert!(s.next_round(Duration::ZERO), "the request is one round");
         assert!(
-            !s.next_round(Duration::ZERO),
+            s.next_round(Duration::ZERO, false),
+            "the request is one round"
+        );
+        assert!(
+            !s.next_round(Duration::ZERO, true),
             "nothing pending: the flusher stops"
         );
         assert!(s.request(), "stopped: the next request starts one again");
@@ -119,29 +147,48 @@ mod tests {
     fn requests_while_every_flusher_is_busy_start_more_up_to_the_cap() {
         let s = FlushSignal::default();
         assert!(s.request(), "nothing runs: start one");
-        assert!(s.next_round(Duration::ZERO), "it takes the request: busy");
+        assert!(
+            s.next_round(Duration::ZERO, false),
+            "it takes the request: busy"
+        );
         for started in 1..MAX_FLUSHERS {
-            assert!(s.request(), "{started} busy: start another");
-            assert!(s.next_round(Duration::ZERO), "it takes the request: busy");
+            assert!(s.request(), "{started} busy, light load: start another");
+            assert!(s.next_round(Duration::ZERO, false), "it takes the request");
         }
         assert!(!s.request(), "at the cap: a busy one takes it later");
-        assert!(!s.request(), "still at the cap");
-        assert!(s.next_round(Duration::ZERO), "the first back takes both");
-        for _ in 0..MAX_FLUSHERS {
-            assert!(!s.next_round(Duration::ZERO), "nothing left: each stops");
+        for _ in 1..MAX_FLUSHERS {
+            assert!(
+                !s.next_round(Duration::ZERO, true),
+                "saturated while others are busy: this one stops"
+            );
         }
+        assert!(
+            s.next_round(Duration::ZERO, true),
+            "the last busy one takes it"
+        );
+        assert!(!s.request(), "saturated and one busy: wait for it");
+        assert!(s.next_round(Duration::ZERO, true), "it takes that too");
+        assert!(
+            !s.next_round(Duration::ZERO, true),
+            "a round ends with none waiting: no longer saturated; nothing left, it stops"
+        );
         assert!(s.request(), "all stopped: start one again");
+        assert!(s.next_round(Duration::ZERO, false));
+        assert!(
+            s.request(),
+            "light load again: a request finding it busy starts another"
+        );
     }
 
     #[test]
     fn a_request_while_a_round_runs_gets_a_round_of_its_own() {
         let s = FlushSignal::default();
         assert!(s.request());
-        assert!(s.next_round(Duration::ZERO));
+        assert!(s.next_round(Duration::ZERO, false));
         // The round is running; a request now must not be folded into it.
         assert!(s.request(), "a second flusher starts for it");
-        assert!(s.next_round(Duration::ZERO), "its round");
-        assert!(!s.next_round(Duration::ZERO), "one round per request");
+        assert!(s.next_round(Duration::ZERO, false), "its round");
+        assert!(!s.next_round(Duration::ZERO, true), "one round per request");
     }
 
     /// Threads requesting rounds against real flusher threads: never more than
@@ -158,7 +205,9 @@ mod tests {
             most_at_once: AtomicUsize,
         }
         fn flusher(sh: Arc<Shared>) {
-            while sh.signal.next_round(Duration::from_millis(5)) {
+            let mut after_round = false;
+            while sh.signal.next_round(Duration::from_millis(5), after_round) {
+                after_round = true;
                 let now = sh.in_round.fetch_add(1, SeqCst) + 1;
                 sh.most_at_once.fetch_max(now, SeqCst);
                 sh.covered.fetch_max(sh.requested.load(SeqCst), SeqCst);
@@ -212,10 +261,10 @@ mod tests {
     fn lingering() -> (Arc<FlushSignal>, std::thread::JoinHandle<bool>) {
         let s = Arc::new(FlushSignal::default());
         assert!(s.request());
-        assert!(s.next_round(Duration::ZERO));
+        assert!(s.next_round(Duration::ZERO, false));
         let flusher = {
             let s = Arc::clone(&s);
-            std::thread::spawn(move || s.next_round(Duration::from_secs(60)))
+            std::thread::spawn(move || s.next_round(Duration::from_secs(60), true))
         };
         (s, flusher)
     }

@@ -547,7 +547,9 @@ fn run_flusher(partition: &Weak<Partition>, signal: &FlushSignal) {
         }
     }
     let mut guard = Stopped(signal, false);
-    while signal.next_round(FLUSHER_LINGER) {
+    let mut after_round = false;
+    while signal.next_round(FLUSHER_LINGER, after_round) {
+        after_round = true;
         let Some(p) = partition.upgrade() else { return };
         if p.is_failed() {
             return;
