@@ -46,6 +46,13 @@ pub struct FlushSignal {
     wake: Condvar,
 }
 
+impl Signal {
+    /// Flushers inside a round (or started and not yet asking for one).
+    fn busy(&self) -> usize {
+        self.running.saturating_sub(self.idle)
+    }
+}
+
 impl FlushSignal {
     fn lock(&self) -> MutexGuard<'_, Signal> {
         // Nothing panics while holding it; the counts are consistent whatever happened.
@@ -62,8 +69,7 @@ impl FlushSignal {
             return false;
         }
         s.wanted = true;
-        let busy = s.running.saturating_sub(s.idle);
-        if busy > 0 && s.saturated {
+        if s.busy() > 0 && s.saturated {
             false
         } else if s.idle > 0 {
             drop(s);
@@ -86,7 +92,7 @@ impl FlushSignal {
         let mut s = self.lock();
         if after_round {
             s.saturated = s.wanted;
-            let others_busy = s.running.saturating_sub(s.idle).saturating_sub(1);
+            let others_busy = s.busy().saturating_sub(1);
             if s.saturated && others_busy > 0 && !s.closed {
                 // Saturated with another flusher inside a round: that one takes the pending
                 // request when its round ends, and this one stops, so that a saturated
@@ -129,7 +135,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn the_first_request_starts_a_flusher_and_later_ones_only_wake_it() {
+    fn the_first_request_starts_a_flusher_that_stops_when_none_is_pending() {
         let s = FlushSignal::default();
         assert!(s.request(), "nothing runs: start one");
         assert!(

@@ -9,8 +9,8 @@
 //! The protocols themselves (publishing the HW over the log, the flushed offset and its
 //! waiters) live in `runnel-sync` ([`Watermarked`], [`GroupCommit`]), where loom checks them;
 //! this file is their shell: a `watch` that wakes long-polls when the HW moves, a `oneshot`
-//! per acks=all waiter, and a flusher on a blocking thread (`crate::flusher`) that plans,
-//! fsyncs and answers the waiters itself.
+//! per acks=all waiter, and flushers on blocking threads (`crate::flusher`) that plan,
+//! fsync and answer the waiters themselves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
