@@ -233,7 +233,7 @@ impl Partition {
             }
         };
         if self.settings.flush_ms == 0 {
-            self.request_flush();
+            self.request_flush_to(appended.last_offset.saturating_add(1));
         }
         Ok(appended)
     }
@@ -283,7 +283,7 @@ impl Partition {
             }
             info
         };
-        self.request_flush();
+        self.request_flush_to(info.last_offset.saturating_add(1));
         Ok(info)
     }
 
@@ -365,7 +365,7 @@ impl Partition {
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
         let (reply, rx) = oneshot::channel();
         self.durability.wait(end, DurableWaiter(reply));
-        self.request_flush();
+        self.request_flush_to(end);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             // Failed, or the partition was dropped unflushed.
@@ -441,6 +441,16 @@ impl Partition {
             .log
             .retention_start(now_ms, &self.settings.retention, floor);
         state.log.delete_segments_before(start)
+    }
+
+    /// Asks for a group-commit round to make every offset below `end` durable, unless a
+    /// round already planned covers it (a second request per acks=all produce — after the
+    /// append, then with the wait — would otherwise start a second flusher whose fsync
+    /// covers nothing new).
+    fn request_flush_to(&self, end: i64) {
+        if !self.durability.covered(end) {
+            self.request_flush();
+        }
     }
 
     /// Asks for a group-commit round, starting a flusher if none is idle and fewer than

@@ -70,6 +70,10 @@ const FIRST_PRUNE: usize = 1024;
 #[derive(Debug)]
 struct Inner<W> {
     flushed: i64,
+    /// The highest `up_to` of a ticket planned since the last truncation (never below
+    /// `flushed`): a round in flight will make everything below it durable, or fail, or (cut
+    /// by a truncation) be re-planned by its flusher.
+    planned: i64,
     failed: bool,
     /// Bumped by every truncation, so that a sync planned before it is not published.
     truncations: u64,
@@ -98,6 +102,7 @@ impl<W: Waiter> GroupCommit<W> {
         Self {
             inner: Mutex::new(Inner {
                 flushed,
+                planned: flushed,
                 failed: false,
                 truncations: 0,
                 waiters: BTreeMap::new(),
@@ -141,11 +146,22 @@ impl<W: Waiter> GroupCommit<W> {
     /// everything below `up_to` is already durable or the storage failed. Call it while the
     /// log cannot be truncated (so the ticket's truncation count is that of the log planned).
     pub fn plan(&self, up_to: i64) -> Option<SyncTicket> {
-        let inner = self.lock();
-        (!inner.failed && up_to > inner.flushed).then_some(SyncTicket {
+        let mut inner = self.lock();
+        if inner.failed || up_to <= inner.flushed {
+            return None;
+        }
+        inner.planned = inner.planned.max(up_to);
+        Some(SyncTicket {
             up_to,
             truncations: inner.truncations,
         })
+    }
+
+    /// Whether a round already planned (or done) covers every offset below `end`, so that
+    /// asking for another is not needed: the planned round publishes it, or fails and
+    /// answers every waiter, or — cut by a truncation — its flusher asks for the next round.
+    pub fn covered(&self, end: i64) -> bool {
+        self.lock().planned >= end
     }
 
     /// The sync of `ticket` completed: publish it, unless the log was truncated since it was
@@ -161,6 +177,7 @@ impl<W: Waiter> GroupCommit<W> {
             };
         }
         inner.flushed = inner.flushed.max(ticket.up_to);
+        inner.planned = inner.planned.max(inner.flushed);
         let covered = match inner.flushed.checked_add(1) {
             Some(first_uncovered) => {
                 let rest = inner.waiters.split_off(&first_uncovered);
@@ -183,6 +200,8 @@ impl<W: Waiter> GroupCommit<W> {
         let mut inner = self.lock();
         inner.truncations = inner.truncations.wrapping_add(1);
         inner.flushed = inner.flushed.min(end);
+        // No round planned before a truncation is published.
+        inner.planned = inner.flushed;
     }
 
     /// The storage failed: refuse from now on, and take every waiter (answered with the error).
@@ -272,6 +291,26 @@ mod tests {
         let t = gc.plan(5).unwrap();
         gc.synced(t).deliver();
         assert_eq!(log.borrow().last(), Some(&(2, Ok(()))));
+    }
+
+    #[test]
+    fn a_planned_round_covers_what_it_planned_until_a_truncation() {
+        let gc: GroupCommit<Probe> = GroupCommit::new(2);
+        assert!(gc.covered(2), "durable already");
+        assert!(!gc.covered(3), "nothing planned");
+        let t = gc.plan(6).unwrap();
+        assert!(gc.covered(6) && !gc.covered(7), "the plan covers below 6");
+        assert!(gc.synced(t).published());
+        assert!(gc.covered(6), "and, published, still does");
+        let stale = gc.plan(9).unwrap();
+        gc.truncated(4);
+        assert!(
+            !gc.covered(5),
+            "a plan made before a truncation covers nothing after it"
+        );
+        assert!(!gc.synced(stale).published());
+        assert!(!gc.covered(5));
+        assert!(gc.covered(4));
     }
 
     #[test]

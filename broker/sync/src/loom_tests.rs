@@ -156,18 +156,19 @@ fn probe(store: &Arc<Store>, end: usize) -> (Probe, Slot) {
 /// One round of `Partition::flush_once`: plan under the log's read lock, sync outside any
 /// lock, publish under the write lock, answer after it. The sync makes durable exactly what
 /// the plan saw (the worst case for a log truncated meanwhile) — but, as an fsync, never
-/// undoes a longer prefix another round already made durable.
-fn flush_round(store: &Store, commit: &GroupCommit<Probe>, fsync_fails: bool) {
+/// undoes a longer prefix another round already made durable. Returns whether the flusher
+/// asks for another round (its sync was planned before a truncation and not published).
+fn flush_round(store: &Store, commit: &GroupCommit<Probe>, fsync_fails: bool) -> bool {
     let (ticket, planned) = {
         let log = store.log.read();
         match commit.plan(len(&log)) {
             Some(t) => (t, log.clone()),
-            None => return,
+            None => return false,
         }
     };
     if fsync_fails {
         commit.fail().deliver();
-        return;
+        return false;
     }
     {
         let mut disk = store.disk.lock().unwrap();
@@ -179,7 +180,9 @@ fn flush_round(store: &Store, commit: &GroupCommit<Probe>, fsync_fails: bool) {
         let _log = store.log.write();
         commit.synced(ticket)
     };
+    let again = !answers.published();
     answers.deliver();
+    again
 }
 
 #[test]
@@ -287,5 +290,78 @@ fn overlapping_rounds_answer_each_waiter_once_after_its_batch_is_durable() {
         assert_eq!(*first_slot.lock().unwrap(), [(Ok(()), true)]);
         assert_eq!(*second_slot.lock().unwrap(), [(Ok(()), true)]);
         assert_eq!(commit.flushed(), end);
+    });
+}
+
+#[test]
+fn a_producer_that_asks_for_no_round_because_one_is_planned_is_still_answered() {
+    loom::model(|| {
+        // `Partition::request_flush_to`: after its wait, a producer asks for a round only if
+        // no planned round covers its batch. Here a round may plan before or after the
+        // append; whichever, the producer is answered once, after its batch is durable.
+        let store = Store::new(Vec::new());
+        let commit = Arc::new(GroupCommit::new(0));
+        let (waiter, slot) = probe(&store, BATCH);
+        let producer = {
+            let (store, commit) = (store.clone(), commit.clone());
+            thread::spawn(move || {
+                let end = {
+                    let mut log = store.log.write();
+                    append(&mut log, 1);
+                    len(&log)
+                };
+                commit.wait(end, waiter);
+                !commit.covered(end)
+            })
+        };
+        let flusher = {
+            let (store, commit) = (store.clone(), commit.clone());
+            thread::spawn(move || flush_round(&store, &commit, false))
+        };
+        let asked = producer.join().unwrap();
+        flusher.join().unwrap();
+        if asked {
+            // The round its request guarantees.
+            flush_round(&store, &commit, false);
+        }
+        assert_eq!(*slot.lock().unwrap(), [(Ok(()), true)]);
+    });
+}
+
+#[test]
+fn a_round_planned_before_a_truncation_covers_nothing_after_it() {
+    loom::model(|| {
+        // A round plans over a follower's uncommitted batch 1 while the follower cuts it,
+        // appends the leader's batch 2 at the same offsets and waits for it: the stale plan
+        // must not stop it asking for a round (or, if it did not ask, the stale round's
+        // flusher must re-plan).
+        let store = Store::new(vec![1, 1]);
+        let commit = Arc::new(GroupCommit::new(0));
+        let (waiter, slot) = probe(&store, BATCH);
+        let follower = {
+            let (store, commit) = (store.clone(), commit.clone());
+            thread::spawn(move || {
+                let end = {
+                    let mut log = store.log.write();
+                    log.truncate(0);
+                    commit.truncated(0);
+                    append(&mut log, 2);
+                    len(&log)
+                };
+                commit.wait(end, waiter);
+                !commit.covered(end)
+            })
+        };
+        // `Partition::flush_once`: a round that is not published asks for the next one.
+        let flusher = {
+            let (store, commit) = (store.clone(), commit.clone());
+            thread::spawn(move || flush_round(&store, &commit, false))
+        };
+        let asked = follower.join().unwrap();
+        let again = flusher.join().unwrap();
+        if asked || again {
+            flush_round(&store, &commit, false);
+        }
+        assert_eq!(*slot.lock().unwrap(), [(Ok(()), true)]);
     });
 }
