@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::codec::batch::{self, BatchHeader, IntactBatches};
 use crate::flusher::FlushSignal;
-use crate::log::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use crate::log::{AppendInfo, ClosedLog, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use crate::producers::{ProducerTable, SequenceCheck, SequenceError};
 
 /// Per-partition settings derived from the topic config.
@@ -196,6 +196,20 @@ impl Partition {
 
     pub fn is_failed(&self) -> bool {
         self.durability.is_failed()
+    }
+
+    /// Close the log now, whoever still holds this partition: its flushers end, the log is
+    /// dropped (a file log trims its preallocated tail and marks the close clean) and a
+    /// [`ClosedLog`] takes its place, so later requests get [`LogError::Closed`]. A broker
+    /// opened on the same directory afterwards cannot race a late drop of this one.
+    pub fn close(&self) {
+        self.flush_wanted.close();
+        let log = {
+            let mut state = self.write_log();
+            let closed = ClosedLog::after(&*state.log);
+            std::mem::replace(&mut state.log, Box::new(closed))
+        };
+        drop(log);
     }
 
     /// Append one validated batch (`header` is its parsed header), unless it is a retry of an

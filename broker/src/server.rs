@@ -23,11 +23,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Ask every task to stop and wait for them.
+    /// Ask every task to stop, wait for them, and close the partition logs: when this
+    /// returns, the data directory may be opened again.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        let broker = self.broker;
+        // Closing fsyncs every active segment: off the async threads.
+        if let Err(e) = tokio::task::spawn_blocking(move || broker.close()).await {
+            tracing::error!(error = %e, "closing the partition logs failed");
         }
     }
 }
@@ -220,5 +226,85 @@ async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::batch;
+    use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+    use crate::log::LogError;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let any = "127.0.0.1:0".parse().ok();
+        Config {
+            data_dir: dir.to_owned(),
+            kafka_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: any,
+            http_addr: any,
+            ..Config::default()
+        }
+    }
+
+    fn append_one(p: &crate::partition::Partition, value: &[u8]) {
+        let b = encode_batch(
+            &[Record {
+                value: Some(value.to_vec()),
+                ..Record::default()
+            }],
+            ProducerInfo::default(),
+        );
+        let header = batch::validate(&b).unwrap();
+        p.append(b, &header).unwrap();
+    }
+
+    /// A partition still held after the shutdown (by a connection, a flusher) used to keep
+    /// its log open until that last handle dropped: the segment kept its preallocated tail
+    /// and no clean-close marker, and the late drop trimmed the file under the next broker
+    /// opened on the directory (CI: "reading …log at 388374: failed to fill whole buffer").
+    /// Now the shutdown closes the logs itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_the_logs_even_while_a_partition_is_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = start(config(dir.path())).await.unwrap();
+        let topic = running.broker.topics.create("t", 1, &[], false).unwrap();
+        let held = Arc::clone(&topic.partitions[0]);
+        append_one(&held, b"first");
+        let segment = dir.path().join("topics/t/0/00000000000000000000.log");
+        let preallocated = std::fs::metadata(&segment).unwrap().len();
+        running.shutdown().await;
+
+        let len = std::fs::metadata(&segment).unwrap().len();
+        assert!(
+            len < preallocated,
+            "the segment keeps its preallocated tail ({len} bytes)"
+        );
+        let marker = std::fs::read_to_string(dir.path().join("topics/t/0/clean-close")).unwrap();
+        assert_eq!(marker, format!("0 {len}\n"));
+        assert!(matches!(held.read(0, 1 << 20), Err(LogError::Closed)));
+        let more = encode_batch(&[Record::default()], ProducerInfo::default());
+        let header = batch::validate(&more).unwrap();
+        assert!(
+            held.append(more, &header).is_err(),
+            "a closed log took a batch"
+        );
+
+        let again = start(config(dir.path())).await.unwrap();
+        let p = Arc::clone(&again.broker.topics.get("t").unwrap().partitions[0]);
+        append_one(&p, b"second");
+        drop((held, topic));
+        let read = p.read(0, 1 << 20).unwrap();
+        let bases: Vec<i64> = batch::headers(&read)
+            .map(|h| h.unwrap().base_offset)
+            .collect();
+        assert_eq!(bases, [0, 1]);
+        let holds = |v: &[u8]| read.windows(v.len()).any(|w| w == v);
+        assert!(holds(b"first") && holds(b"second"));
+        again.shutdown().await;
+        assert!(
+            dir.path().join("topics/t/0/clean-close").exists(),
+            "the second close was clean too"
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -186,13 +186,23 @@ pub struct Topic {
     dir: PathBuf,
 }
 
+impl Topic {
+    /// Close every partition's log (the topic is deleted, or the broker stops).
+    fn close(&self) {
+        for p in &self.partitions {
+            p.close();
+        }
+    }
+}
+
 /// All topics of this broker.
 pub struct TopicRegistry {
     root: PathBuf,
     defaults: TopicDefaults,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises create and delete so two requests cannot race on one name.
-    admin: Mutex<()>,
+    /// Serialises create and delete so two requests cannot race on one name; holds whether
+    /// the registry was closed ([`TopicRegistry::close`]), after which both are refused.
+    admin: Mutex<bool>,
     /// Shared by every partition's flusher (a metric).
     fsync_seconds: Histogram,
 }
@@ -224,13 +234,32 @@ impl TopicRegistry {
             root,
             defaults,
             topics: RwLock::new(topics),
-            admin: Mutex::new(()),
+            admin: Mutex::new(false),
             fsync_seconds,
         })
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
         &self.defaults
+    }
+
+    /// The admin lock (create, grow, delete), unless the registry is closed.
+    fn admin(&self) -> Result<MutexGuard<'_, bool>, TopicError> {
+        let guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if *guard {
+            return Err(TopicError::Storage("the broker is shutting down".into()));
+        }
+        Ok(guard)
+    }
+
+    /// Close every partition's log now (see [`Partition::close`]) and refuse new topics:
+    /// a clean shutdown, after which another broker may open the directory.
+    pub fn close(&self) {
+        let mut closed = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        *closed = true;
+        for topic in self.list() {
+            topic.close();
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -348,7 +377,7 @@ impl TopicRegistry {
 
     /// Write a new topic's directory (in a temporary place, then renamed) and open it.
     fn create_from(&self, name: &str, meta: TopicMeta) -> Result<Arc<Topic>, TopicError> {
-        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.admin()?;
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists);
         }
@@ -386,7 +415,7 @@ impl TopicRegistry {
         total: i32,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
-        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.admin()?;
         let topic = self.get(name).ok_or(TopicError::Unknown)?;
         if topic.replicas.is_some() {
             return Err(TopicError::InvalidConfig(
@@ -462,7 +491,7 @@ impl TopicRegistry {
     /// Delete a topic if it exists and, when `id` is given, has that id (cluster mode: a
     /// replayed deletion must not remove a later topic of the same name).
     pub fn delete_if(&self, name: &str, id: Option<uuid::Uuid>) -> Result<(), TopicError> {
-        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.admin()?;
         let topic = {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             match topics.get(name) {
@@ -471,6 +500,8 @@ impl TopicRegistry {
             }
             topics.remove(name).ok_or(TopicError::Unknown)?
         };
+        // Nothing may write into the directory once it is moved away.
+        topic.close();
         let grave = self
             .root
             .join(format!(".deleted-{name}-{}", topic.id.simple()));

@@ -11,11 +11,13 @@
 //! Offsets: `log_start_offset <= (high watermark, kept by the caller) <= log_end_offset`. The log
 //! itself knows nothing of the high watermark; the partition layer decides what is visible.
 
+mod closed;
 mod common;
 #[cfg(test)]
 mod contract;
 pub(crate) mod fault;
 pub mod file;
+pub use closed::ClosedLog;
 mod index;
 pub mod memory;
 mod reader;
@@ -157,6 +159,9 @@ pub enum LogError {
     /// On-disk state that cannot be repaired automatically.
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// The partition was closed (the broker is shutting down, or the topic was deleted).
+    #[error("the log is closed: the broker is shutting down or the topic was deleted")]
+    Closed,
 }
 
 /// What an append did.
