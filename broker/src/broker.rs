@@ -99,6 +99,14 @@ impl Broker {
     }
 }
 
+impl Drop for Broker {
+    /// A broker dropped without [`Broker::close`] (a library user, a test) still closes its
+    /// logs: nothing it leaves behind (a flusher's handle) may touch them afterwards.
+    fn drop(&mut self) {
+        self.topics.close();
+    }
+}
+
 fn load_or_create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
     let path = dir.join("meta.toml");
     match std::fs::read_to_string(&path) {

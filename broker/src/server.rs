@@ -234,6 +234,8 @@ mod tests {
     use super::*;
     use crate::codec::batch;
     use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+    use crate::kafka_client::connection::Connection;
+    use crate::kafka_client::fetch;
     use crate::log::LogError;
 
     fn config(dir: &std::path::Path) -> Config {
@@ -263,9 +265,10 @@ mod tests {
     /// its log open until that last handle dropped: the segment kept its preallocated tail
     /// and no clean-close marker, and the late drop trimmed the file under the next broker
     /// opened on the directory (CI: "reading …log at 388374: failed to fill whole buffer").
-    /// Now the shutdown closes the logs itself.
+    /// Now the shutdown closes the logs itself, and ends (at worst aborts) the connections,
+    /// so none is left handling a request either.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shutdown_closes_the_logs_even_while_a_partition_is_still_held() {
+    async fn shutdown_ends_connections_and_closes_logs_a_partition_holder_kept_open() {
         let dir = tempfile::tempdir().unwrap();
         let running = start(config(dir.path())).await.unwrap();
         let topic = running.broker.topics.create("t", 1, &[], false).unwrap();
@@ -273,7 +276,32 @@ mod tests {
         append_one(&held, b"first");
         let segment = dir.path().join("topics/t/0/00000000000000000000.log");
         let preallocated = std::fs::metadata(&segment).unwrap().len();
+        // An open Kafka connection (its task holds the broker), and one mid-request: a
+        // Fetch long-poll past the log end, whose reply would wait 30 s for data.
+        let idle = tokio::net::TcpStream::connect(running.kafka_addr)
+            .await
+            .unwrap();
+        let addr = running.kafka_addr.to_string();
+        let mut polling = Connection::open(&addr, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let poll = fetch::request(&[("t", 0, 1)], 30_000, 1, 1 << 20);
+        polling.send(&poll, 12).await.unwrap();
+        let broker = Arc::clone(&running.broker);
+        // The poll is parked once the broker reads it; give it the moment that takes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         running.shutdown().await;
+        // Aborting the connection aborts its writer, which is parked in the poll, so the last
+        // handles go shortly after (not 30 s later).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&broker) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a connection still holds the broker after the shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop((idle, polling, broker));
 
         let len = std::fs::metadata(&segment).unwrap().len();
         assert!(

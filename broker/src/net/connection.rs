@@ -57,6 +57,8 @@ pub async fn run(
         }
         Ok::<(), ConnectionError>(())
     });
+    // Aborting this connection (a shutdown that stopped waiting) aborts its writer too.
+    let mut writer_task = AbortOnDrop(writer_task);
     let max_frame = broker.config.max_frame_bytes;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let result = async {
@@ -79,9 +81,18 @@ pub async fn run(
     }
     .await;
     drop(tx);
-    match writer_task.await {
+    match (&mut writer_task.0).await {
         Ok(Err(e)) if result.is_ok() => Err(e),
         _ => result,
+    }
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
