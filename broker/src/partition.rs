@@ -378,8 +378,9 @@ impl Partition {
     /// Wait until every offset below `end` is fsynced.
     pub async fn wait_durable(&self, end: i64, timeout: Duration) -> Result<(), DurabilityError> {
         let (reply, rx) = oneshot::channel();
-        self.durability.wait(end, DurableWaiter(reply));
-        self.request_flush_to(end);
+        if self.durability.wait(end, DurableWaiter(reply)) {
+            self.request_flush();
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             // Failed, or the partition was dropped unflushed.

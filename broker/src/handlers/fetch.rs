@@ -212,7 +212,12 @@ fn read_all(
                     partitions.push(data.with_error_code(code::OFFSET_OUT_OF_RANGE));
                 }
                 Err(e) => {
-                    tracing::error!(topic = %part.topic, partition = part.index, "read failed: {e}");
+                    if matches!(e, LogError::Closed) {
+                        // Shutting down, or the topic was just deleted: nothing is wrong.
+                        tracing::debug!(topic = %part.topic, partition = part.index, "read refused: {e}");
+                    } else {
+                        tracing::error!(topic = %part.topic, partition = part.index, "read failed: {e}");
+                    }
                     any_error = true;
                     partitions.push(data.with_error_code(code::KAFKA_STORAGE_ERROR));
                 }

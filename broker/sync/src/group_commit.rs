@@ -127,8 +127,10 @@ impl<W: Waiter> GroupCommit<W> {
     }
 
     /// Answer `waiter` once every offset below `end` is durable (now, if it already is), or
-    /// with [`StorageFailed`] once (or if) the storage failed.
-    pub fn wait(&self, end: i64, waiter: W) {
+    /// with [`StorageFailed`] once (or if) the storage failed. Returns whether the caller
+    /// must ask for a round: the waiter waits and no planned round covers `end` (see
+    /// [`GroupCommit::covered`]), answered under the same lock as the registration.
+    pub fn wait(&self, end: i64, waiter: W) -> bool {
         let mut inner = self.lock();
         let outcome = if inner.failed {
             Err(StorageFailed)
@@ -136,10 +138,11 @@ impl<W: Waiter> GroupCommit<W> {
             Ok(())
         } else {
             inner.add(end, waiter);
-            return;
+            return inner.planned < end;
         };
         drop(inner);
         waiter.answer(outcome);
+        false
     }
 
     /// A sync of the log up to `up_to` is worth running: returns its ticket, or `None` when
@@ -177,7 +180,8 @@ impl<W: Waiter> GroupCommit<W> {
             };
         }
         inner.flushed = inner.flushed.max(ticket.up_to);
-        inner.planned = inner.planned.max(inner.flushed);
+        // The ticket was planned since the last truncation, so `planned` already covers it.
+        debug_assert!(inner.planned >= inner.flushed);
         let covered = match inner.flushed.checked_add(1) {
             Some(first_uncovered) => {
                 let rest = inner.waiters.split_off(&first_uncovered);
@@ -311,6 +315,24 @@ mod tests {
         assert!(!gc.synced(stale).published());
         assert!(!gc.covered(5));
         assert!(gc.covered(4));
+    }
+
+    #[test]
+    fn a_waiter_is_told_to_ask_for_a_round_only_when_none_planned_covers_it() {
+        let log = Record::default();
+        let gc: GroupCommit<Probe> = GroupCommit::new(2);
+        assert!(!gc.wait(2, probe(1, &log)), "durable already: answered");
+        assert!(gc.wait(4, probe(2, &log)), "nothing planned: ask");
+        let t = gc.plan(6).unwrap();
+        assert!(!gc.wait(6, probe(3, &log)), "the planned round covers it");
+        assert!(gc.wait(7, probe(4, &log)), "past the plan: ask");
+        let answered = gc.synced(t);
+        assert_eq!(answered.waiters.len(), 2, "the waiters up to 6");
+        gc.fail().deliver();
+        assert!(
+            !gc.wait(9, probe(5, &log)),
+            "failed: answered with the error"
+        );
     }
 
     #[test]

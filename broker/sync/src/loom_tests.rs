@@ -199,10 +199,9 @@ fn an_acks_all_producer_is_answered_once_and_only_after_its_batch_is_durable() {
                     append(&mut log, 1);
                     len(&log)
                 };
-                // Partition::wait_durable: register, then ask for a round unless one
-                // already planned covers the batch (`request_flush_to`).
-                commit.wait(end, waiter);
-                !commit.covered(end)
+                // Partition::wait_durable: register, and ask for a round unless one
+                // already planned covers the batch (`wait` says which, under one lock).
+                commit.wait(end, waiter)
             })
         };
         let flusher = {
@@ -251,7 +250,7 @@ fn a_sync_planned_before_a_truncation_never_acks_the_replacing_batch() {
             thread::spawn(move || {
                 // Partition::replica_truncate, then the new leader's batch 2 at the same
                 // offsets, then a wait for it to be durable (Raft's log sync), asking for a
-                // round unless a planned one covers it (`request_flush_to`): a round planned
+                // round unless a planned one covers it (`wait` says): a round planned
                 // before the cut must not count.
                 let end = {
                     let mut log = store.log.write();
@@ -260,8 +259,7 @@ fn a_sync_planned_before_a_truncation_never_acks_the_replacing_batch() {
                     append(&mut log, 2);
                     len(&log)
                 };
-                commit.wait(end, waiter);
-                !commit.covered(end)
+                commit.wait(end, waiter)
             })
         };
         // `Partition::flush_once`: a round that is not published asks for the next one.
