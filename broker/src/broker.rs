@@ -1,8 +1,9 @@
 //! Shared broker state handed to every handler: config, identity, the topic registry and the
 //! group coordinator.
 
+use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,9 @@ pub struct Broker {
     pub retention_holds: crate::retention_holds::RetentionHolds,
     /// Cluster mode (`[cluster] nodes`): set once at start, before any request is served.
     pub cluster: OnceLock<Arc<Cluster>>,
+    /// The data directory's lock (`<data_dir>/.lock`, `flock`), held from the open until the
+    /// close, so that two brokers never share a directory.
+    dir_lock: Mutex<Option<File>>,
 }
 
 impl Broker {
@@ -46,6 +50,8 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             TopicError::Storage(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
+        // Before anything in the directory is read or written.
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let mut cluster_id = load_or_create_meta(&config.data_dir, config.node_id)?;
         if config.cluster.enabled() {
             // Every node must report the same cluster id (clients check it across brokers).
@@ -72,6 +78,7 @@ impl Broker {
             queries: crate::processing::PipelineQueries::default(),
             retention_holds: crate::retention_holds::RetentionHolds::default(),
             cluster: OnceLock::new(),
+            dir_lock: Mutex::new(Some(dir_lock)),
         })
     }
 
@@ -96,6 +103,44 @@ impl Broker {
     /// while a connection or flusher here still holds a partition.
     pub fn close(&self) {
         self.topics.close();
+        // Unlocked: another broker may open the directory now.
+        drop(
+            self.dir_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+}
+
+/// The name of the data directory's lock file.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Take `<dir>/.lock` (an exclusive `flock`, released when the file is closed, also by a
+/// crash): a second broker on the same directory — another process, or another broker in
+/// this one — would recover and append to the same segments as the first, so it is refused
+/// with a clear error instead (as Kafka refuses a log directory another instance locked).
+fn lock_data_dir(dir: &Path) -> Result<File, TopicError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| TopicError::Storage(format!("cannot open {}: {e}", path.display())))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(TopicError::Storage(format!(
+            "{} is in use by another runnel broker (it holds {}); stop that one or choose \
+             another data directory (--data-dir)",
+            dir.display(),
+            path.display()
+        ))),
+        Err(e) => Err(TopicError::Storage(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -169,6 +214,30 @@ mod tests {
         let id = load_or_create_meta(dir.path(), 1).unwrap();
         assert!(!id.is_empty());
         assert_eq!(load_or_create_meta(dir.path(), 1).unwrap(), id);
+    }
+
+    #[test]
+    fn a_data_directory_opens_in_one_broker_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let first = Broker::open(config()).unwrap();
+        let refused = Broker::open(config())
+            .err()
+            .expect("a second broker is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("in use by another runnel broker"),
+            "{refused}"
+        );
+        first.close();
+        let second = Broker::open(config()).expect("free once the first is closed");
+        drop(second);
+        drop(Broker::open(config()).expect("free once the second is dropped"));
+        drop(first);
     }
 
     #[test]
