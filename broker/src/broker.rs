@@ -148,7 +148,7 @@ impl Drop for Broker {
     /// A broker dropped without [`Broker::close`] (a library user, a test) still closes its
     /// logs: nothing it leaves behind (a flusher's handle) may touch them afterwards.
     fn drop(&mut self) {
-        self.topics.close();
+        self.close();
     }
 }
 

@@ -256,7 +256,9 @@ impl TopicRegistry {
     /// a clean shutdown, after which another broker may open the directory.
     pub fn close(&self) {
         let mut closed = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        *closed = true;
+        if std::mem::replace(&mut *closed, true) {
+            return; // closed already (a shutdown, then the broker's drop)
+        }
         for topic in self.list() {
             topic.close();
         }

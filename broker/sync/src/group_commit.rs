@@ -130,6 +130,7 @@ impl<W: Waiter> GroupCommit<W> {
     /// with [`StorageFailed`] once (or if) the storage failed. Returns whether the caller
     /// must ask for a round: the waiter waits and no planned round covers `end` (see
     /// [`GroupCommit::covered`]), answered under the same lock as the registration.
+    #[must_use = "a waiter no planned round covers is answered only after a round is asked for"]
     pub fn wait(&self, end: i64, waiter: W) -> bool {
         let mut inner = self.lock();
         let outcome = if inner.failed {
@@ -280,9 +281,9 @@ mod tests {
     fn a_sync_answers_exactly_the_waiters_it_covers() {
         let log = Rc::default();
         let gc = GroupCommit::new(0);
-        gc.wait(3, probe(1, &log));
-        gc.wait(5, probe(2, &log));
-        gc.wait(0, probe(3, &log));
+        let _ = gc.wait(3, probe(1, &log));
+        let _ = gc.wait(5, probe(2, &log));
+        let _ = gc.wait(0, probe(3, &log));
         assert_eq!(*log.borrow(), vec![(3, Ok(()))]);
         let t = gc.plan(4).expect("something to sync");
         assert_eq!(gc.plan(0), None);
@@ -342,7 +343,7 @@ mod tests {
         let stale = gc.plan(6).unwrap();
         gc.truncated(1);
         assert_eq!(gc.flushed(), 1, "pulled back to the new end");
-        gc.wait(4, probe(1, &log));
+        let _ = gc.wait(4, probe(1, &log));
         let a = gc.synced(stale);
         assert!(!a.published());
         a.deliver();
@@ -357,7 +358,7 @@ mod tests {
     fn a_failure_answers_every_waiter_and_every_later_one_with_an_error() {
         let log = Rc::default();
         let gc = GroupCommit::new(0);
-        gc.wait(3, probe(1, &log));
+        let _ = gc.wait(3, probe(1, &log));
         let t = gc.plan(3).unwrap();
         gc.fail().deliver();
         assert!(gc.is_failed());
@@ -365,7 +366,7 @@ mod tests {
             !gc.synced(t).published(),
             "nothing is vouched after a failure"
         );
-        gc.wait(0, probe(2, &log));
+        let _ = gc.wait(0, probe(2, &log));
         assert_eq!(gc.plan(9), None);
         assert_eq!(
             *log.borrow(),
@@ -380,7 +381,7 @@ mod tests {
         for i in 0..3000u32 {
             let mut p = probe(i, &log);
             p.abandoned = i % 10 != 0;
-            gc.wait(i64::from(i) + 1, p);
+            let _ = gc.wait(i64::from(i) + 1, p);
         }
         assert!(gc.lock().len < 3000, "pruned: {}", gc.lock().len);
         let t = gc.plan(i64::MAX).unwrap();

@@ -233,7 +233,7 @@ fn a_storage_failure_answers_every_waiter_with_an_error_exactly_once() {
         flush_round(&store, &commit, false);
         assert_eq!(*slot.lock().unwrap(), [(Err(StorageFailed), false)]);
         let (late, late_slot) = probe(&store, 0);
-        commit.wait(0, late);
+        let _ = commit.wait(0, late);
         assert_eq!(*late_slot.lock().unwrap(), [(Err(StorageFailed), true)]);
     });
 }
@@ -282,7 +282,7 @@ fn overlapping_rounds_answer_each_waiter_once_after_its_batch_is_durable() {
         let commit = Arc::new(GroupCommit::new(0));
         let (first, first_slot) = probe(&store, BATCH);
         let (second, second_slot) = probe(&store, 2 * BATCH);
-        commit.wait(len(&[1, 1]), first);
+        let _ = commit.wait(len(&[1, 1]), first);
         let flusher = {
             let (store, commit) = (store.clone(), commit.clone());
             thread::spawn(move || flush_round(&store, &commit, false))
@@ -292,7 +292,7 @@ fn overlapping_rounds_answer_each_waiter_once_after_its_batch_is_durable() {
             append(&mut log, 2);
             len(&log)
         };
-        commit.wait(end, second);
+        let _ = commit.wait(end, second);
         flush_round(&store, &commit, false);
         flusher.join().unwrap();
         assert_eq!(*first_slot.lock().unwrap(), [(Ok(()), true)]);
