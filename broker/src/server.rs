@@ -31,6 +31,9 @@ impl Running {
             let _ = t.await;
         }
         let broker = self.broker;
+        if let Some(cluster) = broker.cluster() {
+            cluster.stop().await;
+        }
         // Closing fsyncs every active segment: off the async threads.
         if let Err(e) = tokio::task::spawn_blocking(move || broker.close()).await {
             tracing::error!(error = %e, "closing the partition logs failed");

@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -212,6 +213,38 @@ impl Cluster {
             mark(&node.log, "SIGKILL");
         }
         node.paused = false;
+    }
+
+    /// SIGTERM a running node (a clean shutdown) and wait up to `timeout` for it to exit;
+    /// returns its exit status and what it logged from the signal on. A node still running
+    /// after `timeout` is SIGKILLed and reported as an error.
+    pub fn terminate(&mut self, id: i32, timeout: Duration) -> Result<(ExitStatus, String)> {
+        let node = self.node_mut(id);
+        let Some(mut child) = node.child.take() else {
+            anyhow::bail!("node {id} is not running");
+        };
+        node.paused = false;
+        mark(&node.log, "SIGTERM");
+        let from = std::fs::metadata(&node.log).map(|m| m.len()).unwrap_or(0);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                mark(&node.log, "SIGKILL (SIGTERM not obeyed)");
+                anyhow::bail!("node {id} still ran {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = std::fs::read(&node.log)?;
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+        Ok((status, String::from_utf8_lossy(&text[start..]).into_owned()))
     }
 
     /// SIGKILL a node and then lose what a power cut would: every segment file it fsynced in

@@ -321,6 +321,16 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Stop the metadata group, then every replica group, each once its task has let go of its
+    /// log (a clean shutdown, before the broker closes the partition logs: a group still
+    /// running would find its log closed under it).
+    pub async fn stop(&self) {
+        self.meta.stop().await;
+        for (_, replica) in self.replica_list() {
+            replica.group.stop().await;
+        }
+    }
+
     /// The replica of a partition on this node, if it has one.
     pub fn replica(&self, topic: &str, partition: i32) -> Option<Replica> {
         self.replicas

@@ -117,6 +117,8 @@ enum Input<L: RaftLog> {
         term: Term,
         reply: CommitReply,
     },
+    /// Stop the task (a clean shutdown); answered once the task has let go of its core.
+    Stop(oneshot::Sender<()>),
 }
 
 /// A handle on a running group; cheap to clone. The task stops when every handle is dropped.
@@ -175,6 +177,7 @@ impl<L: RaftLog + Send + 'static> Group<L> {
             stats: stats.clone(),
             leader_seen: None,
             timed: VecDeque::new(),
+            stop: None,
         };
         let mut task = task;
         let commit = task.core.commit();
@@ -236,6 +239,16 @@ impl<L: RaftLog + Send + 'static> Group<L> {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(CommitError::Stopped),
             Err(_) => Err(CommitError::TimedOut),
+        }
+    }
+
+    /// Stop the group's task and wait until it has dropped its core (and with it the log):
+    /// commit waiters get `CommitError::Stopped`, later calls find the group stopped. Returns at
+    /// once if it already stopped.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Input::Stop(done)).is_ok() {
+            let _ = stopped.await;
         }
     }
 
@@ -326,6 +339,8 @@ struct Task<L: RaftLog, H> {
     leader_seen: Option<(NodeId, Term)>,
     /// Leader only: (last index, term, when) of each proposal not yet committed.
     timed: VecDeque<(Index, Term, Instant)>,
+    /// Set by `Input::Stop`: the task ends after this input and then answers here.
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
@@ -340,6 +355,12 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
                     Some(input) => self.input(input),
                 },
             };
+            if let Some(done) = self.stop.take() {
+                self.abandon();
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
             if let Err(e) = result {
                 self.fail(&e.to_string());
                 return;
@@ -369,6 +390,10 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
             }
             Input::LogPersisted { index, term } => self.core.log_persisted(index, term),
             Input::StorageFailed(e) => Err(RaftError::Storage(super::StorageError::Io(e))),
+            Input::Stop(done) => {
+                self.stop = Some(done);
+                Ok(())
+            }
             Input::WaitCommit { index, term, reply } => {
                 if index <= self.committed {
                     let _ = reply.send(self.outcome(index, term));
@@ -512,6 +537,11 @@ impl<L: RaftLog + Send + 'static, H: Host<L>> Task<L, H> {
     /// The group cannot go on safely (its storage failed): stop, answering every waiter.
     fn fail(&mut self, why: &str) {
         tracing::error!("raft group stopped: {why}");
+        self.abandon();
+    }
+
+    /// The group is about to stop: every commit waiter is told so, and nobody is leader here.
+    fn abandon(&mut self) {
         for (_, ws) in std::mem::take(&mut self.waiters) {
             for (_, reply) in ws {
                 let _ = reply.send(Err(CommitError::Stopped));
@@ -800,5 +830,42 @@ mod tests {
                 Err(CommitError::LeadershipLost)
             );
         }
+    }
+    #[tokio::test]
+    async fn a_stopped_group_answers_its_waiters_and_takes_no_more_input() {
+        let (net, _hosts) = cluster();
+        let (id, g) = leader(&net).await;
+        // Alone, the leader cannot commit: the waiter stays pending until the stop.
+        let others: Vec<NodeId> = net.groups.lock().unwrap().keys().copied().collect();
+        for other in others.into_iter().filter(|o| *o != id) {
+            net.groups.lock().unwrap().remove(&other);
+        }
+        let (i, t) = propose(&g, b"never committed")
+            .await
+            .expect("leader accepts");
+        let waiting = {
+            let g = g.clone();
+            tokio::spawn(async move { g.wait_committed(i, t, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::timeout(Duration::from_secs(5), g.stop())
+            .await
+            .expect("stop returns");
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiter is answered at the stop")
+            .expect("waiter task");
+        assert_eq!(outcome, Err(CommitError::Stopped));
+        assert_eq!(g.leadership().role, Role::Follower);
+        assert_eq!(g.leadership().leader, None);
+        assert!(g.with_core(|core| core.term()).await.is_none());
+        assert_eq!(
+            g.wait_committed(i, t, Duration::from_secs(5)).await,
+            Err(CommitError::Stopped)
+        );
+        // A second stop finds the group stopped and returns at once.
+        tokio::time::timeout(Duration::from_secs(1), g.stop())
+            .await
+            .expect("a second stop returns");
     }
 }
