@@ -7,6 +7,12 @@ use runnel_broker::cli::{Cli, Command};
 use runnel_broker::server::shutdown_signal;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+/// jemalloc keeps the pages of freed produce frames for the next ones, where glibc's malloc
+/// returned them to the kernel and faulted them in again (see broker/Cargo.toml).
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_) | Command::Process(_));
