@@ -82,9 +82,11 @@ impl TopicConfig {
         Ok(())
     }
 
-    fn log_config(&self) -> FileLogConfig {
+    /// The segment layout; `cache_tail` is the broker-wide `[topics] page_cache_tail_bytes`.
+    fn log_config(&self, cache_tail: Option<u64>) -> FileLogConfig {
         FileLogConfig {
             segment_bytes: self.segment_bytes,
+            cache_tail_bytes: cache_tail,
             ..FileLogConfig::default()
         }
     }
@@ -226,7 +228,7 @@ impl TopicRegistry {
                 std::fs::remove_dir_all(&path).map_err(io_err("cannot clean up", &path))?;
                 continue;
             }
-            let topic = open_topic(&path, &name, &fsync_seconds)?;
+            let topic = open_topic(&path, &name, &fsync_seconds, defaults.cache_tail())?;
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "opened topic");
             topics.insert(name, Arc::new(topic));
         }
@@ -397,7 +399,12 @@ impl TopicRegistry {
         let dir = self.root.join(name);
         std::fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &dir))?;
         sync_dir(&self.root)?;
-        let topic = Arc::new(open_topic(&dir, name, &self.fsync_seconds)?);
+        let topic = Arc::new(open_topic(
+            &dir,
+            name,
+            &self.fsync_seconds,
+            self.defaults.cache_tail(),
+        )?);
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -460,7 +467,10 @@ impl TopicRegistry {
         let mut partitions = topic.partitions.clone();
         for p in current..wanted {
             let index = i32::try_from(p).map_err(|_| TopicError::InvalidPartitions(total))?;
-            let log = FileLog::open(&topic.dir.join(p.to_string()), topic.config.log_config())?;
+            let log = FileLog::open(
+                &topic.dir.join(p.to_string()),
+                topic.config.log_config(self.defaults.cache_tail()),
+            )?;
             partitions.push(Partition::start(
                 name,
                 index,
@@ -515,7 +525,12 @@ impl TopicRegistry {
     }
 }
 
-fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic, TopicError> {
+fn open_topic(
+    dir: &Path,
+    name: &str,
+    fsync_seconds: &Histogram,
+    cache_tail: Option<u64>,
+) -> Result<Topic, TopicError> {
     let meta_path = dir.join("topic.toml");
     let text = std::fs::read_to_string(&meta_path).map_err(io_err("cannot read", &meta_path))?;
     let meta: TopicMeta = toml::from_str(&text)
@@ -523,7 +538,7 @@ fn open_topic(dir: &Path, name: &str, fsync_seconds: &Histogram) -> Result<Topic
     let id = uuid::Uuid::parse_str(&meta.id)
         .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
     let settings = meta.config.settings(meta.replicas.is_some());
-    let log_config = meta.config.log_config();
+    let log_config = meta.config.log_config(cache_tail);
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;

@@ -151,6 +151,7 @@ fn config() -> impl Strategy<Value = FileLogConfig> {
             segment_bytes,
             segment_ms,
             index_interval_bytes,
+            ..FileLogConfig::default()
         },
     )
 }
@@ -544,6 +545,7 @@ fn many_segments(dir: &Path) -> FileLogConfig {
         segment_bytes: 700,
         index_interval_bytes: 60,
         segment_ms: None,
+        ..FileLogConfig::default()
     };
     let mut log = FileLog::open(dir, config.clone()).unwrap();
     for i in 0..60 {
@@ -705,6 +707,7 @@ fn space_reserved_ahead_of_appends_never_shows() {
         segment_bytes: 700,
         index_interval_bytes: 60,
         segment_ms: None,
+        ..FileLogConfig::default()
     };
     let mut log = FileLog::open(dir.path(), config.clone()).unwrap();
     for i in 0..20 {

@@ -57,6 +57,7 @@ impl PartitionLog for ClosedLog {
         FlushPlan {
             files: Vec::new(),
             up_to: self.flushed,
+            drop_cache: Vec::new(),
         }
     }
 

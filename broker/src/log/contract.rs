@@ -50,6 +50,7 @@ fn layouts() -> Vec<FileLogConfig> {
             segment_bytes: 2 * batch_len(2) + 1,
             index_interval_bytes: 100,
             segment_ms: None,
+            cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
         },
         FileLogConfig {
             index_interval_bytes: 1,
@@ -63,6 +64,7 @@ fn one_batch_per_segment() -> FileLogConfig {
         segment_bytes: 1,
         index_interval_bytes: 1,
         segment_ms: None,
+        cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
     }
 }
 
@@ -531,4 +533,62 @@ fn file_log_passes_contract() {
         dirs.push(dir);
         log
     });
+}
+
+#[test]
+fn file_log_drops_page_cache_behind_its_fsyncs_and_still_reads_everything() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let keep = 1 << 20;
+    let config = FileLogConfig {
+        cache_tail_bytes: Some(keep),
+        ..FileLogConfig::default()
+    };
+    let mut log = FileLog::open(dir.path(), config).unwrap();
+    let one = batch_len(80);
+    let mut size = 0;
+    let mut batches = 0;
+    while size < 6 << 20 {
+        append(&mut log, 80, 0);
+        size += one;
+        batches += 1;
+    }
+    // One range, from the start to a page boundary `keep` before the end.
+    let plan = log.flush_plan();
+    let ranges: Vec<(u64, u64)> = plan.drop_cache.iter().map(|(_, f, l)| (*f, *l)).collect();
+    assert_eq!(ranges, vec![(0, (size - keep) & !4095)]);
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    // Handed out once: nothing more until another CACHE_DROP_STEP is droppable.
+    let dropped = (size - keep) & !4095;
+    append(&mut log, 80, 0);
+    size += one;
+    batches += 1;
+    assert!(log.flush_plan().drop_cache.is_empty());
+    while size < 11 << 20 {
+        append(&mut log, 80, 0);
+        size += one;
+        batches += 1;
+    }
+    let plan = log.flush_plan();
+    let ranges: Vec<(u64, u64)> = plan.drop_cache.iter().map(|(_, f, l)| (*f, *l)).collect();
+    let end = (size - keep) & !4095;
+    assert_eq!(ranges, vec![(dropped, end - dropped)]);
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    // Every batch reads back whole, in order, the dropped ranges from disk.
+    let read = log.read(0, i64::MAX, usize::MAX).unwrap();
+    let got = batches_in(&read);
+    assert_eq!(got.len(), batches);
+    assert!(got.windows(2).all(|w| w[0].1 == w[1].0));
+    // Without a tail to keep, nothing is ever dropped.
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = FileLogConfig {
+        cache_tail_bytes: None,
+        ..FileLogConfig::default()
+    };
+    let mut log = FileLog::open(dir.path(), config).unwrap();
+    for _ in 0..batches {
+        append(&mut log, 80, 0);
+    }
+    assert!(log.flush_plan().drop_cache.is_empty());
 }

@@ -178,6 +178,7 @@ impl PartitionLog for MemLog {
         FlushPlan {
             files: Vec::new(),
             up_to: self.log_end_offset(),
+            drop_cache: Vec::new(),
         }
     }
 

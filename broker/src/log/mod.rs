@@ -198,6 +198,10 @@ pub struct FlushPlan {
     /// longer: blocks reserved ahead of appends).
     pub files: Vec<(Arc<File>, u64)>,
     pub up_to: i64,
+    /// `(file, from, len)`: ranges whose page cache to drop once `files` are synced (see
+    /// `FileLogConfig::cache_tail_bytes`); each lies within data this plan or an earlier one
+    /// fsyncs.
+    pub drop_cache: Vec<(Arc<File>, u64, u64)>,
 }
 
 impl FlushPlan {
@@ -206,6 +210,15 @@ impl FlushPlan {
     pub fn sync(&self) -> std::io::Result<()> {
         for (f, len) in &self.files {
             fault::sync(f, false, *len)?;
+        }
+        for (f, from, len) in &self.drop_cache {
+            // Advice only: a refusal costs memory, never data.
+            let advised = std::num::NonZeroU64::new(*len).map(|len| {
+                rustix::fs::fadvise(&**f, *from, Some(len), rustix::fs::Advice::DontNeed)
+            });
+            if let Some(Err(e)) = advised {
+                tracing::debug!(error = %e, "dropping synced segment pages from the page cache");
+            }
         }
         Ok(())
     }

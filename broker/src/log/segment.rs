@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::common::{
@@ -35,6 +36,16 @@ pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
 /// How far ahead of the write position the active segment's blocks are reserved, at most.
 pub(crate) const PREALLOCATE_STEP: u64 = 8 << 20;
 
+/// Page cache is dropped behind the fsynced data in ranges of at least this many bytes (one
+/// `posix_fadvise` per range, not one per group-commit round).
+pub(crate) const CACHE_DROP_STEP: u64 = 4 << 20;
+
+/// Ranges dropped start and end on page boundaries.
+const CACHE_DROP_ALIGN: u64 = 4096;
+
+/// How far past a read from a dropped range the kernel is asked to read ahead.
+const PREFETCH_BYTES: u64 = 16 << 20;
+
 /// A segment's file, in-memory index and extent.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -50,6 +61,10 @@ pub(crate) struct Segment {
     index: SegmentIndex,
     dir: PathBuf,
     path: PathBuf,
+    /// The page cache of `[0, cache_dropped)` was (or is about to be) dropped after an fsync
+    /// covered it: see [`Segment::plan_cache_drop`]. Atomic because plans are taken under the
+    /// log's read side.
+    cache_dropped: AtomicU64,
 }
 
 /// What a batch-by-batch scan of a segment found.
@@ -132,6 +147,7 @@ impl Segment {
             index: SegmentIndex::new(base_offset, interval),
             dir: dir.to_owned(),
             path,
+            cache_dropped: AtomicU64::new(0),
         })
     }
 
@@ -227,6 +243,7 @@ impl Segment {
             index,
             dir: dir.to_owned(),
             path,
+            cache_dropped: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +266,39 @@ impl Segment {
 
     pub fn file(&self) -> &Arc<File> {
         &self.file
+    }
+
+    /// A read of `[start, end)` that reaches below the part whose page cache was dropped
+    /// (`plan_cache_drop`) asks the kernel to read it, and [`PREFETCH_BYTES`] beyond, ahead
+    /// (`POSIX_FADV_WILLNEED`: asynchronous readahead): a consumer catching up from disk then
+    /// finds its next fetches cached instead of waiting on the default small readahead.
+    fn prefetch_dropped(&self, start: u64, end: u64) {
+        let dropped = self.cache_dropped.load(Ordering::Relaxed);
+        if start >= dropped {
+            return;
+        }
+        let end = end.saturating_add(PREFETCH_BYTES).min(dropped);
+        if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(start)) {
+            // Advice only: refused, the read just waits for the disk.
+            let _ =
+                rustix::fs::fadvise(&*self.file, start, Some(len), rustix::fs::Advice::WillNeed);
+        }
+    }
+
+    /// The part of the file whose page cache an fsync of the whole segment may drop, keeping
+    /// the last `keep` bytes cached for readers at the tail: `(from, len)`, or `None` while
+    /// less than [`CACHE_DROP_STEP`] more became droppable since the last plan. Each range is
+    /// handed out once.
+    pub fn plan_cache_drop(&self, keep: u64) -> Option<(u64, u64)> {
+        let target = self.size.saturating_sub(keep) & !(CACHE_DROP_ALIGN - 1);
+        let from = self.cache_dropped.load(Ordering::Relaxed);
+        if target < from.saturating_add(CACHE_DROP_STEP) {
+            return None;
+        }
+        self.cache_dropped
+            .compare_exchange(from, target, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()
+            .map(|_| (from, target - from))
     }
 
     /// What the roll rule needs to know.
@@ -404,6 +454,7 @@ impl Segment {
         let want_end = start
             .saturating_add(len_u64(budget.max(first_len)))
             .min(limit);
+        self.prefetch_dropped(start, want_end);
         // Every batch before an indexed start whose base offset is below `max_offset` is
         // below it too, so the walk can begin there.
         let mut pos = match self.index.scan_start_before(want_end, max_offset) {
