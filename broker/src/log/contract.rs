@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 use super::file::{FileLog, FileLogConfig};
 use super::memory::MemLog;
-use super::{AppendInfo, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
+use super::{AppendInfo, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset};
 use crate::codec::batch;
 use crate::codec::builder::{encode_batch, ProducerInfo, Record};
 
@@ -50,7 +50,7 @@ fn layouts() -> Vec<FileLogConfig> {
             segment_bytes: 2 * batch_len(2) + 1,
             index_interval_bytes: 100,
             segment_ms: None,
-            cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
+            ..FileLogConfig::default()
         },
         FileLogConfig {
             index_interval_bytes: 1,
@@ -64,7 +64,7 @@ fn one_batch_per_segment() -> FileLogConfig {
         segment_bytes: 1,
         index_interval_bytes: 1,
         segment_ms: None,
-        cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
+        ..FileLogConfig::default()
     }
 }
 
@@ -535,6 +535,11 @@ fn file_log_passes_contract() {
     });
 }
 
+/// `(from, len)` of each range a flush plan drops from the page cache.
+fn drop_ranges(plan: &FlushPlan) -> Vec<(u64, u64)> {
+    plan.drop_cache.iter().map(|(_, f, l)| (*f, *l)).collect()
+}
+
 #[test]
 fn file_log_drops_page_cache_behind_its_fsyncs_and_still_reads_everything() {
     let dir = tempfile::TempDir::new().unwrap();
@@ -554,8 +559,7 @@ fn file_log_drops_page_cache_behind_its_fsyncs_and_still_reads_everything() {
     }
     // One range, from the start to a page boundary `keep` before the end.
     let plan = log.flush_plan();
-    let ranges: Vec<(u64, u64)> = plan.drop_cache.iter().map(|(_, f, l)| (*f, *l)).collect();
-    assert_eq!(ranges, vec![(0, (size - keep) & !4095)]);
+    assert_eq!(drop_ranges(&plan), vec![(0, (size - keep) & !4095)]);
     plan.sync().unwrap();
     log.mark_flushed(plan.up_to);
     // Handed out once: nothing more until another CACHE_DROP_STEP is droppable.
@@ -570,9 +574,8 @@ fn file_log_drops_page_cache_behind_its_fsyncs_and_still_reads_everything() {
         batches += 1;
     }
     let plan = log.flush_plan();
-    let ranges: Vec<(u64, u64)> = plan.drop_cache.iter().map(|(_, f, l)| (*f, *l)).collect();
     let end = (size - keep) & !4095;
-    assert_eq!(ranges, vec![(dropped, end - dropped)]);
+    assert_eq!(drop_ranges(&plan), vec![(dropped, end - dropped)]);
     plan.sync().unwrap();
     log.mark_flushed(plan.up_to);
     // Every batch reads back whole, in order, the dropped ranges from disk.

@@ -831,6 +831,7 @@ mod tests {
             );
         }
     }
+
     #[tokio::test]
     async fn a_stopped_group_answers_its_waiters_and_takes_no_more_input() {
         let (net, _hosts) = cluster();

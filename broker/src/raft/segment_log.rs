@@ -1158,7 +1158,7 @@ mod tests {
             segment_bytes: 400,
             index_interval_bytes: 100,
             segment_ms: None,
-            cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
+            ..FileLogConfig::default()
         }
     }
 
@@ -1233,7 +1233,7 @@ mod tests {
             segment_bytes: 1,
             index_interval_bytes: 1,
             segment_ms: None,
-            cache_tail_bytes: Some(crate::log::file::DEFAULT_CACHE_TAIL_BYTES),
+            ..FileLogConfig::default()
         }
     }
 
