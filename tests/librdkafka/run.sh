@@ -160,12 +160,27 @@ for t in "${selected[@]}"; do
         failed_list+=("$t")
         why="$(grep -m1 -E "TEST FAILURE|FAIL:|Test assertion failed|### Test .* failed|ASSERT|Assertion|TIMEOUT|timed out" "$log" | cut -c1-300)"
         [[ $rc -eq 124 || ( $rc -eq 137 && $dt -ge $limit ) ]] && why="killed after ${limit}s${why:+; $why}"
-        echo "FAIL $t (${dt}s, rc=$rc): ${why:-see $log}"
+        echo "FAIL $t (${dt}s, rc=$rc): ${why:-see $log; it ends: $(tail -n1 "$log" | cut -c1-200)}"
     fi
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
         echo "!! broker is not running after $t (see $RESULTS_DIR/broker-$restarts.log)" >&2
     fi
 done
+
+# When something failed, say what state the machine and the broker were in, here, next to the
+# summary (a CI log is often read from its end): free disk and memory, the broker's size, and
+# the broker's own warnings and errors.
+if [[ ${#failed_list[@]} -gt 0 ]]; then
+    echo "--- at the end: disk $(df -h --output=avail,pcent "$WORK" | tail -1 | xargs) free under $WORK;" \
+        "memory $(free -m | awk '/^Mem:/{print $7}') MiB available"
+    if [[ -n "$BROKER_PID" ]] && [[ -r "/proc/$BROKER_PID/status" ]]; then
+        echo "--- broker pid $BROKER_PID: $(grep -E '^(VmRSS|Threads)' "/proc/$BROKER_PID/status" | xargs)," \
+            "$(ls "/proc/$BROKER_PID/fd" 2>/dev/null | wc -l) open fds, data $(du -sh "$WORK" 2>/dev/null | cut -f1)"
+    fi
+    blog="$RESULTS_DIR/broker-$restarts.log"
+    echo "--- $blog: $(grep -c ' ERROR ' "$blog") ERROR and $(grep -c ' WARN ' "$blog") WARN lines; the last ones:"
+    grep -E ' (ERROR|WARN) ' "$blog" | tail -8 | cut -c1-300
+fi
 stop_broker
 
 [[ ${#failed_list[@]} -gt 0 ]] && echo "failed: ${failed_list[*]} (logs in $RESULTS_DIR)"
