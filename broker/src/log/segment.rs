@@ -33,8 +33,23 @@ pub(crate) fn segment_path(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
 }
 
+/// Where a reservation covering `end` stops: the next multiple of a step about as large as
+/// `end` itself (a power of two from [`MIN_PREALLOCATE_STEP`] to [`PREALLOCATE_STEP`]).
+fn preallocation_target(end: u64) -> u64 {
+    let step = end
+        .checked_next_power_of_two()
+        .unwrap_or(PREALLOCATE_STEP)
+        .clamp(MIN_PREALLOCATE_STEP, PREALLOCATE_STEP);
+    end.div_ceil(step).saturating_mul(step)
+}
+
 /// How far ahead of the write position the active segment's blocks are reserved, at most.
 pub(crate) const PREALLOCATE_STEP: u64 = 8 << 20;
+
+/// The smallest reservation: a segment reserves about as much again as it already holds,
+/// between this and [`PREALLOCATE_STEP`], so a partition that receives little keeps little
+/// reserved (a thousand idle partitions at the full step would hold 8 GB of zeros).
+pub(crate) const MIN_PREALLOCATE_STEP: u64 = 64 << 10;
 
 /// Page cache is dropped behind the fsynced data in ranges of at least this many bytes (one
 /// `posix_fadvise` per range, not one per group-commit round).
@@ -348,16 +363,14 @@ impl Segment {
     /// sets the length). Appending into reserved blocks spares each group-commit fsync a block
     /// allocation and a length change in the file system's journal: on this project's test VM
     /// (ext4) fdatasync after a 1 KiB append fell from p50 0.22 / p99 1.2–2.3 ms to
-    /// 0.16 / 0.42 ms (BENCHMARKS.md). Best effort: a file system that cannot do it is
-    /// appended to as before.
+    /// 0.16 / 0.42 ms (BENCHMARKS.md). The step doubles with the data (see
+    /// [`MIN_PREALLOCATE_STEP`]), so a busy segment soon reserves in full steps and an idle
+    /// one stays small. Best effort: a file system that cannot do it is appended to as before.
     fn preallocate_for(&mut self, end: u64, limit: u64) {
         if !self.preallocate || end <= self.allocated {
             return;
         }
-        let target = end
-            .div_ceil(PREALLOCATE_STEP)
-            .saturating_mul(PREALLOCATE_STEP)
-            .min(limit.max(end));
+        let target = preallocation_target(end).min(limit.max(end));
         let len = target.saturating_sub(self.allocated);
         match rustix::fs::fallocate(
             &*self.file,
@@ -841,5 +854,30 @@ mod tests {
         let written = fs::read(dir.path().join("v")).unwrap();
         assert_eq!(&written[..3], &[0, 0, 0]);
         assert_eq!(&written[3..], &pieces.concat()[..]);
+    }
+
+    /// A small segment reserves little, a growing one about its own size again, a large one
+    /// whole steps; a reservation always covers the write it is made for.
+    #[test]
+    fn reservations_grow_with_the_segment() {
+        assert_eq!(preallocation_target(1), MIN_PREALLOCATE_STEP);
+        assert_eq!(
+            preallocation_target(MIN_PREALLOCATE_STEP),
+            MIN_PREALLOCATE_STEP
+        );
+        assert_eq!(preallocation_target(100 << 10), 128 << 10);
+        assert_eq!(preallocation_target((128 << 10) + 1), 256 << 10);
+        assert_eq!(preallocation_target((5 << 20) + 1), 8 << 20);
+        assert_eq!(preallocation_target((8 << 20) + 1), 16 << 20);
+        assert_eq!(preallocation_target((40 << 20) + 1), 48 << 20);
+        for end in [0, 1, 4095, 65_537, 3 << 20, (1 << 30) + 7, u64::MAX / 2] {
+            let target = preallocation_target(end);
+            assert!(target >= end, "{end} -> {target}");
+            assert!(
+                target - end <= end.max(MIN_PREALLOCATE_STEP),
+                "{end} -> {target}"
+            );
+            assert!(target - end <= PREALLOCATE_STEP, "{end} -> {target}");
+        }
     }
 }
