@@ -1,5 +1,6 @@
 //! The `runnel` binary: parse the command line, load config, start tracing, run.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,12 +19,18 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, Command::Serve(_) | Command::Process(_));
     // The broker logs at info to stdout as before; client commands keep stdout for their
     // output and log only warnings, to stderr.
-    let (default_filter, writer) = if serving {
-        ("info", BoxMakeWriter::new(std::io::stdout))
+    let (default_filter, writer, terminal) = if serving {
+        let terminal = std::io::stdout().is_terminal();
+        ("info", BoxMakeWriter::new(std::io::stdout), terminal)
     } else {
-        ("warn", BoxMakeWriter::new(std::io::stderr))
+        let terminal = std::io::stderr().is_terminal();
+        ("warn", BoxMakeWriter::new(std::io::stderr), terminal)
     };
+    // Colours only on a terminal (and never with NO_COLOR set): a log redirected to a file
+    // or a pipe stays plain text that grep finds `ERROR` in.
+    let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

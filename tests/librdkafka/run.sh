@@ -87,7 +87,7 @@ start_broker() {
         port="$(free_port)"
         data="$WORK/data-$n"
         mkdir -p "$data"
-        RUST_LOG="${RUST_LOG:-info}" "$RUNNEL_BIN" serve --data-dir "$data" --kafka-addr "127.0.0.1:$port" $RUNNEL_ARGS \
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$RUNNEL_BIN" serve --data-dir "$data" --kafka-addr "127.0.0.1:$port" $RUNNEL_ARGS \
             >"$RESULTS_DIR/broker-$n.log" 2>&1 &
         BROKER_PID=$!
         BOOTSTRAP="127.0.0.1:$port"
