@@ -595,3 +595,88 @@ fn file_log_drops_page_cache_behind_its_fsyncs_and_still_reads_everything() {
     }
     assert!(log.flush_plan().drop_cache.is_empty());
 }
+
+/// Whether files in `dir` can be read with `O_DIRECT` (most local file systems; not all).
+fn direct_io_works(dir: &std::path::Path) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    let path = dir.join("probe");
+    std::fs::write(&path, vec![1u8; 4096]).unwrap();
+    rustix::fs::open(&path, OFlags::RDONLY | OFlags::DIRECT, Mode::empty()).is_ok()
+}
+
+/// Read the whole log as a consumer does, `budget` bytes per Fetch: the bytes and whether any
+/// came from memory (`O_DIRECT`) rather than a file slice.
+fn consume_all(log: &FileLog, budget: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut direct = false;
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read_batches(offset, i64::MAX, budget).unwrap();
+        direct |= read
+            .pieces()
+            .iter()
+            .any(|p| matches!(p, super::Piece::Bytes(_)));
+        let bytes = read.to_bytes().unwrap();
+        offset = batches_in(&bytes).last().unwrap().1;
+        out.extend_from_slice(&bytes);
+    }
+    (out, direct)
+}
+
+#[test]
+fn file_log_reads_below_the_dropped_mark_without_the_page_cache_and_forgets_a_cut_tail() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = FileLogConfig {
+        cache_tail_bytes: Some(0),
+        ..FileLogConfig::default()
+    };
+    let mut log = FileLog::open(dir.path(), config).unwrap();
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let mut size = 0;
+    while size < 9 << 20 {
+        append(&mut log, 80, 0);
+        size += batch_len(80);
+    }
+    let plan = log.flush_plan();
+    assert!(!plan.drop_cache.is_empty());
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    let on_disk =
+        |len: u64| std::fs::read(&segment).unwrap()[..usize::try_from(len).unwrap()].to_vec();
+    // Fetches of several sizes, each crossing chunk boundaries somewhere: same bytes as the file.
+    for budget in [1 << 20, 300_000, 5 << 20] {
+        let (bytes, direct) = consume_all(&log, budget);
+        assert_eq!(bytes, on_disk(size), "budget {budget}");
+        assert_eq!(direct, direct_io_works(dir.path()), "budget {budget}");
+    }
+    // Cut below the dropped mark (as Raft does to an uncommitted tail), write other batches
+    // there, and read again: nothing cached from before the cut comes back.
+    let (bytes, _) = consume_all(&log, 1 << 20);
+    let written = batches_in(&bytes);
+    let cut = written[written.len() / 3].0;
+    let cut_at = u64::try_from(written.len() / 3).unwrap() * batch_len(80);
+    // A consumer just read there, so the chunk holding the cut is cached.
+    log.read_batches(cut, i64::MAX, 1000).unwrap();
+    log.truncate_to(cut).unwrap();
+    let mut rewritten = 0;
+    while rewritten < 6 << 20 {
+        append(&mut log, 3, 7);
+        rewritten += batch_len(3);
+    }
+    let plan = log.flush_plan();
+    assert!(
+        !plan.drop_cache.is_empty(),
+        "the rewritten range is dropped again"
+    );
+    plan.sync().unwrap();
+    log.mark_flushed(plan.up_to);
+    let end = std::fs::metadata(&segment).unwrap().len();
+    let after_cut = log.read_batches(cut, i64::MAX, 1 << 20).unwrap();
+    let after_cut = after_cut.to_bytes().unwrap();
+    let from = usize::try_from(cut_at).unwrap();
+    assert_eq!(after_cut, on_disk(end)[from..from + after_cut.len()]);
+    let (bytes, _) = consume_all(&log, 1 << 20);
+    let tail = batches_in(&bytes);
+    assert_eq!(tail.last().unwrap().1, log.log_end_offset());
+    assert_eq!(bytes, on_disk(u64::try_from(bytes.len()).unwrap().min(end)));
+}

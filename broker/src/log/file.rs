@@ -29,7 +29,7 @@ use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
 };
 use super::{
-    AppendInfo, Batches, FlushPlan, LogError, PartitionLog, Piece, RetentionPolicy, TimestampOffset,
+    AppendInfo, Batches, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset,
 };
 
 /// How a [`FileLog`] lays out segments. Also used by [`super::memory::MemLog`] so that both roll
@@ -211,17 +211,17 @@ impl PartitionLog for FileLog {
             return Ok(out);
         };
         let (start, header) = first.locate(offset)?;
-        let (slice, mut reached_end) =
+        let (pieces, mut reached_end) =
             first.slice(start, header.total_len(), max_bytes, max_offset)?;
-        out.push(Piece::File(slice));
+        pieces.into_iter().for_each(|p| out.push(p));
         for segment in segments {
             let budget = max_bytes.saturating_sub(out.len());
             if !reached_end || budget == 0 || segment.base_offset() >= max_offset {
                 break;
             }
-            let (slice, end) = segment.slice(0, 0, budget, max_offset)?;
+            let (pieces, end) = segment.slice(0, 0, budget, max_offset)?;
             reached_end = end;
-            out.push(Piece::File(slice));
+            pieces.into_iter().for_each(|p| out.push(p));
         }
         Ok(out)
     }

@@ -15,6 +15,7 @@ mod closed;
 mod common;
 #[cfg(test)]
 mod contract;
+mod direct;
 pub(crate) mod fault;
 pub mod file;
 pub use closed::ClosedLog;

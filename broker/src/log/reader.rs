@@ -1,14 +1,15 @@
-//! Buffered, positional, batch-by-batch reading of a segment file (needs only `&File`).
+//! Buffered, positional, batch-by-batch reading of a segment file (needs only `&File`, and
+//! the segment's `O_DIRECT` reader where the page cache was dropped).
 //!
 //! Reads go through `read_exact_at` in chunks, so scanning many small batches costs few system
 //! calls and skipping a large batch costs none. The reader never trusts a length field further
 //! than the end it was given: a batch that would run past it is reported as [`Peek::Bad`].
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::common::{io_context, len_u64, parse_header_prefix, to_usize};
+use super::direct::SegmentBytes;
 use super::LogError;
 use crate::codec::batch::{BatchHeader, HEADER_LEN};
 
@@ -31,7 +32,7 @@ pub(crate) enum Peek {
 
 /// Walks the batches of one segment file between two positions.
 pub(crate) struct BatchReader<'f> {
-    file: &'f File,
+    source: SegmentBytes<'f>,
     path: &'f Path,
     end: u64,
     position: u64,
@@ -44,8 +45,13 @@ pub(crate) struct BatchReader<'f> {
 impl<'f> BatchReader<'f> {
     /// A reader over `[start, end)` of `file` (named `path` in errors).
     pub fn new(file: &'f File, path: &'f Path, start: u64, end: u64) -> Self {
+        Self::over(SegmentBytes::file(file), path, start, end)
+    }
+
+    /// A reader over `[start, end)` of `source`.
+    pub fn over(source: SegmentBytes<'f>, path: &'f Path, start: u64, end: u64) -> Self {
         Self {
-            file,
+            source,
             path,
             end,
             position: start,
@@ -135,7 +141,7 @@ impl<'f> BatchReader<'f> {
             .min(self.end.saturating_sub(self.position));
         self.buf.resize(to_usize(want)?, 0);
         self.buf_start = self.position;
-        let read = self.file.read_exact_at(&mut self.buf, self.position);
+        let read = self.source.read_exact_at(&mut self.buf, self.position);
         if read.is_err() {
             // Never leave unread zeroes looking like buffered data.
             self.buf.clear();

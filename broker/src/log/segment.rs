@@ -16,9 +16,10 @@ use std::sync::Arc;
 use super::common::{
     io_context, len_u64, next_offset, parse_header_prefix, to_usize, ActiveSegment, PreparedAppend,
 };
+use super::direct::{DirectReader, SegmentBytes};
 use super::index::SegmentIndex;
 use super::reader::{BatchReader, Peek};
-use super::{FileSlice, LogError, TimestampOffset};
+use super::{FileSlice, LogError, Piece, TimestampOffset};
 use crate::codec::batch::{self, BatchHeader, HEADER_LEN};
 
 /// Extension of segment data files.
@@ -80,6 +81,8 @@ pub(crate) struct Segment {
     /// covered it: see [`Segment::plan_cache_drop`]. Atomic because plans are taken under the
     /// log's read side.
     cache_dropped: AtomicU64,
+    /// Reads below `cache_dropped` (a consumer catching up) bypass the page cache.
+    direct: Arc<DirectReader>,
 }
 
 /// What a batch-by-batch scan of a segment found.
@@ -152,13 +155,15 @@ impl Segment {
             .truncate(true)
             .open(&path)
             .map_err(io_context(format!("creating {}", path.display())))?;
+        let file = Arc::new(file);
         Ok(Self {
             base_offset,
             next_offset: base_offset,
             size: 0,
             allocated: 0,
             preallocate: true,
-            file: Arc::new(file),
+            direct: Arc::new(DirectReader::new(Arc::clone(&file))),
+            file,
             index: SegmentIndex::new(base_offset, interval),
             dir: dir.to_owned(),
             path,
@@ -248,13 +253,15 @@ impl Segment {
         size: u64,
         index: SegmentIndex,
     ) -> Self {
+        let file = Arc::new(file);
         Self {
             base_offset,
             next_offset,
             size,
             allocated: size,
             preallocate: true,
-            file: Arc::new(file),
+            direct: Arc::new(DirectReader::new(Arc::clone(&file))),
+            file,
             index,
             dir: dir.to_owned(),
             path,
@@ -281,6 +288,16 @@ impl Segment {
 
     pub fn file(&self) -> &Arc<File> {
         &self.file
+    }
+
+    /// Where reads of this segment's bytes go: below the dropped mark, to the `O_DIRECT`
+    /// reader (which falls back to the file where it cannot serve them).
+    fn bytes(&self) -> SegmentBytes<'_> {
+        let dropped = self.cache_dropped.load(Ordering::Relaxed);
+        SegmentBytes {
+            file: &self.file,
+            direct: (dropped > 0).then_some((&self.direct, dropped)),
+        }
     }
 
     /// A read of `[start, end)` that reaches below the part whose page cache was dropped
@@ -419,7 +436,7 @@ impl Segment {
     /// Position and header of the batch holding `offset` (which must be in this segment).
     pub fn locate(&self, offset: i64) -> Result<(u64, BatchHeader), LogError> {
         let start = self.index.scan_start(offset);
-        let mut reader = BatchReader::new(&self.file, &self.path, start.position, self.size);
+        let mut reader = BatchReader::over(self.bytes(), &self.path, start.position, self.size);
         let mut expected = start.offset;
         loop {
             let header = match reader.peek()? {
@@ -451,14 +468,15 @@ impl Segment {
     /// always; then as many as fit in `budget` bytes, each with a base offset below
     /// `max_offset`), found without reading them: the offset index gives a batch start near
     /// the byte budget's end, and only the batch headers from there on are read. Returns the
-    /// slice and whether it reaches the end of the segment.
+    /// pieces (a file slice; below the dropped mark, bytes read with `O_DIRECT`) and whether
+    /// they reach the end of the segment.
     pub fn slice(
         &self,
         start: u64,
         first_len: usize,
         budget: usize,
         max_offset: i64,
-    ) -> Result<(FileSlice, bool), LogError> {
+    ) -> Result<(Vec<Piece>, bool), LogError> {
         let limit = self
             .index
             .position_bound(max_offset)
@@ -467,7 +485,13 @@ impl Segment {
         let want_end = start
             .saturating_add(len_u64(budget.max(first_len)))
             .min(limit);
-        self.prefetch_dropped(start, want_end);
+        let source = self.bytes();
+        let direct = source
+            .direct
+            .is_some_and(|(d, dropped)| start < dropped && d.available());
+        if !direct {
+            self.prefetch_dropped(start, want_end);
+        }
         // Every batch before an indexed start whose base offset is below `max_offset` is
         // below it too, so the walk can begin there.
         let mut pos = match self.index.scan_start_before(want_end, max_offset) {
@@ -477,7 +501,7 @@ impl Segment {
         let mut window = HeaderWindow::default();
         while pos.saturating_add(len_u64(HEADER_LEN)) <= want_end {
             let raw = window
-                .header_at(&self.file, pos, want_end)
+                .header_at(source, pos, want_end)
                 .map_err(io_context(format!(
                     "reading {} at {pos}",
                     self.path.display()
@@ -489,12 +513,24 @@ impl Segment {
             }
             pos = end;
         }
+        let reached_end = pos == self.size;
+        if let Some((reader, dropped)) = source.direct.filter(|_| direct) {
+            let read = reader
+                .slices(start, pos, dropped)
+                .map_err(io_context(format!(
+                    "reading {} at {start} (O_DIRECT)",
+                    self.path.display()
+                )))?;
+            if let Some(slices) = read {
+                return Ok((slices.into_iter().map(Piece::Bytes).collect(), reached_end));
+            }
+        }
         let slice = FileSlice {
             file: Arc::clone(&self.file),
             position: start,
             len: to_usize(pos.saturating_sub(start))?,
         };
-        Ok((slice, pos == self.size))
+        Ok((vec![Piece::File(slice)], reached_end))
     }
 
     /// The first batch whose max timestamp is >= `timestamp`, if this segment has one.
@@ -522,6 +558,10 @@ impl Segment {
     /// Cut the segment at `position` (a batch boundary), fsync, and rebuild its index.
     pub fn truncate(&mut self, position: u64) -> Result<(), LogError> {
         let context = format!("truncating {} to {position}", self.path.display());
+        // What lies past the cut will be written again: it is neither dropped nor cached.
+        self.cache_dropped
+            .fetch_min(position & !(CACHE_DROP_ALIGN - 1), Ordering::Relaxed);
+        self.direct.forget_from(position);
         self.file
             .set_len(position)
             .map_err(io_context(context.clone()))?;
@@ -600,7 +640,7 @@ impl HeaderWindow {
 
     /// The [`HEADER_LEN`] bytes at `pos` (`pos + HEADER_LEN <= end`), reading from `pos` up to
     /// `end` (at most [`Self::SPAN`]) when the window does not hold them.
-    fn header_at(&mut self, file: &File, pos: u64, end: u64) -> io::Result<&[u8]> {
+    fn header_at(&mut self, source: SegmentBytes<'_>, pos: u64, end: u64) -> io::Result<&[u8]> {
         let held = pos >= self.at
             && pos.saturating_add(len_u64(HEADER_LEN))
                 <= self.at.saturating_add(len_u64(self.bytes.len()));
@@ -609,7 +649,17 @@ impl HeaderWindow {
             self.at = pos;
             let want = end.saturating_sub(pos).min(Self::SPAN);
             let want = usize::try_from(want).unwrap_or(HEADER_LEN).max(HEADER_LEN);
-            pread_append(file, &mut self.bytes, want, pos)?;
+            match source.direct {
+                None => pread_append(source.file, &mut self.bytes, want, pos)?,
+                Some(_) => {
+                    self.bytes.resize(want, 0);
+                    let read = source.read_exact_at(&mut self.bytes, pos);
+                    if read.is_err() {
+                        self.bytes.clear();
+                    }
+                    read?;
+                }
+            }
         }
         let from = usize::try_from(pos.saturating_sub(self.at)).unwrap_or(usize::MAX);
         self.bytes
