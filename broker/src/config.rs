@@ -245,6 +245,11 @@ pub struct TopicDefaults {
     /// catching up reads from disk, with readahead. Writes then reuse the memory just released
     /// instead of taking fresh pages, which halved the broker's produce CPU in BENCHMARKS.md.
     pub page_cache_tail_bytes: i64,
+    /// Memory (broker-wide) for reading what was dropped from the page cache with `O_DIRECT`:
+    /// a consumer catching up then costs the broker no page-cache pages (BENCHMARKS.md). 0 =
+    /// read it through the page cache; otherwise at least 4 MiB (one partition's 2 MiB chunk
+    /// and the one read ahead). When it is full, the partition read longest ago gives way.
+    pub direct_read_buffer_bytes: u64,
 }
 
 impl TopicDefaults {
@@ -287,6 +292,7 @@ impl Default for TopicDefaults {
             flush_ms: 0,
             page_cache_tail_bytes: i64::try_from(crate::log::file::DEFAULT_CACHE_TAIL_BYTES)
                 .unwrap_or(i64::MAX),
+            direct_read_buffer_bytes: crate::log::file::DEFAULT_DIRECT_READ_BYTES,
         }
     }
 }
@@ -345,6 +351,13 @@ impl Config {
             return invalid(
                 "topics.page_cache_tail_bytes",
                 "must be -1 (never drop) or a number of bytes",
+            );
+        }
+        let direct = self.topics.direct_read_buffer_bytes;
+        if direct != 0 && direct < crate::log::DirectReads::MIN_BYTES {
+            return invalid(
+                "topics.direct_read_buffer_bytes",
+                "must be 0 (read through the page cache) or at least 4194304 (4 MiB)",
             );
         }
         if self.topics.segment_bytes < 1024 {
@@ -445,6 +458,12 @@ mod tests {
         let mut c = Config::default();
         c.topics.default_partitions = 0;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.topics.direct_read_buffer_bytes = 1 << 20;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("direct_read_buffer_bytes"), "{err}");
+        c.topics.direct_read_buffer_bytes = 0;
+        c.validate().expect("0 turns O_DIRECT reads off");
     }
 
     /// The commented-out `[[processor.pipelines]]` block of the example, uncommented, is the

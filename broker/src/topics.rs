@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TopicDefaults;
 use crate::log::file::{FileLog, FileLogConfig};
+use crate::log::DirectReads;
 use crate::log::{LogError, RetentionPolicy};
 use crate::partition::{Partition, PartitionSettings};
 
@@ -82,11 +83,12 @@ impl TopicConfig {
         Ok(())
     }
 
-    /// The segment layout; `cache_tail` is the broker-wide `[topics] page_cache_tail_bytes`.
-    fn log_config(&self, cache_tail: Option<u64>) -> FileLogConfig {
+    /// The segment layout, with the broker-wide memory settings.
+    fn log_config(&self, memory: &LogMemory) -> FileLogConfig {
         FileLogConfig {
             segment_bytes: self.segment_bytes,
-            cache_tail_bytes: cache_tail,
+            cache_tail_bytes: memory.cache_tail,
+            direct_reads: memory.direct_reads.clone(),
             ..FileLogConfig::default()
         }
     }
@@ -201,6 +203,8 @@ impl Topic {
 pub struct TopicRegistry {
     root: PathBuf,
     defaults: TopicDefaults,
+    /// What every partition's log does with memory (one `O_DIRECT` budget for all).
+    memory: LogMemory,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises create and delete so two requests cannot race on one name; holds whether
     /// the registry was closed ([`TopicRegistry::close`]), after which both are refused.
@@ -219,6 +223,10 @@ impl TopicRegistry {
     ) -> Result<Self, TopicError> {
         let root = data_dir.join("topics");
         std::fs::create_dir_all(&root).map_err(io_err("cannot create", &root))?;
+        let memory = LogMemory {
+            cache_tail: defaults.cache_tail(),
+            direct_reads: DirectReads::with_budget(defaults.direct_read_buffer_bytes),
+        };
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&root).map_err(io_err("cannot list", &root))? {
             let entry = entry.map_err(io_err("cannot list", &root))?;
@@ -228,13 +236,14 @@ impl TopicRegistry {
                 std::fs::remove_dir_all(&path).map_err(io_err("cannot clean up", &path))?;
                 continue;
             }
-            let topic = open_topic(&path, &name, &fsync_seconds, defaults.cache_tail())?;
+            let topic = open_topic(&path, &name, &fsync_seconds, &memory)?;
             tracing::info!(topic = %name, partitions = topic.partitions.len(), "opened topic");
             topics.insert(name, Arc::new(topic));
         }
         Ok(Self {
             root,
             defaults,
+            memory,
             topics: RwLock::new(topics),
             admin: Mutex::new(false),
             fsync_seconds,
@@ -399,12 +408,7 @@ impl TopicRegistry {
         let dir = self.root.join(name);
         std::fs::rename(&tmp, &dir).map_err(io_err("cannot rename into place", &dir))?;
         sync_dir(&self.root)?;
-        let topic = Arc::new(open_topic(
-            &dir,
-            name,
-            &self.fsync_seconds,
-            self.defaults.cache_tail(),
-        )?);
+        let topic = Arc::new(open_topic(&dir, name, &self.fsync_seconds, &self.memory)?);
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -469,7 +473,7 @@ impl TopicRegistry {
             let index = i32::try_from(p).map_err(|_| TopicError::InvalidPartitions(total))?;
             let log = FileLog::open(
                 &topic.dir.join(p.to_string()),
-                topic.config.log_config(self.defaults.cache_tail()),
+                topic.config.log_config(&self.memory),
             )?;
             partitions.push(Partition::start(
                 name,
@@ -525,11 +529,19 @@ impl TopicRegistry {
     }
 }
 
+/// The broker-wide memory settings of every partition's log (`[topics]
+/// page_cache_tail_bytes` and `direct_read_buffer_bytes`).
+#[derive(Debug)]
+struct LogMemory {
+    cache_tail: Option<u64>,
+    direct_reads: DirectReads,
+}
+
 fn open_topic(
     dir: &Path,
     name: &str,
     fsync_seconds: &Histogram,
-    cache_tail: Option<u64>,
+    memory: &LogMemory,
 ) -> Result<Topic, TopicError> {
     let meta_path = dir.join("topic.toml");
     let text = std::fs::read_to_string(&meta_path).map_err(io_err("cannot read", &meta_path))?;
@@ -538,7 +550,7 @@ fn open_topic(
     let id = uuid::Uuid::parse_str(&meta.id)
         .map_err(|e| TopicError::Storage(format!("bad topic id: {e}")))?;
     let settings = meta.config.settings(meta.replicas.is_some());
-    let log_config = meta.config.log_config(cache_tail);
+    let log_config = meta.config.log_config(memory);
     let partitions = (0..meta.partitions)
         .map(|p| {
             let log = FileLog::open(&dir.join(p.to_string()), log_config.clone())?;

@@ -20,7 +20,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 
@@ -39,11 +40,153 @@ const MAX_CHUNKS: usize = 2;
 /// Longest a reader waits for a read-ahead of the chunk it wants before reading it itself.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Memory for `O_DIRECT` reads, shared by every segment it is given to (one per broker): a
+/// chunk is cached only while the chunks cached stay within the budget; when a new one does
+/// not fit, the chunks of the reader used longest ago are dropped first, and if it still does
+/// not fit the read goes through the page cache. Off: every read goes through the page cache.
+#[derive(Clone, Debug)]
+pub struct DirectReads(Option<Arc<Budget>>);
+
+impl DirectReads {
+    /// Least budget that lets one reader work: the chunk it reads and the one read ahead.
+    pub const MIN_BYTES: u64 = 2 * CHUNK;
+
+    /// A budget of `bytes` (below [`Self::MIN_BYTES`]: off).
+    pub fn with_budget(bytes: u64) -> Self {
+        Self((bytes >= Self::MIN_BYTES).then(|| {
+            Arc::new(Budget {
+                cap: bytes,
+                used: AtomicU64::new(0),
+                tick: AtomicU64::new(0),
+                readers: Mutex::new(Vec::new()),
+            })
+        }))
+    }
+
+    /// Every read through the page cache.
+    pub fn off() -> Self {
+        Self(None)
+    }
+
+    /// Bytes of chunks cached now.
+    pub fn used(&self) -> u64 {
+        self.0
+            .as_ref()
+            .map_or(0, |b| b.used.load(Ordering::Relaxed))
+    }
+
+    /// A reader of `source` drawing on this budget (`None` when off).
+    pub(crate) fn reader(&self, source: Arc<File>) -> Option<Arc<DirectReader>> {
+        let budget = self.0.as_ref()?;
+        let reader = Arc::new(DirectReader {
+            source,
+            budget: Arc::clone(budget),
+            direct: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            loaded: Condvar::new(),
+        });
+        let mut readers = lock(&budget.readers);
+        readers.retain(|r| r.strong_count() > 0);
+        readers.push(Arc::downgrade(&reader));
+        Some(reader)
+    }
+}
+
+/// Two handles are equal when they share one budget (or are both off).
+impl PartialEq for DirectReads {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for DirectReads {}
+
+#[derive(Debug)]
+struct Budget {
+    cap: u64,
+    /// Bytes of the chunks alive (cached, or held by a read in progress).
+    used: AtomicU64,
+    /// Use counter: which reader was used longest ago.
+    tick: AtomicU64,
+    /// Every reader drawing on the budget (dead ones pruned as readers come).
+    readers: Mutex<Vec<Weak<DirectReader>>>,
+}
+
+impl Budget {
+    /// Reserve `bytes`, dropping the chunks of the readers used longest ago until they fit.
+    /// Never called with a reader's state locked (eviction locks readers' states).
+    fn take(self: &Arc<Self>, bytes: u64) -> Option<Arc<Charge>> {
+        loop {
+            let reserved = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    used.checked_add(bytes).filter(|&n| n <= self.cap)
+                })
+                .is_ok();
+            if reserved {
+                return Some(Arc::new(Charge {
+                    budget: Arc::clone(self),
+                    bytes,
+                }));
+            }
+            if !self.evict_least_recent() {
+                return None;
+            }
+        }
+    }
+
+    /// Drop the chunks of the reader used longest ago that has any; false when none has.
+    fn evict_least_recent(&self) -> bool {
+        let readers: Vec<Arc<DirectReader>> = {
+            let mut readers = lock(&self.readers);
+            readers.retain(|r| r.strong_count() > 0);
+            readers.iter().filter_map(Weak::upgrade).collect()
+        };
+        let victim = readers
+            .iter()
+            .filter_map(|r| {
+                let state = r.lock();
+                (!state.chunks.is_empty()).then_some((state.last_used, r))
+            })
+            .min_by_key(|(used, _)| *used);
+        match victim {
+            Some((_, reader)) => {
+                reader.lock().chunks.clear();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Bytes counted against a [`Budget`] while a chunk is alive.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves only a cache behind: keep using it.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The `O_DIRECT` side of one segment file.
 #[derive(Debug)]
 pub(crate) struct DirectReader {
     /// The segment's own (buffered) file, reopened with `O_DIRECT` on first use.
     source: Arc<File>,
+    budget: Arc<Budget>,
     direct: OnceLock<Option<File>>,
     state: Mutex<State>,
     /// Signalled when a read-ahead ends.
@@ -60,6 +203,8 @@ struct State {
     generation: u64,
     /// `O_DIRECT` was refused: the caller reads through the page cache.
     refused: bool,
+    /// The budget's use counter when this reader was last asked for a chunk.
+    last_used: u64,
 }
 
 /// Bytes `[start, start + bytes.len())` of the file.
@@ -67,6 +212,8 @@ struct State {
 struct Chunk {
     start: u64,
     bytes: Bytes,
+    /// Released when the last copy of the chunk is dropped.
+    _charge: Arc<Charge>,
 }
 
 impl std::fmt::Debug for Chunk {
@@ -92,15 +239,6 @@ impl Chunk {
 }
 
 impl DirectReader {
-    pub fn new(source: Arc<File>) -> Self {
-        Self {
-            source,
-            direct: OnceLock::new(),
-            state: Mutex::new(State::default()),
-            loaded: Condvar::new(),
-        }
-    }
-
     /// `[start, end)` of the file as slices of chunks (in order, together exactly that range),
     /// or `None` when `O_DIRECT` is not available or the range does not lie below
     /// `limit` rounded down to [`ALIGN`]. Chunks the range reads to the end of are dropped from
@@ -180,15 +318,16 @@ impl DirectReader {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves only a cache behind: keep using it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// The chunk holding `position` (`position < limit`, `limit` aligned): cached, or being
     /// read ahead (waited for), or read now. The chunk after it is then read ahead.
     fn chunk_at(self: &Arc<Self>, position: u64, limit: u64) -> io::Result<Option<Chunk>> {
         let start = position - position % CHUNK;
+        let tick = self.budget.tick.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
+        state.last_used = tick;
         loop {
             if state.refused {
                 return Ok(None);
@@ -233,6 +372,16 @@ impl DirectReader {
         let Some(file) = self.direct_file() else {
             return Ok(None);
         };
+        {
+            // Make room for the new chunk from this reader's own first.
+            let mut state = self.lock();
+            if state.chunks.len() >= MAX_CHUNKS {
+                state.chunks.remove(0);
+            }
+        }
+        let Some(charge) = self.budget.take(end.saturating_sub(start)) else {
+            return Ok(None);
+        };
         let bytes = match read_aligned(file, start, end) {
             Ok(bytes) => bytes,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
@@ -241,7 +390,11 @@ impl DirectReader {
             }
             Err(e) => return Err(e),
         };
-        let chunk = Chunk { start, bytes };
+        let chunk = Chunk {
+            start,
+            bytes,
+            _charge: charge,
+        };
         let mut state = self.lock();
         if state.generation == generation {
             state.chunks.retain(|c| c.start != start);
@@ -404,6 +557,10 @@ mod tests {
         (dir, Arc::new(File::open(&path).unwrap()), data)
     }
 
+    fn reader_of(file: Arc<File>) -> Arc<DirectReader> {
+        DirectReads::with_budget(8 * CHUNK).reader(file).unwrap()
+    }
+
     fn us(n: u64) -> usize {
         usize::try_from(n).unwrap()
     }
@@ -416,7 +573,7 @@ mod tests {
     fn slices_and_copies_return_the_file_bytes_across_chunks() {
         let len = 5 * us(CHUNK) + 12_345;
         let (_dir, file, data) = file_with(len);
-        let reader = Arc::new(DirectReader::new(file));
+        let reader = reader_of(file);
         let limit = len_u64(len);
         for (start, end) in [
             (0u64, 100u64),
@@ -437,7 +594,7 @@ mod tests {
     #[test]
     fn nothing_at_or_past_the_aligned_limit_is_read() {
         let (_dir, file, _) = file_with(3 * us(ALIGN));
-        let reader = Arc::new(DirectReader::new(file));
+        let reader = reader_of(file);
         let limit = 2 * ALIGN + 100;
         assert!(reader.slices(0, 2 * ALIGN + 1, limit).unwrap().is_none());
         assert!(reader.slices(10, 10, limit).unwrap().is_none());
@@ -454,7 +611,7 @@ mod tests {
     fn a_truncation_forgets_what_lies_past_the_cut() {
         let len = 2 * us(CHUNK);
         let (dir, file, data) = file_with(len);
-        let reader = Arc::new(DirectReader::new(file));
+        let reader = reader_of(file);
         let limit = len_u64(len);
         let first = reader
             .slices(CHUNK + 10, CHUNK + 20, limit)
@@ -477,7 +634,7 @@ mod tests {
     async fn reading_forward_loads_the_next_chunk_ahead() {
         let len = 4 * us(CHUNK);
         let (_dir, file, data) = file_with(len);
-        let reader = Arc::new(DirectReader::new(file));
+        let reader = reader_of(file);
         let limit = len_u64(len);
         let mut at = 0u64;
         while at < limit {
@@ -494,5 +651,37 @@ mod tests {
         // Everything was read to the end: nothing is kept.
         let state = reader.lock();
         assert!(state.chunks.is_empty(), "{state:?}");
+    }
+
+    #[test]
+    fn readers_share_one_budget_and_the_least_recently_used_gives_way() {
+        assert_eq!(DirectReads::MIN_BYTES, len_u64(MAX_CHUNKS) * CHUNK);
+        assert!(DirectReads::with_budget(DirectReads::MIN_BYTES - 1)
+            .reader(Arc::new(tempfile::tempfile().unwrap()))
+            .is_none());
+        let (_dir, file, data) = file_with(2 * us(CHUNK));
+        let limit = 2 * CHUNK;
+        let reads = DirectReads::with_budget(DirectReads::MIN_BYTES);
+        let [a, b, c] = [0, 1, 2].map(|_| reads.reader(Arc::clone(&file)).unwrap());
+        for reader in [&a, &b] {
+            let got = reader.slices(10, 20, limit).unwrap().unwrap();
+            assert_eq!(joined(got), &data[10..20]);
+        }
+        assert_eq!(reads.used(), 2 * CHUNK);
+        // Full: c's chunk takes the place of a's, the reader used longest ago.
+        let got = c.slices(CHUNK + 5, CHUNK + 9, limit).unwrap().unwrap();
+        assert_eq!(joined(got), &data[us(CHUNK) + 5..us(CHUNK) + 9]);
+        assert!(a.lock().chunks.is_empty());
+        assert_eq!(b.lock().chunks.len(), 1);
+        assert_eq!(reads.used(), 2 * CHUNK);
+        // a reads again: b gives way now.
+        a.slices(30, 40, limit).unwrap().unwrap();
+        assert!(b.lock().chunks.is_empty());
+        assert_eq!(reads.used(), 2 * CHUNK);
+        // Readers that go away give their memory back.
+        drop((a, c));
+        assert_eq!(reads.used(), 0);
+        b.slices(0, 8, limit).unwrap().unwrap();
+        assert_eq!(reads.used(), CHUNK);
     }
 }

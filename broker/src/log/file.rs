@@ -24,6 +24,7 @@ use crate::codec::batch::IntactBatches;
 use super::common::{
     check_read_range, check_truncate_range, expired, io_context, prepare_intact, should_roll,
 };
+use super::direct::DirectReads;
 pub use super::segment::CleanClose;
 use super::segment::{
     remove_if_present, segment_path, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT,
@@ -51,6 +52,9 @@ pub struct FileLogConfig {
     /// which on a VM whose host reclaimed the guest's free memory cost ~2 ms of CPU per MB
     /// (BENCHMARKS.md).
     pub cache_tail_bytes: Option<u64>,
+    /// Memory for reading what lies below the dropped page cache with `O_DIRECT` (one
+    /// budget shared by every log of a broker; see `log/direct.rs`).
+    pub direct_reads: DirectReads,
 }
 
 impl Default for FileLogConfig {
@@ -60,12 +64,17 @@ impl Default for FileLogConfig {
             segment_ms: None,
             index_interval_bytes: 4096,
             cache_tail_bytes: Some(DEFAULT_CACHE_TAIL_BYTES),
+            direct_reads: DirectReads::with_budget(DEFAULT_DIRECT_READ_BYTES),
         }
     }
 }
 
 /// The default of [`FileLogConfig::cache_tail_bytes`].
 pub const DEFAULT_CACHE_TAIL_BYTES: u64 = 64 << 20;
+
+/// The default budget of [`FileLogConfig::direct_reads`]: sixteen partitions catching up at
+/// once each keep the chunk they read and the one after it.
+pub const DEFAULT_DIRECT_READ_BYTES: u64 = 64 << 20;
 
 /// A partition log stored as segment files in one directory.
 #[derive(Debug)]
@@ -102,6 +111,7 @@ impl FileLog {
                 (sealed, Segment::open_active(dir, last, interval, clean)?)
             }
         };
+        let active = active.with_direct_reads(&config.direct_reads);
         check_contiguous(sealed.iter().chain(std::iter::once(&active)))?;
         sync_dir(dir)?;
         let flushed_offset = active.next_offset();
@@ -147,7 +157,8 @@ impl FileLog {
     fn roll(&mut self) -> Result<(), LogError> {
         let base = self.active.next_offset();
         self.active.seal()?;
-        let fresh = Segment::create(&self.dir, base, self.config.index_interval_bytes)?;
+        let fresh = Segment::create(&self.dir, base, self.config.index_interval_bytes)?
+            .with_direct_reads(&self.config.direct_reads);
         sync_dir(&self.dir)?;
         let old = std::mem::replace(&mut self.active, fresh);
         // Every earlier segment was fsynced when it was sealed, and so was this one just now.
@@ -294,7 +305,7 @@ impl PartitionLog for FileLog {
         while self.sealed.len() > keep {
             self.active.remove_files()?;
             if let Some(previous) = self.sealed.pop() {
-                self.active = previous;
+                self.active = previous.with_direct_reads(&self.config.direct_reads);
             }
         }
         self.active.truncate(position)?;
@@ -318,7 +329,8 @@ impl PartitionLog for FileLog {
             self.sealed.remove(0);
         }
         self.active.remove_files()?;
-        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?;
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes)?
+            .with_direct_reads(&self.config.direct_reads);
         // Dropped without writing index files: `Drop` writes only the active segment's.
         self.active = fresh;
         sync_dir(&self.dir)?;

@@ -16,6 +16,7 @@ mod common;
 #[cfg(test)]
 mod contract;
 mod direct;
+pub use direct::DirectReads;
 pub(crate) mod fault;
 pub mod file;
 pub use closed::ClosedLog;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::common::{
     io_context, len_u64, next_offset, parse_header_prefix, to_usize, ActiveSegment, PreparedAppend,
 };
-use super::direct::{DirectReader, SegmentBytes};
+use super::direct::{DirectReader, DirectReads, SegmentBytes};
 use super::index::SegmentIndex;
 use super::reader::{BatchReader, Peek};
 use super::{FileSlice, LogError, Piece, TimestampOffset};
@@ -81,8 +81,9 @@ pub(crate) struct Segment {
     /// covered it: see [`Segment::plan_cache_drop`]. Atomic because plans are taken under the
     /// log's read side.
     cache_dropped: AtomicU64,
-    /// Reads below `cache_dropped` (a consumer catching up) bypass the page cache.
-    direct: Arc<DirectReader>,
+    /// Reads below `cache_dropped` (a consumer catching up) bypass the page cache; set on
+    /// segments that become active ([`Segment::with_direct_reads`]), the only ones dropped.
+    direct: Option<Arc<DirectReader>>,
 }
 
 /// What a batch-by-batch scan of a segment found.
@@ -162,7 +163,7 @@ impl Segment {
             size: 0,
             allocated: 0,
             preallocate: true,
-            direct: Arc::new(DirectReader::new(Arc::clone(&file))),
+            direct: None,
             file,
             index: SegmentIndex::new(base_offset, interval),
             dir: dir.to_owned(),
@@ -260,7 +261,7 @@ impl Segment {
             size,
             allocated: size,
             preallocate: true,
-            direct: Arc::new(DirectReader::new(Arc::clone(&file))),
+            direct: None,
             file,
             index,
             dir: dir.to_owned(),
@@ -290,13 +291,26 @@ impl Segment {
         &self.file
     }
 
+    /// Read what lies below the dropped page cache with `O_DIRECT`, on `reads`' memory
+    /// (a segment that has a reader keeps it).
+    pub fn with_direct_reads(mut self, reads: &DirectReads) -> Self {
+        if self.direct.is_none() {
+            self.direct = reads.reader(Arc::clone(&self.file));
+        }
+        self
+    }
+
     /// Where reads of this segment's bytes go: below the dropped mark, to the `O_DIRECT`
     /// reader (which falls back to the file where it cannot serve them).
     fn bytes(&self) -> SegmentBytes<'_> {
         let dropped = self.cache_dropped.load(Ordering::Relaxed);
         SegmentBytes {
             file: &self.file,
-            direct: (dropped > 0).then_some((&self.direct, dropped)),
+            direct: self
+                .direct
+                .as_ref()
+                .filter(|_| dropped > 0)
+                .map(|d| (d, dropped)),
         }
     }
 
@@ -561,7 +575,9 @@ impl Segment {
         // What lies past the cut will be written again: it is neither dropped nor cached.
         self.cache_dropped
             .fetch_min(position & !(CACHE_DROP_ALIGN - 1), Ordering::Relaxed);
-        self.direct.forget_from(position);
+        if let Some(direct) = &self.direct {
+            direct.forget_from(position);
+        }
         self.file
             .set_len(position)
             .map_err(io_context(context.clone()))?;
