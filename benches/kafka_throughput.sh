@@ -18,6 +18,8 @@
 #   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
 #             what the produce phase wrote, so consume needs produce; add `rounds` for
 #             the repeated produce runs below)
+#   CATCHUP_ROUNDS [3]    rounds of the `catchup` phase (not in the default PHASES)
+#   CATCHUP_IDLE [5]      seconds between its produce and its consume
 #   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
 #   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
 #   ROUNDS    [3]         runs per cell of the `rounds` phase (not in the default PHASES)
@@ -51,6 +53,14 @@
 #            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
 #            a 2-core VM (BENCHMARKS.md run 7), and in the produce phase the acks=all run
 #            follows the acks=1 run on the same broker, so it inherits that run's page cache.
+#   catchup: a consumer catching up on data that left the page cache: per round, for each of
+#            runnel (defaults: drop-behind, O_DIRECT reads below it), runnel-pagecache
+#            (`[topics] direct_read_buffer_bytes = 0`: those reads through the page cache,
+#            with readahead), runnel-keep (`page_cache_tail_bytes = -1`: nothing dropped, as
+#            Kafka) and the mock, a fresh broker gets COUNT_1K 1 KiB records (acks=1, one
+#            partition), waits CATCHUP_IDLE s, and one simple consumer reads them from the
+#            beginning; rec/s as in consume, plus the broker's CPU seconds (utime + stime
+#            from /proc) over the consume alone.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
 #            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
 #            3-member group (range assignor: 2 partitions each, GROUP_COUNT/3 records each),
@@ -94,6 +104,8 @@ PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
 ROUNDS="${ROUNDS:-3}"
+CATCHUP_ROUNDS="${CATCHUP_ROUNDS:-3}"
+CATCHUP_IDLE="${CATCHUP_IDLE:-5}"
 RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
 PROBE="${PROBE:-$ROOT/target/release/produce_latency}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -245,6 +257,40 @@ run_rounds() {
     done
 }
 
+# cpu_seconds PID -> utime + stime of PID in seconds
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
+        "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+CATCHUP_VARIANTS="runnel runnel-pagecache runnel-keep mock"
+# run_catchup: CATCHUP_ROUNDS rounds of produce, idle, consume-from-the-beginning per variant
+run_catchup() {
+    local r v target before after
+    for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do
+        for v in $CATCHUP_VARIANTS; do
+            target="${v%%-*}"
+            [[ "$target" == runnel && -z "$RUNNEL_BIN" ]] && continue
+            case "$v" in
+            runnel-pagecache) printf '[topics]\ndirect_read_buffer_bytes = 0\n' >"$WORK/$v.toml" ;;
+            runnel-keep) printf '[topics]\npage_cache_tail_bytes = -1\n' >"$WORK/$v.toml" ;;
+            *) : >"$WORK/$v.toml" ;;
+            esac
+            RUNNEL_CONFIG="$WORK/$v.toml" start_broker "$target" "catchup:1" ||
+                { log "cannot start $v"; return 1; }
+            perf_produce "$v.catchup$r.produce" catchup 1024 "$COUNT_1K" 1
+            sleep "$CATCHUP_IDLE"
+            before="$(cpu_seconds "$BROKER_PID")"
+            perf_consume "$v.catchup$r" catchup 1 "$COUNT_1K"
+            after="$(cpu_seconds "$BROKER_PID")"
+            R[$v.catchup$r.cpu]="$(python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.2f}")' "$before" "$after")"
+            log "catchup $v round $r: broker ${R[$v.catchup$r.cpu]} CPU-s for the consume"
+            stop_broker
+            rm -rf "$BENCH_DATA/run-$$"
+        done
+    done
+}
+
 # run_group TARGET: direct vs group consumption of one 6-partition topic, then rebalance timings
 run_group() {
     local target="$1" p per=$((GROUP_COUNT / 6)) total=$((GROUP_COUNT / 6 * 6))
@@ -368,6 +414,7 @@ for t in $TARGETS; do
 done
 [[ " $TARGETS " == *" mock "* ]] && has_phase inproc && run_inproc_mock
 has_phase rounds && run_rounds
+has_phase catchup && run_catchup
 if has_phase group; then
     for t in $TARGETS; do
         if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
@@ -420,6 +467,20 @@ except Exception:
             done
             echo "| $size B | $parts | $acks | $(python3 "$ROOT/benches/medians.py" "${rs[@]}" -- "${ms[@]}") |"
         done; done; done
+        echo
+    fi
+    if has_phase catchup; then
+        echo "### Catch-up consume, 1 KiB, one partition, fresh broker per run (records/s, broker CPU-s for the consume)"
+        echo
+        echo "| variant | $(for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do printf 'round %s | ' "$r"; done)"
+        echo "|---|$(for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do printf -- '---|'; done)"
+        for cv in $CATCHUP_VARIANTS; do
+            printf '| %s |' "$cv"
+            for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do
+                printf ' %s (%s) |' "$(v "$cv.catchup$r.rps")" "$(v "$cv.catchup$r.cpu")"
+            done
+            echo
+        done
         echo
     fi
     echo "### Consume throughput (simple consumer, from the beginning)"

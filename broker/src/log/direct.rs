@@ -34,8 +34,12 @@ pub(crate) const CHUNK: u64 = 2 << 20;
 /// block size Linux file systems use).
 const ALIGN: u64 = 4096;
 
-/// Chunks kept per segment: the one being read and the one after it.
-const MAX_CHUNKS: usize = 2;
+/// Chunks read ahead of the one being read, concurrently: two reads in flight read this VM's
+/// disk at 1.7 GB/s where one at a time reads 1.2 GB/s (BENCHMARKS.md).
+const READ_AHEAD: u64 = 2;
+
+/// Chunks kept per segment: the one being read and those read ahead of it.
+const MAX_CHUNKS: usize = 3;
 
 /// Longest a reader waits for a read-ahead of the chunk it wants before reading it itself.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -48,8 +52,8 @@ const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct DirectReads(Option<Arc<Budget>>);
 
 impl DirectReads {
-    /// Least budget that lets one reader work: the chunk it reads and the one read ahead.
-    pub const MIN_BYTES: u64 = 2 * CHUNK;
+    /// Least budget that lets one reader work: the chunk it reads and those read ahead.
+    pub const MIN_BYTES: u64 = (1 + READ_AHEAD) * CHUNK;
 
     /// A budget of `bytes` (below [`Self::MIN_BYTES`]: off).
     pub fn with_budget(bytes: u64) -> Self {
@@ -59,6 +63,7 @@ impl DirectReads {
                 used: AtomicU64::new(0),
                 tick: AtomicU64::new(0),
                 readers: Mutex::new(Vec::new()),
+                free: Mutex::new(Vec::new()),
             })
         }))
     }
@@ -114,9 +119,26 @@ struct Budget {
     tick: AtomicU64,
     /// Every reader drawing on the budget (dead ones pruned as readers come).
     readers: Mutex<Vec<Weak<DirectReader>>>,
+    /// Chunk buffers no longer referenced, kept for the next read (at most as many as chunks
+    /// fit in `cap`): memory the kernel has to find and zero afresh for every chunk is what made
+    /// the first version of these reads slower than the page cache (BENCHMARKS.md).
+    free: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Budget {
+    /// A buffer for one chunk: a free one, or a new one.
+    fn buffer(&self) -> Vec<u8> {
+        lock(&self.free).pop().unwrap_or_default()
+    }
+
+    /// Keep `buf` for reuse unless as many buffers as chunks fit in `cap` are kept already.
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut free = lock(&self.free);
+        if len_u64(free.len()) < self.cap / CHUNK {
+            free.push(buf);
+        }
+    }
+
     /// Reserve `bytes`, dropping the chunks of the readers used longest ago until they fit.
     /// Never called with a reader's state locked (eviction locks readers' states).
     fn take(self: &Arc<Self>, bytes: u64) -> Option<Arc<Charge>> {
@@ -197,8 +219,8 @@ pub(crate) struct DirectReader {
 struct State {
     /// Sorted by start, at most [`MAX_CHUNKS`].
     chunks: Vec<Chunk>,
-    /// Start of the chunk a read-ahead is loading.
-    loading: Option<u64>,
+    /// Starts of the chunks read-aheads are loading.
+    loading: Vec<u64>,
     /// Bumped by every truncation: a read that began before it must not be cached.
     generation: u64,
     /// `O_DIRECT` was refused: the caller reads through the page cache.
@@ -322,7 +344,8 @@ impl DirectReader {
     }
 
     /// The chunk holding `position` (`position < limit`, `limit` aligned): cached, or being
-    /// read ahead (waited for), or read now. The chunk after it is then read ahead.
+    /// read ahead (waited for), or read now. The [`READ_AHEAD`] chunks after it are then read
+    /// ahead.
     fn chunk_at(self: &Arc<Self>, position: u64, limit: u64) -> io::Result<Option<Chunk>> {
         let start = position - position % CHUNK;
         let tick = self.budget.tick.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +365,7 @@ impl DirectReader {
                 self.read_ahead(chunk.end(), limit);
                 return Ok(Some(chunk));
             }
-            if state.loading != Some(start) {
+            if !state.loading.contains(&start) {
                 break;
             }
             // Bounded: a read-ahead that never ran (its runtime shut down) clears `loading`
@@ -352,7 +375,7 @@ impl DirectReader {
                 .wait_timeout(state, LOAD_WAIT)
                 .unwrap_or_else(|e| e.into_inner());
             state = next;
-            if state.loading == Some(start) {
+            if state.loading.contains(&start) {
                 break;
             }
         }
@@ -382,7 +405,7 @@ impl DirectReader {
         let Some(charge) = self.budget.take(end.saturating_sub(start)) else {
             return Ok(None);
         };
-        let bytes = match read_aligned(file, start, end) {
+        let bytes = match read_aligned(file, start, end, &self.budget) {
             Ok(bytes) => bytes,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                 self.refuse(&e);
@@ -408,27 +431,38 @@ impl DirectReader {
         Ok(Some(chunk))
     }
 
-    /// Load the chunk at `start` (if below `limit` and not cached or loading) on a blocking
-    /// thread of the current Tokio runtime. Outside a runtime nothing is read ahead.
-    fn read_ahead(self: &Arc<Self>, start: u64, limit: u64) {
-        if start >= limit || start % CHUNK != 0 {
+    /// Load the [`READ_AHEAD`] chunks from `from` on (those below `limit`, not cached and
+    /// not loading), each on a blocking thread of the current Tokio runtime. Outside a
+    /// runtime nothing is read ahead.
+    fn read_ahead(self: &Arc<Self>, from: u64, limit: u64) {
+        if from % CHUNK != 0 {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        for i in 0..READ_AHEAD {
+            let start = from.saturating_add(i.saturating_mul(CHUNK));
+            if start >= limit {
+                return;
+            }
+            self.read_ahead_one(&runtime, start, limit);
+        }
+    }
+
+    fn read_ahead_one(self: &Arc<Self>, runtime: &tokio::runtime::Handle, start: u64, limit: u64) {
         let generation = {
             let mut state = self.lock();
             if state.refused
-                || state.loading.is_some()
+                || state.loading.contains(&start)
                 || state.chunks.iter().any(|c| c.start == start)
             {
                 return;
             }
-            state.loading = Some(start);
+            state.loading.push(start);
             state.generation
         };
-        let loading = Loading(Arc::clone(self));
+        let loading = Loading(Arc::clone(self), start);
         let end = start.saturating_add(CHUNK).min(limit);
         runtime.spawn_blocking(move || {
             if let Err(e) = loading.0.load(start, end, generation) {
@@ -489,12 +523,13 @@ impl<'a> SegmentBytes<'a> {
     }
 }
 
-/// A read-ahead in progress: dropped when it ends, or with its task if that never runs.
-struct Loading(Arc<DirectReader>);
+/// A read-ahead of the chunk at `.1` in progress: dropped when it ends, or with its task if
+/// that never runs.
+struct Loading(Arc<DirectReader>, u64);
 
 impl Drop for Loading {
     fn drop(&mut self) {
-        self.0.lock().loading = None;
+        self.0.lock().loading.retain(|&s| s != self.1);
         self.0.loaded.notify_all();
     }
 }
@@ -517,29 +552,69 @@ fn reopen_direct(file: &File) -> io::Result<File> {
 }
 
 /// `[start, end)` of `file` (both multiples of [`ALIGN`]) read with `O_DIRECT` into a buffer
-/// aligned to [`ALIGN`].
-fn read_aligned(file: &File, start: u64, end: u64) -> io::Result<Bytes> {
+/// of `budget`'s, aligned to [`ALIGN`]; the buffer goes back to `budget` when the last slice
+/// of the answer is dropped.
+fn read_aligned(file: &File, start: u64, end: u64, budget: &Arc<Budget>) -> io::Result<Bytes> {
     let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "chunk too large");
     let len = usize::try_from(end.saturating_sub(start)).map_err(|_| too_large())?;
     let align = usize::try_from(ALIGN).map_err(|_| too_large())?;
-    let mut buf = vec![0u8; len.checked_add(align).ok_or_else(too_large)?];
+    let mut buf = budget.buffer();
+    // Sized once (chunks are at most CHUNK): a reused buffer is not zeroed again.
+    let want = len.checked_add(align).ok_or_else(too_large)?;
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
     let skew = buf.as_ptr().addr() % align;
     let from = if skew == 0 { 0 } else { align - skew };
     let to = from.checked_add(len).ok_or_else(too_large)?;
     let mut filled = from;
     let mut at = start;
-    while filled < to {
-        let Some(dest) = buf.get_mut(filled..to) else {
-            return Err(too_large());
-        };
-        let n = rustix::io::pread(file, dest, at)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    let read = loop {
+        if filled >= to {
+            break Ok(());
         }
-        filled = filled.saturating_add(n);
-        at = at.saturating_add(len_u64(n));
+        let Some(dest) = buf.get_mut(filled..to) else {
+            break Err(too_large());
+        };
+        match rustix::io::pread(file, dest, at) {
+            Ok(0) => break Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                filled = filled.saturating_add(n);
+                at = at.saturating_add(len_u64(n));
+            }
+            Err(e) => break Err(e.into()),
+        }
+    };
+    if let Err(e) = read {
+        budget.give_back(buf);
+        return Err(e);
     }
-    Ok(Bytes::from(buf).slice(from..to))
+    Ok(Bytes::from_owner(Pooled {
+        buf,
+        from,
+        to,
+        budget: Arc::clone(budget),
+    }))
+}
+
+/// A chunk's buffer, `[from, to)` of it read; returned to its budget's free list when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    from: usize,
+    to: usize,
+    budget: Arc<Budget>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(self.from..self.to).unwrap_or_default()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.budget.give_back(std::mem::take(&mut self.buf));
+    }
 }
 
 #[cfg(test)]
@@ -661,27 +736,35 @@ mod tests {
             .is_none());
         let (_dir, file, data) = file_with(2 * us(CHUNK));
         let limit = 2 * CHUNK;
+        // Room for three chunks.
         let reads = DirectReads::with_budget(DirectReads::MIN_BYTES);
-        let [a, b, c] = [0, 1, 2].map(|_| reads.reader(Arc::clone(&file)).unwrap());
-        for reader in [&a, &b] {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|_| reads.reader(Arc::clone(&file)).unwrap());
+        for reader in [&a, &b, &c] {
             let got = reader.slices(10, 20, limit).unwrap().unwrap();
             assert_eq!(joined(got), &data[10..20]);
         }
-        assert_eq!(reads.used(), 2 * CHUNK);
-        // Full: c's chunk takes the place of a's, the reader used longest ago.
-        let got = c.slices(CHUNK + 5, CHUNK + 9, limit).unwrap().unwrap();
+        assert_eq!(reads.used(), 3 * CHUNK);
+        // Full: d's chunk takes the place of a's, the reader used longest ago.
+        let got = d.slices(CHUNK + 5, CHUNK + 9, limit).unwrap().unwrap();
         assert_eq!(joined(got), &data[us(CHUNK) + 5..us(CHUNK) + 9]);
         assert!(a.lock().chunks.is_empty());
         assert_eq!(b.lock().chunks.len(), 1);
-        assert_eq!(reads.used(), 2 * CHUNK);
+        assert_eq!(reads.used(), 3 * CHUNK);
         // a reads again: b gives way now.
         a.slices(30, 40, limit).unwrap().unwrap();
         assert!(b.lock().chunks.is_empty());
-        assert_eq!(reads.used(), 2 * CHUNK);
-        // Readers that go away give their memory back.
-        drop((a, c));
-        assert_eq!(reads.used(), 0);
-        b.slices(0, 8, limit).unwrap().unwrap();
+        assert_eq!(c.lock().chunks.len(), 1);
+        assert_eq!(reads.used(), 3 * CHUNK);
+        // Readers that go away give their memory back ...
+        drop((a, d));
         assert_eq!(reads.used(), CHUNK);
+        // ... and their buffers, which the next read reuses.
+        let budget = reads.0.as_ref().unwrap();
+        let free = lock(&budget.free).len();
+        assert_eq!(free, 2);
+        let got = b.slices(0, 8, limit).unwrap().unwrap();
+        assert_eq!(joined(got), &data[..8]);
+        assert_eq!(reads.used(), 2 * CHUNK);
+        assert_eq!(lock(&budget.free).len(), free - 1);
     }
 }

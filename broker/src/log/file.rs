@@ -72,8 +72,8 @@ impl Default for FileLogConfig {
 /// The default of [`FileLogConfig::cache_tail_bytes`].
 pub const DEFAULT_CACHE_TAIL_BYTES: u64 = 64 << 20;
 
-/// The default budget of [`FileLogConfig::direct_reads`]: sixteen partitions catching up at
-/// once each keep the chunk they read and the one after it.
+/// The default budget of [`FileLogConfig::direct_reads`]: ten partitions catching up at
+/// once each keep the chunk they read and the two after it.
 pub const DEFAULT_DIRECT_READ_BYTES: u64 = 64 << 20;
 
 /// A partition log stored as segment files in one directory.
