@@ -272,8 +272,48 @@ impl DirectReader {
         end: u64,
         limit: u64,
     ) -> io::Result<Option<Vec<Bytes>>> {
+        if start >= end {
+            return Ok(None);
+        }
+        let Some(out) = self.pieces(start, end, limit)? else {
+            return Ok(None);
+        };
+        self.lock().chunks.retain(|c| c.end() > end);
+        Ok(Some(out))
+    }
+
+    /// Fill `buf` with the bytes at `position`: `Some(())`, or `None` as for
+    /// [`DirectReader::slices`].
+    pub fn copy_at(
+        self: &Arc<Self>,
+        buf: &mut [u8],
+        position: u64,
+        limit: u64,
+    ) -> io::Result<Option<()>> {
+        let end = position.saturating_add(len_u64(buf.len()));
+        let Some(pieces) = self.pieces(position, end, limit)? else {
+            return Ok(None);
+        };
+        let mut filled = 0usize;
+        for bytes in pieces {
+            let Some(dest) = buf.get_mut(filled..filled.saturating_add(bytes.len())) else {
+                return Ok(None);
+            };
+            dest.copy_from_slice(&bytes);
+            filled = filled.saturating_add(bytes.len());
+        }
+        Ok((filled == buf.len()).then_some(()))
+    }
+
+    /// `[start, end)` as slices of chunks, or `None` (see [`DirectReader::slices`]).
+    fn pieces(
+        self: &Arc<Self>,
+        start: u64,
+        end: u64,
+        limit: u64,
+    ) -> io::Result<Option<Vec<Bytes>>> {
         let limit = align_down(limit);
-        if start >= end || end > limit {
+        if end > limit {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -289,41 +329,7 @@ impl DirectReader {
             out.push(bytes);
             at = stop;
         }
-        self.lock().chunks.retain(|c| c.end() > end);
         Ok(Some(out))
-    }
-
-    /// Fill `buf` with the bytes at `position`: `Some(())`, or `None` as for
-    /// [`DirectReader::slices`].
-    pub fn copy_at(
-        self: &Arc<Self>,
-        buf: &mut [u8],
-        position: u64,
-        limit: u64,
-    ) -> io::Result<Option<()>> {
-        let limit = align_down(limit);
-        let end = position.saturating_add(len_u64(buf.len()));
-        if end > limit {
-            return Ok(None);
-        }
-        let mut filled = 0usize;
-        let mut at = position;
-        while at < end {
-            let Some(chunk) = self.chunk_at(at, limit)? else {
-                return Ok(None);
-            };
-            let stop = chunk.end().min(end);
-            let Some(bytes) = chunk.range(at, stop) else {
-                return Ok(None);
-            };
-            let Some(dest) = buf.get_mut(filled..filled.saturating_add(bytes.len())) else {
-                return Ok(None);
-            };
-            dest.copy_from_slice(&bytes);
-            filled = filled.saturating_add(bytes.len());
-            at = stop;
-        }
-        Ok(Some(()))
     }
 
     /// Whether `O_DIRECT` reads may still be tried (not refused yet).
