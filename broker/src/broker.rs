@@ -103,6 +103,9 @@ impl Broker {
     /// while a connection or flusher here still holds a partition.
     pub fn close(&self) {
         self.topics.close();
+        // Nothing of this broker's writes the directory once it is unlocked.
+        self.groups.close_store();
+        self.producer_ids.close();
         // Unlocked: another broker may open the directory now.
         drop(
             self.dir_lock
@@ -238,6 +241,45 @@ mod tests {
         drop(second);
         drop(Broker::open(config()).expect("free once the second is dropped"));
         drop(first);
+    }
+
+    #[test]
+    fn a_closed_broker_writes_no_offsets_or_producer_ids_into_the_unlocked_directory() {
+        use crate::group::{CommittedOffset, TopicPartition};
+        let dir = tempfile::tempdir().unwrap();
+        let config = || Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let at = |offset| {
+            vec![(
+                tp.clone(),
+                CommittedOffset {
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                },
+            )]
+        };
+        let first = Broker::open(config()).unwrap();
+        first.groups.apply_replicated("g", &at(5)).unwrap();
+        first.producer_ids.allocate().unwrap();
+        first.close();
+        let second = Broker::open(config()).unwrap();
+        second.groups.apply_replicated("g", &at(7)).unwrap();
+        // The first broker, still alive, refuses instead of writing over the second's files.
+        let err = first.groups.apply_replicated("g", &at(3)).unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
+        assert!(first.producer_ids.allocate().is_err());
+        second.close();
+        drop((first, second));
+        let third = Broker::open(config()).unwrap();
+        let fetched = third.groups.fetch_offsets("g", Some(vec![tp.clone()]));
+        assert_eq!(fetched.offsets[0].1.as_ref().map(|o| o.offset), Some(7));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct ProducerIds {
     path: PathBuf,
     /// (next id to hand out, end of the reserved block, exclusive)
     state: Mutex<(i64, i64)>,
+    /// Set by [`ProducerIds::close`], under `state`'s lock.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ProducerIds {
@@ -62,6 +64,7 @@ impl ProducerIds {
         Ok(Self {
             path,
             state: Mutex::new((next, next)),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -70,6 +73,11 @@ impl ProducerIds {
     /// reserved range): once that is used up, allocation fails.
     pub fn allocate(&self) -> Result<i64, TopicError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(TopicError::Storage(
+                "producer ids are closed: the broker is shutting down".into(),
+            ));
+        }
         if state.0 >= ALLOCATABLE_END {
             return Err(TopicError::Storage("producer ids exhausted".into()));
         }
@@ -86,11 +94,34 @@ impl ProducerIds {
         state.0 += 1;
         Ok(id)
     }
+
+    /// Refuse every later allocation; once this returns, the file is never written again
+    /// (a write in progress holds the lock this waits for).
+    pub fn close(&self) {
+        let _state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_allocator_refuses_and_never_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::open(dir.path()).unwrap();
+        ids.allocate().unwrap();
+        let file = std::fs::read_to_string(dir.path().join("producer_ids")).unwrap();
+        ids.close();
+        let err = ids.allocate().unwrap_err().to_string();
+        assert!(err.contains("closed"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("producer_ids")).unwrap(),
+            file
+        );
+    }
 
     #[test]
     fn ids_are_unique_across_reopen() {

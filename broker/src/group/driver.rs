@@ -49,6 +49,11 @@ impl Inner {
                     } => {
                         let ok = match self.store.commit(group_id, offsets) {
                             Ok(()) => true,
+                            Err(StoreError::Closed) => {
+                                // A commit racing a clean shutdown: refused, nothing broken.
+                                tracing::info!(group = %group_id, "offset commit refused: the broker is shutting down");
+                                false
+                            }
                             Err(e) => {
                                 tracing::error!(group = %group_id, "cannot persist offsets: {e}");
                                 false
@@ -207,6 +212,14 @@ impl GroupDriver {
             tracing::debug!(group = %group_id, member = %m.member_id, instance = ?m.group_instance_id, error = e.name(), "leave");
         }
         r
+    }
+
+    /// Close the durable store (its file is closed when this returns): every later commit is
+    /// refused with [`StoreError::Closed`]; offsets already loaded can still be fetched.
+    pub fn close_store(&self) {
+        let closed: Box<dyn OffsetStore> = Box::new(super::store::ClosedStore);
+        let store = std::mem::replace(&mut self.lock().store, closed);
+        drop(store);
     }
 
     /// Cluster mode: offsets the metadata group committed for `group_id` (on any node, the

@@ -21,6 +21,10 @@ pub enum StoreError {
     /// A previous write failed; the store refuses writes until reopened.
     #[error("offset store failed earlier and refuses writes until restart")]
     Poisoned,
+    /// The broker closed the store (it is shutting down, and may have unlocked its data
+    /// directory for another broker).
+    #[error("offset store is closed: the broker is shutting down")]
+    Closed,
 }
 
 /// Every committed offset, by group and partition.
@@ -37,6 +41,24 @@ pub trait OffsetStore: Send {
         group_id: &str,
         offsets: &[(TopicPartition, CommittedOffset)],
     ) -> Result<(), StoreError>;
+}
+
+/// What a closed broker holds instead of its store: nothing to load, every commit refused.
+#[derive(Debug, Default)]
+pub struct ClosedStore;
+
+impl OffsetStore for ClosedStore {
+    fn load(&self) -> OffsetMap {
+        OffsetMap::default()
+    }
+
+    fn commit(
+        &mut self,
+        _group_id: &str,
+        _offsets: &[(TopicPartition, CommittedOffset)],
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
 }
 
 /// Offsets in memory only: for tests, and the model the durable store is held to.
