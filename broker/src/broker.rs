@@ -202,6 +202,13 @@ fn create_meta(dir: &Path, node_id: i32) -> Result<String, TopicError> {
 mod tests {
     use super::*;
 
+    fn config_in(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        }
+    }
+
     #[test]
     fn the_cluster_id_is_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -222,10 +229,7 @@ mod tests {
     #[test]
     fn a_data_directory_opens_in_one_broker_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let config = || Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let config = || config_in(dir.path());
         let first = Broker::open(config()).unwrap();
         let refused = Broker::open(config())
             .err()
@@ -247,10 +251,7 @@ mod tests {
     fn a_closed_broker_writes_no_offsets_or_producer_ids_into_the_unlocked_directory() {
         use crate::group::{CommittedOffset, TopicPartition};
         let dir = tempfile::tempdir().unwrap();
-        let config = || Config {
-            data_dir: dir.path().to_owned(),
-            ..Config::default()
-        };
+        let config = || config_in(dir.path());
         let tp = TopicPartition {
             topic: "t".into(),
             partition: 0,

@@ -1,6 +1,6 @@
 //! Reads of the part of a segment whose page cache was dropped: `O_DIRECT` into memory the
-//! broker owns, in aligned chunks, the chunk after the one read loaded ahead on a blocking
-//! thread.
+//! broker owns, in aligned chunks, the chunks after the one read loaded ahead on blocking
+//! threads.
 //!
 //! Drop-behind (ARCHITECTURE.md) releases an active segment's page cache once an fsync covered
 //! it, so appends reuse memory instead of taking fresh page-cache pages. A consumer catching
@@ -68,13 +68,9 @@ impl DirectReads {
         }))
     }
 
-    /// Every read through the page cache.
-    pub fn off() -> Self {
-        Self(None)
-    }
-
     /// Bytes of chunks cached now.
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.0
             .as_ref()
             .map_or(0, |b| b.used.load(Ordering::Relaxed))
@@ -526,6 +522,22 @@ impl<'a> SegmentBytes<'a> {
             }
         }
         std::os::unix::fs::FileExt::read_exact_at(self.file, buf, position)
+    }
+
+    /// Append the `len` bytes at `position` to `out`; after an error `out` is as it was.
+    pub fn read_append(&self, out: &mut Vec<u8>, len: usize, position: u64) -> io::Result<()> {
+        let from = out.len();
+        let read = match self.direct {
+            None => super::segment::pread_append(self.file, out, len, position),
+            Some(_) => {
+                out.resize(from.saturating_add(len), 0);
+                self.read_exact_at(out.get_mut(from..).unwrap_or_default(), position)
+            }
+        };
+        if read.is_err() {
+            out.truncate(from);
+        }
+        read
     }
 }
 

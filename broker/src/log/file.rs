@@ -224,7 +224,7 @@ impl PartitionLog for FileLog {
         let (start, header) = first.locate(offset)?;
         let (pieces, mut reached_end) =
             first.slice(start, header.total_len(), max_bytes, max_offset)?;
-        pieces.into_iter().for_each(|p| out.push(p));
+        out.extend(pieces);
         for segment in segments {
             let budget = max_bytes.saturating_sub(out.len());
             if !reached_end || budget == 0 || segment.base_offset() >= max_offset {
@@ -232,7 +232,7 @@ impl PartitionLog for FileLog {
             }
             let (pieces, end) = segment.slice(0, 0, budget, max_offset)?;
             reached_end = end;
-            pieces.into_iter().for_each(|p| out.push(p));
+            out.extend(pieces);
         }
         Ok(out)
     }

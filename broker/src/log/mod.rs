@@ -85,6 +85,12 @@ impl Piece {
     }
 }
 
+impl Extend<Piece> for Batches {
+    fn extend<I: IntoIterator<Item = Piece>>(&mut self, pieces: I) {
+        pieces.into_iter().for_each(|p| self.push(p));
+    }
+}
+
 impl Batches {
     /// Add a piece at the end (empty ones are dropped).
     pub fn push(&mut self, piece: Piece) {

@@ -502,8 +502,8 @@ impl Segment {
         let source = self.bytes();
         let direct = source
             .direct
-            .is_some_and(|(d, dropped)| start < dropped && d.available());
-        if !direct {
+            .filter(|(d, dropped)| start < *dropped && d.available());
+        if direct.is_none() {
             self.prefetch_dropped(start, want_end);
         }
         // Every batch before an indexed start whose base offset is below `max_offset` is
@@ -528,7 +528,7 @@ impl Segment {
             pos = end;
         }
         let reached_end = pos == self.size;
-        if let Some((reader, dropped)) = source.direct.filter(|_| direct) {
+        if let Some((reader, dropped)) = direct {
             let read = reader
                 .slices(start, pos, dropped)
                 .map_err(io_context(format!(
@@ -665,17 +665,7 @@ impl HeaderWindow {
             self.at = pos;
             let want = end.saturating_sub(pos).min(Self::SPAN);
             let want = usize::try_from(want).unwrap_or(HEADER_LEN).max(HEADER_LEN);
-            match source.direct {
-                None => pread_append(source.file, &mut self.bytes, want, pos)?,
-                Some(_) => {
-                    self.bytes.resize(want, 0);
-                    let read = source.read_exact_at(&mut self.bytes, pos);
-                    if read.is_err() {
-                        self.bytes.clear();
-                    }
-                    read?;
-                }
-            }
+            source.read_append(&mut self.bytes, want, pos)?;
         }
         let from = usize::try_from(pos.saturating_sub(self.at)).unwrap_or(usize::MAX);
         self.bytes
