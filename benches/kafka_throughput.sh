@@ -20,6 +20,8 @@
 #             the repeated produce runs below)
 #   CATCHUP_ROUNDS [3]    rounds of the `catchup` phase (not in the default PHASES)
 #   CATCHUP_IDLE [5]      seconds between its produce and its consume
+#   CATCHUP_SIZE [1024]   record size of the `catchup` phase: 1024 (COUNT_1K records) or
+#                         100 (COUNT_100 records)
 #   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
 #   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
 #   ROUNDS    [3]         runs per cell of the `rounds` phase (not in the default PHASES)
@@ -57,8 +59,8 @@
 #            runnel (defaults: drop-behind, O_DIRECT reads below it), runnel-pagecache
 #            (`[topics] direct_read_buffer_bytes = 0`: those reads through the page cache,
 #            with readahead), runnel-keep (`page_cache_tail_bytes = -1`: nothing dropped, as
-#            Kafka) and the mock, a fresh broker gets COUNT_1K 1 KiB records (acks=1, one
-#            partition), waits CATCHUP_IDLE s, and one simple consumer reads them from the
+#            Kafka) and the mock, a fresh broker gets COUNT_1K 1 KiB records (or COUNT_100
+#            100 B ones with CATCHUP_SIZE=100; acks=1, one partition), waits CATCHUP_IDLE s, and one simple consumer reads them from the
 #            beginning; rec/s as in consume, plus the broker's CPU seconds (utime + stime
 #            from /proc) over the consume alone.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
@@ -106,6 +108,12 @@ REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
 ROUNDS="${ROUNDS:-3}"
 CATCHUP_ROUNDS="${CATCHUP_ROUNDS:-3}"
 CATCHUP_IDLE="${CATCHUP_IDLE:-5}"
+CATCHUP_SIZE="${CATCHUP_SIZE:-1024}"
+case "$CATCHUP_SIZE" in
+1024) CATCHUP_COUNT="$COUNT_1K" ;;
+100) CATCHUP_COUNT="$COUNT_100" ;;
+*) echo "CATCHUP_SIZE must be 1024 or 100, not $CATCHUP_SIZE" >&2; exit 2 ;;
+esac
 RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
 PROBE="${PROBE:-$ROOT/target/release/produce_latency}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -278,10 +286,10 @@ run_catchup() {
             esac
             RUNNEL_CONFIG="$WORK/$v.toml" start_broker "$target" "catchup:1" ||
                 { log "cannot start $v"; return 1; }
-            perf_produce "$v.catchup$r.produce" catchup 1024 "$COUNT_1K" 1
+            perf_produce "$v.catchup$r.produce" catchup "$CATCHUP_SIZE" "$CATCHUP_COUNT" 1
             sleep "$CATCHUP_IDLE"
             before="$(cpu_seconds "$BROKER_PID")"
-            perf_consume "$v.catchup$r" catchup 1 "$COUNT_1K"
+            perf_consume "$v.catchup$r" catchup 1 "$CATCHUP_COUNT"
             after="$(cpu_seconds "$BROKER_PID")"
             R[$v.catchup$r.cpu]="$(python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.2f}")' "$before" "$after")"
             log "catchup $v round $r: broker ${R[$v.catchup$r.cpu]} CPU-s for the consume"
@@ -436,7 +444,7 @@ except Exception:
 {
     echo "## Kafka throughput benchmark ($STAMP)"
     echo
-    echo "- command: \`benches/kafka_throughput.sh ${RUNNEL_BIN:+$RUNNEL_BIN}\` (COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS PHASES=\"$PHASES\")"
+    echo "- command: \`benches/kafka_throughput.sh ${RUNNEL_BIN:+$RUNNEL_BIN}\` (COUNT_100=$COUNT_100 COUNT_1K=$COUNT_1K LAT_RATE=$LAT_RATE LAT_SECONDS=$LAT_SECONDS PHASES=\"$PHASES\" CATCHUP_SIZE=$CATCHUP_SIZE)"
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
     echo "- load generator: librdkafka $("$PERF" -h 2>&1 | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p') rdkafka_performance"
     if [[ -n "$RUNNEL_BIN" ]]; then
@@ -470,7 +478,7 @@ except Exception:
         echo
     fi
     if has_phase catchup; then
-        echo "### Catch-up consume, 1 KiB, one partition, fresh broker per run (records/s, broker CPU-s for the consume)"
+        echo "### Catch-up consume, $CATCHUP_SIZE B records, one partition, fresh broker per run (records/s, broker CPU-s for the consume)"
         echo
         echo "| variant | $(for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do printf 'round %s | ' "$r"; done)"
         echo "|---|$(for ((r = 1; r <= CATCHUP_ROUNDS; r++)); do printf -- '---|'; done)"
