@@ -19,6 +19,8 @@
 #                    that passed only on a retry is named in the summary, and one that fails
 #                    every try fails the run.
 #   TEST_KAFKA_VERSION (default 3.9.0)
+#   RUST_LOG         the broker's log filter (default info,runnel_broker::group=debug: the group
+#                    coordinator logs every answer, and a failed try prints its last 40)
 #   RUNNEL_ARGS      extra `runnel serve` flags (default: --default-partitions 4, because
 #                    librdkafka's test scenarios (tests/scenarios/default.json) assume
 #                    auto-created topics get num_partitions=4, e.g. 0012/0015 produce to
@@ -95,7 +97,7 @@ start_broker() {
         port="$(free_port)"
         data="$WORK/data-$n"
         mkdir -p "$data"
-        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$RUNNEL_BIN" serve --data-dir "$data" --kafka-addr "127.0.0.1:$port" $RUNNEL_ARGS \
+        NO_COLOR=1 RUST_LOG="${RUST_LOG:-info,runnel_broker::group=debug}" "$RUNNEL_BIN" serve --data-dir "$data" --kafka-addr "127.0.0.1:$port" $RUNNEL_ARGS \
             >"$RESULTS_DIR/broker-$n.log" 2>&1 &
         BROKER_PID=$!
         BOOTSTRAP="127.0.0.1:$port"
@@ -159,6 +161,8 @@ for t in "${selected[@]}"; do
         log="$RESULTS_DIR/$t.log"
         [[ $attempt -gt 1 ]] && log="$RESULTS_DIR/$t.try$attempt.log"
         t0=$(date +%s)
+        blog="$RESULTS_DIR/broker-$restarts.log"
+        blog_from=$(($(stat -c %s "$blog" 2>/dev/null || echo 0) + 1))
         { (cd "$RK/tests" && LD_LIBRARY_PATH="$RK/src:$RK/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" RDKAFKA_TEST_CONF="$RK/tests/test.conf" TESTS="$t" \
             timeout -k 10 "$limit" ./test-runner -L -E -p1) >"$log" 2>&1; } 2>/dev/null
         rc=$?
@@ -172,6 +176,14 @@ for t in "${selected[@]}"; do
         # The detail of a failure, from its own log (the test's ### line says what it waited for).
         [[ $attempt -le RETRIES ]] && echo "RETRY $t (try $attempt failed after ${dt}s, rc=$rc): $why" &&
             sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -m2 -E "^### Test|timed out \(timeout" | cut -c1-300
+        # What the group coordinator answered during the failed try (the broker logs each
+        # JoinGroup / SyncGroup / Heartbeat / LeaveGroup / commit answer at debug): the last
+        # of it, next to the failure, to tell a rebalance race from a client-side one.
+        tail -c "+$blog_from" "$blog" 2>/dev/null >"$log.broker"
+        if grep -q "runnel_broker::group" "$log.broker"; then
+            echo "--- $t: the last group coordinator answers of that try ($log.broker):"
+            grep "runnel_broker::group" "$log.broker" | tail -n 40 | cut -c1-300
+        fi
         kill -0 "$BROKER_PID" 2>/dev/null || break
     done
     if [[ $rc -eq 0 ]] && grep -qE "PASSED|passed" "$log" && ! grep -q "0 tests passed\|No tests to run" "$log"; then
