@@ -60,9 +60,9 @@
 #            (`[topics] direct_read_buffer_bytes = 0`: those reads through the page cache,
 #            with readahead), runnel-keep (`page_cache_tail_bytes = -1`: nothing dropped, as
 #            Kafka) and the mock, a fresh broker gets COUNT_1K 1 KiB records (or COUNT_100
-#            100 B ones with CATCHUP_SIZE=100; acks=1, one partition), waits CATCHUP_IDLE s, and one simple consumer reads them from the
-#            beginning; rec/s as in consume, plus the broker's CPU seconds (utime + stime
-#            from /proc) over the consume alone.
+#            100 B ones with CATCHUP_SIZE=100; acks=1, one partition), waits CATCHUP_IDLE s,
+#            and one simple consumer reads them from the beginning; rec/s as in consume,
+#            plus the broker's CPU seconds (utime + stime from /proc) over the consume alone.
 #   group:   a 6-partition topic with GROUP_COUNT/6 records per partition, read (a) directly
 #            (simple consumer, all 6 partitions), (b) by a 1-member group and (c) by a
 #            3-member group (range assignor: 2 partitions each, GROUP_COUNT/3 records each),

@@ -20,7 +20,8 @@
 #                    every try fails the run.
 #   TEST_KAFKA_VERSION (default 3.9.0)
 #   RUST_LOG         the broker's log filter (default info,runnel_broker::group=debug: the group
-#                    coordinator logs every answer, and a failed try prints its last 40)
+#                    coordinator logs each join, sync, commit and leave answer and each refused
+#                    heartbeat, and a failed try prints the last 40 of those lines)
 #   RUNNEL_ARGS      extra `runnel serve` flags (default: --default-partitions 4, because
 #                    librdkafka's test scenarios (tests/scenarios/default.json) assume
 #                    auto-created topics get num_partitions=4, e.g. 0012/0015 produce to
@@ -177,12 +178,14 @@ for t in "${selected[@]}"; do
         [[ $attempt -le RETRIES ]] && echo "RETRY $t (try $attempt failed after ${dt}s, rc=$rc): $why" &&
             sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -m2 -E "^### Test|timed out \(timeout" | cut -c1-300
         # What the group coordinator answered during the failed try (the broker logs each
-        # JoinGroup / SyncGroup / Heartbeat / LeaveGroup / commit answer at debug): the last
-        # of it, next to the failure, to tell a rebalance race from a client-side one.
+        # JoinGroup / SyncGroup / commit / LeaveGroup answer and each refused Heartbeat at
+        # debug): the last of it, next to the failure, to tell a rebalance race from a
+        # client-side one.
         tail -c "+$blog_from" "$blog" 2>/dev/null >"$log.broker"
-        if grep -q "runnel_broker::group" "$log.broker"; then
+        group_log="$(grep "runnel_broker::group" "$log.broker" | tail -n 40 | cut -c1-300)"
+        if [[ -n "$group_log" ]]; then
             echo "--- $t: the last group coordinator answers of that try ($log.broker):"
-            grep "runnel_broker::group" "$log.broker" | tail -n 40 | cut -c1-300
+            echo "$group_log"
         fi
         kill -0 "$BROKER_PID" 2>/dev/null || break
     done
