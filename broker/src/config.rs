@@ -250,6 +250,12 @@ pub struct TopicDefaults {
     /// read it through the page cache; otherwise at least 6 MiB (one partition's 2 MiB chunk
     /// and the two read ahead). When it is full, the partition read longest ago gives way.
     pub direct_read_buffer_bytes: u64,
+    /// Between group-commit rounds, write zeros over the blocks reserved ahead of each
+    /// partition's appends, at most this many bytes per second (0 = never): acks=all
+    /// appends at low rates then land in written blocks and their fsyncs skip an extent
+    /// change in the file system's journal (ext4; BENCHMARKS.md). The disk writes at most
+    /// this much more.
+    pub zero_ahead_bytes_per_sec: u64,
 }
 
 impl TopicDefaults {
@@ -293,6 +299,7 @@ impl Default for TopicDefaults {
             page_cache_tail_bytes: i64::try_from(crate::log::file::DEFAULT_CACHE_TAIL_BYTES)
                 .unwrap_or(i64::MAX),
             direct_read_buffer_bytes: crate::log::file::DEFAULT_DIRECT_READ_BYTES,
+            zero_ahead_bytes_per_sec: crate::log::file::DEFAULT_ZERO_AHEAD_BYTES_PER_SEC,
         }
     }
 }

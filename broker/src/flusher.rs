@@ -116,6 +116,11 @@ impl FlushSignal {
         }
     }
 
+    /// A round was asked for and no flusher has taken it yet.
+    pub fn pending(&self) -> bool {
+        self.lock().wanted
+    }
+
     /// A flusher ends without being asked (its partition is gone, or it unwinds).
     pub fn stopped(&self) {
         let mut s = self.lock();

@@ -529,6 +529,28 @@ impl Partition {
         }
     }
 
+    /// Between rounds, with none asked for: let the log write zeros ahead of its appends
+    /// and fsync them here, off the request path (`PartitionLog::zero_ahead`).
+    fn zero_ahead(&self) {
+        let zeroed = self.write_log().log.zero_ahead(std::time::Instant::now());
+        match zeroed {
+            Ok(None) => {}
+            Ok(Some(zeros)) => {
+                let started = std::time::Instant::now();
+                let synced = zeros.sync();
+                self.fsync_seconds.observe(started.elapsed().as_secs_f64());
+                if let Err(e) = synced {
+                    self.fail(&format!("fsync failed: {e}"));
+                }
+            }
+            // Zeros past the data: a failed write loses nothing, and appends still land in
+            // the reserved blocks.
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, partition = self.index, error = %e, "writing zeros ahead of appends")
+            }
+        }
+    }
+
     /// After a failed fsync the page cache state is unknown (fsyncgate): stop accepting
     /// durable writes on this partition rather than report success we cannot vouch for.
     fn fail(&self, why: &str) {
@@ -580,6 +602,9 @@ fn run_flusher(partition: &Weak<Partition>, signal: &FlushSignal) {
             return;
         }
         p.flush_once();
+        if !signal.pending() {
+            p.zero_ahead();
+        }
     }
     // `next_round` said stop and marked it.
     guard.1 = true;

@@ -89,6 +89,7 @@ impl TopicConfig {
             segment_bytes: self.segment_bytes,
             cache_tail_bytes: memory.cache_tail,
             direct_reads: memory.direct_reads.clone(),
+            zero_ahead_bytes_per_sec: memory.zero_ahead_bytes_per_sec,
             ..FileLogConfig::default()
         }
     }
@@ -226,6 +227,7 @@ impl TopicRegistry {
         let memory = LogMemory {
             cache_tail: defaults.cache_tail(),
             direct_reads: DirectReads::with_budget(defaults.direct_read_buffer_bytes),
+            zero_ahead_bytes_per_sec: defaults.zero_ahead_bytes_per_sec,
         };
         let mut topics = BTreeMap::new();
         for entry in std::fs::read_dir(&root).map_err(io_err("cannot list", &root))? {
@@ -529,12 +531,13 @@ impl TopicRegistry {
     }
 }
 
-/// The broker-wide memory settings of every partition's log (`[topics]
-/// page_cache_tail_bytes` and `direct_read_buffer_bytes`).
+/// The broker-wide memory and disk settings of every partition's log (`[topics]
+/// page_cache_tail_bytes`, `direct_read_buffer_bytes` and `zero_ahead_bytes_per_sec`).
 #[derive(Debug)]
 struct LogMemory {
     cache_tail: Option<u64>,
     direct_reads: DirectReads,
+    zero_ahead_bytes_per_sec: u64,
 }
 
 fn open_topic(

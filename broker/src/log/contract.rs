@@ -680,3 +680,92 @@ fn file_log_reads_below_the_dropped_mark_without_the_page_cache_and_forgets_a_cu
     assert_eq!(tail.last().unwrap().1, log.log_end_offset());
     assert_eq!(bytes, on_disk(u64::try_from(bytes.len()).unwrap().min(end)));
 }
+
+/// Zeros ahead of appends: written only past the data and never past the blocks reserved,
+/// one chunk per pace at the configured rate, at most `ZERO_AHEAD_BYTES` ahead; appends into
+/// them, reads and a reopen see exactly the data; rate 0 never writes.
+#[test]
+fn file_log_zeros_ahead_only_within_its_reservation_at_its_pace() {
+    use super::file::{ZERO_AHEAD_BYTES, ZERO_AHEAD_CHUNK};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::TempDir::new().unwrap();
+    // One chunk a second.
+    let config = FileLogConfig {
+        zero_ahead_bytes_per_sec: ZERO_AHEAD_CHUNK,
+        ..FileLogConfig::default()
+    };
+    let mut log = FileLog::open(dir.path(), config.clone()).unwrap();
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let t0 = Instant::now();
+    let second = Duration::from_secs(1);
+    assert!(
+        log.zero_ahead(t0).unwrap().is_none(),
+        "nothing reserved yet"
+    );
+    // Enough data that the reservation runs more than ZERO_AHEAD_BYTES past it.
+    let mut size = 0;
+    while size < 5 * ZERO_AHEAD_BYTES / 2 {
+        append(&mut log, 80, 0);
+        size += batch_len(80);
+    }
+    let reserved = std::fs::metadata(&segment).unwrap().len();
+    assert!(reserved >= size + ZERO_AHEAD_BYTES, "{reserved} {size}");
+    let before = consume_all(&log, 1 << 20).0;
+
+    let mut now = t0;
+    let mut chunks = 0;
+    while let Some(zeros) = log.zero_ahead(now).unwrap() {
+        zeros.sync().unwrap();
+        chunks += 1;
+        // Paced: not again within the second.
+        assert!(log.zero_ahead(now + second / 2).unwrap().is_none());
+        now += second;
+        assert!(
+            chunks <= ZERO_AHEAD_BYTES / ZERO_AHEAD_CHUNK,
+            "{chunks} chunks"
+        );
+    }
+    assert_eq!(chunks, ZERO_AHEAD_BYTES.div_ceil(ZERO_AHEAD_CHUNK));
+    // Far enough ahead: time passing writes nothing more.
+    assert!(log.zero_ahead(now + 10 * second).unwrap().is_none());
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), reserved);
+    let on_disk = std::fs::read(&segment).unwrap();
+    let at = usize::try_from(size).unwrap();
+    assert_eq!(&on_disk[..at], &before[..], "the data is untouched");
+    assert!(on_disk[at..].iter().all(|&b| b == 0));
+
+    // Appends land in the zeroed blocks; past them the log zeros on when its data moves on.
+    let first = size;
+    while size < first + ZERO_AHEAD_CHUNK {
+        append(&mut log, 80, 0);
+        size += batch_len(80);
+    }
+    assert!(log.zero_ahead(now + 20 * second).unwrap().is_some());
+    let end = log.log_end_offset();
+    let after = consume_all(&log, 1 << 20).0;
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(after.len(), usize::try_from(size).unwrap());
+    assert_eq!(batches_in(&after).last().unwrap().1, end);
+    drop(log);
+    let log = FileLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(
+        consume_all(&log, 1 << 20).0,
+        after,
+        "a reopen cuts the zeros"
+    );
+
+    // Rate 0: never.
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut log = FileLog::open(
+        dir.path(),
+        FileLogConfig {
+            zero_ahead_bytes_per_sec: 0,
+            ..FileLogConfig::default()
+        },
+    )
+    .unwrap();
+    append(&mut log, 80, 0);
+    assert!(log.zero_ahead(t0 + 100 * second).unwrap().is_none());
+}

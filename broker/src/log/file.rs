@@ -16,6 +16,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -31,6 +32,7 @@ use super::segment::{
 };
 use super::{
     AppendInfo, Batches, FlushPlan, LogError, PartitionLog, RetentionPolicy, TimestampOffset,
+    ZeroAhead,
 };
 
 /// How a [`FileLog`] lays out segments. Also used by [`super::memory::MemLog`] so that both roll
@@ -55,6 +57,12 @@ pub struct FileLogConfig {
     /// Memory for reading what lies below the dropped page cache with `O_DIRECT` (one
     /// budget shared by every log of a broker; see `log/direct.rs`).
     pub direct_reads: DirectReads,
+    /// At most this many bytes per second of the blocks reserved ahead of appends are
+    /// written with zeros when no append waits on a flush ([`PartitionLog::zero_ahead`]);
+    /// 0 = never. Low-rate acks=all appends then land in written blocks, and their fsyncs
+    /// commit no extent change; at high rates appends outrun the zeros and land in reserved
+    /// blocks as before, the disk doing at most this much more writing.
+    pub zero_ahead_bytes_per_sec: u64,
 }
 
 impl Default for FileLogConfig {
@@ -65,12 +73,22 @@ impl Default for FileLogConfig {
             index_interval_bytes: 4096,
             cache_tail_bytes: Some(DEFAULT_CACHE_TAIL_BYTES),
             direct_reads: DirectReads::with_budget(DEFAULT_DIRECT_READ_BYTES),
+            zero_ahead_bytes_per_sec: DEFAULT_ZERO_AHEAD_BYTES_PER_SEC,
         }
     }
 }
 
 /// The default of [`FileLogConfig::cache_tail_bytes`].
 pub const DEFAULT_CACHE_TAIL_BYTES: u64 = 64 << 20;
+
+/// The default of [`FileLogConfig::zero_ahead_bytes_per_sec`].
+pub const DEFAULT_ZERO_AHEAD_BYTES_PER_SEC: u64 = 32 << 20;
+
+/// How far past the log end zeros are written ahead, at most (within the reservation).
+pub(crate) const ZERO_AHEAD_BYTES: u64 = 256 << 10;
+
+/// Zeros written ahead at a time: small, since appends wait for the log's lock meanwhile.
+pub(crate) const ZERO_AHEAD_CHUNK: u64 = 64 << 10;
 
 /// The default budget of [`FileLogConfig::direct_reads`]: ten partitions catching up at
 /// once each keep the chunk they read and the two after it.
@@ -86,6 +104,8 @@ pub struct FileLog {
     /// The segment appends go to; always present, possibly empty.
     active: Segment,
     flushed_offset: i64,
+    /// When zeros were last written ahead of appends (paces [`PartitionLog::zero_ahead`]).
+    zeroed_at: Option<Instant>,
     /// Set when a failed append could not be rolled back: the file may hold stray bytes.
     poisoned: Option<String>,
 }
@@ -121,6 +141,7 @@ impl FileLog {
             sealed,
             active,
             flushed_offset,
+            zeroed_at: None,
             poisoned: None,
         })
     }
@@ -277,6 +298,27 @@ impl PartitionLog for FileLog {
     /// single-node broker never truncates; the Raft driver serializes the two).
     fn mark_flushed(&mut self, up_to: i64) {
         self.flushed_offset = self.flushed_offset.max(up_to.min(self.log_end_offset()));
+    }
+
+    /// One chunk of zeros into the active segment's reservation, no sooner after the last
+    /// than [`FileLogConfig::zero_ahead_bytes_per_sec`] allows.
+    fn zero_ahead(&mut self, now: Instant) -> Result<Option<ZeroAhead>, LogError> {
+        let rate = self.config.zero_ahead_bytes_per_sec;
+        if rate == 0 || self.poisoned.is_some() {
+            return Ok(None);
+        }
+        let pace = Duration::from_nanos(ZERO_AHEAD_CHUNK.saturating_mul(1_000_000_000) / rate);
+        if self
+            .zeroed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < pace)
+        {
+            return Ok(None);
+        }
+        let zeroed = self.active.zero_ahead(ZERO_AHEAD_BYTES, ZERO_AHEAD_CHUNK)?;
+        if zeroed.is_some() {
+            self.zeroed_at = Some(now);
+        }
+        Ok(zeroed.map(|(file, data_len)| ZeroAhead::new(file, data_len)))
     }
 
     /// Kafka's ListOffsets answers with the first *record* whose timestamp is >= the target;

@@ -232,6 +232,27 @@ impl FlushPlan {
     }
 }
 
+/// Zeros a log wrote over blocks reserved ahead of its appends ([`PartitionLog::zero_ahead`]),
+/// to fsync outside the log's lock.
+#[derive(Debug)]
+pub struct ZeroAhead {
+    file: Arc<File>,
+    /// Bytes of data before the zeros: the fsync covers them too.
+    data_len: u64,
+}
+
+impl ZeroAhead {
+    pub(crate) fn new(file: Arc<File>, data_len: u64) -> Self {
+        Self { file, data_len }
+    }
+
+    /// `fdatasync` of the file. A failure must be handled as a failed data fsync: the error
+    /// may have been the data's (fsyncgate), and this call has now consumed it.
+    pub fn sync(&self) -> std::io::Result<()> {
+        fault::sync(&self.file, false, self.data_len)
+    }
+}
+
 /// The narrow interface every partition log implements.
 pub trait PartitionLog: Send + Sync {
     /// Append one or more whole v2 batches (already validated). Offsets are assigned from the
@@ -283,6 +304,15 @@ pub trait PartitionLog: Send + Sync {
 
     /// Record that a `FlushPlan` finished; `flushed_offset` never moves backwards.
     fn mark_flushed(&mut self, up_to: i64);
+
+    /// A moment with no append waiting on a flush: the log may write zeros over some of the
+    /// blocks it reserved ahead of its appends, paced by `now`, and return what to fsync
+    /// (outside its lock) so that later appends overwrite written blocks. Changes no offset
+    /// and nothing a read returns. The default (a log with no reserved blocks) does nothing.
+    fn zero_ahead(&mut self, now: std::time::Instant) -> Result<Option<ZeroAhead>, LogError> {
+        let _ = now;
+        Ok(None)
+    }
 
     /// First batch (by offset) whose max timestamp is >= `timestamp`.
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, LogError>;
