@@ -247,8 +247,8 @@ pub struct TopicDefaults {
     pub page_cache_tail_bytes: i64,
     /// Memory (broker-wide) for reading what was dropped from the page cache with `O_DIRECT`:
     /// a consumer catching up then costs the broker no page-cache pages (BENCHMARKS.md). 0 =
-    /// read it through the page cache; otherwise at least 6 MiB (one partition's 2 MiB chunk
-    /// and the two read ahead). When it is full, the partition read longest ago gives way.
+    /// read it through the page cache; otherwise at least 20 MiB (one partition's 4 MiB chunk
+    /// and the four read ahead). When it is full, the partition read longest ago gives way.
     pub direct_read_buffer_bytes: u64,
     /// Between group-commit rounds, write zeros over the blocks reserved ahead of each
     /// partition's appends, at most this many bytes per second (0 = never): acks=all
@@ -364,7 +364,7 @@ impl Config {
         if direct != 0 && direct < crate::log::DirectReads::MIN_BYTES {
             return invalid(
                 "topics.direct_read_buffer_bytes",
-                "must be 0 (read through the page cache) or at least 6291456 (6 MiB)",
+                "must be 0 (read through the page cache) or at least 20971520 (20 MiB)",
             );
         }
         if self.topics.segment_bytes < 1024 {

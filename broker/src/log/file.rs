@@ -90,9 +90,9 @@ pub(crate) const ZERO_AHEAD_BYTES: u64 = 256 << 10;
 /// Zeros written ahead at a time: small, since appends wait for the log's lock meanwhile.
 pub(crate) const ZERO_AHEAD_CHUNK: u64 = 64 << 10;
 
-/// The default budget of [`FileLogConfig::direct_reads`]: ten partitions catching up at
-/// once each keep the chunk they read and the two after it.
-pub const DEFAULT_DIRECT_READ_BYTES: u64 = 64 << 20;
+/// The default budget of [`FileLogConfig::direct_reads`]: six partitions catching up at
+/// once each keep the chunk they read and the four after it.
+pub const DEFAULT_DIRECT_READ_BYTES: u64 = 128 << 20;
 
 /// A partition log stored as segment files in one directory.
 #[derive(Debug)]
