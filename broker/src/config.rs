@@ -361,10 +361,14 @@ impl Config {
             );
         }
         let direct = self.topics.direct_read_buffer_bytes;
-        if direct != 0 && direct < crate::log::DirectReads::MIN_BYTES {
+        let min_direct = crate::log::DirectReads::MIN_BYTES;
+        if direct != 0 && direct < min_direct {
             return invalid(
                 "topics.direct_read_buffer_bytes",
-                "must be 0 (read through the page cache) or at least 20971520 (20 MiB)",
+                &format!(
+                    "must be 0 (read through the page cache) or at least {min_direct} ({} MiB)",
+                    min_direct >> 20
+                ),
             );
         }
         if self.topics.segment_bytes < 1024 {
@@ -469,6 +473,7 @@ mod tests {
         c.topics.direct_read_buffer_bytes = 1 << 20;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("direct_read_buffer_bytes"), "{err}");
+        assert!(err.contains("at least 20971520 (20 MiB)"), "{err}");
         c.topics.direct_read_buffer_bytes = 0;
         c.validate().expect("0 turns O_DIRECT reads off");
     }
