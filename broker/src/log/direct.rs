@@ -34,13 +34,21 @@ pub(crate) const CHUNK: u64 = 4 << 20;
 /// block size Linux file systems use).
 const ALIGN: u64 = 4096;
 
-/// Chunks read ahead of the one being read, concurrently: a catching-up consumer read 12 %
-/// faster with four 4 MiB reads in flight than with two 2 MiB ones, near this VM's disk
-/// ceiling (BENCHMARKS.md).
+/// Chunks read ahead of the one being read, concurrently, by a stream that has just started
+/// (or jumped): a catching-up consumer read 12 % faster with four 4 MiB reads in flight than
+/// with two 2 MiB ones (BENCHMARKS.md).
 const READ_AHEAD: u64 = 4;
 
-/// Chunks kept per segment: the one being read and those read ahead of it.
-const MAX_CHUNKS: usize = 5;
+/// Most chunks a stream reads ahead: its window doubles each time it moves on to the next
+/// chunk, from [`READ_AHEAD`] up to this, as the kernel's read-ahead grows for a sequential
+/// reader. The chunks past the first [`READ_AHEAD`] come only from budget no other reader
+/// needs ([`Budget::take_spare`]): growing never makes another reader give way.
+const MAX_READ_AHEAD: u64 = 16;
+
+/// Forward-reading streams tracked per segment: consumers at different positions of one
+/// partition share its segments' readers, and each keeps its own window; a new one takes the
+/// place of the one used longest ago.
+const MAX_STREAMS: usize = 4;
 
 /// Longest a reader waits for a read-ahead of the chunk it wants before reading it itself.
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -140,22 +148,31 @@ impl Budget {
     /// Never called with a reader's state locked (eviction locks readers' states).
     fn take(self: &Arc<Self>, bytes: u64) -> Option<Arc<Charge>> {
         loop {
-            let reserved = self
-                .used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                    used.checked_add(bytes).filter(|&n| n <= self.cap)
-                })
-                .is_ok();
-            if reserved {
-                return Some(Arc::new(Charge {
-                    budget: Arc::clone(self),
-                    bytes,
-                }));
+            if let Some(charge) = self.reserve(bytes, self.cap) {
+                return Some(charge);
             }
             if !self.evict_least_recent() {
                 return None;
             }
         }
+    }
+
+    /// Reserve `bytes` only if [`DirectReads::MIN_BYTES`] stay free after it (room for one
+    /// more reader to start without evicting anyone); never evicts.
+    fn take_spare(self: &Arc<Self>, bytes: u64) -> Option<Arc<Charge>> {
+        self.reserve(bytes, self.cap.saturating_sub(DirectReads::MIN_BYTES))
+    }
+
+    fn reserve(self: &Arc<Self>, bytes: u64, up_to: u64) -> Option<Arc<Charge>> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= up_to)
+            })
+            .ok()?;
+        Some(Arc::new(Charge {
+            budget: Arc::clone(self),
+            bytes,
+        }))
     }
 
     /// Drop the chunks of the reader used longest ago that has any; false when none has.
@@ -214,8 +231,10 @@ pub(crate) struct DirectReader {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Sorted by start, at most [`MAX_CHUNKS`].
+    /// Sorted by start; only chunks some stream wants ([`State::wanted`]) are kept.
     chunks: Vec<Chunk>,
+    /// At most [`MAX_STREAMS`].
+    streams: Vec<Stream>,
     /// Starts of the chunks read-aheads are loading.
     loading: Vec<u64>,
     /// Bumped by every truncation: a read that began before it must not be cached.
@@ -224,6 +243,64 @@ struct State {
     refused: bool,
     /// The budget's use counter when this reader was last asked for a chunk.
     last_used: u64,
+}
+
+/// One reader moving forward through the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stream {
+    /// Start of the chunk it read last.
+    at: u64,
+    /// Chunks it reads ahead of `at`.
+    ahead: u64,
+    /// The budget's use counter when it was last asked for a chunk.
+    used: u64,
+}
+
+impl State {
+    /// A read of the chunk at `start` (its position, a multiple of [`CHUNK`]), the budget's use
+    /// counter being `tick`: the stream it continues, or a new one. Answers how many chunks
+    /// to read ahead of it, and drops the cached chunks no stream wants any more.
+    fn follow(&mut self, start: u64, tick: u64) -> u64 {
+        let ahead = if let Some(s) = self.streams.iter_mut().find(|s| s.at == start) {
+            s.used = tick;
+            return s.ahead;
+        } else if let Some(s) = self
+            .streams
+            .iter_mut()
+            .find(|s| s.at.checked_add(CHUNK) == Some(start))
+        {
+            *s = Stream {
+                at: start,
+                ahead: s.ahead.saturating_mul(2).min(MAX_READ_AHEAD),
+                used: tick,
+            };
+            s.ahead
+        } else {
+            let fresh = Stream {
+                at: start,
+                ahead: READ_AHEAD,
+                used: tick,
+            };
+            if self.streams.len() < MAX_STREAMS {
+                self.streams.push(fresh);
+            } else if let Some(oldest) = self.streams.iter_mut().min_by_key(|s| s.used) {
+                *oldest = fresh;
+            }
+            READ_AHEAD
+        };
+        let streams = &self.streams;
+        self.chunks.retain(|c| wanted(streams, c.start));
+        ahead
+    }
+}
+
+/// Whether a chunk starting at `start` is one a stream reads now or ahead.
+fn wanted(streams: &[Stream], start: u64) -> bool {
+    streams.iter().any(|s| {
+        start
+            .checked_sub(s.at)
+            .is_some_and(|past| past <= s.ahead.saturating_mul(CHUNK))
+    })
 }
 
 /// Bytes `[start, start + bytes.len())` of the file.
@@ -262,7 +339,7 @@ impl DirectReader {
     /// or `None` when `O_DIRECT` is not available or the range does not lie below
     /// `limit` rounded down to [`ALIGN`]. Chunks the range reads to the end of are dropped from
     /// the cache: a consumer catching up reads forward, and a segment read to its end keeps
-    /// nothing.
+    /// nothing (chunks wholly before the range stay: another stream may be reading them).
     pub fn slices(
         self: &Arc<Self>,
         start: u64,
@@ -275,7 +352,9 @@ impl DirectReader {
         let Some(out) = self.pieces(start, end, limit)? else {
             return Ok(None);
         };
-        self.lock().chunks.retain(|c| c.end() > end);
+        self.lock()
+            .chunks
+            .retain(|c| c.end() > end || c.end() <= start);
         Ok(Some(out))
     }
 
@@ -347,13 +426,14 @@ impl DirectReader {
     }
 
     /// The chunk holding `position` (`position < limit`, `limit` aligned): cached, or being
-    /// read ahead (waited for), or read now. The [`READ_AHEAD`] chunks after it are then read
-    /// ahead.
+    /// read ahead (waited for), or read now. The chunks after it are then read ahead, as many
+    /// as the stream reading it has come to ([`State::follow`]).
     fn chunk_at(self: &Arc<Self>, position: u64, limit: u64) -> io::Result<Option<Chunk>> {
         let start = position - position % CHUNK;
         let tick = self.budget.tick.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         state.last_used = tick;
+        let ahead = state.follow(start, tick);
         loop {
             if state.refused {
                 return Ok(None);
@@ -365,7 +445,7 @@ impl DirectReader {
                 .cloned();
             if let Some(chunk) = cached {
                 drop(state);
-                self.read_ahead(chunk.end(), limit);
+                self.read_ahead(chunk.end(), limit, ahead);
                 return Ok(Some(chunk));
             }
             if !state.loading.contains(&start) {
@@ -385,27 +465,26 @@ impl DirectReader {
         let generation = state.generation;
         drop(state);
         let end = start.saturating_add(CHUNK).min(limit);
-        let Some(chunk) = self.load(start, end, generation)? else {
+        let Some(charge) = self.budget.take(end.saturating_sub(start)) else {
             return Ok(None);
         };
-        self.read_ahead(chunk.end(), limit);
+        let Some(chunk) = self.load(start, end, generation, charge)? else {
+            return Ok(None);
+        };
+        self.read_ahead(chunk.end(), limit, ahead);
         Ok(Some(chunk))
     }
 
-    /// Read `[start, end)` and cache it unless a truncation came in between; `None` when
-    /// `O_DIRECT` is refused.
-    fn load(&self, start: u64, end: u64, generation: u64) -> io::Result<Option<Chunk>> {
+    /// Read `[start, end)`, its memory reserved by `charge`, and cache it if a stream still
+    /// wants it and no truncation came in between; `None` when `O_DIRECT` is refused.
+    fn load(
+        &self,
+        start: u64,
+        end: u64,
+        generation: u64,
+        charge: Arc<Charge>,
+    ) -> io::Result<Option<Chunk>> {
         let Some(file) = self.direct_file() else {
-            return Ok(None);
-        };
-        {
-            // Make room for the new chunk from this reader's own first.
-            let mut state = self.lock();
-            if state.chunks.len() >= MAX_CHUNKS {
-                state.chunks.remove(0);
-            }
-        }
-        let Some(charge) = self.budget.take(end.saturating_sub(start)) else {
             return Ok(None);
         };
         let bytes = match read_aligned(file, start, end, &self.budget) {
@@ -422,58 +501,71 @@ impl DirectReader {
             _charge: charge,
         };
         let mut state = self.lock();
-        if state.generation == generation {
+        if state.generation == generation && wanted(&state.streams, start) {
             state.chunks.retain(|c| c.start != start);
-            if state.chunks.len() >= MAX_CHUNKS {
-                // The lowest one: readers move forward.
-                state.chunks.remove(0);
-            }
             let at = state.chunks.partition_point(|c| c.start < start);
             state.chunks.insert(at, chunk.clone());
         }
         Ok(Some(chunk))
     }
 
-    /// Load the [`READ_AHEAD`] chunks from `from` on (those below `limit`, not cached and
-    /// not loading), each on a blocking thread of the current Tokio runtime. Outside a
-    /// runtime nothing is read ahead.
-    fn read_ahead(self: &Arc<Self>, from: u64, limit: u64) {
+    /// Load the `ahead` chunks from `from` on (those below `limit`, not cached and not
+    /// loading), each on a blocking thread of the current Tokio runtime; those past the first
+    /// [`READ_AHEAD`] only while spare budget lasts. Outside a runtime nothing is read ahead.
+    fn read_ahead(self: &Arc<Self>, from: u64, limit: u64, ahead: u64) {
         if from % CHUNK != 0 {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        for i in 0..READ_AHEAD {
+        for i in 0..ahead {
             let start = from.saturating_add(i.saturating_mul(CHUNK));
-            if start >= limit {
+            if start >= limit || !self.read_ahead_one(&runtime, start, limit, i >= READ_AHEAD) {
                 return;
             }
-            self.read_ahead_one(&runtime, start, limit);
         }
     }
 
-    fn read_ahead_one(self: &Arc<Self>, runtime: &tokio::runtime::Handle, start: u64, limit: u64) {
+    /// Start loading the chunk at `start` unless it is cached or loading; false when there is
+    /// no budget for it (from spare budget only if `spare`) or `O_DIRECT` was refused.
+    fn read_ahead_one(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        start: u64,
+        limit: u64,
+        spare: bool,
+    ) -> bool {
         let generation = {
             let mut state = self.lock();
-            if state.refused
-                || state.loading.contains(&start)
-                || state.chunks.iter().any(|c| c.start == start)
-            {
-                return;
+            if state.refused {
+                return false;
+            }
+            if state.loading.contains(&start) || state.chunks.iter().any(|c| c.start == start) {
+                return true;
             }
             state.loading.push(start);
             state.generation
         };
         let loading = Loading(Arc::clone(self), start);
         let end = start.saturating_add(CHUNK).min(limit);
+        let bytes = end.saturating_sub(start);
+        let charge = if spare {
+            self.budget.take_spare(bytes)
+        } else {
+            self.budget.take(bytes)
+        };
+        let Some(charge) = charge else {
+            return false;
+        };
         runtime.spawn_blocking(move || {
-            if let Err(e) = loading.0.load(start, end, generation) {
+            if let Err(e) = loading.0.load(start, end, generation, charge) {
                 // The reader that wants the chunk reads it again and reports the error.
                 tracing::debug!("read-ahead of a segment at {start} failed: {e}");
             }
             drop(loading);
         });
+        true
     }
 
     fn direct_file(&self) -> Option<&File> {
@@ -682,7 +774,8 @@ mod tests {
             reader.copy_at(&mut buf, start, limit).unwrap().unwrap();
             assert_eq!(buf, want, "copy [{start}, {end})");
         }
-        assert!(reader.lock().chunks.len() <= MAX_CHUNKS);
+        let most = MAX_STREAMS * us(1 + MAX_READ_AHEAD);
+        assert!(reader.lock().chunks.len() <= most);
     }
 
     #[test]
@@ -749,16 +842,18 @@ mod tests {
 
     #[test]
     fn readers_share_one_budget_and_the_least_recently_used_gives_way() {
-        assert_eq!(DirectReads::MIN_BYTES, len_u64(MAX_CHUNKS) * CHUNK);
+        // Without a runtime nothing is read ahead: one chunk per read.
+        let per_reader = us(1 + READ_AHEAD);
+        assert_eq!(DirectReads::MIN_BYTES, len_u64(per_reader) * CHUNK);
         assert!(DirectReads::with_budget(DirectReads::MIN_BYTES - 1)
             .reader(Arc::new(tempfile::tempfile().unwrap()))
             .is_none());
         let (_dir, file, data) = file_with(2 * us(CHUNK));
         let limit = 2 * CHUNK;
-        // Room for MAX_CHUNKS chunks: one reader each, and one more.
+        // Room for `per_reader` chunks: one reader each, and one more.
         let reads = DirectReads::with_budget(DirectReads::MIN_BYTES);
-        let full = len_u64(MAX_CHUNKS) * CHUNK;
-        let mut readers: Vec<_> = (0..=MAX_CHUNKS)
+        let full = len_u64(per_reader) * CHUNK;
+        let mut readers: Vec<_> = (0..=per_reader)
             .map(|_| reads.reader(Arc::clone(&file)).unwrap())
             .collect();
         let last = readers.pop().unwrap();
@@ -791,5 +886,102 @@ mod tests {
         assert_eq!(joined(got), &data[..8]);
         assert_eq!(reads.used(), full - CHUNK);
         assert_eq!(lock(&budget.free).len(), free - 1);
+    }
+
+    #[test]
+    fn a_stream_reading_forward_reads_further_ahead_and_a_jump_starts_another() {
+        let mut state = State::default();
+        let mut tick = 0;
+        let mut follow = |state: &mut State, chunk: u64| {
+            tick += 1;
+            state.follow(chunk * CHUNK, tick)
+        };
+        assert_eq!(follow(&mut state, 0), READ_AHEAD);
+        assert_eq!(follow(&mut state, 0), READ_AHEAD, "the same chunk again");
+        assert_eq!(follow(&mut state, 1), 2 * READ_AHEAD);
+        let mut ahead = 2 * READ_AHEAD;
+        for chunk in 2..12 {
+            ahead = (2 * ahead).min(MAX_READ_AHEAD);
+            assert_eq!(follow(&mut state, chunk), ahead, "chunk {chunk}");
+        }
+        assert_eq!(ahead, MAX_READ_AHEAD);
+        // Another consumer far behind: a second stream, starting small; the first keeps its
+        // window and goes on growing from where it was.
+        assert_eq!(follow(&mut state, 3), READ_AHEAD);
+        assert_eq!(follow(&mut state, 12), MAX_READ_AHEAD);
+        assert_eq!(follow(&mut state, 4), 2 * READ_AHEAD);
+        assert_eq!(state.streams.len(), 2);
+        // What each stream reads now and ahead is wanted; nothing else is.
+        let wants = |state: &State, chunk: u64| wanted(&state.streams, chunk * CHUNK);
+        assert!(wants(&state, 12) && wants(&state, 12 + MAX_READ_AHEAD));
+        assert!(!wants(&state, 13 + MAX_READ_AHEAD));
+        assert!(wants(&state, 4) && wants(&state, 4 + 2 * READ_AHEAD));
+        assert!(!wants(&state, 3));
+        // At most MAX_STREAMS: a new one takes the place of the one used longest ago.
+        let firsts: Vec<u64> = (0..u64::try_from(MAX_STREAMS).unwrap())
+            .map(|i| 1000 + 100 * i)
+            .collect();
+        for &chunk in &firsts {
+            assert_eq!(follow(&mut state, chunk), READ_AHEAD);
+        }
+        assert_eq!(state.streams.len(), MAX_STREAMS);
+        let mut ats: Vec<u64> = state.streams.iter().map(|s| s.at / CHUNK).collect();
+        ats.sort_unstable();
+        assert_eq!(ats, firsts);
+    }
+
+    /// Read `[chunk * CHUNK, + 10)` on a blocking thread, then wait until no read-ahead is in
+    /// flight.
+    async fn read_in_chunk(reader: &Arc<DirectReader>, chunk: u64, limit: u64, data: &[u8]) {
+        let at = chunk * CHUNK;
+        let r = Arc::clone(reader);
+        let got = tokio::task::spawn_blocking(move || r.slices(at, at + 10, limit))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(joined(got), &data[us(at)..us(at) + 10]);
+        while !reader.lock().loading.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn cached_chunks(reader: &DirectReader) -> Vec<u64> {
+        reader
+            .lock()
+            .chunks
+            .iter()
+            .map(|c| c.start / CHUNK)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_ahead_grows_into_spare_budget_only() {
+        let (_dir, file, data) = file_with(12 * us(CHUNK));
+        let limit = 12 * CHUNK;
+        // Plenty: the window grows to the end of the file (chunk 2 + 16 > 11).
+        let reads = DirectReads::with_budget(64 * CHUNK);
+        let reader = reads.reader(Arc::clone(&file)).unwrap();
+        for chunk in 0..3 {
+            read_in_chunk(&reader, chunk, limit, &data).await;
+        }
+        assert_eq!(cached_chunks(&reader), (2..12).collect::<Vec<_>>());
+        assert_eq!(reads.used(), 10 * CHUNK);
+        // Room for two readers' first windows and two chunks more: this reader grows by those
+        // two only, leaving room for another reader to start without evicting anyone.
+        let cap = 2 * DirectReads::MIN_BYTES + 2 * CHUNK;
+        let reads = DirectReads::with_budget(cap);
+        let reader = reads.reader(Arc::clone(&file)).unwrap();
+        for chunk in 0..3 {
+            read_in_chunk(&reader, chunk, limit, &data).await;
+        }
+        let grown = 1 + READ_AHEAD + 2;
+        assert_eq!(cached_chunks(&reader), (2..2 + grown).collect::<Vec<_>>());
+        assert_eq!(reads.used(), cap - DirectReads::MIN_BYTES);
+        let other = reads.reader(Arc::clone(&file)).unwrap();
+        read_in_chunk(&other, 0, limit, &data).await;
+        assert_eq!(cached_chunks(&other), (0..=READ_AHEAD).collect::<Vec<_>>());
+        assert_eq!(cached_chunks(&reader), (2..2 + grown).collect::<Vec<_>>());
+        assert_eq!(reads.used(), cap);
     }
 }
