@@ -231,7 +231,7 @@ pub(crate) struct DirectReader {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Sorted by start; only chunks some stream wants ([`State::wanted`]) are kept.
+    /// Sorted by start; only chunks some stream wants ([`wanted`]) are kept.
     chunks: Vec<Chunk>,
     /// At most [`MAX_STREAMS`].
     streams: Vec<Stream>,
@@ -246,7 +246,7 @@ struct State {
 }
 
 /// One reader moving forward through the segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Stream {
     /// Start of the chunk it read last.
     at: u64,
@@ -261,10 +261,11 @@ impl State {
     /// counter being `tick`: the stream it continues, or a new one. Answers how many chunks
     /// to read ahead of it, and drops the cached chunks no stream wants any more.
     fn follow(&mut self, start: u64, tick: u64) -> u64 {
-        let ahead = if let Some(s) = self.streams.iter_mut().find(|s| s.at == start) {
+        if let Some(s) = self.streams.iter_mut().find(|s| s.at == start) {
             s.used = tick;
             return s.ahead;
-        } else if let Some(s) = self
+        }
+        let ahead = if let Some(s) = self
             .streams
             .iter_mut()
             .find(|s| s.at.checked_add(CHUNK) == Some(start))
