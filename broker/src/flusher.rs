@@ -65,7 +65,12 @@ impl FlushSignal {
     /// takes the request when its round ends.
     pub fn request(&self) -> bool {
         let mut s = self.lock();
-        if s.closed {
+        if s.closed || (s.wanted && s.running > 0) {
+            // Already pending with a flusher to take it (the one woken or started for it, or
+            // a busy one at the end of its round): that round covers this request too.
+            // Waking another would only have it find nothing to do — an acks=all produce
+            // asks twice, after its append and again when it starts to wait. (With none
+            // running, a flusher stopped unasked: start one below.)
             return false;
         }
         s.wanted = true;
@@ -189,6 +194,19 @@ mod tests {
             s.request(),
             "light load again: a request finding it busy starts another"
         );
+    }
+
+    #[test]
+    fn a_request_while_one_is_pending_starts_and_wakes_nothing_more() {
+        let s = FlushSignal::default();
+        assert!(s.request(), "nothing runs: start one");
+        assert!(
+            !s.request(),
+            "that one has not taken the first yet: it takes both"
+        );
+        assert!(s.next_round(Duration::ZERO, false), "one round");
+        assert!(!s.next_round(Duration::ZERO, true), "for both requests");
+        assert_eq!(s.lock().running, 0);
     }
 
     #[test]
