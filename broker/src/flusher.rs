@@ -61,8 +61,8 @@ impl FlushSignal {
 
     /// Asks for a round. `true`: the caller must start a flusher (which then counts as
     /// running) — none is idle, fewer than [`MAX_FLUSHERS`] run, and either none is busy or
-    /// the partition is not saturated. Otherwise an idle flusher is woken, or a busy one
-    /// takes the request when its round ends.
+    /// the partition is not saturated. Otherwise the round already pending covers it, an
+    /// idle flusher is woken, or a busy one takes the request when its round ends.
     pub fn request(&self) -> bool {
         let mut s = self.lock();
         if s.closed || (s.wanted && s.running > 0) {

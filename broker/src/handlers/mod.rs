@@ -484,8 +484,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_acks_all_produce_is_timed_until_durable() {
         use crate::codec::builder::{encode_batch, ProducerInfo, Record};
+        use crate::kafka_client::connection::encode_request;
+        use bytes::Buf;
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        use kafka_protocol::messages::{ProduceRequest, RequestHeader, TopicName};
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
         use kafka_protocol::protocol::StrBytes;
 
         let dir = tempfile::tempdir().unwrap();
@@ -511,14 +513,9 @@ mod tests {
                     .with_records(Some(
                         encode_batch(&records, ProducerInfo::default()).freeze(),
                     ))])]);
-        let mut frame = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(9)
-            .with_correlation_id(1)
-            .encode(&mut frame, ApiKey::Produce.request_header_version(9))
-            .unwrap();
-        req.encode(&mut frame, 9).unwrap();
+        // `handle_frame` takes a frame without its length prefix.
+        let mut frame = encode_request(&req, 9, 1, &StrBytes::from_static_str("test")).unwrap();
+        frame.advance(4);
 
         let count = r#"runnel_kafka_requests_total{api="Produce"}"#;
         let Reply::Later(wait) = handle_frame(&b, frame, None).await.unwrap() else {
