@@ -252,9 +252,8 @@ pub struct TopicDefaults {
     pub direct_read_buffer_bytes: u64,
     /// Between group-commit rounds, write zeros over the blocks reserved ahead of each
     /// partition's appends, at most this many bytes per second (0 = never): acks=all
-    /// appends at low rates then land in written blocks and their fsyncs skip an extent
-    /// change in the file system's journal (ext4; BENCHMARKS.md). The disk writes at most
-    /// this much more.
+    /// appends at low rates then land in written blocks and their fsyncs write no extent
+    /// change (ext4; BENCHMARKS.md). The disk writes at most this much more.
     pub zero_ahead_bytes_per_sec: u64,
 }
 

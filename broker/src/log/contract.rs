@@ -682,11 +682,12 @@ fn file_log_reads_below_the_dropped_mark_without_the_page_cache_and_forgets_a_cu
 }
 
 /// Zeros ahead of appends: written only past the data and never past the blocks reserved,
-/// one chunk per pace at the configured rate, at most `ZERO_AHEAD_BYTES` ahead; appends into
+/// in whole chunks ending on a block boundary, only once fewer than `ZERO_AHEAD_LOW` bytes
+/// of them are left ahead, at most one chunk per pace at the configured rate; appends into
 /// them, reads and a reopen see exactly the data; rate 0 never writes.
 #[test]
-fn file_log_zeros_ahead_only_within_its_reservation_at_its_pace() {
-    use super::file::{ZERO_AHEAD_BYTES, ZERO_AHEAD_CHUNK};
+fn file_log_zeros_ahead_in_whole_chunks_within_its_reservation_at_its_pace() {
+    use super::file::{ZERO_AHEAD_CHUNK, ZERO_AHEAD_LOW};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::TempDir::new().unwrap();
@@ -697,55 +698,102 @@ fn file_log_zeros_ahead_only_within_its_reservation_at_its_pace() {
     };
     let mut log = FileLog::open(dir.path(), config.clone()).unwrap();
     let segment = dir.path().join(format!("{:020}.log", 0));
+    let reserved = || std::fs::metadata(&segment).unwrap().len();
     let t0 = Instant::now();
     let second = Duration::from_secs(1);
     assert!(
         log.zero_ahead(t0).unwrap().is_none(),
         "nothing reserved yet"
     );
-    // Enough data that the reservation runs more than ZERO_AHEAD_BYTES past it.
+    // Enough data that the reservation runs more than two chunks past it.
     let mut size = 0;
-    while size < 5 * ZERO_AHEAD_BYTES / 2 {
+    while size < 5 * ZERO_AHEAD_CHUNK {
         append(&mut log, 80, 0);
         size += batch_len(80);
     }
-    let reserved = std::fs::metadata(&segment).unwrap().len();
-    assert!(reserved >= size + ZERO_AHEAD_BYTES, "{reserved} {size}");
+    assert!(
+        reserved() >= size + 2 * ZERO_AHEAD_CHUNK,
+        "{} {size}",
+        reserved()
+    );
     let before = consume_all(&log, 1 << 20).0;
 
-    let mut now = t0;
-    let mut chunks = 0;
-    while let Some(zeros) = log.zero_ahead(now).unwrap() {
-        zeros.sync().unwrap();
-        chunks += 1;
-        // Paced: not again within the second.
-        assert!(log.zero_ahead(now + second / 2).unwrap().is_none());
-        now += second;
-        assert!(
-            chunks <= ZERO_AHEAD_BYTES / ZERO_AHEAD_CHUNK,
-            "{chunks} chunks"
-        );
-    }
-    assert_eq!(chunks, ZERO_AHEAD_BYTES.div_ceil(ZERO_AHEAD_CHUNK));
-    // Far enough ahead: time passing writes nothing more.
-    assert!(log.zero_ahead(now + 10 * second).unwrap().is_none());
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), reserved);
-    let on_disk = std::fs::read(&segment).unwrap();
-    let at = usize::try_from(size).unwrap();
-    assert_eq!(&on_disk[..at], &before[..], "the data is untouched");
-    assert!(on_disk[at..].iter().all(|&b| b == 0));
-
-    // Appends land in the zeroed blocks; past them the log zeros on when its data moves on.
-    let first = size;
-    while size < first + ZERO_AHEAD_CHUNK {
+    // One whole chunk from the data on, ending on a block boundary.
+    let zeros = log.zero_ahead(t0).unwrap().expect("a chunk");
+    zeros.sync().unwrap();
+    assert_eq!(zeros.data_len(), size);
+    assert_eq!(
+        zeros.end(),
+        (size + ZERO_AHEAD_CHUNK).next_multiple_of(4096)
+    );
+    let mut zeroed = zeros.end();
+    // Enough ahead: neither time nor a little data brings more.
+    assert!(log.zero_ahead(t0 + 10 * second).unwrap().is_none());
+    append(&mut log, 80, 0);
+    size += batch_len(80);
+    assert!(zeroed - size >= ZERO_AHEAD_LOW);
+    assert!(log.zero_ahead(t0 + 20 * second).unwrap().is_none());
+    // Fewer left than the low mark: the next chunk follows on from the last, paced.
+    while zeroed - size >= ZERO_AHEAD_LOW {
         append(&mut log, 80, 0);
         size += batch_len(80);
     }
-    assert!(log.zero_ahead(now + 20 * second).unwrap().is_some());
+    let mut now = t0 + 30 * second;
+    let zeros = log.zero_ahead(now).unwrap().expect("a chunk");
+    assert_eq!(zeros.end(), zeroed + ZERO_AHEAD_CHUNK);
+    zeroed = zeros.end();
+    zeros.sync().unwrap();
+    // Appends that outrun the zeros: the next chunk starts at the data, no sooner than the
+    // pace allows.
+    while size <= zeroed {
+        append(&mut log, 80, 0);
+        size += batch_len(80);
+    }
+    assert!(log.zero_ahead(now + second / 2).unwrap().is_none(), "paced");
+    now += second;
+    let zeros = log.zero_ahead(now).unwrap().expect("a chunk");
+    assert_eq!(zeros.data_len(), size);
+    assert_eq!(
+        zeros.end(),
+        (size + ZERO_AHEAD_CHUNK)
+            .next_multiple_of(4096)
+            .min(reserved())
+    );
+    zeros.sync().unwrap();
+    // Never past the reservation: chunks stop at its end, and none follows while the
+    // appends stay inside it.
+    let mut zeroed = zeros.end();
+    let bring_low = |log: &mut FileLog, size: &mut u64, zeroed: u64| {
+        while zeroed - *size >= ZERO_AHEAD_LOW {
+            append(log, 80, 0);
+            *size += batch_len(80);
+        }
+    };
+    let reservation = reserved();
+    while zeroed < reservation {
+        bring_low(&mut log, &mut size, zeroed);
+        now += second;
+        let zeros = log.zero_ahead(now).unwrap().expect("a chunk");
+        assert!(zeros.end() <= reservation, "{} {reservation}", zeros.end());
+        zeroed = zeros.end();
+        zeros.sync().unwrap();
+    }
+    bring_low(&mut log, &mut size, zeroed);
+    assert_eq!(reserved(), reservation);
+    assert!(log.zero_ahead(now + 10 * second).unwrap().is_none());
+
+    let on_disk = std::fs::read(&segment).unwrap();
+    let at = usize::try_from(size).unwrap();
+    assert_eq!(
+        &on_disk[..before.len()],
+        &before[..],
+        "the data is untouched"
+    );
+    assert!(on_disk[at..].iter().all(|&b| b == 0));
     let end = log.log_end_offset();
     let after = consume_all(&log, 1 << 20).0;
     assert_eq!(&after[..before.len()], &before[..]);
-    assert_eq!(after.len(), usize::try_from(size).unwrap());
+    assert_eq!(after.len(), at);
     assert_eq!(batches_in(&after).last().unwrap().1, end);
     drop(log);
     let log = FileLog::open(dir.path(), config).unwrap();

@@ -60,7 +60,7 @@ pub struct FileLogConfig {
     /// At most this many bytes per second of the blocks reserved ahead of appends are
     /// written with zeros when no append waits on a flush ([`PartitionLog::zero_ahead`]);
     /// 0 = never. Low-rate acks=all appends then land in written blocks, and their fsyncs
-    /// commit no extent change; at high rates appends outrun the zeros and land in reserved
+    /// write no extent change; at high rates appends outrun the zeros and land in reserved
     /// blocks as before, the disk doing at most this much more writing.
     pub zero_ahead_bytes_per_sec: u64,
 }
@@ -84,11 +84,13 @@ pub const DEFAULT_CACHE_TAIL_BYTES: u64 = 64 << 20;
 /// The default of [`FileLogConfig::zero_ahead_bytes_per_sec`].
 pub const DEFAULT_ZERO_AHEAD_BYTES_PER_SEC: u64 = 32 << 20;
 
-/// How far past the log end zeros are written ahead, at most (within the reservation).
-pub(crate) const ZERO_AHEAD_BYTES: u64 = 256 << 10;
+/// Zeros are written ahead again once fewer than this many bytes of them lie past the log
+/// end (within the reservation).
+pub(crate) const ZERO_AHEAD_LOW: u64 = 256 << 10;
 
-/// Zeros written ahead at a time: small, since appends wait for the log's lock meanwhile.
-pub(crate) const ZERO_AHEAD_CHUNK: u64 = 64 << 10;
+/// Zeros written ahead at a time: each chunk costs one fsync with a metadata write, and
+/// appends wait for the log's lock while it is written.
+pub(crate) const ZERO_AHEAD_CHUNK: u64 = 256 << 10;
 
 /// The default budget of [`FileLogConfig::direct_reads`]: six partitions catching up at
 /// once each keep the chunk they read and the four after it.
@@ -314,11 +316,11 @@ impl PartitionLog for FileLog {
         {
             return Ok(None);
         }
-        let zeroed = self.active.zero_ahead(ZERO_AHEAD_BYTES, ZERO_AHEAD_CHUNK)?;
+        let zeroed = self.active.zero_ahead(ZERO_AHEAD_LOW, ZERO_AHEAD_CHUNK)?;
         if zeroed.is_some() {
             self.zeroed_at = Some(now);
         }
-        Ok(zeroed.map(|(file, data_len)| ZeroAhead::new(file, data_len)))
+        Ok(zeroed.map(|(file, data_len, end)| ZeroAhead::new(file, data_len, end)))
     }
 
     /// Kafka's ListOffsets answers with the first *record* whose timestamp is >= the target;

@@ -239,11 +239,27 @@ pub struct ZeroAhead {
     file: Arc<File>,
     /// Bytes of data before the zeros: the fsync covers them too.
     data_len: u64,
+    /// Where the zeros end in the file.
+    end: u64,
 }
 
 impl ZeroAhead {
-    pub(crate) fn new(file: Arc<File>, data_len: u64) -> Self {
-        Self { file, data_len }
+    pub(crate) fn new(file: Arc<File>, data_len: u64, end: u64) -> Self {
+        Self {
+            file,
+            data_len,
+            end,
+        }
+    }
+
+    /// Where the zeros end in the file (the data before them is [`ZeroAhead::data_len`]).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes of data in the file before the zeros.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
     }
 
     /// `fdatasync` of the file. A failure must be handled as a failed data fsync: the error

@@ -59,6 +59,9 @@ pub(crate) const CACHE_DROP_STEP: u64 = 4 << 20;
 /// Ranges dropped start and end on page boundaries.
 const CACHE_DROP_ALIGN: u64 = 4096;
 
+/// Zeros written ahead of appends end on a multiple of this (the file system's block).
+const ZERO_AHEAD_ALIGN: u64 = 4096;
+
 /// How far past a read from a dropped range the kernel is asked to read ahead.
 const PREFETCH_BYTES: u64 = 16 << 20;
 
@@ -425,34 +428,42 @@ impl Segment {
         }
     }
 
-    /// Write zeros over up to `chunk` bytes of the blocks reserved past the data, so that
-    /// the data reaches at least `ahead` bytes past it before the appends that will land
-    /// there (never past the reservation). Returns the file to fsync (outside the log's
-    /// lock) and the length of data before the zeros, or `None` when there is nothing to do.
+    /// Once fewer than `low` bytes of zeros lie past the data, write zeros over up to `chunk`
+    /// more bytes of the blocks reserved past it (never past the reservation), ending on a
+    /// block boundary. Returns the file to fsync (outside the log's lock), the length of data
+    /// before the zeros and where they end, or `None` when there is nothing to do.
     ///
     /// Why: on ext4 a reserved block is unwritten until data lands in it, and the fsync
-    /// after that first append must also commit the journal entry that marks it written —
-    /// one group-commit round in four at 1 KiB records, against one in forty at 100 B. Zeros
-    /// written and fsynced here, off the request path, leave those rounds a plain data
-    /// write (BENCHMARKS.md, "Zeros ahead of appends"). Zeros past the data read the same as unwritten blocks,
-    /// so recovery (which cuts a zero-filled tail) sees no difference.
+    /// after that first write must also write the inode (or extent block) that marks it
+    /// written. Zeros written and fsynced here, off the request path, leave the rounds
+    /// that follow a plain data write. They pay only in large whole-block chunks: topped up
+    /// a few KiB at a time, each top-up would mark one more block written, one metadata
+    /// write per block, as many as appends into reserved blocks would have caused
+    /// (BENCHMARKS.md, "Zeros ahead in whole chunks"). Zeros past the data read the same as
+    /// unwritten blocks, so recovery (which cuts a zero-filled tail) sees no difference.
     pub fn zero_ahead(
         &mut self,
-        ahead: u64,
+        low: u64,
         chunk: u64,
-    ) -> Result<Option<(Arc<File>, u64)>, LogError> {
-        let from = self.zeroed.max(self.size);
-        let want = self.size.saturating_add(ahead).min(self.allocated);
-        if !self.preallocate || from >= want {
+    ) -> Result<Option<(Arc<File>, u64, u64)>, LogError> {
+        if !self.preallocate || self.zeroed.saturating_sub(self.size) >= low {
             return Ok(None);
         }
-        let end = want.min(from.saturating_add(chunk));
-        write_zeros_at(&self.file, from, end.saturating_sub(from)).map_err(io_context(format!(
+        let from = self.zeroed.max(self.size);
+        let end = from
+            .saturating_add(chunk)
+            .checked_next_multiple_of(ZERO_AHEAD_ALIGN)
+            .unwrap_or(u64::MAX)
+            .min(self.allocated);
+        if end <= from {
+            return Ok(None);
+        }
+        write_zeros_at(&self.file, from, end - from).map_err(io_context(format!(
             "writing zeros ahead of appends to {} at {from}",
             self.path.display()
         )))?;
         self.zeroed = end;
-        Ok(Some((Arc::clone(&self.file), self.size)))
+        Ok(Some((Arc::clone(&self.file), self.size, end)))
     }
 
     /// Give back blocks reserved past the data, so the file's length is its size again.
