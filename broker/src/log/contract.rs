@@ -762,7 +762,7 @@ fn file_log_zeros_ahead_in_whole_chunks_within_its_reservation_at_its_pace() {
     zeros.sync().unwrap();
     // Never past the reservation: chunks stop at its end, and none follows while the
     // appends stay inside it.
-    let mut zeroed = zeros.end();
+    zeroed = zeros.end();
     let bring_low = |log: &mut FileLog, size: &mut u64, zeroed: u64| {
         while zeroed - *size >= ZERO_AHEAD_LOW {
             append(log, 80, 0);

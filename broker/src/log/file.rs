@@ -320,7 +320,7 @@ impl PartitionLog for FileLog {
         if zeroed.is_some() {
             self.zeroed_at = Some(now);
         }
-        Ok(zeroed.map(|(file, data_len, end)| ZeroAhead::new(file, data_len, end)))
+        Ok(zeroed)
     }
 
     /// Kafka's ListOffsets answers with the first *record* whose timestamp is >= the target;

@@ -19,7 +19,7 @@ use super::common::{
 use super::direct::{DirectReader, DirectReads, SegmentBytes};
 use super::index::SegmentIndex;
 use super::reader::{BatchReader, Peek};
-use super::{FileSlice, LogError, Piece, TimestampOffset};
+use super::{FileSlice, LogError, Piece, TimestampOffset, ZeroAhead};
 use crate::codec::batch::{self, BatchHeader, HEADER_LEN};
 
 /// Extension of segment data files.
@@ -430,8 +430,8 @@ impl Segment {
 
     /// Once fewer than `low` bytes of zeros lie past the data, write zeros over up to `chunk`
     /// more bytes of the blocks reserved past it (never past the reservation), ending on a
-    /// block boundary. Returns the file to fsync (outside the log's lock), the length of data
-    /// before the zeros and where they end, or `None` when there is nothing to do.
+    /// block boundary. Returns the zeros to fsync (outside the log's lock), or `None` when
+    /// there is nothing to do.
     ///
     /// Why: on ext4 a reserved block is unwritten until data lands in it, and the fsync
     /// after that first write must also write the inode (or extent block) that marks it
@@ -441,11 +441,7 @@ impl Segment {
     /// write per block, as many as appends into reserved blocks would have caused
     /// (BENCHMARKS.md, "Zeros ahead in whole chunks"). Zeros past the data read the same as
     /// unwritten blocks, so recovery (which cuts a zero-filled tail) sees no difference.
-    pub fn zero_ahead(
-        &mut self,
-        low: u64,
-        chunk: u64,
-    ) -> Result<Option<(Arc<File>, u64, u64)>, LogError> {
+    pub fn zero_ahead(&mut self, low: u64, chunk: u64) -> Result<Option<ZeroAhead>, LogError> {
         if !self.preallocate || self.zeroed.saturating_sub(self.size) >= low {
             return Ok(None);
         }
@@ -463,7 +459,7 @@ impl Segment {
             self.path.display()
         )))?;
         self.zeroed = end;
-        Ok(Some((Arc::clone(&self.file), self.size, end)))
+        Ok(Some(ZeroAhead::new(Arc::clone(&self.file), self.size, end)))
     }
 
     /// Give back blocks reserved past the data, so the file's length is its size again.
