@@ -17,7 +17,7 @@
 #   TARGETS   ["runnel mock"]  which brokers to measure
 #   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
 #             what the produce phase wrote, so consume needs produce; add `rounds` for
-#             the repeated produce runs below)
+#             the repeated produce runs below, `latrepeat` for repeated lean latency probes)
 #   CATCHUP_ROUNDS [3]    rounds of the `catchup` phase (not in the default PHASES)
 #   CATCHUP_IDLE [5]      seconds between its produce and its consume
 #   CATCHUP_SIZE [1024]   record size of the `catchup` phase: 1024 (COUNT_1K records) or
@@ -25,6 +25,11 @@
 #   GROUP_COUNT [3000000] 100 B records in the group phase's 6-partition topic
 #   REBALANCE_ROUNDS [5]  rounds of benches/group_rebalance.py
 #   ROUNDS    [3]         runs per cell of the `rounds` phase (not in the default PHASES)
+#   LAT_REPEAT [6]        runs of the `latrepeat` phase (not in the default PHASES)
+#   LAT_REPEAT_SIZE [1024] record size of the `latrepeat` phase
+#   LAT_REPEAT_ACKS [-1]  acks of the `latrepeat` phase
+#   RUNNEL_BIN_B []       a second Runnel build: the `latrepeat` runs alternate between
+#                         RUNNEL_BIN and it (an A/B of two builds)
 #   RDKAFKA_GROUP [target/release/rdkafka_group]  the rdkafka crate's group member (built if missing)
 #   PROBE     [target/release/produce_latency]  the lean-client latency probe (built if missing)
 #   OUT       [target/bench/kafka_throughput-<utc>.md]  markdown report (also on stdout)
@@ -43,13 +48,24 @@
 #            report - first produce call).
 #   consume: rdkafka_performance -C (simple consumer, no group) reading the acks=1 topic
 #            from the beginning until COUNT records; timed from the first record received.
-#   latency: a fdatasync probe on the data disk first (the floor under acks=all latency), then
+#   latency: a fdatasync probe on the data disk first (the floor under acks=all latency: a
+#            file that grows with each append, blocks reserved ahead with fallocate, and
+#            zeros written and fsynced ahead as in Runnel's active segment; with the disk's
+#            writes, KiB and cache flushes per fdatasync), then
 #            rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
 #            from produce() call to delivery report (µs) -> p50/p99/max; then the same rate
 #            from a lean client (benches/src/bin/produce_latency.rs: one record per Produce
 #            request to partition 0, blocking socket, <= 5 in flight, latency from when each
 #            request was due, so no coordinated omission) -> p50/p99/p99.9/max. librdkafka's
-#            own overhead shows as the gap between the two on the same broker.
+#            own overhead shows as the gap between the two on the same broker. Around each
+#            lean probe of Runnel, the data disk's writes, KiB and cache flushes per request
+#            (from /sys/class/block/DEV/stat; they include anything else writing to that disk).
+#   latrepeat: the lean probe again, LAT_REPEAT times, each on a fresh broker holding one
+#            1-partition topic (1 s warm-up at 500 rec/s, then LAT_RATE for LAT_SECONDS),
+#            acks LAT_REPEAT_ACKS, LAT_REPEAT_SIZE B records: per run p50/p99 from due and
+#            service (send to answer), and the disk's IO per request; the medians over runs.
+#            One run's acks=all p99 moves by +-50 % on a 2-core VM, so one run tells little.
+#            With RUNNEL_BIN_B the runs alternate between the two builds.
 #   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
 #            only its topic, the targets alternating run by run; the table gives every
 #            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
@@ -116,12 +132,23 @@ case "$CATCHUP_SIZE" in
 esac
 RDKAFKA_GROUP="${RDKAFKA_GROUP:-$ROOT/target/release/rdkafka_group}"
 PROBE="${PROBE:-$ROOT/target/release/produce_latency}"
+LAT_REPEAT="${LAT_REPEAT:-6}"
+LAT_REPEAT_SIZE="${LAT_REPEAT_SIZE:-1024}"
+LAT_REPEAT_ACKS="${LAT_REPEAT_ACKS:--1}"
+RUNNEL_BIN_B="${RUNNEL_BIN_B:-}"
+if [[ -n "$RUNNEL_BIN_B" ]]; then
+    [[ -x "$RUNNEL_BIN_B" ]] || { echo "RUNNEL_BIN_B=$RUNNEL_BIN_B is not executable" >&2; exit 2; }
+    RUNNEL_BIN_B="$(cd "$(dirname "$RUNNEL_BIN_B")" && pwd)/$(basename "$RUNNEL_BIN_B")"
+fi
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/target/bench/kafka_throughput-$STAMP.md}"
 BENCH_DATA="${BENCH_DATA:-$ROOT/.tools/bench/runnel-data}"
 WORK="$(mktemp -d /tmp/runnel-bench.XXXXXX)"
 mkdir -p "$(dirname "$OUT")" "$BENCH_DATA"
+# The block device under the bench data, for its IO counters (empty if it has none).
+DATA_DEV="$(basename "$(df -P "$BENCH_DATA" | awk 'NR==2{print $1}')")"
+[[ -r "/sys/class/block/$DATA_DEV/stat" ]] || DATA_DEV=""
 
 bash "$ROOT/benches/build_tools.sh" >&2 || { echo "tool build failed" >&2; exit 2; }
 
@@ -153,6 +180,25 @@ stop_broker() {
     exec 8>&-
     BROKER_PID=""
 }
+# dev_stat -> the data disk's IO counters now (nothing if it has none)
+dev_stat() { [[ -n "$DATA_DEV" ]] && cat "/sys/class/block/$DATA_DEV/stat"; }
+# dev_per_op BEFORE AFTER N -> "writes KiB flushes" per op over N ops, or "- - -"
+dev_per_op() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+try:
+    a = [int(x) for x in sys.argv[1].split()]
+    b = [int(x) for x in sys.argv[2].split()]
+    n = int(sys.argv[3])
+    d = [y - x for x, y in zip(a, b)]
+    # fields (Documentation/block/stat.rst): 4 writes completed, 6 sectors written (512 B),
+    # 15 flushes completed (kernel 5.5 on)
+    flushes = f"{d[15] / n:.2f}" if len(d) > 15 else "-"
+    print(f"{d[4] / n:.2f} {d[6] * 512 / 1024 / n:.1f} {flushes}")
+except Exception:
+    print("- - -")
+EOF
+}
 cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -165,7 +211,7 @@ start_broker() {
     runnel)
         local port; port="$(free_port)"
         rm -rf "$BENCH_DATA/run-$$"; mkdir -p "$BENCH_DATA/run-$$"
-        RUST_LOG="${RUST_LOG:-warn}" "$RUNNEL_BIN" serve --data-dir "$BENCH_DATA/run-$$" \
+        RUST_LOG="${RUST_LOG:-warn}" "${START_BIN:-$RUNNEL_BIN}" serve --data-dir "$BENCH_DATA/run-$$" \
             --kafka-addr "127.0.0.1:$port" >>"$WORK/runnel.log" 2>&1 &
         BROKER_PID=$!
         BOOTSTRAP="127.0.0.1:$port"
@@ -194,16 +240,22 @@ start_broker() {
 # shellcheck source=benches/rdkafka_perf.sh
 source "$ROOT/benches/rdkafka_perf.sh"
 
-# probe_latency KEY TOPIC SIZE ACKS -> R[KEY.p50|p99|p999|max] (ms, from when each was due)
+# probe_latency KEY TOPIC SIZE ACKS [RATE SECONDS] -> R[KEY.p50|p99|p999|max] (ms, from
+# when each was due), R[KEY.svc.p50|p99] (ms, send to answer), R[KEY.dev] (the data disk's
+# "writes KiB flushes" per request, over the probe)
 probe_latency() {
     local key="$1" topic="$2" size="$3" acks="$4" f="$WORK/$1.probe.log"
+    local rate="${5:-$LAT_RATE}" secs="${6:-$LAT_SECONDS}"
     if [[ ! -x "$PROBE" ]]; then
         (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin produce_latency) >&2 ||
             { log "cannot build produce_latency"; return 1; }
     fi
+    local before after
+    before="$(dev_stat)"
     timeout -k 5 "$RUN_CAP" "$PROBE" --bootstrap "$BOOTSTRAP" --topic "$topic" --acks "$acks" \
-        --size "$size" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" >"$f" 2>&1
+        --size "$size" --rate "$rate" --seconds "$secs" >"$f" 2>&1
     local rc=$? line
+    after="$(dev_stat)"
     line="$(grep -E '^n=' "$f" | tail -1)"
     if [[ -z "$line" || $rc -ne 0 ]]; then
         R[$key.p50]="failed (rc=$rc)"
@@ -211,12 +263,17 @@ probe_latency() {
         return 1
     fi
     local due="${line#*from due: }"; due="${due%%|*}"
+    local svc="${line#*service: }"
     local q
     for q in p50 p99 p99.9 max; do
         R[$key.${q/./}]="$(sed -E "s/.*(^| )$q=([0-9.]+)ms.*/\2/" <<<"$due")"
     done
+    for q in p50 p99; do
+        R[$key.svc.$q]="$(sed -E "s/.*(^| )$q=([0-9.]+)ms.*/\2/" <<<"$svc")"
+    done
     R[$key.rate]="$(sed -E 's/.*rate=([0-9]+)\/s.*/\1/' <<<"$line")"
-    log "probe $key: $line"
+    R[$key.dev]="$(dev_per_op "$before" "$after" "$((rate * secs))")"
+    log "probe $key: $line | disk per request (writes KiB flushes): ${R[$key.dev]}"
 }
 
 run_target() {
@@ -262,6 +319,24 @@ run_rounds() {
                 rm -rf "$BENCH_DATA/run-$$"
             done
         done; done; done
+    done
+}
+
+# run_latrepeat: LAT_REPEAT lean probes, each on a fresh broker with one 1-partition topic,
+# alternating between RUNNEL_BIN and RUNNEL_BIN_B when that is set -> R[rep.BUILD.RUN.*]
+run_latrepeat() {
+    local r b bin
+    local builds="a"; [[ -n "$RUNNEL_BIN_B" ]] && builds="a b"
+    for ((r = 1; r <= LAT_REPEAT; r++)); do
+        for b in $builds; do
+            bin="$RUNNEL_BIN"; [[ $b == b ]] && bin="$RUNNEL_BIN_B"
+            START_BIN="$bin" start_broker runnel "rep:1" || { log "cannot start $bin"; return 1; }
+            # warm-up: the connection, the segment's first zeros, the page cache
+            probe_latency "rep.$b.$r.warm" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS" 500 1 >/dev/null 2>&1
+            probe_latency "rep.$b.$r" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
+            stop_broker
+            rm -rf "$BENCH_DATA/run-$$"
+        done
     done
 }
 
@@ -379,17 +454,24 @@ EOF
 
 # The floor under acks=all latency: fdatasync of a small append on the bench data disk, at
 # about the latency runs' rate (2000 appends of 120 B, 0.5 ms apart), into a file that grows
-# with each append and into blocks reserved ahead with fallocate (as Runnel's active segment
-# is) -> R[fsync.*] and R[fsync_reserved.*] in ms.
+# with each append, into blocks reserved ahead with fallocate, and into blocks whose zeros
+# were written and fsynced ahead (as Runnel's active segment is: reserved, then zeroed ahead
+# of the appends) -> R[fsync.*], R[fsync_reserved.*], R[fsync_zeroed.*]: p50, p99, max in
+# ms, and dev: the disk's "writes KiB flushes" per fdatasync.
 run_fsync_probe() {
-    local mode key p50 p99 max
-    for mode in grow reserve; do
+    local mode key p50 p99 max before after
+    for mode in grow reserve zeroed; do
+        before="$(dev_stat)"
         read -r p50 p99 max < <(python3 - "$BENCH_DATA" "$mode" <<'EOF'
 import os, sys, time
 path = os.path.join(sys.argv[1], f"fsync-probe-{os.getpid()}")
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 if sys.argv[2] == "reserve":
     os.posix_fallocate(fd, 0, 8 << 20)
+    os.fsync(fd)
+elif sys.argv[2] == "zeroed":
+    os.posix_fallocate(fd, 0, 8 << 20)
+    os.pwrite(fd, bytes(1 << 20), 0)
     os.fsync(fd)
 lat = []
 try:
@@ -406,9 +488,12 @@ lat.sort()
 print(f"{lat[len(lat) // 2]:.3f} {lat[len(lat) * 99 // 100]:.3f} {lat[-1]:.3f}")
 EOF
 )
-        key=fsync; [[ "$mode" == reserve ]] && key=fsync_reserved
+        after="$(dev_stat)"
+        case "$mode" in grow) key=fsync ;; reserve) key=fsync_reserved ;; *) key=fsync_zeroed ;; esac
         R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$max"
-        log "fdatasync probe ($mode): p50 $p50 ms, p99 $p99 ms, max $max ms"
+        # The zeroed file's own 1 MiB of zeros shows as 0.5 KiB per op.
+        R[$key.dev]="$(dev_per_op "$before" "$after" 2000)"
+        log "fdatasync probe ($mode): p50 $p50 ms, p99 $p99 ms, max $max ms; disk per op (writes KiB flushes): ${R[$key.dev]}"
     done
 }
 
@@ -422,6 +507,7 @@ for t in $TARGETS; do
 done
 [[ " $TARGETS " == *" mock "* ]] && has_phase inproc && run_inproc_mock
 has_phase rounds && run_rounds
+[[ -n "$RUNNEL_BIN" ]] && has_phase latrepeat && run_latrepeat
 has_phase catchup && run_catchup
 if has_phase group; then
     for t in $TARGETS; do
@@ -504,7 +590,13 @@ except Exception:
     echo
     echo "(achieved rate: rdkafka_performance sleeps 1/rate after each record, so the real rate is below the target; it is shown per run)"
     echo
-    echo "The floor under acks=all: fdatasync of a 120 B append on the data disk, 2000 times 0.5 ms apart: p50 $(v fsync_reserved.p50) ms, p99 $(v fsync_reserved.p99) ms, max $(v fsync_reserved.max) ms into reserved blocks (as Runnel's active segment), p50 $(v fsync.p50) ms, p99 $(v fsync.p99) ms, max $(v fsync.max) ms into a growing file."
+    echo "The floor under acks=all: fdatasync of a 120 B append on the data disk (${DATA_DEV:-no block device}), 2000 times 0.5 ms apart:"
+    echo
+    echo "| file | p50 (ms) | p99 (ms) | max (ms) | disk writes / KiB / flushes per fdatasync |"
+    echo "|---|---|---|---|---|"
+    echo "| zeros written and fsynced ahead (as Runnel's active segment) | $(v fsync_zeroed.p50) | $(v fsync_zeroed.p99) | $(v fsync_zeroed.max) | $(v fsync_zeroed.dev) |"
+    echo "| blocks reserved with fallocate | $(v fsync_reserved.p50) | $(v fsync_reserved.p99) | $(v fsync_reserved.max) | $(v fsync_reserved.dev) |"
+    echo "| growing file | $(v fsync.p50) | $(v fsync.p99) | $(v fsync.max) | $(v fsync.dev) |"
     echo
     echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -515,13 +607,39 @@ except Exception:
     echo
     echo "### Produce latency at $LAT_RATE rec/s from a lean client (produce_latency: one record per request, partition 0, <= 5 in flight), ms from when each request was due to its answer"
     echo
-    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel p99.9 | Runnel max | mock p50 | mock p99 | mock p99.9 | mock max | Runnel p99 / mock p99 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel p99.9 | Runnel max | Runnel disk writes / KiB / flushes per request | mock p50 | mock p99 | mock p99.9 | mock max | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
         k="probe.$size.$parts.$acks"
-        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.p999) | $(v runnel.$k.max) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.p999) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.p999) | $(v runnel.$k.max) | $(v runnel.$k.dev) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.p999) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
     done; done; done
     echo
+    if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
+        echo "### Lean-client latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
+        echo
+        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B (runs alternating a, b)}."
+        echo
+        echo "| build | run | from due p50 | from due p99 | service p50 | service p99 | disk writes / KiB / flushes per request |"
+        echo "|---|---|---|---|---|---|---|"
+        for b in a ${RUNNEL_BIN_B:+b}; do
+            for ((r = 1; r <= LAT_REPEAT; r++)); do
+                k="rep.$b.$r"
+                echo "| $b | $r | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) |"
+            done
+            for q in p99 svc.p99; do
+                xs=(); for ((r = 1; r <= LAT_REPEAT; r++)); do xs+=("${R[rep.$b.$r.$q]:-x}"); done
+                R[rep.$b.median.$q]="$(python3 -c '
+import statistics, sys
+xs = []
+for x in sys.argv[1:]:
+    try: xs.append(float(x))
+    except ValueError: pass
+print(f"{statistics.median(xs):.3f}" if xs else "-")' "${xs[@]}")"
+            done
+            echo "| $b | median | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | |"
+        done
+        echo
+    fi
     echo "### Reference: in-process mock (\`-X test.mock.num.brokers=1\`), produce, partition 0, acks=1"
     echo
     echo "| record | rec/s | MB/s |"
