@@ -60,10 +60,12 @@
 #            own overhead shows as the gap between the two on the same broker. Around each
 #            lean probe of Runnel, the data disk's writes, KiB and cache flushes per request
 #            (from /sys/class/block/DEV/stat; they include anything else writing to that disk).
-#   latrepeat: the lean probe again, LAT_REPEAT times, each on a fresh broker holding one
-#            1-partition topic (1 s warm-up at 500 rec/s, then LAT_RATE for LAT_SECONDS),
-#            acks LAT_REPEAT_ACKS, LAT_REPEAT_SIZE B records: per run p50/p99 from due and
-#            service (send to answer), and the disk's IO per request; the medians over runs.
+#   latrepeat: both latency runs again, LAT_REPEAT times, each on a fresh broker holding
+#            one 1-partition topic (1 s warm-up at 500 rec/s, then rdkafka_performance and
+#            then the lean probe, each at LAT_RATE for LAT_SECONDS), acks LAT_REPEAT_ACKS,
+#            LAT_REPEAT_SIZE B records: per run rdkafka_performance's p50/p99, the lean
+#            probe's p50/p99 from due and service (send to answer) and the disk's IO per
+#            request over the lean probe; the medians of the p99s over runs.
 #            One run's acks=all p99 moves by +-50 % on a 2-core VM, so one run tells little.
 #            With RUNNEL_BIN_B the runs alternate between the two builds.
 #   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
@@ -333,6 +335,7 @@ run_latrepeat() {
             START_BIN="$bin" start_broker runnel "rep:1" || { log "cannot start $bin"; return 1; }
             # warm-up: the connection, the segment's first zeros, the page cache
             probe_latency "rep.$b.$r.warm" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS" 500 1 >/dev/null 2>&1
+            perf_latency "rep.$b.$r.rdk" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
             probe_latency "rep.$b.$r" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
             stop_broker
             rm -rf "$BENCH_DATA/run-$$"
@@ -615,18 +618,18 @@ except Exception:
     done; done; done
     echo
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
-        echo "### Lean-client latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
+        echo "### Produce latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
         echo
         echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B (runs alternating a, b)}."
         echo
-        echo "| build | run | from due p50 | from due p99 | service p50 | service p99 | disk writes / KiB / flushes per request |"
-        echo "|---|---|---|---|---|---|---|"
+        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) |"
+        echo "|---|---|---|---|---|---|---|---|---|"
         for b in a ${RUNNEL_BIN_B:+b}; do
             for ((r = 1; r <= LAT_REPEAT; r++)); do
                 k="rep.$b.$r"
-                echo "| $b | $r | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) |"
+                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) |"
             done
-            for q in p99 svc.p99; do
+            for q in rdk.p99 p99 svc.p99; do
                 xs=(); for ((r = 1; r <= LAT_REPEAT; r++)); do xs+=("${R[rep.$b.$r.$q]:-x}"); done
                 R[rep.$b.median.$q]="$(python3 -c '
 import statistics, sys
@@ -636,7 +639,7 @@ for x in sys.argv[1:]:
     except ValueError: pass
 print(f"{statistics.median(xs):.3f}" if xs else "-")' "${xs[@]}")"
             done
-            echo "| $b | median | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | |"
+            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | |"
         done
         echo
     fi
