@@ -201,6 +201,14 @@ except Exception:
     print("- - -")
 EOF
 }
+# steal_ticks -> CPU time the hypervisor gave to others so far, all CPUs, in clock ticks
+# (/proc/stat "cpu" line, field 8)
+steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
+# steal_pct TICKS SECONDS -> TICKS as a share of SECONDS of all CPUs, in %
+steal_pct() {
+    awk -v t="$1" -v s="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.1f\n", 100 * t / (s * n * hz) }'
+}
 cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -252,12 +260,12 @@ probe_latency() {
         (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin produce_latency) >&2 ||
             { log "cannot build produce_latency"; return 1; }
     fi
-    local before after
-    before="$(dev_stat)"
+    local before after steal0 steal1
+    before="$(dev_stat)"; steal0="$(steal_ticks)"
     timeout -k 5 "$RUN_CAP" "$PROBE" --bootstrap "$BOOTSTRAP" --topic "$topic" --acks "$acks" \
         --size "$size" --rate "$rate" --seconds "$secs" >"$f" 2>&1
     local rc=$? line
-    after="$(dev_stat)"
+    after="$(dev_stat)"; steal1="$(steal_ticks)"
     line="$(grep -E '^n=' "$f" | tail -1)"
     if [[ -z "$line" || $rc -ne 0 ]]; then
         R[$key.p50]="failed (rc=$rc)"
@@ -275,7 +283,8 @@ probe_latency() {
     done
     R[$key.rate]="$(sed -E 's/.*rate=([0-9]+)\/s.*/\1/' <<<"$line")"
     R[$key.dev]="$(dev_per_op "$before" "$after" "$((rate * secs))")"
-    log "probe $key: $line | disk per request (writes KiB flushes): ${R[$key.dev]}"
+    R[$key.steal]="$(steal_pct "$((steal1 - steal0))" "$secs")"
+    log "probe $key: $line | disk per request (writes KiB flushes): ${R[$key.dev]} | CPU steal ${R[$key.steal]} %"
 }
 
 run_target() {
@@ -610,11 +619,11 @@ except Exception:
     echo
     echo "### Produce latency at $LAT_RATE rec/s from a lean client (produce_latency: one record per request, partition 0, <= 5 in flight), ms from when each request was due to its answer"
     echo
-    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel p99.9 | Runnel max | Runnel disk writes / KiB / flushes per request | mock p50 | mock p99 | mock p99.9 | mock max | Runnel p99 / mock p99 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel p99.9 | Runnel max | Runnel disk writes / KiB / flushes per request | CPU steal % (Runnel probe) | mock p50 | mock p99 | mock p99.9 | mock max | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
         k="probe.$size.$parts.$acks"
-        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.p999) | $(v runnel.$k.max) | $(v runnel.$k.dev) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.p999) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.p999) | $(v runnel.$k.max) | $(v runnel.$k.dev) | $(v runnel.$k.steal) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.p999) | $(v mock.$k.max) | $(ratio runnel.$k.p99 mock.$k.p99) |"
     done; done; done
     echo
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
@@ -622,24 +631,18 @@ except Exception:
         echo
         echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B (runs alternating a, b)}."
         echo
-        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) |"
-        echo "|---|---|---|---|---|---|---|---|---|"
+        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
         for b in a ${RUNNEL_BIN_B:+b}; do
             for ((r = 1; r <= LAT_REPEAT; r++)); do
                 k="rep.$b.$r"
-                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) |"
+                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) |"
             done
             for q in rdk.p99 p99 svc.p99; do
                 xs=(); for ((r = 1; r <= LAT_REPEAT; r++)); do xs+=("${R[rep.$b.$r.$q]:-x}"); done
-                R[rep.$b.median.$q]="$(python3 -c '
-import statistics, sys
-xs = []
-for x in sys.argv[1:]:
-    try: xs.append(float(x))
-    except ValueError: pass
-print(f"{statistics.median(xs):.3f}" if xs else "-")' "${xs[@]}")"
+                R[rep.$b.median.$q]="$(python3 "$ROOT/benches/medians.py" --median "${xs[@]}")"
             done
-            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | |"
+            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | |"
         done
         echo
     fi

@@ -1,6 +1,7 @@
 """Two lists of samples (`A... -- B...`) as one markdown table fragment: each list sorted, then
-the ratio of their medians. A sample that is not a number, or that reports failed records
-("N (!k failed)"), is left out. Used by benches/kafka_throughput.sh."""
+the ratio of their medians. With `--median A...`, the median of one list (3 decimals). A
+sample that is not a number, or that reports failed records ("N (!k failed)"), is left out.
+Used by benches/kafka_throughput.sh."""
 import statistics
 import sys
 
@@ -18,6 +19,10 @@ def numbers(xs):
 
 
 args = sys.argv[1:]
+if args[:1] == ["--median"]:
+    xs = numbers(args[1:])
+    print(f"{statistics.median(xs):.3f}" if xs else "-")
+    sys.exit(0)
 cut = args.index("--")
 a, b = numbers(args[:cut]), numbers(args[cut + 1:])
 show = lambda xs: " ".join(f"{x:.0f}" for x in xs) or "not measured"
