@@ -67,7 +67,8 @@
 #            probe's p50/p99 from due and service (send to answer) and the disk's IO per
 #            request over the lean probe; the medians of the p99s over runs.
 #            One run's acks=all p99 moves by +-50 % on a 2-core VM, so one run tells little.
-#            With RUNNEL_BIN_B the runs alternate between the two builds.
+#            With RUNNEL_BIN_B the runs alternate between the two builds; with the mock in
+#            TARGETS, a mock round follows each Runnel round, as a control for the machine.
 #   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
 #            only its topic, the targets alternating run by run; the table gives every
 #            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
@@ -333,15 +334,21 @@ run_rounds() {
     done
 }
 
-# run_latrepeat: LAT_REPEAT lean probes, each on a fresh broker with one 1-partition topic,
-# alternating between RUNNEL_BIN and RUNNEL_BIN_B when that is set -> R[rep.BUILD.RUN.*]
+# run_latrepeat: LAT_REPEAT latency rounds, each on a fresh broker with one 1-partition
+# topic, alternating between RUNNEL_BIN, RUNNEL_BIN_B when that is set, and the mock when
+# TARGETS has it -> R[rep.BUILD.RUN.*], BUILD a, b or mock
+REP_BUILDS="a${RUNNEL_BIN_B:+ b}"
+[[ " $TARGETS " == *" mock "* ]] && REP_BUILDS="$REP_BUILDS mock"
 run_latrepeat() {
     local r b bin
-    local builds="a"; [[ -n "$RUNNEL_BIN_B" ]] && builds="a b"
     for ((r = 1; r <= LAT_REPEAT; r++)); do
-        for b in $builds; do
-            bin="$RUNNEL_BIN"; [[ $b == b ]] && bin="$RUNNEL_BIN_B"
-            START_BIN="$bin" start_broker runnel "rep:1" || { log "cannot start $bin"; return 1; }
+        for b in $REP_BUILDS; do
+            if [[ $b == mock ]]; then
+                start_broker mock "rep:1" || { log "cannot start the mock"; return 1; }
+            else
+                bin="$RUNNEL_BIN"; [[ $b == b ]] && bin="$RUNNEL_BIN_B"
+                START_BIN="$bin" start_broker runnel "rep:1" || { log "cannot start $bin"; return 1; }
+            fi
             # warm-up: the connection, the segment's first zeros, the page cache
             probe_latency "rep.$b.$r.warm" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS" 500 1 >/dev/null 2>&1
             perf_latency "rep.$b.$r.rdk" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
@@ -629,11 +636,11 @@ except Exception:
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
         echo "### Produce latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
         echo
-        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B (runs alternating a, b)}."
+        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment."
         echo
         echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) |"
         echo "|---|---|---|---|---|---|---|---|---|---|"
-        for b in a ${RUNNEL_BIN_B:+b}; do
+        for b in $REP_BUILDS; do
             for ((r = 1; r <= LAT_REPEAT; r++)); do
                 k="rep.$b.$r"
                 echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) |"
