@@ -202,14 +202,6 @@ except Exception:
     print("- - -")
 EOF
 }
-# steal_ticks -> CPU time the hypervisor gave to others so far, all CPUs, in clock ticks
-# (/proc/stat "cpu" line, field 8)
-steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
-# steal_pct TICKS SECONDS -> TICKS as a share of SECONDS of all CPUs, in %
-steal_pct() {
-    awk -v t="$1" -v s="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.1f\n", 100 * t / (s * n * hz) }'
-}
 cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -638,18 +630,18 @@ except Exception:
         echo
         echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment."
         echo
-        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) |"
-        echo "|---|---|---|---|---|---|---|---|---|---|"
+        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|"
         for b in $REP_BUILDS; do
             for ((r = 1; r <= LAT_REPEAT; r++)); do
                 k="rep.$b.$r"
-                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) |"
+                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.rdk.steal) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) |"
             done
             for q in rdk.p99 p99 svc.p99; do
                 xs=(); for ((r = 1; r <= LAT_REPEAT; r++)); do xs+=("${R[rep.$b.$r.$q]:-x}"); done
                 R[rep.$b.median.$q]="$(python3 "$ROOT/benches/medians.py" --median "${xs[@]}")"
             done
-            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | |"
+            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | |"
         done
         echo
     fi

@@ -54,14 +54,25 @@ parse_consume() {
     log "consume $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
 }
 
-# perf_latency KEY TOPIC SIZE ACKS -> R[KEY.p50], R[KEY.p99], R[KEY.max] (ms)
+# steal_ticks -> CPU time the hypervisor gave to others so far, all CPUs, in clock ticks
+# (/proc/stat "cpu" line, field 8)
+steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
+# steal_pct TICKS SECONDS -> TICKS as a share of SECONDS of all CPUs, in %
+steal_pct() {
+    awk -v t="$1" -v s="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.1f\n", 100 * t / (s * n * hz) }'
+}
+
+# perf_latency KEY TOPIC SIZE ACKS -> R[KEY.p50], R[KEY.p99], R[KEY.max] (ms), R[KEY.steal] (%)
 perf_latency() {
     local key="$1" topic="$2" size="$3" acks="$4"
     local f="$WORK/$key.lat.log" lf="$WORK/$key.lat.txt"
-    local count=$((LAT_RATE * LAT_SECONDS))
+    local count=$((LAT_RATE * LAT_SECONDS)) t0 steal0
+    t0="$(date +%s.%N)"; steal0="$(steal_ticks)"
     timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
         -a "$acks" -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
     local rc=$?
+    R[$key.steal]="$(steal_pct "$(($(steal_ticks) - steal0))" "$(awk -v t="$t0" -v n="$(date +%s.%N)" 'BEGIN { print n - t }')")"
     if [[ ! -s "$lf" ]]; then
         R[$key.p50]="failed (rc=$rc)"; R[$key.p99]="-"; R[$key.max]="-"
         log "latency $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
@@ -77,7 +88,7 @@ EOF
     R[$key.p50]="$p50"; R[$key.p99]="$p99"; R[$key.max]="$mx"
     R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
     [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n/$count)"
-    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms"
+    log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms CPU steal ${R[$key.steal]} %"
 }
 
 count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
