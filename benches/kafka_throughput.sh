@@ -202,6 +202,44 @@ except Exception:
     print("- - -")
 EOF
 }
+# The running Runnel broker's Prometheus endpoint (the Kafka port + 2, its default), or empty.
+METRICS=""
+# fsync_hist -> "COUNT OVER_0.8MS OVER_1.6MS": the broker's group-commit fsyncs so far, all
+# partitions (runnel_log_fsync_duration_seconds), or nothing without a Runnel broker
+fsync_hist() {
+    [[ -n "$METRICS" ]] || return 0
+    python3 - "$METRICS" <<'EOF'
+import re, sys, urllib.request
+try:
+    text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+except OSError:
+    sys.exit(0)
+b = {}
+for m in re.finditer(r'^runnel_log_fsync_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\}\s+(\S+)', text, re.M):
+    b[m.group(1)] = b.get(m.group(1), 0) + float(m.group(2))
+if "+Inf" in b:
+    n = b["+Inf"]
+    print(int(n), int(n - b.get("0.0008", n)), int(n - b.get("0.0016", n)))
+EOF
+}
+# fsync_tail BEFORE AFTER -> "X / Y of N" (fsyncs over 0.8 ms / over 1.6 ms, of all, between the two), or "-"
+fsync_tail() {
+    local a=($1) b=($2)
+    if [[ ${#a[@]} -eq 3 && ${#b[@]} -eq 3 ]]; then
+        echo "$((b[1] - a[1])) / $((b[2] - a[2])) of $((b[0] - a[0]))"
+    else
+        echo "-"
+    fi
+}
+# with_fsync_tail KEY CMD... : run CMD, then R[KEY.fsync] = the broker's slow fsyncs during it
+with_fsync_tail() {
+    local key="$1" a b rc; shift
+    a="$(fsync_hist)"
+    "$@"; rc=$?
+    b="$(fsync_hist)"
+    R[$key.fsync]="$(fsync_tail "$a" "$b")"
+    return $rc
+}
 cleanup() { stop_broker; rm -rf "$WORK" "$BENCH_DATA/run-$$"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -218,6 +256,7 @@ start_broker() {
             --kafka-addr "127.0.0.1:$port" >>"$WORK/runnel.log" 2>&1 &
         BROKER_PID=$!
         BOOTSTRAP="127.0.0.1:$port"
+        METRICS="http://127.0.0.1:$((port + 2))/metrics"
         wait_port "$port" 30 || { log "runnel failed to start"; tail -5 "$WORK/runnel.log" >&2; return 1; }
         local tp
         for tp in "$@"; do
@@ -226,6 +265,7 @@ start_broker() {
         done
         ;;
     mock)
+        METRICS=""
         rm -f "$WORK/mock.fifo" "$WORK/mock.out"; mkfifo "$WORK/mock.fifo"
         "$HELPER" mock "$@" <"$WORK/mock.fifo" >"$WORK/mock.out" 2>>"$WORK/mock.log" &
         BROKER_PID=$!
@@ -298,7 +338,8 @@ run_target() {
             for acks in 1 all; do
                 has_phase latency || continue
                 local a=1; [[ $acks == all ]] && a=-1
-                perf_latency "$target.lat.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
+                with_fsync_tail "$target.lat.$size.$parts.$acks" \
+                    perf_latency "$target.lat.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
                 probe_latency "$target.probe.$size.$parts.$acks" "lat-s$size-p$parts-a$acks" "$size" "$a"
             done
             stop_broker
@@ -343,8 +384,8 @@ run_latrepeat() {
             fi
             # warm-up: the connection, the segment's first zeros, the page cache
             probe_latency "rep.$b.$r.warm" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS" 500 1 >/dev/null 2>&1
-            perf_latency "rep.$b.$r.rdk" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
-            probe_latency "rep.$b.$r" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
+            with_fsync_tail "rep.$b.$r.rdk" perf_latency "rep.$b.$r.rdk" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
+            with_fsync_tail "rep.$b.$r" probe_latency "rep.$b.$r" rep "$LAT_REPEAT_SIZE" "$LAT_REPEAT_ACKS"
             stop_broker
             rm -rf "$BENCH_DATA/run-$$"
         done
@@ -609,11 +650,11 @@ except Exception:
     echo "| blocks reserved with fallocate | $(v fsync_reserved.p50) | $(v fsync_reserved.p99) | $(v fsync_reserved.max) | $(v fsync_reserved.dev) |"
     echo "| growing file | $(v fsync.p50) | $(v fsync.p99) | $(v fsync.max) | $(v fsync.dev) |"
     echo
-    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | Runnel fsyncs over 0.8 / 1.6 ms | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
         k="lat.$size.$parts.$acks"
-        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v runnel.$k.rate) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(v mock.$k.rate) | $(ratio runnel.$k.p99 mock.$k.p99) |"
+        echo "| $size B | $parts | $acks | $(v runnel.$k.p50) | $(v runnel.$k.p99) | $(v runnel.$k.max) | $(v runnel.$k.rate) | $(v runnel.$k.fsync) | $(v mock.$k.p50) | $(v mock.$k.p99) | $(v mock.$k.max) | $(v mock.$k.rate) | $(ratio runnel.$k.p99 mock.$k.p99) |"
     done; done; done
     echo
     echo "### Produce latency at $LAT_RATE rec/s from a lean client (produce_latency: one record per request, partition 0, <= 5 in flight), ms from when each request was due to its answer"
@@ -630,18 +671,18 @@ except Exception:
         echo
         echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment."
         echo
-        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) |"
-        echo "|---|---|---|---|---|---|---|---|---|---|---|"
+        echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | broker fsyncs over 0.8 / 1.6 ms (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) | broker fsyncs over 0.8 / 1.6 ms (lean) |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         for b in $REP_BUILDS; do
             for ((r = 1; r <= LAT_REPEAT; r++)); do
                 k="rep.$b.$r"
-                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.rdk.steal) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) |"
+                echo "| $b | $r | $(v $k.rdk.p50) | $(v $k.rdk.p99) | $(v $k.rdk.steal) | $(v $k.rdk.fsync) | $(v $k.p50) | $(v $k.p99) | $(v $k.svc.p50) | $(v $k.svc.p99) | $(v $k.dev) | $(v $k.steal) | $(v $k.fsync) |"
             done
             for q in rdk.p99 p99 svc.p99; do
                 xs=(); for ((r = 1; r <= LAT_REPEAT; r++)); do xs+=("${R[rep.$b.$r.$q]:-x}"); done
                 R[rep.$b.median.$q]="$(python3 "$ROOT/benches/medians.py" --median "${xs[@]}")"
             done
-            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | |"
+            echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | | |"
         done
         echo
     fi
