@@ -59,7 +59,9 @@
 #            request was due, so no coordinated omission) -> p50/p99/p99.9/max. librdkafka's
 #            own overhead shows as the gap between the two on the same broker. Around each
 #            lean probe of Runnel, the data disk's writes, KiB and cache flushes per request
-#            (from /sys/class/block/DEV/stat; they include anything else writing to that disk).
+#            (from /sys/class/block/DEV/stat; they include anything else writing to that disk),
+#            the CPU steal over it (/proc/stat), and, around each Runnel latency run, the
+#            broker's group-commit fsyncs over 0.8 ms and over 1.6 ms (its /metrics histogram).
 #   latrepeat: both latency runs again, LAT_REPEAT times, each on a fresh broker holding
 #            one 1-partition topic (1 s warm-up at 500 rec/s, then rdkafka_performance and
 #            then the lean probe, each at LAT_RATE for LAT_SECONDS), acks LAT_REPEAT_ACKS,
@@ -285,7 +287,7 @@ source "$ROOT/benches/rdkafka_perf.sh"
 
 # probe_latency KEY TOPIC SIZE ACKS [RATE SECONDS] -> R[KEY.p50|p99|p999|max] (ms, from
 # when each was due), R[KEY.svc.p50|p99] (ms, send to answer), R[KEY.dev] (the data disk's
-# "writes KiB flushes" per request, over the probe)
+# "writes KiB flushes" per request, over the probe), R[KEY.steal] (CPU steal over it, %)
 probe_latency() {
     local key="$1" topic="$2" size="$3" acks="$4" f="$WORK/$1.probe.log"
     local rate="${5:-$LAT_RATE}" secs="${6:-$LAT_SECONDS}"
