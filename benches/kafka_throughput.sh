@@ -285,6 +285,9 @@ start_broker() {
 # shellcheck source=benches/rdkafka_perf.sh
 source "$ROOT/benches/rdkafka_perf.sh"
 
+# quantile Q TEXT -> the ms value of "Q=...ms" in TEXT (a produce_latency summary)
+quantile() { sed -E "s/.*(^| )$1=([0-9.]+)ms.*/\2/" <<<"$2"; }
+
 # probe_latency KEY TOPIC SIZE ACKS [RATE SECONDS] -> R[KEY.p50|p99|p999|max] (ms, from
 # when each was due), R[KEY.svc.p50|p99] (ms, send to answer), R[KEY.dev] (the data disk's
 # "writes KiB flushes" per request, over the probe), R[KEY.steal] (CPU steal over it, %)
@@ -295,12 +298,12 @@ probe_latency() {
         (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin produce_latency) >&2 ||
             { log "cannot build produce_latency"; return 1; }
     fi
-    local before after steal0 steal1
-    before="$(dev_stat)"; steal0="$(steal_ticks)"
+    local before after mark
+    before="$(dev_stat)"; mark="$(steal_mark)"
     timeout -k 5 "$RUN_CAP" "$PROBE" --bootstrap "$BOOTSTRAP" --topic "$topic" --acks "$acks" \
         --size "$size" --rate "$rate" --seconds "$secs" >"$f" 2>&1
     local rc=$? line
-    after="$(dev_stat)"; steal1="$(steal_ticks)"
+    after="$(dev_stat)"; R[$key.steal]="$(steal_since "$mark")"
     line="$(grep -E '^n=' "$f" | tail -1)"
     if [[ -z "$line" || $rc -ne 0 ]]; then
         R[$key.p50]="failed (rc=$rc)"
@@ -311,14 +314,12 @@ probe_latency() {
     local svc="${line#*service: }"
     local q
     for q in p50 p99 p99.9 max; do
-        R[$key.${q/./}]="$(sed -E "s/.*(^| )$q=([0-9.]+)ms.*/\2/" <<<"$due")"
+        R[$key.${q/./}]="$(quantile "$q" "$due")"
     done
-    for q in p50 p99; do
-        R[$key.svc.$q]="$(sed -E "s/.*(^| )$q=([0-9.]+)ms.*/\2/" <<<"$svc")"
-    done
+    R[$key.svc.p50]="$(quantile p50 "$svc")"
+    R[$key.svc.p99]="$(quantile p99 "$svc")"
     R[$key.rate]="$(sed -E 's/.*rate=([0-9]+)\/s.*/\1/' <<<"$line")"
     R[$key.dev]="$(dev_per_op "$before" "$after" "$((rate * secs))")"
-    R[$key.steal]="$(steal_pct "$((steal1 - steal0))" "$secs")"
     log "probe $key: $line | disk per request (writes KiB flushes): ${R[$key.dev]} | CPU steal ${R[$key.steal]} %"
 }
 

@@ -54,25 +54,26 @@ parse_consume() {
     log "consume $key: ${R[$key.rps]} rec/s ${R[$key.mbs]} MB/s"
 }
 
-# steal_ticks -> CPU time the hypervisor gave to others so far, all CPUs, in clock ticks
-# (/proc/stat "cpu" line, field 8)
-steal_ticks() { awk '/^cpu /{print $9; exit}' /proc/stat; }
-# steal_pct TICKS SECONDS -> TICKS as a share of SECONDS of all CPUs, in %
-steal_pct() {
-    awk -v t="$1" -v s="$2" -v n="$(nproc)" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.1f\n", 100 * t / (s * n * hz) }'
+# steal_mark -> "TICKS SECONDS": CPU time the hypervisor gave to others so far, all CPUs, in
+# clock ticks (/proc/stat "cpu" line, field 8), and the time now
+steal_mark() { awk -v now="$EPOCHREALTIME" '/^cpu /{print $9, now; exit}' /proc/stat; }
+# steal_since MARK -> the steal since MARK as a share of all CPUs' time since then, in %
+steal_since() {
+    local mark=($1)
+    awk -v t0="${mark[0]}" -v s0="${mark[1]}" -v now="$EPOCHREALTIME" -v n="$(nproc)" \
+        -v hz="$(getconf CLK_TCK)" '/^cpu /{ printf "%.1f\n", 100 * ($9 - t0) / ((now - s0) * n * hz); exit }' /proc/stat
 }
 
 # perf_latency KEY TOPIC SIZE ACKS -> R[KEY.p50], R[KEY.p99], R[KEY.max] (ms), R[KEY.steal] (%)
 perf_latency() {
     local key="$1" topic="$2" size="$3" acks="$4"
     local f="$WORK/$key.lat.log" lf="$WORK/$key.lat.txt"
-    local count=$((LAT_RATE * LAT_SECONDS)) t0 steal0
-    t0="$(date +%s.%N)"; steal0="$(steal_ticks)"
+    local count=$((LAT_RATE * LAT_SECONDS)) mark
+    mark="$(steal_mark)"
     timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
         -a "$acks" -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
     local rc=$?
-    R[$key.steal]="$(steal_pct "$(($(steal_ticks) - steal0))" "$(awk -v t="$t0" -v n="$(date +%s.%N)" 'BEGIN { print n - t }')")"
+    R[$key.steal]="$(steal_since "$mark")"
     if [[ ! -s "$lf" ]]; then
         R[$key.p50]="failed (rc=$rc)"; R[$key.p99]="-"; R[$key.max]="-"
         log "latency $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
