@@ -14,7 +14,7 @@
 #   LAT_SECONDS [10]      length of each latency run
 #   RUN_CAP   [90]        hard cap (s) on any single client run
 #   IPERF_SECONDS [10]
-#   TARGETS   ["runnel mock"]  which brokers to measure
+#   TARGETS   ["runnel mock"]  which brokers to measure ("floor" adds the disk-only control to latrepeat)
 #   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
 #             what the produce phase wrote, so consume needs produce; add `rounds` for
 #             the repeated produce runs below, `latrepeat` for repeated lean latency probes)
@@ -70,7 +70,11 @@
 #            request over the lean probe; the medians of the p99s over runs.
 #            One run's acks=all p99 moves by +-50 % on a 2-core VM, so one run tells little.
 #            With RUNNEL_BIN_B the runs alternate between the two builds; with the mock in
-#            TARGETS, a mock round follows each Runnel round, as a control for the machine.
+#            TARGETS, a mock round follows each Runnel round, as a control for the machine;
+#            with "floor" in TARGETS, a run of benches/src/bin/fsync_floor.rs follows too, as
+#            a control for the disk: the same records and rate written to a zeroed file and
+#            group-committed by up to 2 fdatasyncs at once in one process, latency from due
+#            (the p99 the disk allows an ideal broker at that moment).
 #   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
 #            only its topic, the targets alternating run by run; the table gives every
 #            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
@@ -123,6 +127,8 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 RUN_CAP="${RUN_CAP:-90}"
 IPERF_SECONDS="${IPERF_SECONDS:-10}"
 TARGETS="${TARGETS:-runnel mock}"
+# The brokers among TARGETS ("floor" is only a latrepeat control, not a broker).
+BROKERS="$(tr ' ' '\n' <<<"$TARGETS" | grep -vx floor | xargs)"
 PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
@@ -356,7 +362,7 @@ run_rounds() {
     for ((r = 1; r <= ROUNDS; r++)); do
         for size in 100 1024; do for parts in 1 3; do for acks in 1 all; do
             a=1; [[ $acks == all ]] && a=-1
-            for t in $TARGETS; do
+            for t in $BROKERS; do
                 [[ "$t" == runnel && -z "$RUNNEL_BIN" ]] && continue
                 start_broker "$t" "rounds:$parts" || { log "cannot start $t"; return 1; }
                 perf_produce "$t.round$r.$size.$parts.$acks" rounds "$size" "$(count_for "$size")" "$a"
@@ -372,14 +378,20 @@ run_rounds() {
 
 # run_latrepeat: LAT_REPEAT latency rounds, each on a fresh broker with one 1-partition
 # topic, alternating between RUNNEL_BIN, RUNNEL_BIN_B when that is set, and the mock when
-# TARGETS has it -> R[rep.BUILD.RUN.*], BUILD a, b or mock
+# TARGETS has it, and the disk-only fsync_floor when TARGETS has "floor" -> R[rep.BUILD.RUN.*],
+# BUILD a, b, mock or floor
 REP_BUILDS="a${RUNNEL_BIN_B:+ b}"
 [[ " $TARGETS " == *" mock "* ]] && REP_BUILDS="$REP_BUILDS mock"
+[[ " $TARGETS " == *" floor "* ]] && REP_BUILDS="$REP_BUILDS floor"
+FLOOR="${FLOOR:-$ROOT/target/release/fsync_floor}"
 run_latrepeat() {
     local r b bin
     for ((r = 1; r <= LAT_REPEAT; r++)); do
         for b in $REP_BUILDS; do
-            if [[ $b == mock ]]; then
+            if [[ $b == floor ]]; then
+                floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
+                continue
+            elif [[ $b == mock ]]; then
                 start_broker mock "rep:1" || { log "cannot start the mock"; return 1; }
             else
                 bin="$RUNNEL_BIN"; [[ $b == b ]] && bin="$RUNNEL_BIN_B"
@@ -393,6 +405,39 @@ run_latrepeat() {
             rm -rf "$BENCH_DATA/run-$$"
         done
     done
+}
+
+# floor_latency KEY BYTES -> the lean columns of R[KEY.*] from benches/src/bin/fsync_floor.rs:
+# BYTES-byte records written at LAT_RATE for LAT_SECONDS into a zeroed file on the bench
+# disk and group-committed by up to 2 fdatasyncs at once, in one process (no network, no
+# Kafka): the p99 the disk allows an ideal broker at that moment. (A 1 KiB record with no
+# key or headers is 76 bytes more in its v2 batch.)
+floor_latency() {
+    local key="$1" bytes="$2" f="$WORK/$1.floor.log"
+    if [[ ! -x "$FLOOR" ]]; then
+        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin fsync_floor) >&2 ||
+            { log "cannot build fsync_floor"; return 1; }
+    fi
+    local before after mark rc line
+    before="$(dev_stat)"; mark="$(steal_mark)"
+    timeout -k 5 "$RUN_CAP" "$FLOOR" --dir "$BENCH_DATA" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" \
+        --size "$bytes" --flushers 2 >"$f" 2>&1
+    rc=$?
+    after="$(dev_stat)"; R[$key.steal]="$(steal_since "$mark")"
+    line="$(grep -E '^n=' "$f" | tail -1)"
+    if [[ -z "$line" || $rc -ne 0 ]]; then
+        R[$key.p50]="failed (rc=$rc)"
+        log "fsync floor $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
+    local due="${line#*from due: }"; due="${due%%|*}"
+    R[$key.p50]="$(quantile p50 "$due")"
+    R[$key.p99]="$(quantile p99 "$due")"
+    local na
+    for na in rdk.p50 rdk.p99 rdk.steal rdk.fsync svc.p50 svc.p99; do R[$key.$na]="-"; done
+    R[$key.fsync]="$(sed -E 's/.*fdatasync: n=([0-9]+).*over0.8ms=([0-9]+) over1.6ms=([0-9]+).*/\2 \/ \3 of \1/' <<<"$line")"
+    R[$key.dev]="$(dev_per_op "$before" "$after" "$((LAT_RATE * LAT_SECONDS))")"
+    log "fsync floor $key: $line | CPU steal ${R[$key.steal]} %"
 }
 
 # cpu_seconds PID -> utime + stime of PID in seconds
@@ -556,7 +601,7 @@ EOF
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 has_phase iperf && run_iperf
 has_phase latency && run_fsync_probe
-for t in $TARGETS; do
+for t in $BROKERS; do
     if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
     run_target "$t"
 done
@@ -565,7 +610,7 @@ has_phase rounds && run_rounds
 [[ -n "$RUNNEL_BIN" ]] && has_phase latrepeat && run_latrepeat
 has_phase catchup && run_catchup
 if has_phase group; then
-    for t in $TARGETS; do
+    for t in $BROKERS; do
         if [[ "$t" == runnel && -z "$RUNNEL_BIN" ]]; then continue; fi
         run_group "$t"
     done
@@ -672,7 +717,7 @@ except Exception:
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
         echo "### Produce latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
         echo
-        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment."
+        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment. The floor (fsync_floor, in the lean columns) writes $((LAT_REPEAT_SIZE + 76)) B records into a zeroed file at the same rate and group-commits them with up to 2 fdatasyncs at once, in one process: the p99 the disk allowed an ideal broker at that moment (its fsync column counts its own fdatasyncs; its disk column includes the zeroing of the file before the run)."
         echo
         echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | broker fsyncs over 0.8 / 1.6 ms (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) | broker fsyncs over 0.8 / 1.6 ms (lean) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
