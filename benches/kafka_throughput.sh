@@ -14,7 +14,7 @@
 #   LAT_SECONDS [10]      length of each latency run
 #   RUN_CAP   [90]        hard cap (s) on any single client run
 #   IPERF_SECONDS [10]
-#   TARGETS   ["runnel mock"]  which brokers to measure ("floor" adds the disk-only control to latrepeat)
+#   TARGETS   ["runnel mock"]  which brokers to measure ("floor", "floorspin": disk-only controls in latrepeat)
 #   PHASES    ["iperf produce consume latency inproc group"]  what to measure (consume reads
 #             what the produce phase wrote, so consume needs produce; add `rounds` for
 #             the repeated produce runs below, `latrepeat` for repeated lean latency probes)
@@ -74,7 +74,8 @@
 #            with "floor" in TARGETS, a run of benches/src/bin/fsync_floor.rs follows too, as
 #            a control for the disk: the same records and rate written to a zeroed file and
 #            group-committed by up to 2 fdatasyncs at once in one process, latency from due
-#            (the p99 the disk allows an ideal broker at that moment).
+#            (the p99 the disk allows an ideal broker at that moment); with "floorspin", that
+#            run again beside a shell busy loop, as rdkafka_performance -r spins one vCPU.
 #   rounds:  the produce runs again, ROUNDS times per cell, each on a fresh broker that holds
 #            only its topic, the targets alternating run by run; the table gives every
 #            sample and the ratio of the medians. One produce sample moves by up to ±20 % on
@@ -127,8 +128,8 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 RUN_CAP="${RUN_CAP:-90}"
 IPERF_SECONDS="${IPERF_SECONDS:-10}"
 TARGETS="${TARGETS:-runnel mock}"
-# The brokers among TARGETS ("floor" is only a latrepeat control, not a broker).
-BROKERS="$(tr ' ' '\n' <<<"$TARGETS" | grep -vx floor | xargs)"
+# The brokers among TARGETS ("floor" and "floorspin" are latrepeat controls, not brokers).
+BROKERS="$(tr ' ' '\n' <<<"$TARGETS" | grep -vxE 'floor|floorspin' | xargs)"
 PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
@@ -378,11 +379,12 @@ run_rounds() {
 
 # run_latrepeat: LAT_REPEAT latency rounds, each on a fresh broker with one 1-partition
 # topic, alternating between RUNNEL_BIN, RUNNEL_BIN_B when that is set, and the mock when
-# TARGETS has it, and the disk-only fsync_floor when TARGETS has "floor" -> R[rep.BUILD.RUN.*],
-# BUILD a, b, mock or floor
+# TARGETS has it, and the disk-only fsync_floor when TARGETS has "floor" (alone) or
+# "floorspin" (beside a busy loop) -> R[rep.BUILD.RUN.*], BUILD a, b, mock, floor or floorspin
 REP_BUILDS="a${RUNNEL_BIN_B:+ b}"
 [[ " $TARGETS " == *" mock "* ]] && REP_BUILDS="$REP_BUILDS mock"
 [[ " $TARGETS " == *" floor "* ]] && REP_BUILDS="$REP_BUILDS floor"
+[[ " $TARGETS " == *" floorspin "* ]] && REP_BUILDS="$REP_BUILDS floorspin"
 FLOOR="${FLOOR:-$ROOT/target/release/fsync_floor}"
 run_latrepeat() {
     local r b bin
@@ -390,6 +392,14 @@ run_latrepeat() {
         for b in $REP_BUILDS; do
             if [[ $b == floor ]]; then
                 floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
+                continue
+            elif [[ $b == floorspin ]]; then
+                # The floor again beside a busy loop, as rdkafka_performance -r spins one
+                # vCPU (BENCHMARKS.md): what that spinning alone does to the disk's p99.
+                timeout "$((LAT_SECONDS + 5))" bash -c 'while :; do :; done' &
+                local spin=$!
+                floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
+                kill "$spin" 2>/dev/null; wait "$spin" 2>/dev/null
                 continue
             elif [[ $b == mock ]]; then
                 start_broker mock "rep:1" || { log "cannot start the mock"; return 1; }
@@ -717,7 +727,7 @@ except Exception:
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
         echo "### Produce latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
         echo
-        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment. The floor (fsync_floor, in the lean columns) writes $((LAT_REPEAT_SIZE + 76)) B records into a zeroed file at the same rate and group-commits them with up to 2 fdatasyncs at once, in one process: the p99 the disk allowed an ideal broker at that moment (its fsync column counts its own fdatasyncs; its disk column includes the zeroing of the file before the run)."
+        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment. The floor (fsync_floor, in the lean columns) writes $((LAT_REPEAT_SIZE + 76)) B records into a zeroed file at the same rate and group-commits them with up to 2 fdatasyncs at once, in one process: the p99 the disk allowed an ideal broker at that moment (its fsync column counts its own fdatasyncs; its disk column includes the zeroing of the file before the run); floorspin is the same beside a shell busy loop, as rdkafka_performance spins one vCPU at this rate."
         echo
         echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | broker fsyncs over 0.8 / 1.6 ms (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) | broker fsyncs over 0.8 / 1.6 ms (lean) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
