@@ -98,15 +98,19 @@ fn flusher(sh: &Shared) {
             sh.wake.notify_all();
             return;
         }
-        let end = usize::try_from(upto)
-            .unwrap_or(usize::MAX)
-            .min(s.done.len());
-        for slot in s.done[..end].iter_mut().rev() {
-            if slot.is_some() {
-                break; // an earlier round covered the rest
-            }
-            *slot = Some(finished);
+        mark_done(&mut s.done, upto, finished);
+    }
+}
+
+/// An fdatasync that started once `upto` records were written returned `at`: it covers every
+/// record before `upto` that no earlier-returning one did. Rounds may return out of order.
+fn mark_done(done: &mut [Option<Instant>], upto: u64, at: Instant) {
+    let end = usize::try_from(upto).unwrap_or(usize::MAX).min(done.len());
+    for slot in done[..end].iter_mut().rev() {
+        if slot.is_some() {
+            break; // a round that returned earlier covered the rest
         }
+        *slot = Some(at);
     }
 }
 
@@ -232,4 +236,38 @@ fn run(args: &Args, file: File, total: u64, bytes: u64) -> Result<()> {
         over(1600),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_covers_what_no_earlier_returning_round_did() {
+        let t0 = Instant::now();
+        let (t1, t2) = (t0 + Duration::from_millis(1), t0 + Duration::from_millis(2));
+        let mut done = vec![None; 5];
+        mark_done(&mut done, 2, t0);
+        assert_eq!(done, [Some(t0), Some(t0), None, None, None]);
+        // A later round, returning next, covers the records written since.
+        mark_done(&mut done, 4, t1);
+        assert_eq!(done, [Some(t0), Some(t0), Some(t1), Some(t1), None]);
+        // A round that started before the last one but returned after it covers nothing new.
+        mark_done(&mut done, 3, t2);
+        assert_eq!(done, [Some(t0), Some(t0), Some(t1), Some(t1), None]);
+        // Past the end is clamped.
+        mark_done(&mut done, 9, t2);
+        assert_eq!(done[4], Some(t2));
+    }
+
+    #[test]
+    fn a_round_that_returns_first_covers_everything_before_it() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(1);
+        let mut done = vec![None; 4];
+        // The round over 4 records returns before the one over 2 that started earlier.
+        mark_done(&mut done, 4, t0);
+        mark_done(&mut done, 2, t1);
+        assert_eq!(done, [Some(t0); 4]);
+    }
 }
