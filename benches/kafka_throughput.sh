@@ -51,7 +51,8 @@
 #   latency: a fdatasync probe on the data disk first (the floor under acks=all latency: a
 #            file that grows with each append, blocks reserved ahead with fallocate, and
 #            zeros written and fsynced ahead as in Runnel's active segment; with the disk's
-#            writes, KiB and cache flushes per fdatasync), then
+#            writes, KiB and cache flushes per fdatasync; then fsync_floor, the group-commit
+#            floor at LAT_RATE, alone and beside a busy loop, as in latrepeat below), then
 #            rdkafka_performance -P -l -r LAT_RATE -A file, linger.ms=0: per-record time
 #            from produce() call to delivery report (µs) -> p50/p99/max; then the same rate
 #            from a lean client (benches/src/bin/produce_latency.rs: one record per Produce
@@ -394,12 +395,7 @@ run_latrepeat() {
                 floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
                 continue
             elif [[ $b == floorspin ]]; then
-                # The floor again beside a busy loop, as rdkafka_performance -r spins one
-                # vCPU (BENCHMARKS.md): what that spinning alone does to the disk's p99.
-                timeout "$((LAT_SECONDS + 5))" bash -c 'while :; do :; done' &
-                local spin=$!
-                floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
-                kill "$spin" 2>/dev/null; wait "$spin" 2>/dev/null
+                floor_spin_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
                 continue
             elif [[ $b == mock ]]; then
                 start_broker mock "rep:1" || { log "cannot start the mock"; return 1; }
@@ -448,6 +444,16 @@ floor_latency() {
     R[$key.fsync]="$(sed -E 's/.*fdatasync: n=([0-9]+).*over0.8ms=([0-9]+) over1.6ms=([0-9]+).*/\2 \/ \3 of \1/' <<<"$line")"
     R[$key.dev]="$(dev_per_op "$before" "$after" "$((LAT_RATE * LAT_SECONDS))")"
     log "fsync floor $key: $line | CPU steal ${R[$key.steal]} %"
+}
+
+# floor_spin_latency KEY BYTES: floor_latency beside a shell busy loop, as rdkafka_performance
+# -r spins one vCPU (BENCHMARKS.md): what that spinning alone does to the disk's p99
+floor_spin_latency() {
+    timeout "$((LAT_SECONDS + 5))" bash -c 'while :; do :; done' &
+    local spin=$! rc
+    floor_latency "$@"; rc=$?
+    kill "$spin" 2>/dev/null; wait "$spin" 2>/dev/null
+    return $rc
 }
 
 # cpu_seconds PID -> utime + stime of PID in seconds
@@ -567,7 +573,9 @@ EOF
 # with each append, into blocks reserved ahead with fallocate, and into blocks whose zeros
 # were written and fsynced ahead (as Runnel's active segment is: reserved, then zeroed ahead
 # of the appends) -> R[fsync.*], R[fsync_reserved.*], R[fsync_zeroed.*]: p50, p99, max in
-# ms, and dev: the disk's "writes KiB flushes" per fdatasync.
+# ms, and dev: the disk's "writes KiB flushes" per fdatasync. Then fsync_floor at the
+# latency runs' rate, 100 B and 1 KiB records, alone and beside a busy loop ->
+# R[floor.SIZE.*], R[floorspin.SIZE.*].
 run_fsync_probe() {
     local mode key p50 p99 max before after
     for mode in grow reserve zeroed; do
@@ -604,6 +612,12 @@ EOF
         # The zeroed file's own 1 MiB of zeros shows as 0.5 KiB per op.
         R[$key.dev]="$(dev_per_op "$before" "$after" 2000)"
         log "fdatasync probe ($mode): p50 $p50 ms, p99 $p99 ms, max $max ms; disk per op (writes KiB flushes): ${R[$key.dev]}"
+    done
+    # The group-commit floor at the latency runs' rate and record sizes (in their batches).
+    local size
+    for size in 100 1024; do
+        floor_latency "floor.$size" "$((size + 76))"
+        floor_spin_latency "floorspin.$size" "$((size + 76))"
     done
 }
 
@@ -707,6 +721,14 @@ except Exception:
     echo "| zeros written and fsynced ahead (as Runnel's active segment) | $(v fsync_zeroed.p50) | $(v fsync_zeroed.p99) | $(v fsync_zeroed.max) | $(v fsync_zeroed.dev) |"
     echo "| blocks reserved with fallocate | $(v fsync_reserved.p50) | $(v fsync_reserved.p99) | $(v fsync_reserved.max) | $(v fsync_reserved.dev) |"
     echo "| growing file | $(v fsync.p50) | $(v fsync.p99) | $(v fsync.max) | $(v fsync.dev) |"
+    echo
+    echo "The acks=all floor at $LAT_RATE rec/s for $LAT_SECONDS s (fsync_floor: records of the size they have in their batch, written into a zeroed file and group-committed by up to 2 fdatasyncs at once, in one process; ms from when each was due), alone and beside a busy loop (rdkafka_performance spins one vCPU at this rate):"
+    echo
+    echo "| record | alone p50 | alone p99 | alone fdatasyncs over 0.8 / 1.6 ms | beside a busy loop p50 | beside a busy loop p99 | beside a busy loop fdatasyncs over 0.8 / 1.6 ms |"
+    echo "|---|---|---|---|---|---|---|"
+    for size in 100 1024; do
+        echo "| $size B | $(v floor.$size.p50) | $(v floor.$size.p99) | $(v floor.$size.fsync) | $(v floorspin.$size.p50) | $(v floorspin.$size.p99) | $(v floorspin.$size.fsync) |"
+    done
     echo
     echo "| record | partitions | acks | Runnel p50 | Runnel p99 | Runnel max | Runnel rec/s | Runnel fsyncs over 0.8 / 1.6 ms | mock p50 | mock p99 | mock max | mock rec/s | Runnel p99 / mock p99 |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
