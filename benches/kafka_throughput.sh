@@ -300,24 +300,11 @@ quantile() { sed -E "s/.*(^| )$1=([0-9.]+)ms.*/\2/" <<<"$2"; }
 # when each was due), R[KEY.svc.p50|p99] (ms, send to answer), R[KEY.dev] (the data disk's
 # "writes KiB flushes" per request, over the probe), R[KEY.steal] (CPU steal over it, %)
 probe_latency() {
-    local key="$1" topic="$2" size="$3" acks="$4" f="$WORK/$1.probe.log"
+    local key="$1" topic="$2" size="$3" acks="$4"
     local rate="${5:-$LAT_RATE}" secs="${6:-$LAT_SECONDS}"
-    if [[ ! -x "$PROBE" ]]; then
-        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin produce_latency) >&2 ||
-            { log "cannot build produce_latency"; return 1; }
-    fi
-    local before after mark
-    before="$(dev_stat)"; mark="$(steal_mark)"
-    timeout -k 5 "$RUN_CAP" "$PROBE" --bootstrap "$BOOTSTRAP" --topic "$topic" --acks "$acks" \
-        --size "$size" --rate "$rate" --seconds "$secs" >"$f" 2>&1
-    local rc=$? line
-    after="$(dev_stat)"; R[$key.steal]="$(steal_since "$mark")"
-    line="$(grep -E '^n=' "$f" | tail -1)"
-    if [[ -z "$line" || $rc -ne 0 ]]; then
-        R[$key.p50]="failed (rc=$rc)"
-        log "probe $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
-        return 1
-    fi
+    lean_run "$key" produce_latency "$PROBE" "$((rate * secs))" --bootstrap "$BOOTSTRAP" \
+        --topic "$topic" --acks "$acks" --size "$size" --rate "$rate" --seconds "$secs" || return 1
+    local line="$LEAN_LINE"
     local due="${line#*from due: }"; due="${due%%|*}"
     local svc="${line#*service: }"
     local q
@@ -327,7 +314,6 @@ probe_latency() {
     R[$key.svc.p50]="$(quantile p50 "$svc")"
     R[$key.svc.p99]="$(quantile p99 "$svc")"
     R[$key.rate]="$(sed -E 's/.*rate=([0-9]+)\/s.*/\1/' <<<"$line")"
-    R[$key.dev]="$(dev_per_op "$before" "$after" "$((rate * secs))")"
     log "probe $key: $line | disk per request (writes KiB flushes): ${R[$key.dev]} | CPU steal ${R[$key.steal]} %"
 }
 
@@ -419,31 +405,41 @@ run_latrepeat() {
 # Kafka): the p99 the disk allows an ideal broker at that moment. (A 1 KiB record with no
 # key or headers is 76 bytes more in its v2 batch.)
 floor_latency() {
-    local key="$1" bytes="$2" f="$WORK/$1.floor.log"
-    if [[ ! -x "$FLOOR" ]]; then
-        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin fsync_floor) >&2 ||
-            { log "cannot build fsync_floor"; return 1; }
-    fi
-    local before after mark rc line
-    before="$(dev_stat)"; mark="$(steal_mark)"
-    timeout -k 5 "$RUN_CAP" "$FLOOR" --dir "$BENCH_DATA" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" \
-        --size "$bytes" --flushers 2 >"$f" 2>&1
-    rc=$?
-    after="$(dev_stat)"; R[$key.steal]="$(steal_since "$mark")"
-    line="$(grep -E '^n=' "$f" | tail -1)"
-    if [[ -z "$line" || $rc -ne 0 ]]; then
-        R[$key.p50]="failed (rc=$rc)"
-        log "fsync floor $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
-        return 1
-    fi
+    local key="$1" bytes="$2"
+    lean_run "$key" fsync_floor "$FLOOR" "$((LAT_RATE * LAT_SECONDS))" --dir "$BENCH_DATA" \
+        --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --size "$bytes" --flushers 2 || return 1
+    local line="$LEAN_LINE"
     local due="${line#*from due: }"; due="${due%%|*}"
     R[$key.p50]="$(quantile p50 "$due")"
     R[$key.p99]="$(quantile p99 "$due")"
     local na
     for na in rdk.p50 rdk.p99 rdk.steal rdk.fsync svc.p50 svc.p99; do R[$key.$na]="-"; done
     R[$key.fsync]="$(sed -E 's/.*fdatasync: n=([0-9]+).*over0.8ms=([0-9]+) over1.6ms=([0-9]+).*/\2 \/ \3 of \1/' <<<"$line")"
-    R[$key.dev]="$(dev_per_op "$before" "$after" "$((LAT_RATE * LAT_SECONDS))")"
     log "fsync floor $key: $line | CPU steal ${R[$key.steal]} %"
+}
+
+# lean_run KEY NAME BIN OPS ARGS...: run the benches binary NAME at BIN (built first if
+# missing) with ARGS under RUN_CAP -> LEAN_LINE (its "n=..." summary line), R[KEY.steal] (CPU
+# steal over the run, %), R[KEY.dev] (the data disk's "writes KiB flushes" per op over OPS
+# ops); on failure R[KEY.p50] says so and the status is 1
+lean_run() {
+    local key="$1" name="$2" bin="$3" ops="$4"; shift 4
+    local f="$WORK/$key.$name.log" before after mark rc
+    if [[ ! -x "$bin" ]]; then
+        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin "$name") >&2 ||
+            { log "cannot build $name"; return 1; }
+    fi
+    before="$(dev_stat)"; mark="$(steal_mark)"
+    timeout -k 5 "$RUN_CAP" "$bin" "$@" >"$f" 2>&1
+    rc=$?
+    after="$(dev_stat)"; R[$key.steal]="$(steal_since "$mark")"
+    R[$key.dev]="$(dev_per_op "$before" "$after" "$ops")"
+    LEAN_LINE="$(grep -E '^n=' "$f" | tail -1)"
+    if [[ -z "$LEAN_LINE" || $rc -ne 0 ]]; then
+        R[$key.p50]="failed (rc=$rc)"
+        log "$name $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
+        return 1
+    fi
 }
 
 # floor_spin_latency KEY BYTES: floor_latency beside a shell busy loop, as rdkafka_performance
