@@ -378,10 +378,10 @@ run_latrepeat() {
     for ((r = 1; r <= LAT_REPEAT; r++)); do
         for b in $REP_BUILDS; do
             if [[ $b == floor ]]; then
-                floor_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
+                floor_latency "rep.$b.$r" "$(batch_bytes "$LAT_REPEAT_SIZE")"
                 continue
             elif [[ $b == floorspin ]]; then
-                floor_spin_latency "rep.$b.$r" "$((LAT_REPEAT_SIZE + 76))"
+                floor_spin_latency "rep.$b.$r" "$(batch_bytes "$LAT_REPEAT_SIZE")"
                 continue
             elif [[ $b == mock ]]; then
                 start_broker mock "rep:1" || { log "cannot start the mock"; return 1; }
@@ -399,11 +399,14 @@ run_latrepeat() {
     done
 }
 
+# batch_bytes SIZE -> the bytes a keyless, headerless record of SIZE value bytes takes alone
+# in a v2 batch: 61 of batch header and 9 of record framing (varint lengths and deltas)
+batch_bytes() { echo "$(($1 + 70))"; }
+
 # floor_latency KEY BYTES -> the lean columns of R[KEY.*] from benches/src/bin/fsync_floor.rs:
 # BYTES-byte records written at LAT_RATE for LAT_SECONDS into a zeroed file on the bench
 # disk and group-committed by up to 2 fdatasyncs at once, in one process (no network, no
-# Kafka): the p99 the disk allows an ideal broker at that moment. (A 1 KiB record with no
-# key or headers is 76 bytes more in its v2 batch.)
+# Kafka): the p99 the disk allows an ideal broker at that moment.
 floor_latency() {
     local key="$1" bytes="$2"
     lean_run "$key" fsync_floor "$FLOOR" "$((LAT_RATE * LAT_SECONDS))" --dir "$BENCH_DATA" \
@@ -612,8 +615,8 @@ EOF
     # The group-commit floor at the latency runs' rate and record sizes (in their batches).
     local size
     for size in 100 1024; do
-        floor_latency "floor.$size" "$((size + 76))"
-        floor_spin_latency "floorspin.$size" "$((size + 76))"
+        floor_latency "floor.$size" "$(batch_bytes "$size")"
+        floor_spin_latency "floorspin.$size" "$(batch_bytes "$size")"
     done
 }
 
@@ -745,7 +748,7 @@ except Exception:
     if has_phase latrepeat && [[ -n "$RUNNEL_BIN" ]]; then
         echo "### Produce latency, $LAT_REPEAT runs on fresh brokers ($LAT_REPEAT_SIZE B, acks=$LAT_REPEAT_ACKS, 1 partition, $LAT_RATE rec/s for $LAT_SECONDS s), ms"
         echo
-        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment. The floor (fsync_floor, in the lean columns) writes $((LAT_REPEAT_SIZE + 76)) B records into a zeroed file at the same rate and group-commits them with up to 2 fdatasyncs at once, in one process: the p99 the disk allowed an ideal broker at that moment (its fsync column counts its own fdatasyncs; its disk column includes the zeroing of the file before the run); floorspin is the same beside a shell busy loop, as rdkafka_performance spins one vCPU at this rate."
+        echo "Build a: $RUNNEL_BIN${RUNNEL_BIN_B:+; build b: $RUNNEL_BIN_B}; runs alternating: $REP_BUILDS. The mock keeps records in memory, so its acks=all needs no fsync (and its disk column shows only what else wrote to the disk); it shows what the machine alone does to the p99 at that moment. The floor (fsync_floor, in the lean columns) writes $(batch_bytes "$LAT_REPEAT_SIZE") B records into a zeroed file at the same rate and group-commits them with up to 2 fdatasyncs at once, in one process: the p99 the disk allowed an ideal broker at that moment (its fsync column counts its own fdatasyncs; its disk column includes the zeroing of the file before the run); floorspin is the same beside a shell busy loop, as rdkafka_performance spins one vCPU at this rate."
         echo
         echo "| build | run | rdkafka_performance p50 | rdkafka_performance p99 | CPU steal % (rdkafka_performance) | broker fsyncs over 0.8 / 1.6 ms (rdkafka_performance) | lean from due p50 | lean from due p99 | lean service p50 | lean service p99 | disk writes / KiB / flushes per request (lean) | CPU steal % (lean) | broker fsyncs over 0.8 / 1.6 ms (lean) |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
