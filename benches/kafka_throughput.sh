@@ -428,10 +428,7 @@ floor_latency() {
 lean_run() {
     local key="$1" name="$2" bin="$3" ops="$4"; shift 4
     local f="$WORK/$key.$name.log" before after mark rc
-    if [[ ! -x "$bin" ]]; then
-        (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin "$name") >&2 ||
-            { log "cannot build $name"; return 1; }
-    fi
+    bench_bin "$name" "$bin" || return 1
     before="$(dev_stat)"; mark="$(steal_mark)"
     timeout -k 5 "$RUN_CAP" "$bin" "$@" >"$f" 2>&1
     rc=$?
@@ -445,10 +442,20 @@ lean_run() {
     fi
 }
 
+# bench_bin NAME BIN: build the benches binary NAME (release) unless BIN is there already
+bench_bin() {
+    [[ -x "$2" ]] && return 0
+    (cd "$ROOT" && cargo build --release -q -p runnel-benches --bin "$1") >&2 ||
+        { log "cannot build $1"; return 1; }
+}
+
 # floor_spin_latency KEY BYTES: floor_latency beside a shell busy loop, as rdkafka_performance
-# -r spins one vCPU (BENCHMARKS.md): what that spinning alone does to the disk's p99
+# -r spins one vCPU (BENCHMARKS.md): what that spinning alone does to the disk's p99. The
+# binary is built first, so that the loop spins over the measured run, not over a build; the
+# loop ends when the run does (or, at the latest, just after RUN_CAP, as the run must).
 floor_spin_latency() {
-    timeout "$((LAT_SECONDS + 5))" bash -c 'while :; do :; done' &
+    bench_bin fsync_floor "$FLOOR" || return 1
+    timeout "$((RUN_CAP + 5))" bash -c 'while :; do :; done' &
     local spin=$! rc
     floor_latency "$@"; rc=$?
     kill "$spin" 2>/dev/null; wait "$spin" 2>/dev/null

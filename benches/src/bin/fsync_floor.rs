@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use runnel_benches::{due, ms, percentile};
+use runnel_benches::{due, latency_summary, ms, percentile};
 
 #[derive(Parser)]
 #[command(
@@ -191,7 +191,7 @@ fn run(args: &Args, file: File, total: u64, bytes: u64) -> Result<()> {
     if let Some(e) = write_error {
         bail!("writing a record: {e}");
     }
-    let s = sh.lock();
+    let mut s = sh.lock();
     if let Some(e) = &s.failed {
         bail!("{e}");
     }
@@ -206,7 +206,7 @@ fn run(args: &Args, file: File, total: u64, bytes: u64) -> Result<()> {
         bail!("some written records were never covered by an fdatasync");
     }
     from_due.sort_unstable();
-    let mut syncs = s.syncs.clone();
+    let mut syncs = std::mem::take(&mut s.syncs);
     syncs.sort_unstable();
     let over = |limit_us: u64| {
         syncs
@@ -215,19 +215,13 @@ fn run(args: &Args, file: File, total: u64, bytes: u64) -> Result<()> {
             .count()
     };
     let p = |v: &[Duration], pct| percentile(v, pct).map_or(f64::NAN, ms);
-    let p999 = from_due
-        .get((from_due.len() * 999).div_ceil(1000).saturating_sub(1))
-        .map_or(f64::NAN, |d| ms(*d));
     println!(
-        "n={} rate={}/s size={} flushers<={} | from due: p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={p999:.3}ms max={:.3}ms | fdatasync: n={} p50={:.3}ms p99={:.3}ms max={:.3}ms over0.8ms={} over1.6ms={}",
+        "n={} rate={}/s size={} flushers<={} | {} | fdatasync: n={} p50={:.3}ms p99={:.3}ms max={:.3}ms over0.8ms={} over1.6ms={}",
         from_due.len(),
         args.rate,
         args.size,
         args.flushers,
-        p(&from_due, 50),
-        p(&from_due, 90),
-        p(&from_due, 99),
-        from_due.last().map_or(f64::NAN, |d| ms(*d)),
+        latency_summary("from due", &from_due),
         syncs.len(),
         p(&syncs, 50),
         p(&syncs, 99),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use clap::Parser;
 use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
-use runnel_benches::{due, ms, percentile};
+use runnel_benches::{due, latency_summary};
 use runnel_broker::codec::builder::{encode_batch, ProducerInfo, Record};
 use runnel_broker::kafka_client::connection::{decode_response, encode_request};
 use runnel_broker::kafka_client::metadata::{self, TopicState};
@@ -160,19 +160,6 @@ fn main() -> Result<()> {
         measured.into_iter().skip(skip).unzip();
     from_due.sort_unstable();
     service.sort_unstable();
-    let line = |name: &str, v: &[Duration]| {
-        let p = |pct| percentile(v, pct).map_or(f64::NAN, ms);
-        let p999 = v
-            .get((v.len() * 999).div_ceil(1000).saturating_sub(1))
-            .map_or(f64::NAN, |d| ms(*d));
-        format!(
-            "{name}: p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={p999:.3}ms max={:.3}ms",
-            p(50),
-            p(90),
-            p(99),
-            v.last().map_or(f64::NAN, |d| ms(*d)),
-        )
-    };
     println!(
         "n={} rate={:.0}/s acks={} size={} in_flight<={} | {} | {}",
         from_due.len(),
@@ -180,8 +167,8 @@ fn main() -> Result<()> {
         args.acks,
         args.size,
         args.max_in_flight,
-        line("from due", &from_due),
-        line("service", &service)
+        latency_summary("from due", &from_due),
+        latency_summary("service", &service)
     );
     Ok(())
 }
