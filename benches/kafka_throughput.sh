@@ -129,8 +129,9 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 RUN_CAP="${RUN_CAP:-90}"
 IPERF_SECONDS="${IPERF_SECONDS:-10}"
 TARGETS="${TARGETS:-runnel mock}"
-# The brokers among TARGETS ("floor" and "floorspin" are latrepeat controls, not brokers).
-BROKERS="$(tr ' ' '\n' <<<"$TARGETS" | grep -vxE 'floor|floorspin' | xargs)"
+# TARGETS that are latrepeat controls, not brokers, and the brokers among TARGETS.
+CONTROLS=" floor floorspin "
+BROKERS=""; for t in $TARGETS; do [[ "$CONTROLS" == *" $t "* ]] || BROKERS="$BROKERS $t"; done
 PHASES="${PHASES:-iperf produce consume latency inproc group}"
 GROUP_COUNT="${GROUP_COUNT:-3000000}"
 REBALANCE_ROUNDS="${REBALANCE_ROUNDS:-5}"
@@ -370,8 +371,7 @@ run_rounds() {
 # "floorspin" (beside a busy loop) -> R[rep.BUILD.RUN.*], BUILD a, b, mock, floor or floorspin
 REP_BUILDS="a${RUNNEL_BIN_B:+ b}"
 [[ " $TARGETS " == *" mock "* ]] && REP_BUILDS="$REP_BUILDS mock"
-[[ " $TARGETS " == *" floor "* ]] && REP_BUILDS="$REP_BUILDS floor"
-[[ " $TARGETS " == *" floorspin "* ]] && REP_BUILDS="$REP_BUILDS floorspin"
+for t in $CONTROLS; do [[ " $TARGETS " == *" $t "* ]] && REP_BUILDS="$REP_BUILDS $t"; done
 FLOOR="${FLOOR:-$ROOT/target/release/fsync_floor}"
 run_latrepeat() {
     local r b bin
