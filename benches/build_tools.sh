@@ -9,7 +9,8 @@
 # batches (rdkafka_mock.c: mpart->max_size / max_cnt), which makes a consume
 # benchmark over more than a few MB impossible. Only those two constants are
 # changed (to 8 GiB / 10M batches); nothing else in the mock differs.
-# Also installs iperf3 (Debian) for the loopback TCP ceiling.
+# Also installs iperf3 (Debian) for the loopback TCP ceiling, and tcpdump for WIRE=1 (the
+# latency runs' split between client and broker, benches/wire_split.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RK="$ROOT/.tools/librdkafka"
@@ -18,10 +19,10 @@ mkdir -p "$OUT"
 
 bash "$ROOT/tests/librdkafka/build.sh"
 
-if ! command -v iperf3 >/dev/null 2>&1; then
+if ! command -v iperf3 >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&1; then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends iperf3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends iperf3 tcpdump >/dev/null
 fi
 
 SRC="$ROOT/benches/tools/rk_helper.c"

@@ -28,6 +28,10 @@
 #   LAT_REPEAT [6]        runs of the `latrepeat` phase (not in the default PHASES)
 #   LAT_REPEAT_SIZE [1024] record size of the `latrepeat` phase
 #   LAT_REPEAT_ACKS [-1]  acks of the `latrepeat` phase
+#   WIRE      [0]         1: capture each rdkafka_performance latency run on loopback
+#                         (tcpdump) and split every record's latency into the client's
+#                         share and the broker's, as seen on the wire (benches/wire_split.py;
+#                         shown in the `latrepeat` table). tcpdump costs CPU of its own.
 #   RUNNEL_BIN_B []       a second Runnel build: the `latrepeat` runs alternate between
 #                         RUNNEL_BIN and it (an A/B of two builds)
 #   RDKAFKA_GROUP [target/release/rdkafka_group]  the rdkafka crate's group member (built if missing)
@@ -771,6 +775,20 @@ except Exception:
             echo "| $b | median | | $(v rep.$b.median.rdk.p99) | | | | $(v rep.$b.median.p99) | | $(v rep.$b.median.svc.p99) | | | |"
         done
         echo
+        if [[ "${WIRE:-0}" == 1 ]]; then
+            echo "rdkafka_performance's runs above, split on the wire (WIRE=1, benches/wire_split.py): each record's latency is the time the client held it before its Produce request's packet, the time from that packet to the response's (the broker, fsync included), and the time from the response's packet to the delivery report. p50 / p99 of each in ms; the records over 1 ms counted by their largest part."
+            echo
+            echo "| build | run | rdkafka_performance p99 | held in the client p50 / p99 | on the wire (broker) p50 / p99 | after the answer p50 / p99 | records over 1 ms: held / wire / after |"
+            echo "|---|---|---|---|---|---|---|"
+            for b in $REP_BUILDS; do
+                [[ $CONTROLS == *" $b "* ]] && continue
+                for ((r = 1; r <= LAT_REPEAT; r++)); do
+                    k="rep.$b.$r.rdk"
+                    echo "| $b | $r | $(v $k.p99) | $(v $k.wire.held) | $(v $k.wire.wire) | $(v $k.wire.after) | $(v $k.wire.over) |"
+                done
+            done
+            echo
+        fi
     fi
     echo "### Reference: in-process mock (\`-X test.mock.num.brokers=1\`), produce, partition 0, acks=1"
     echo

@@ -69,11 +69,14 @@ perf_latency() {
     local key="$1" topic="$2" size="$3" acks="$4"
     local f="$WORK/$key.lat.log" lf="$WORK/$key.lat.txt"
     local count=$((LAT_RATE * LAT_SECONDS)) mark
+    local cap=""
+    [[ "${WIRE:-0}" == 1 ]] && cap="$(wire_capture_start "$key")"
     mark="$(steal_mark)"
     timeout -k 5 "$RUN_CAP" "$PERF" -P -t "$topic" -b "$BOOTSTRAP" -s "$size" -c "$count" \
         -a "$acks" -r "$LAT_RATE" -l -A "$lf" -X linger.ms=0 -q >"$f" 2>&1
     local rc=$?
     R[$key.steal]="$(steal_since "$mark")"
+    [[ -n "$cap" ]] && wire_capture_split "$key" "$cap" "$lf"
     if [[ ! -s "$lf" ]]; then
         R[$key.p50]="failed (rc=$rc)"; R[$key.p99]="-"; R[$key.max]="-"
         log "latency $key failed rc=$rc: $(tail -3 "$f" | tr '\n' ' ')"
@@ -90,6 +93,47 @@ EOF
     R[$key.rate]="$(grep -E 'messages produced' "$f" | tail -1 | sed -E 's/.*: ([0-9]+) msgs\/s.*/\1/')"
     [[ "$n" != "$count" ]] && R[$key.p50]="$p50 (n=$n/$count)"
     log "latency $key: n=$n p50=${p50}ms p99=${p99}ms max=${mx}ms CPU steal ${R[$key.steal]} %"
+}
+
+# wire_capture_start KEY -> "PID PCAP": tcpdump capturing the Produce traffic to BOOTSTRAP on
+# loopback (the first 400 bytes of each packet: headers and the first record's value), started
+# and running before this returns
+wire_capture_start() {
+    local pcap="$WORK/$1.pcap" port="${BOOTSTRAP##*:}" i
+    command -v tcpdump >/dev/null || { log "WIRE=1 needs tcpdump (benches/build_tools.sh installs it)"; return 1; }
+    tcpdump -i lo -n -s 400 -B 16384 -w "$pcap" "tcp port $port" >"$WORK/$1.tcpdump.log" 2>&1 &
+    local pid=$!
+    for ((i = 0; i < 50; i++)); do
+        grep -q "listening on" "$WORK/$1.tcpdump.log" && break
+        sleep 0.1
+    done
+    echo "$pid $pcap"
+}
+
+# wire_capture_split KEY "PID PCAP" LATFILE: stop the capture and split each record's latency
+# into held (produce() to its request's packet), wire (request packet to response packet) and
+# after (response packet to delivery report) -> R[KEY.wire] (p50/p99 of each, ms, and how many
+# records were over 1 ms, by their largest part)
+wire_capture_split() {
+    local key="$1" pid="${2%% *}" pcap="${2#* }" lf="$3" line
+    # tcpdump reads the kernel's capture buffer a block at a time, a block once it is full or
+    # a second old: wait that second out, or the last packets would be lost
+    sleep 1.5
+    # not this shell's child (started in a command substitution): poll until it has written
+    # the capture out and exited
+    kill -INT "$pid" 2>/dev/null
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    if line="$(python3 "$ROOT/benches/wire_split.py" "$pcap" "${BOOTSTRAP##*:}" "$lf" 2>&1)"; then
+        R[$key.wire.held]="$(sed -E 's/.*held: p50=([0-9.]+) p99=([0-9.]+).*/\1 \/ \2/' <<<"$line")"
+        R[$key.wire.wire]="$(sed -E 's/.*wire: p50=([0-9.]+) p99=([0-9.]+).*/\1 \/ \2/' <<<"$line")"
+        R[$key.wire.after]="$(sed -E 's/.*after: p50=([0-9.]+) p99=([0-9.]+).*/\1 \/ \2/' <<<"$line")"
+        R[$key.wire.over]="$(sed -E 's/.*over1ms=([0-9]+) held=([0-9]+) wire=([0-9]+) after=([0-9]+).*/\1: \2 \/ \3 \/ \4/' <<<"$line")"
+        log "wire split $key: $line"
+    else
+        R[$key.wire.held]="failed"
+        log "wire split $key failed: $line"
+    fi
+    rm -f "$pcap"
 }
 
 count_for() { [[ "$1" == 100 ]] && echo "$COUNT_100" || echo "$COUNT_1K"; }
