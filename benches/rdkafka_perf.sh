@@ -96,12 +96,12 @@ EOF
 }
 
 # wire_capture_start KEY -> "PID PCAP": tcpdump capturing the Produce traffic to BOOTSTRAP on
-# loopback (the first 400 bytes of each packet: headers and the first record's value), started
+# loopback (whole packets: benches/wire_split.py reassembles the streams), started
 # and running before this returns
 wire_capture_start() {
     local pcap="$WORK/$1.pcap" port="${BOOTSTRAP##*:}" i
     command -v tcpdump >/dev/null || { log "WIRE=1 needs tcpdump (benches/build_tools.sh installs it)"; return 1; }
-    tcpdump -i lo -n -s 400 -B 16384 -w "$pcap" "tcp port $port" >"$WORK/$1.tcpdump.log" 2>&1 &
+    tcpdump -i lo -n -s 0 -B 32768 -w "$pcap" "tcp port $port" >"$WORK/$1.tcpdump.log" 2>&1 &
     local pid=$!
     for ((i = 0; i < 50; i++)); do
         grep -q "listening on" "$WORK/$1.tcpdump.log" && break

@@ -4,7 +4,8 @@ loopback packet capture of the run. Used by benches/kafka_throughput.sh (WIRE=1)
     python3 benches/wire_split.py PCAP BROKER_PORT LATENCY_FILE
     python3 benches/wire_split.py --self-test
 
-PCAP: `tcpdump -i lo -s 400 -w PCAP tcp port BROKER_PORT` over the run. LATENCY_FILE:
+PCAP: `tcpdump -i lo -s 0 -w PCAP tcp port BROKER_PORT` over the run (whole packets: the
+TCP streams are reassembled, since frames may share or span segments). LATENCY_FILE:
 rdkafka_performance's `-l -A FILE`, one latency in µs per record, in delivery order (the
 order of the partition's offsets; one partition). Each record's value starts with
 "LATENCY:<µs>", its produce() time on the wall clock, which is the clock of the capture.
@@ -122,8 +123,8 @@ def first_record(payload, batch):
 
 
 def packets(data):
-    """(time in µs, source port, destination port, TCP payload as captured) of each TCP/IPv4
-    packet in a pcap file."""
+    """(time in µs, source port, destination port, TCP sequence number, SYN?, TCP payload) of
+    each TCP/IPv4 packet with data or SYN in a pcap file."""
     magic = struct.unpack("<I", data[:4])[0]
     if magic not in (0xA1B2C3D4, 0xA1B23C4D):
         raise SystemExit("not a little-endian pcap file")
@@ -134,7 +135,7 @@ def packets(data):
         raise SystemExit(f"unsupported link type {link}")
     pos = 24
     while pos + 16 <= len(data):
-        sec, frac, incl, _ = struct.unpack("<IIII", data[pos : pos + 16])
+        sec, frac, incl, orig = struct.unpack("<IIII", data[pos : pos + 16])
         pkt = data[pos + 16 : pos + 16 + incl]
         pos += 16 + incl
         ip = pkt[skip:]
@@ -145,34 +146,77 @@ def packets(data):
         tcp = ip[ihl:]
         if len(tcp) < 20:
             continue
-        sport, dport = struct.unpack(">HH", tcp[:4])
+        sport, dport, seq = struct.unpack(">HHI", tcp[:8])
         doff = (tcp[12] >> 4) * 4
-        if total - ihl - doff <= 0:
+        syn = bool(tcp[13] & 0x02)
+        if total - ihl - doff <= 0 and not syn:
             continue
-        yield sec * 1_000_000 + frac / per_us, sport, dport, tcp[doff:]
+        if incl < orig:
+            raise SystemExit("packets were cut short in the capture: capture whole packets (-s 0)")
+        yield sec * 1_000_000 + frac / per_us, sport, dport, seq, syn, tcp[doff : total - ihl]
+
+
+def frames(data, port):
+    """Each direction of each connection to `port` reassembled and cut into Kafka frames:
+    yields (to the broker?, frame, time of the packet that completed it)."""
+    streams = {}  # (source port, destination port) -> [next sequence number, bytes, [(end, time)]]
+    for t, sport, dport, seq, syn, payload in packets(data):
+        if port not in (sport, dport):
+            continue
+        if syn:
+            # a connection opens: its data starts at a frame boundary (a connection already
+            # open when the capture began is left out: where its frames start is unknown)
+            streams[(sport, dport)] = [(seq + 1) % (1 << 32), bytearray(), []]
+            continue
+        st = streams.get((sport, dport))
+        if st is None:
+            continue
+        ahead = (seq - st[0]) % (1 << 32)
+        if ahead >= 1 << 31:  # (part of) a retransmission of bytes already taken
+            payload = payload[(st[0] - seq) % (1 << 32) :]
+        elif ahead > 0:
+            raise SystemExit("the capture lost packets (a gap in a TCP stream): rerun")
+        if not payload:
+            continue
+        st[0] = (st[0] + len(payload)) % (1 << 32)
+        st[1] += payload
+        st[2].append((len(st[1]), t))
+    for (sport, dport), (_, buf, ends) in streams.items():
+        at, i = 0, 0
+        while at + 4 <= len(buf):
+            size = struct.unpack(">i", buf[at : at + 4])[0]
+            if size < 0 or at + 4 + size > len(buf):
+                break
+            end = at + 4 + size
+            while ends[i][0] < end:
+                i += 1
+            yield dport == port, bytes(buf[at:end]), ends[i][1]
+            at = end
 
 
 def exchanges(data, port):
     """Produce requests in the order sent: (correlation id, request time, records, first
-    produce() time), and {correlation id: first response packet time}."""
+    produce() time), and {correlation id: response time}."""
     requests, answered = [], {}
-    for t, sport, dport, payload in packets(data):
-        if dport == port:
+    for to_broker, frame, t in frames(data, port):
+        if len(frame) < 12:
+            continue
+        if to_broker:
             try:
-                found = produce_batch(payload)
-                if found is None:
-                    continue
-                corr, batch = found
-                count, produced = first_record(payload, batch)
-            except Short:
-                raise SystemExit("a Produce request is cut short in the capture: capture with -s 400 or more")
+                found = produce_batch(frame)
+            except (Short, ValueError) as e:
+                raise SystemExit(f"a malformed Produce request in the capture ({e!r})")
+            if found is None:
+                continue
+            corr, batch = found
+            try:
+                count, produced = first_record(frame, batch)
+            except (Short, ValueError) as e:
+                raise SystemExit(f"Produce request {corr}: no v2 batch with a LATENCY record ({e!r})")
             requests.append((corr, t, count, produced))
-        elif sport == port:
-            at = 0
-            while at + 8 <= len(payload):
-                size, corr = struct.unpack(">ii", payload[at : at + 8])
-                answered.setdefault(corr, t)
-                at += 4 + size
+        else:
+            answered.setdefault(struct.unpack(">i", frame[4:8])[0], t)
+    requests.sort(key=lambda r: r[1])
     return requests, answered
 
 
@@ -243,18 +287,38 @@ def self_test():
         frame = struct.pack(">hhi", 0, version, corr) + body
         return struct.pack(">i", len(frame)) + frame
 
+    seqs = {}
+
     def packet(t_us, sport, dport, payload):
-        tcp = struct.pack(">HHIIBBHHH", sport, dport, 0, 0, 5 << 4, 0x18, 0, 0, 0)
+        seq = seqs.get((sport, dport), 1000)
+        seqs[(sport, dport)] = seq + len(payload)
+        tcp = struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x18, 0, 0, 0)
         ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 0, 0, 64, 6, 0, b"\x7f\0\0\1", b"\x7f\0\0\1")
         frame = b"\0" * 12 + b"\x08\x00" + ip + tcp + payload
         return struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame)) + frame
 
+    def syn(t_us, sport, dport):
+        seqs[(sport, dport)] = 1000
+        tcp = struct.pack(">HHIIBBHHH", sport, dport, 999, 0, 5 << 4, 0x02, 0, 0, 0)
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, b"\x7f\0\0\1", b"\x7f\0\0\1")
+        frame = b"\0" * 12 + b"\x08\x00" + ip + tcp
+        return struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame)) + frame
+
     base = 1_700_000_000_000_000
     pcap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    pcap += packet(base, 5000, 9092, struct.pack(">ihhi", 8, 3, 12, 1))
-    pcap += packet(base + 100, 5000, 9092, produce(2, 9, batch(1, base + 40)))
+    # a connection open before the capture: ignored, whatever its bytes
+    pcap += packet(base, 4999, 9092, b"\0\0\0\x09garbage!!")
+    pcap += syn(base + 1, 5000, 9092) + syn(base + 2, 9092, 5000)
+    first = produce(2, 9, batch(1, base + 40))
+    # a Metadata request and the first Produce request's head share a packet; its rest
+    # completes it at base + 100
+    pcap += packet(base + 10, 5000, 9092, struct.pack(">ihhi", 8, 3, 12, 1) + first[:30])
+    pcap += packet(base + 100, 5000, 9092, first[30:])
     pcap += packet(base + 900, 5000, 9092, produce(3, 7, batch(2, base + 500)))
-    answers = struct.pack(">ii", 4, 2) + b"\0\0\0\0" + struct.pack(">ii", 4, 3) + b"\0\0\0\0"
+    # a retransmission of the last packet changes nothing
+    seqs[(5000, 9092)] -= len(produce(3, 7, batch(2, base + 500)))
+    pcap += packet(base + 950, 5000, 9092, produce(3, 7, batch(2, base + 500)))
+    answers = struct.pack(">ii", 8, 2) + b"\0\0\0\0" + struct.pack(">ii", 8, 3) + b"\0\0\0\0"
     pcap += packet(base + 2100, 9092, 5000, answers)
     requests, answered = exchanges(pcap, 9092)
     assert [(c, n) for c, _, n, _ in requests] == [(2, 1), (3, 2)], requests
