@@ -7,7 +7,8 @@ loopback packet capture of the run. Used by benches/kafka_throughput.sh (WIRE=1)
 PCAP: `tcpdump -i lo -s 0 -w PCAP tcp port BROKER_PORT` over the run (whole packets: the
 TCP streams are reassembled, since frames may share or span segments). LATENCY_FILE:
 rdkafka_performance's `-l -A FILE`, one latency in µs per record, in delivery order (the
-order of the partition's offsets; one partition). Each record's value starts with
+order of the requests, while each request carries one partition's batch; a request with more
+fails the split). Each record's value starts with
 "LATENCY:<µs>", its produce() time on the wall clock, which is the clock of the capture.
 
 For each record, three parts that add up to its latency:
@@ -88,13 +89,15 @@ def produce_batch(payload):
     r.skip_string(flexible)  # transactional id
     r.int("h")  # acks
     r.int("i")  # timeout
+    # Records are matched to delivery reports in request order, which holds only while each
+    # request carries one partition's batch.
     topics = r.uvarint() - 1 if flexible else r.int("i")
-    if topics < 1:
-        raise ValueError("produce request without topics")
+    if topics != 1:
+        raise ValueError(f"a produce request for {topics} topics (the split needs one)")
     r.skip_string(flexible)  # topic name
     partitions = r.uvarint() - 1 if flexible else r.int("i")
-    if partitions < 1:
-        raise ValueError("produce request without partitions")
+    if partitions != 1:
+        raise ValueError(f"a produce request for {partitions} partitions (the split needs one)")
     r.int("i")  # partition index
     size = r.uvarint() - 1 if flexible else r.int("i")
     if size < 61:
