@@ -209,7 +209,8 @@ impl Metrics {
             .observe(latency_seconds);
     }
 
-    /// Records one alert of `rule` whose latency is not measured (a late reading's).
+    /// Records one alert of `rule` whose latency is not measured (a late reading's, or one made
+    /// before the pipeline has a watermark).
     pub fn alert_count(&self, pipeline: &str, rule: &str) {
         self.processor_alerts
             .get_or_create(&RuleLabels {
@@ -333,7 +334,7 @@ impl Metrics {
         );
         registry.register(
             "processor_alert_latency_seconds",
-            "From an on-time reading's record timestamp (its producer's clock) to its alert being durable; alerts from late readings are not measured",
+            "From an on-time reading's record timestamp (its producer's clock) to its alert being durable; alerts from late readings, or made before the pipeline has a watermark, are not measured",
             self.processor_alert_latency_seconds.clone(),
         );
         registry.register(
